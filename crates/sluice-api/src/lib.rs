@@ -1,0 +1,19 @@
+//! OpenAI wire types: the lingua franca of Sluice.
+//!
+//! Every other crate speaks these types. Provider adapters translate vendor formats to and from them;
+//! nothing else knows a vendor's format. Fields the gateway does not need to understand are kept in an
+//! `extra` map on each type so that they pass through to the upstream untouched.
+
+pub mod chat;
+pub mod error;
+pub mod models;
+pub mod parse;
+
+pub use chat::{
+    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, ChunkChoice,
+    ChunkDelta, Choice, ContentPart, FunctionCall, ImageUrl, MessageContent, ResponseMessage, Role,
+    Stop, StreamOptions, Tool, ToolCall, ToolChoice, Usage, UpstreamChatRequest,
+};
+pub use error::{ErrorBody, ErrorObject};
+pub use models::{Model, ModelList};
+pub use parse::{ParseError, parse_json};

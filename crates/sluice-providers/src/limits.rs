@@ -1,0 +1,148 @@
+//! What vendors say about a key's limits in their response headers.
+
+use std::time::{Duration, SystemTime};
+
+use http::HeaderMap;
+
+/// A key's remaining budget and reset times as the vendor reported them on one response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimitSnapshot {
+    /// Requests left in the current window.
+    pub remaining_requests: Option<u64>,
+    /// Tokens left in the current window.
+    pub remaining_tokens: Option<u64>,
+    /// Time until the request window resets.
+    pub reset_requests: Option<Duration>,
+    /// Time until the token window resets.
+    pub reset_tokens: Option<Duration>,
+}
+
+impl RateLimitSnapshot {
+    /// Reads OpenAI's `x-ratelimit-*` headers (also sent by Azure, Groq and most compatible servers).
+    pub fn from_openai_headers(headers: &HeaderMap) -> Self {
+        Self {
+            remaining_requests: header_str(headers, "x-ratelimit-remaining-requests").and_then(|v| v.parse().ok()),
+            remaining_tokens: header_str(headers, "x-ratelimit-remaining-tokens").and_then(|v| v.parse().ok()),
+            reset_requests: header_str(headers, "x-ratelimit-reset-requests").and_then(parse_go_duration),
+            reset_tokens: header_str(headers, "x-ratelimit-reset-tokens").and_then(parse_go_duration),
+        }
+    }
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+/// The retry time a vendor gave on a 429 or 503: `retry-after-ms`, then `retry-after` (seconds or an HTTP
+/// date), then the later of OpenAI's reset headers.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(ms) = header_str(headers, "retry-after-ms").and_then(|v| v.parse::<f64>().ok())
+        && ms.is_finite()
+        && ms >= 0.0
+    {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    if let Some(value) = header_str(headers, "retry-after") {
+        if let Ok(secs) = value.parse::<f64>() {
+            if secs.is_finite() && secs >= 0.0 {
+                return Some(Duration::from_secs_f64(secs));
+            }
+        } else if let Ok(when) = httpdate::parse_http_date(value) {
+            return Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO));
+        }
+    }
+    let snapshot = RateLimitSnapshot::from_openai_headers(headers);
+    match (snapshot.reset_requests, snapshot.reset_tokens) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Parses OpenAI's reset durations, which use Go's format: `1s`, `6m0s`, `20ms`, `1h2m3.5s`.
+pub fn parse_go_duration(text: &str) -> Option<Duration> {
+    let mut total = 0f64;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" | "" => 1.0,
+            "ms" => 0.001,
+            "us" | "µs" => 0.000_001,
+            "ns" => 0.000_000_001,
+            _ => return None,
+        };
+        total += number * scale;
+        rest = &rest[unit_len..];
+    }
+    total.is_finite().then(|| Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("1s"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_go_duration("6m0s"), Some(Duration::from_secs(360)));
+        assert_eq!(parse_go_duration("20ms"), Some(Duration::from_millis(20)));
+        assert_eq!(parse_go_duration("1h2m3.5s"), Some(Duration::from_secs_f64(3723.5)));
+        assert_eq!(parse_go_duration("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("soon"), None);
+        assert_eq!(parse_go_duration(""), None);
+        assert_eq!(parse_go_duration("3parsecs"), None);
+    }
+
+    #[test]
+    fn retry_after_prefers_milliseconds_then_seconds_then_resets() {
+        assert_eq!(
+            retry_after(&headers(&[("retry-after-ms", "1500"), ("retry-after", "9")])),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(retry_after(&headers(&[("retry-after", "9")])), Some(Duration::from_secs(9)));
+        assert_eq!(
+            retry_after(&headers(&[("x-ratelimit-reset-requests", "2s"), ("x-ratelimit-reset-tokens", "7s")])),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(retry_after(&headers(&[])), None);
+        let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
+        let got = retry_after(&headers(&[("retry-after", &date)])).unwrap();
+        assert!(got <= Duration::from_secs(30) && got >= Duration::from_secs(28), "{got:?}");
+    }
+
+    #[test]
+    fn snapshot_reads_remaining_and_resets() {
+        let snap = RateLimitSnapshot::from_openai_headers(&headers(&[
+            ("x-ratelimit-remaining-requests", "59"),
+            ("x-ratelimit-remaining-tokens", "149984"),
+            ("x-ratelimit-reset-requests", "1s"),
+            ("x-ratelimit-reset-tokens", "6ms"),
+        ]));
+        assert_eq!(snap.remaining_requests, Some(59));
+        assert_eq!(snap.remaining_tokens, Some(149_984));
+        assert_eq!(snap.reset_requests, Some(Duration::from_secs(1)));
+        assert_eq!(snap.reset_tokens, Some(Duration::from_millis(6)));
+    }
+}

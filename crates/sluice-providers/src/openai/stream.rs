@@ -1,0 +1,174 @@
+//! OpenAI-format SSE streams, event by event.
+//!
+//! The translation is a pure function of one event and a small state, so it is tested on recorded
+//! streams without a network. The chunk's bytes are forwarded as the vendor sent them.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use bytes::Bytes;
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use sluice_api::Usage;
+
+use crate::error::error_chain;
+use crate::{EventStream, ProviderError, StreamEvent, TimeoutPhase};
+
+/// What one upstream event means for the client's stream.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Step {
+    /// Forward this chunk.
+    Chunk(StreamEvent),
+    /// `[DONE]`: the stream is complete.
+    Done,
+    /// Nothing to forward (an empty keep-alive event).
+    Skip,
+}
+
+/// What the translation remembers between events.
+#[derive(Debug, Default)]
+pub(crate) struct StreamState {
+    /// A choice reported its finish reason, so the answer is whole even if `[DONE]` never comes.
+    finished: bool,
+}
+
+#[derive(Deserialize)]
+struct ChunkProbe<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<ChoiceProbe<'a>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceProbe<'a> {
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+/// Translates one event's data.
+pub(crate) fn step(data: String, state: &mut StreamState) -> Result<Step, ProviderError> {
+    let trimmed = data.trim();
+    if trimmed == "[DONE]" {
+        return Ok(Step::Done);
+    }
+    if trimmed.is_empty() {
+        return Ok(Step::Skip);
+    }
+    let probe: ChunkProbe<'_> = serde_json::from_str(trimmed).map_err(|e| ProviderError::Protocol {
+        detail: format!("malformed stream event: {e}"),
+    })?;
+    if probe.error.is_some() {
+        let body = super::error::parse_error_body(500, trimmed.as_bytes());
+        return Err(ProviderError::Server {
+            status: 500,
+            message: body.error.message,
+        });
+    }
+    if probe.choices.iter().any(|c| c.finish_reason.is_some()) {
+        state.finished = true;
+    }
+    let usage_only = probe.usage.is_some() && probe.choices.is_empty();
+    let usage = probe.usage;
+    Ok(Step::Chunk(StreamEvent {
+        data: Bytes::from(data),
+        usage,
+        usage_only,
+    }))
+}
+
+/// The client-facing event stream of an upstream SSE response.
+pub(crate) fn events(response: reqwest::Response, idle: Duration) -> EventStream {
+    let sse = response.bytes_stream().eventsource();
+    let state = (sse, StreamState::default(), false);
+    Box::pin(futures_util::stream::unfold(state, move |(mut sse, mut state, ended)| async move {
+        if ended {
+            return None;
+        }
+        loop {
+            let next = match tokio::time::timeout(idle, sse.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    let err = ProviderError::Timeout {
+                        phase: TimeoutPhase::Idle,
+                        after: idle,
+                    };
+                    return Some((Err(err), (sse, state, true)));
+                }
+            };
+            let result = match next {
+                Some(Ok(event)) => step(event.data, &mut state),
+                Some(Err(e)) => Err(ProviderError::Truncated {
+                    detail: error_chain(&e),
+                }),
+                // A server that closes after the last finish reason but without `[DONE]` has still
+                // sent a whole answer; one that closes before has not.
+                None if state.finished => return None,
+                None => Err(ProviderError::Truncated {
+                    detail: "the stream ended without [DONE]".to_owned(),
+                }),
+            };
+            match result {
+                Ok(Step::Chunk(event)) => return Some((Ok(event), (sse, state, false))),
+                Ok(Step::Done) => return None,
+                Ok(Step::Skip) => continue,
+                Err(err) => return Some((Err(err), (sse, state, true))),
+            }
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_openai_stream_translates() {
+        let events = [
+            r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}"#,
+            r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hi \"there\""},"finish_reason":null}],"usage":null}"#,
+            r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#,
+            r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}"#,
+            "[DONE]",
+        ];
+        let mut state = StreamState::default();
+        let steps: Vec<Step> = events.iter().map(|e| step((*e).to_owned(), &mut state).unwrap()).collect();
+        for (i, s) in steps.iter().take(3).enumerate() {
+            match s {
+                Step::Chunk(event) => {
+                    assert_eq!(event.data, events[i].as_bytes(), "chunk bytes are forwarded untouched");
+                    assert!(!event.usage_only);
+                    assert_eq!(event.usage, None);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        match &steps[3] {
+            Step::Chunk(event) => {
+                assert!(event.usage_only);
+                assert_eq!(event.usage, Some(Usage::new(9, 3)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(steps[4], Step::Done);
+        assert!(state.finished);
+    }
+
+    #[test]
+    fn malformed_and_error_events_fail() {
+        let mut state = StreamState::default();
+        assert!(matches!(
+            step("{not json".to_owned(), &mut state),
+            Err(ProviderError::Protocol { .. })
+        ));
+        match step(r#"{"error": {"message": "overloaded mid-stream", "type": "server_error"}}"#.to_owned(), &mut state) {
+            Err(ProviderError::Server { message, .. }) => assert_eq!(message, "overloaded mid-stream"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(step("  ".to_owned(), &mut state).unwrap(), Step::Skip);
+    }
+}

@@ -1,0 +1,114 @@
+//! The simulated vendor as an in-process provider.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use super::{Fault, SimFrame, SimRejection, Simulator};
+use crate::limits::RateLimitSnapshot;
+use crate::openai::Timeouts;
+use crate::{BoxFuture, ChatCall, ChatProvider, ChatReply, ProviderError, ReplyBody, StreamEvent, TimeoutPhase};
+
+/// Serves `kind = "simulated"` providers without a network hop.
+#[derive(Debug, Clone)]
+pub struct SimulatedAdapter {
+    sim: Arc<Simulator>,
+    timeouts: Timeouts,
+}
+
+impl SimulatedAdapter {
+    /// An adapter answering from `sim`, bounded by the same timeouts as a networked upstream.
+    pub fn new(sim: Arc<Simulator>, timeouts: Timeouts) -> Self {
+        Self { sim, timeouts }
+    }
+
+    /// The simulator behind the adapter.
+    pub fn simulator(&self) -> &Arc<Simulator> {
+        &self.sim
+    }
+}
+
+impl ChatProvider for SimulatedAdapter {
+    fn chat<'a>(&'a self, call: ChatCall<'a>) -> BoxFuture<'a, Result<ChatReply, ProviderError>> {
+        Box::pin(async move {
+            let first_byte = self.timeouts.first_byte;
+            let head = async {
+                if self.sim.config().fault == Some(Fault::Hang) {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(self.sim.config().latency).await;
+            };
+            tokio::time::timeout(first_byte, head)
+                .await
+                .map_err(|_| ProviderError::Timeout {
+                    phase: TimeoutPhase::FirstByte,
+                    after: first_byte,
+                })?;
+            let answer = match self.sim.admit(call.key.secret(), call.request) {
+                Ok(answer) => answer,
+                Err(SimRejection::RateLimited { limit, retry_after, .. }) => {
+                    return Err(ProviderError::RateLimited {
+                        retry_after: Some(retry_after),
+                        message: format!("simulated vendor: rate limit reached for {limit}"),
+                    });
+                }
+                Err(SimRejection::ServerError) => {
+                    return Err(ProviderError::Server {
+                        status: 500,
+                        message: "simulated vendor: drawn server error".to_owned(),
+                    });
+                }
+            };
+            let limits = RateLimitSnapshot::default();
+            let request = call.request;
+            if !request.is_stream() {
+                let body = serde_json::to_vec(&answer.completion(request)).map_err(|e| ProviderError::Protocol {
+                    detail: e.to_string(),
+                })?;
+                return Ok(ChatReply {
+                    body: ReplyBody::Complete {
+                        body: body.into(),
+                        usage: Some(answer.usage()),
+                    },
+                    limits,
+                });
+            }
+            let idle = self.timeouts.idle;
+            let frames = self.sim.frames(&answer, request, true);
+            let events = frames_to_events(frames, idle);
+            Ok(ChatReply {
+                body: ReplyBody::Stream(events),
+                limits,
+            })
+        })
+    }
+}
+
+fn frames_to_events(
+    frames: impl futures_util::Stream<Item = SimFrame> + Send + 'static,
+    idle: Duration,
+) -> crate::EventStream {
+    let frames = Box::pin(frames);
+    Box::pin(futures_util::stream::unfold((frames, false), move |(mut frames, ended)| async move {
+        if ended {
+            return None;
+        }
+        let item = match tokio::time::timeout(idle, frames.next()).await {
+            Err(_) => Err(ProviderError::Timeout {
+                phase: TimeoutPhase::Idle,
+                after: idle,
+            }),
+            Ok(None) => return None,
+            Ok(Some(SimFrame::Chunk { data, usage, usage_only })) => Ok(StreamEvent { data, usage, usage_only }),
+            Ok(Some(SimFrame::Malformed)) => Err(ProviderError::Protocol {
+                detail: "simulated malformed event".to_owned(),
+            }),
+            Ok(Some(SimFrame::Reset)) => Err(ProviderError::Truncated {
+                detail: "simulated connection reset".to_owned(),
+            }),
+        };
+        let ended = item.is_err();
+        Some((item, (frames, ended)))
+    }))
+}

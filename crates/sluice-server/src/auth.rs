@@ -1,0 +1,94 @@
+//! Who is calling. The seam the tenant store plugs into: anything that maps a bearer token to a
+//! [`Principal`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::header::AUTHORIZATION;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// A name for logs: the key's label, never its value.
+    pub name: Arc<str>,
+    /// Whether the caller holds the admin key.
+    pub admin: bool,
+}
+
+/// Maps a bearer token to a caller.
+pub trait Authenticator: Send + Sync + 'static {
+    /// The caller presenting `token`, or `None` if the token is unknown.
+    fn authenticate(&self, token: &str) -> Option<Principal>;
+}
+
+/// The minimal authenticator: a fixed list of client keys and the admin key, from the configuration.
+pub struct StaticKeys {
+    keys: HashMap<String, Principal>,
+}
+
+impl std::fmt::Debug for StaticKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticKeys").field("keys", &self.keys.len()).finish()
+    }
+}
+
+impl StaticKeys {
+    /// Accepts each of `client_keys` (labelled by position) and `admin_key`.
+    pub fn new(client_keys: &[SecretString], admin_key: Option<&SecretString>) -> Self {
+        let mut keys = HashMap::with_capacity(client_keys.len() + 1);
+        for (i, key) in client_keys.iter().enumerate() {
+            keys.insert(
+                key.expose_secret().to_owned(),
+                Principal {
+                    name: format!("auth.keys[{i}]").into(),
+                    admin: false,
+                },
+            );
+        }
+        if let Some(admin) = admin_key {
+            keys.insert(
+                admin.expose_secret().to_owned(),
+                Principal {
+                    name: "admin".into(),
+                    admin: true,
+                },
+            );
+        }
+        Self { keys }
+    }
+}
+
+impl Authenticator for StaticKeys {
+    fn authenticate(&self, token: &str) -> Option<Principal> {
+        self.keys.get(token).cloned()
+    }
+}
+
+/// Middleware: rejects requests without a known bearer token and records the caller as an extension.
+pub(crate) async fn require_key(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let token = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return ApiError::missing_key().into_response();
+    };
+    match state.auth().authenticate(token) {
+        Some(principal) => {
+            tracing::Span::current().record("caller", principal.name.as_ref());
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        None => ApiError::invalid_key().into_response(),
+    }
+}

@@ -1,0 +1,169 @@
+//! `POST /v1/chat/completions`: validate, route, answer as JSON or as a server-sent event stream.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::{HeaderName, HeaderValue, StatusCode, header};
+use sluice_api::{ChatCompletionRequest, ErrorBody, Usage};
+use sluice_providers::{EventStream, ProviderError, ReplyBody};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+
+static X_SLUICE_PROVIDER: HeaderName = HeaderName::from_static("x-sluice-provider");
+static X_SLUICE_ATTEMPTS: HeaderName = HeaderName::from_static("x-sluice-attempts");
+
+/// Checks what serde cannot: values that parse but make no sense.
+fn validate(request: &ChatCompletionRequest) -> Result<(), ApiError> {
+    if request.messages.is_empty() {
+        return Err(ApiError::invalid_request(
+            "`messages` must contain at least one message.",
+            Some("messages"),
+        ));
+    }
+    if request.n == Some(0) {
+        return Err(ApiError::invalid_request("`n` must be at least 1.", Some("n")));
+    }
+    if let Some(t) = request.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(ApiError::invalid_request(
+            format!("`temperature` must be between 0 and 2; got {t}."),
+            Some("temperature"),
+        ));
+    }
+    if request.stream_options.is_some() && !request.is_stream() {
+        return Err(ApiError::invalid_request(
+            "`stream_options` is only allowed when `stream` is true.",
+            Some("stream_options"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn chat_completions(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
+    validate(&request)?;
+    let routed = state.router().chat(&request).await.map_err(ApiError::from_route)?;
+    let mut response = match routed.reply.body {
+        ReplyBody::Complete { body, usage } => {
+            log_usage(usage.as_ref(), false);
+            let mut response = (StatusCode::OK, body).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        ReplyBody::Stream(events) => sse_response(events, request.wants_stream_usage()),
+    };
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&routed.provider) {
+        headers.insert(X_SLUICE_PROVIDER.clone(), value);
+    }
+    headers.insert(X_SLUICE_ATTEMPTS.clone(), HeaderValue::from(routed.attempts));
+    Ok(response)
+}
+
+fn log_usage(usage: Option<&Usage>, interrupted: bool) {
+    match usage {
+        Some(u) => tracing::info!(
+            prompt_tokens = u.prompt_tokens,
+            completion_tokens = u.completion_tokens,
+            interrupted,
+            "usage"
+        ),
+        None => tracing::info!(interrupted, "usage not reported by the upstream"),
+    }
+}
+
+/// Where the client's stream is.
+enum SseState {
+    Open { usage: Option<Usage> },
+    Closed,
+}
+
+/// The client's event stream. Chunks are framed and sent as they arrive, one at a time: nothing is
+/// buffered. The upstream's usage-only chunk is dropped unless the client asked for it. A stream that
+/// ends cleanly gets `data: [DONE]`; one that breaks gets an error event and no `[DONE]`, so a cut
+/// answer never looks complete. Dropping the body (the client went away) drops the upstream stream,
+/// which closes the upstream connection and so cancels the upstream request.
+fn sse_response(events: EventStream, forward_usage: bool) -> Response {
+    let span = tracing::Span::current();
+    let frames = futures_util::stream::unfold((events, SseState::Open { usage: None }), move |(mut events, state)| {
+        let span = span.clone();
+        async move {
+            let SseState::Open { mut usage } = state else {
+                return None;
+            };
+            loop {
+                match events.next().await {
+                    Some(Ok(event)) => {
+                        if event.usage.is_some() {
+                            usage = event.usage;
+                        }
+                        if event.usage_only && !forward_usage {
+                            continue;
+                        }
+                        return Some((Ok::<Bytes, Infallible>(data_frame(&event.data)), (events, SseState::Open { usage })));
+                    }
+                    Some(Err(err)) => {
+                        span.in_scope(|| {
+                            tracing::warn!(error = %err, detail = ?err, "upstream stream broke after the first byte");
+                            log_usage(usage.as_ref(), true);
+                        });
+                        return Some((Ok(error_frame(&err)), (events, SseState::Closed)));
+                    }
+                    None => {
+                        span.in_scope(|| log_usage(usage.as_ref(), false));
+                        return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), (events, SseState::Closed)));
+                    }
+                }
+            }
+        }
+    });
+    let mut response = Response::new(Body::from_stream(frames));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-style proxies in front of the gateway not to buffer the stream either.
+    headers.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    response
+}
+
+fn data_frame(data: &[u8]) -> Bytes {
+    let mut frame = BytesMut::with_capacity(data.len() + 8);
+    frame.put_slice(b"data: ");
+    frame.put_slice(data);
+    frame.put_slice(b"\n\n");
+    frame.freeze()
+}
+
+/// The error event that ends a broken stream, in the shape OpenAI's SDKs raise as an API error.
+fn error_frame(err: &ProviderError) -> Bytes {
+    let (code, message) = match err {
+        ProviderError::Timeout { after, .. } => (
+            "upstream_timeout",
+            format!(
+                "The upstream stopped sending for {} ms; the answer is incomplete.",
+                after.as_millis()
+            ),
+        ),
+        ProviderError::Protocol { .. } => (
+            "upstream_error",
+            "The upstream sent a malformed event; the answer is incomplete.".to_owned(),
+        ),
+        _ => (
+            "upstream_error",
+            "The upstream connection broke; the answer is incomplete.".to_owned(),
+        ),
+    };
+    let body = ErrorBody::new("server_error", message, None, Some(code.to_owned()));
+    data_frame(&body.to_bytes())
+}

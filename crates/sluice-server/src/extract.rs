@@ -1,0 +1,41 @@
+//! A JSON body extractor whose every rejection is an OpenAI-shaped error naming the problem.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::BytesRejection;
+use http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// A request body parsed as JSON into `T`.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+/// State that knows the body size limit, so a too-large body is answered with the number.
+pub trait BodyLimit {
+    /// The largest accepted request body, in bytes.
+    fn max_body_bytes(&self) -> usize;
+}
+
+impl<S: BodyLimit + Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| match rejection {
+            BytesRejection::FailedToBufferBody(ref inner) if inner.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::payload_too_large(state.max_body_bytes())
+            }
+            other => ApiError::invalid_request(format!("Could not read the request body: {}", other.body_text()), None),
+        })?;
+        if bytes.is_empty() {
+            return Err(ApiError::invalid_request(
+                "The request body is empty; send a JSON object.",
+                None,
+            ));
+        }
+        sluice_api::parse_json(&bytes)
+            .map(ApiJson)
+            .map_err(|e| ApiError::from_parse(&e))
+    }
+}

@@ -1,0 +1,211 @@
+//! The Sluice HTTP surface: OpenAI-compatible routes, authentication, response headers and errors, and
+//! the HTTP face of the simulated vendor.
+//!
+//! Handlers are thin: they parse, call the router, and write the answer. Failures become OpenAI-shaped
+//! errors in one place, [`error::ApiError`].
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router as AxumRouter;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use sluice_api::ModelList;
+use sluice_router::Router;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub mod auth;
+mod chat;
+pub mod error;
+pub mod extract;
+pub mod serve;
+pub mod simulator;
+
+pub use auth::{Authenticator, Principal, StaticKeys};
+pub use error::ApiError;
+pub use serve::{serve, shutdown_signal};
+
+/// Settings of the HTTP surface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// The largest accepted request body.
+    pub max_body_bytes: usize,
+    /// The longest a request may take to get its response head.
+    pub request_timeout: Duration,
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+struct StateInner {
+    router: Arc<Router>,
+    auth: Arc<dyn Authenticator>,
+    settings: HttpSettings,
+    models_body: Bytes,
+}
+
+impl AppState {
+    /// State over `router` and `auth`.
+    pub fn new(router: Arc<Router>, auth: Arc<dyn Authenticator>, settings: HttpSettings) -> Self {
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        // The model list only changes with the configuration, so it is serialised once.
+        let models_body = serde_json::to_vec(&ModelList::from_names(router.model_names(), created))
+            .map(Bytes::from)
+            .unwrap_or_default();
+        Self {
+            inner: Arc::new(StateInner {
+                router,
+                auth,
+                settings,
+                models_body,
+            }),
+        }
+    }
+}
+
+impl extract::BodyLimit for AppState {
+    fn max_body_bytes(&self) -> usize {
+        self.inner.settings.max_body_bytes
+    }
+}
+
+impl AppState {
+    pub(crate) fn router(&self) -> &Router {
+        &self.inner.router
+    }
+
+    pub(crate) fn auth(&self) -> &dyn Authenticator {
+        self.inner.auth.as_ref()
+    }
+}
+
+/// Builds the gateway's HTTP app.
+///
+/// Layers, outermost first, and what each adds:
+/// 1. `SetRequestId`: takes the client's `x-request-id` or makes a UUID, so every log line and answer
+///    can be tied to one request.
+/// 2. `Trace`: one span per request carrying the method, path and request id, with the caller recorded
+///    once authenticated; logs each answer's status and latency.
+/// 3. `SetSensitiveRequestHeaders`: `Authorization` is redacted from anything the trace prints.
+/// 4. `PropagateRequestId`: copies `x-request-id` onto every answer, errors included.
+/// 5. `shape_errors`: answers that a layer below produced without a body (timeout, body limit, wrong
+///    method) get OpenAI's error shape.
+/// 6. `Timeout`: bounds the time to a response head (streams run on after it).
+/// 7. `RequestBodyLimit`: refuses bodies over `max_body_bytes`, by `content-length` or while reading.
+///
+/// Under `/v1`, `require_key` authenticates the caller and adds its [`Principal`] as an extension.
+/// `/healthz` and `/readyz` are public.
+pub fn build_router(state: AppState) -> AxumRouter {
+    let settings = state.inner.settings;
+    let api = AxumRouter::new()
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/models", get(list_models))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+    let sensitive = Arc::from([header::AUTHORIZATION, header::PROXY_AUTHORIZATION]);
+    AxumRouter::new()
+        .merge(api)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(fallback)
+        .with_state(state.clone())
+        .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            settings.request_timeout,
+        ))
+        .layer(middleware::from_fn_with_state(state, shape_errors))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let request_id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = request.uri().path(),
+                        request_id,
+                        caller = tracing::field::Empty,
+                    )
+                })
+                .on_request(())
+                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+async fn list_models(State(state): State<AppState>) -> Response {
+    json_response(StatusCode::OK, state.inner.models_body.clone())
+}
+
+async fn healthz() -> Response {
+    json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
+}
+
+/// Ready when at least one model can be served.
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.router().has_enabled_model() {
+        json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#))
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from_static(br#"{"status":"not ready","reason":"no provider has a usable API key"}"#),
+        )
+    }
+}
+
+async fn fallback(request: Request) -> ApiError {
+    ApiError::not_found(request.uri().path())
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response {
+    let mut response = (status, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Gives error answers without a JSON body OpenAI's error shape.
+async fn shape_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return response;
+    }
+    let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::payload_too_large(state.inner.settings.max_body_bytes)
+    } else {
+        ApiError::from_status(status)
+    };
+    let (mut parts, _) = response.into_parts();
+    let shaped = error.into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, shaped.into_body())
+}

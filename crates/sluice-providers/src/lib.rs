@@ -23,7 +23,7 @@ pub mod simulated;
 pub use error::{ProviderError, TimeoutPhase};
 pub use limits::RateLimitSnapshot;
 pub use openai::{OpenAiAdapter, OpenAiFlavor};
-pub use simulated::{Fault, SimConfig, SimulatedAdapter, Simulator};
+pub use simulated::{Fault, SimConfig, SimStats, SimulatedAdapter, Simulator};
 
 /// A boxed future, as returned by [`ChatProvider::chat`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

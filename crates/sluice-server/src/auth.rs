@@ -40,14 +40,14 @@ impl std::fmt::Debug for StaticKeys {
 }
 
 impl StaticKeys {
-    /// Accepts each of `client_keys` (labelled by position) and `admin_key`.
-    pub fn new(client_keys: &[SecretString], admin_key: Option<&SecretString>) -> Self {
+    /// Accepts each of `client_keys`, named by their label for logs, and `admin_key`.
+    pub fn new(client_keys: &[(String, SecretString)], admin_key: Option<&SecretString>) -> Self {
         let mut keys = HashMap::with_capacity(client_keys.len() + 1);
-        for (i, key) in client_keys.iter().enumerate() {
+        for (label, key) in client_keys {
             keys.insert(
                 key.expose_secret().to_owned(),
                 Principal {
-                    name: format!("auth.keys[{i}]").into(),
+                    name: label.as_str().into(),
                     admin: false,
                 },
             );

@@ -1,6 +1,7 @@
 //! `POST /v1/chat/completions`: validate, route, answer as JSON or as a server-sent event stream.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -10,6 +11,7 @@ use futures_util::StreamExt;
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use sluice_api::{ChatCompletionRequest, ErrorBody, Usage};
 use sluice_providers::{EventStream, ProviderError, ReplyBody};
+use sluice_router::RouteError;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -51,7 +53,21 @@ pub(crate) async fn chat_completions(
     ApiJson(request): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     validate(&request)?;
-    let routed = state.router().chat(&request).await.map_err(ApiError::from_route)?;
+    let routed = match state.router().chat(&request).await {
+        Ok(routed) => routed,
+        Err(err) => {
+            // Failed attempts are worth showing the client too: they explain a slow error.
+            let tried = match &err {
+                RouteError::Upstream { provider, attempts, .. } => Some((Arc::clone(provider), *attempts)),
+                _ => None,
+            };
+            let mut response = ApiError::from_route(err).into_response();
+            if let Some((provider, attempts)) = tried {
+                add_route_headers(response.headers_mut(), &provider, attempts);
+            }
+            return Ok(response);
+        }
+    };
     let mut response = match routed.reply.body {
         ReplyBody::Complete { body, usage } => {
             log_usage(usage.as_ref(), false);
@@ -63,12 +79,15 @@ pub(crate) async fn chat_completions(
         }
         ReplyBody::Stream(events) => sse_response(events, request.wants_stream_usage()),
     };
-    let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&routed.provider) {
+    add_route_headers(response.headers_mut(), &routed.provider, routed.attempts);
+    Ok(response)
+}
+
+fn add_route_headers(headers: &mut http::HeaderMap, provider: &str, attempts: u32) {
+    if let Ok(value) = HeaderValue::from_str(provider) {
         headers.insert(X_SLUICE_PROVIDER.clone(), value);
     }
-    headers.insert(X_SLUICE_ATTEMPTS.clone(), HeaderValue::from(routed.attempts));
-    Ok(response)
+    headers.insert(X_SLUICE_ATTEMPTS.clone(), HeaderValue::from(attempts));
 }
 
 fn log_usage(usage: Option<&Usage>, interrupted: bool) {

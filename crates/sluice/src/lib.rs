@@ -1,1 +1,8 @@
-//! stub
+//! The Sluice binary's library half: configuration loading and wiring, kept apart from `main` so that
+//! integration tests assemble exactly the gateway the binary runs.
+
+pub mod config;
+pub mod wiring;
+
+pub use config::{Config, ConfigError};
+pub use wiring::{Gateway, app, build};

@@ -84,10 +84,12 @@ impl ChatProvider for OpenAiAdapter {
                 detail: format!("could not serialise the request: {e}"),
             })?;
             let streaming = call.request.is_stream();
-            let request = self
-                .client
-                .post(&self.endpoint)
-                .bearer_auth(call.key.secret())
+            let mut request = self.client.post(&self.endpoint);
+            // Keyless local servers (Ollama, vLLM without --api-key) get no Authorization header at all.
+            if !call.key.secret().is_empty() {
+                request = request.bearer_auth(call.key.secret());
+            }
+            let request = request
                 .header(CONTENT_TYPE, "application/json")
                 .header(ACCEPT, if streaming { "text/event-stream" } else { "application/json" })
                 .body(body);

@@ -1,0 +1,225 @@
+//! Turns a validated [`Config`] into the running pieces: the HTTP client, the adapters, the router and
+//! the authenticator.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use sluice_providers::{
+    ChatProvider, OpenAiAdapter, OpenAiFlavor, SimConfig, SimulatedAdapter, Simulator, UpstreamKey,
+};
+use sluice_router::{Deployment, ModelRoute, ProviderPool, Router};
+use sluice_server::{AppState, HttpSettings, StaticKeys};
+
+use crate::config::{Config, ProviderKind, RawProvider, RawSimulate, Secret, resolve_secret};
+
+/// Whether this build has an adapter for `kind`.
+pub fn supports(kind: ProviderKind) -> bool {
+    matches!(
+        kind,
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Simulated
+    )
+}
+
+/// Why the gateway could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum WiringError {
+    /// The HTTP client could not be built (its TLS setup failed).
+    #[error("cannot build the upstream HTTP client: {0}")]
+    HttpClient(String),
+}
+
+/// The assembled gateway.
+pub struct Gateway {
+    /// The router over every configured model.
+    pub router: Arc<Router>,
+    /// The client and admin keys.
+    pub auth: Arc<StaticKeys>,
+    /// Simulated vendors by provider name, for inspection.
+    pub simulators: HashMap<String, Arc<Simulator>>,
+    /// What was disabled and why, already logged.
+    pub warnings: Vec<String>,
+}
+
+/// The shared upstream HTTP client: one connection pool for every provider, so connections are reused.
+pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, WiringError> {
+    // reqwest is built without a default TLS backend; ring is small and builds without extra tools.
+    // Installing twice (tests build several gateways) is harmless, so the result is ignored.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| WiringError::HttpClient(sluice_providers::error::error_chain(&e)))
+}
+
+/// Assembles the gateway, reading `env:` secrets through `env`.
+pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Gateway, WiringError> {
+    let client = http_client(config.timeouts.connect)?;
+    let mut warnings = Vec::new();
+    let mut simulators = HashMap::new();
+    let mut pools: HashMap<&str, Arc<ProviderPool>> = HashMap::new();
+
+    for (i, provider) in config.raw.providers.iter().enumerate() {
+        let (keys, missing) = resolve_keys(i, provider, env, &mut warnings);
+        let adapter: Arc<dyn ChatProvider> = match provider.kind {
+            ProviderKind::Simulated => {
+                let sim = Arc::new(Simulator::new(sim_config(provider.simulate.as_ref())));
+                simulators.insert(provider.name.clone(), Arc::clone(&sim));
+                Arc::new(SimulatedAdapter::new(sim, config.timeouts))
+            }
+            kind => {
+                let flavor = if kind == ProviderKind::Openai {
+                    OpenAiFlavor::OpenAi
+                } else {
+                    OpenAiFlavor::Compatible
+                };
+                let base_url = provider.base_url.as_deref().unwrap_or("https://api.openai.com/v1");
+                Arc::new(OpenAiAdapter::new(
+                    client.clone(),
+                    base_url,
+                    flavor,
+                    config.timeouts,
+                    provider.stream_usage.unwrap_or(true),
+                ))
+            }
+        };
+        if keys.is_empty() {
+            let message = format!(
+                "provider `{}` is disabled: none of its keys is set (set {})",
+                provider.name,
+                missing.join(" or ")
+            );
+            tracing::warn!("{message}");
+            warnings.push(message);
+        }
+        pools.insert(
+            provider.name.as_str(),
+            Arc::new(ProviderPool::new(provider.name.as_str(), adapter, keys, missing)),
+        );
+    }
+
+    let models = config
+        .raw
+        .models
+        .iter()
+        .map(|model| {
+            let deployments = model
+                .deployments
+                .iter()
+                .filter_map(|d| {
+                    pools.get(d.provider.as_str()).map(|pool| Deployment {
+                        provider: Arc::clone(pool),
+                        model: d.model.as_str().into(),
+                        max_tokens: d.max_tokens,
+                        priority: d.priority,
+                        weight: d.weight,
+                    })
+                })
+                .collect();
+            ModelRoute::new(model.name.as_str(), deployments)
+        })
+        .collect();
+    let router = Arc::new(Router::new(models, config.max_attempts));
+
+    let mut client_keys = Vec::new();
+    for (i, raw) in config.raw.auth.keys.iter().enumerate() {
+        match resolve_secret(raw, env) {
+            Secret::Value(value) => client_keys.push((format!("auth.keys[{i}]"), value)),
+            Secret::Missing { var } => {
+                let message = format!("auth.keys[{i}] is disabled: environment variable {var} is not set");
+                tracing::warn!("{message}");
+                warnings.push(message);
+            }
+        }
+    }
+    let admin_key = match config.raw.auth.admin_key.as_deref().map(|raw| resolve_secret(raw, env)) {
+        Some(Secret::Value(value)) => Some(value),
+        Some(Secret::Missing { var }) => {
+            let message = format!("auth.admin_key is disabled: environment variable {var} is not set");
+            tracing::warn!("{message}");
+            warnings.push(message);
+            None
+        }
+        None => None,
+    };
+    if client_keys.is_empty() && admin_key.is_none() {
+        let message = "no client key and no admin key is set: every /v1 request will be refused".to_owned();
+        tracing::warn!("{message}");
+        warnings.push(message);
+    }
+    let auth = Arc::new(StaticKeys::new(&client_keys, admin_key.as_ref()));
+    Ok(Gateway {
+        router,
+        auth,
+        simulators,
+        warnings,
+    })
+}
+
+fn resolve_keys(
+    index: usize,
+    provider: &RawProvider,
+    env: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> (Vec<UpstreamKey>, Vec<String>) {
+    let mut keys = Vec::new();
+    let mut missing = Vec::new();
+    for (k, raw) in provider.keys.iter().enumerate() {
+        match resolve_secret(raw, env) {
+            Secret::Value(value) => keys.push(UpstreamKey::new(format!("{}#{k}", provider.name), value)),
+            Secret::Missing { var } => {
+                let message = format!(
+                    "providers[{index}].keys[{k}] of provider `{}` is disabled: environment variable {var} is not set",
+                    provider.name
+                );
+                tracing::warn!("{message}");
+                warnings.push(message);
+                missing.push(var);
+            }
+        }
+    }
+    // Simulated vendors and keyless local servers (Ollama, vLLM without --api-key) need no key: they get
+    // one anonymous key so the pool has something to meter.
+    let keyless = provider.keys.is_empty()
+        && matches!(provider.kind, ProviderKind::Simulated | ProviderKind::OpenaiCompatible);
+    if keyless {
+        keys.push(UpstreamKey::new(
+            format!("{}#anonymous", provider.name),
+            SecretString::from(String::new()),
+        ));
+    }
+    (keys, missing)
+}
+
+fn sim_config(raw: Option<&RawSimulate>) -> SimConfig {
+    let defaults = SimConfig::default();
+    let Some(raw) = raw else { return defaults };
+    SimConfig {
+        rpm: raw.rpm,
+        tpm: raw.tpm,
+        latency: Duration::from_millis(raw.latency_ms),
+        tokens_per_sec: raw.tokens_per_sec,
+        error_rate: raw.error_rate,
+        reply_tokens: raw.reply_tokens.unwrap_or(defaults.reply_tokens),
+        // Validated when the configuration was loaded.
+        fault: raw.fault.as_deref().and_then(|f| f.parse().ok()),
+        seed: defaults.seed,
+    }
+}
+
+/// The gateway's HTTP app for `config`.
+pub fn app(gateway: &Gateway, config: &Config) -> axum::Router {
+    let state = AppState::new(
+        Arc::clone(&gateway.router),
+        Arc::clone(&gateway.auth) as Arc<dyn sluice_server::Authenticator>,
+        HttpSettings {
+            max_body_bytes: config.max_body_bytes,
+            request_timeout: config.request_timeout,
+        },
+    );
+    sluice_server::build_router(state)
+}

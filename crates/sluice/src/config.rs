@@ -570,3 +570,171 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         raw,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[providers]]
+name = "openai"
+kind = "openai"
+keys = ["env:OPENAI_API_KEY"]
+
+[[models]]
+name = "gpt-4o-mini"
+[[models.deployments]]
+provider = "openai"
+model = "gpt-4o-mini"
+"#;
+
+    fn error_of(text: &str) -> String {
+        Config::parse(Path::new("config/sluice.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_shipped_configuration_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/sluice.toml");
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.raw.models.iter().any(|m| m.name == "sluice-demo"));
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn a_minimal_configuration_gets_defaults() {
+        let config = Config::parse(Path::new("x.toml"), MINIMAL).unwrap();
+        assert_eq!(config.max_body_bytes, 8 * 1024 * 1024);
+        assert_eq!(config.timeouts.connect, Duration::from_secs(5));
+        assert_eq!(config.max_attempts, 3);
+        assert_eq!(config.raw.models[0].deployments[0].weight, 1);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_file_line_and_key() {
+        let text = MINIMAL.replace("kind = \"openai\"", "kind = \"openai\"\nbase_ulr = \"https://x\"");
+        assert_eq!(
+            error_of(&text),
+            "config/sluice.toml:5: providers[0].base_ulr: unknown field `base_ulr`, expected one of `name`, `kind`, \
+             `base_url`, `keys`, `api_version`, `stream_usage`, `simulate`"
+        );
+        let text = format!("[server]\nlisten = \"127.0.0.1:1\"\nport = 8080\n{MINIMAL}");
+        let message = error_of(&text);
+        assert!(message.starts_with("config/sluice.toml:3: server.port: unknown field `port`"), "{message}");
+    }
+
+    #[test]
+    fn wrong_types_and_unknown_kinds_name_the_key() {
+        let text = format!("[server]\nmax_body_bytes = \"big\"\n{MINIMAL}");
+        let message = error_of(&text);
+        assert!(
+            message.starts_with("config/sluice.toml:2: server.max_body_bytes: invalid type: string \"big\""),
+            "{message}"
+        );
+        let message = error_of(&MINIMAL.replace("kind = \"openai\"", "kind = \"openia\""));
+        assert!(
+            message.starts_with("config/sluice.toml:4: providers[0].kind: unknown variant `openia`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_give_the_line() {
+        let message = error_of("[server\nlisten = 1");
+        assert!(message.starts_with("config/sluice.toml:1: (syntax):"), "{message}");
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        let message = error_of("[[providers]]\nname = \"x\"\n");
+        assert!(message.contains("providers[0]: missing field `kind`"), "{message}");
+    }
+
+    #[test]
+    fn values_that_do_not_fit_together_are_each_reported() {
+        let text = r#"
+[server]
+listen = "localhost"
+[upstream]
+idle_timeout_ms = 0
+[[providers]]
+name = "a"
+kind = "openai_compatible"
+[[providers]]
+name = "a"
+kind = "openai"
+keys = []
+[providers.simulate]
+latency_ms = 1
+[[models]]
+name = "m"
+[[models.deployments]]
+provider = "nope"
+model = "x"
+weight = 0
+"#;
+        let message = error_of(text);
+        let expected = [
+            "config/sluice.toml: server.listen: `localhost` is not an address like 127.0.0.1:8080",
+            "config/sluice.toml: upstream.idle_timeout_ms: must be greater than 0",
+            "config/sluice.toml: providers[0].base_url: is required for kind `openai_compatible`",
+            "config/sluice.toml: providers[1].name: a provider named `a` is already defined",
+            "config/sluice.toml: providers[1].simulate: only applies to kind `simulated`, not `openai`",
+            "config/sluice.toml: providers[1].keys: must list at least one key (`env:VAR` or a literal)",
+            "config/sluice.toml: models[0].deployments[0].provider: no provider named `nope` (defined: a)",
+            "config/sluice.toml: models[0].deployments[0].weight: must be at least 1",
+        ];
+        assert_eq!(message, expected.join("\n"));
+    }
+
+    #[test]
+    fn simulated_settings_are_checked() {
+        let text = r#"
+[[providers]]
+name = "sim"
+kind = "simulated"
+[providers.simulate]
+error_rate = 1.5
+fault = "explode"
+[[models]]
+name = "m"
+[[models.deployments]]
+provider = "sim"
+model = "m"
+"#;
+        let message = error_of(text);
+        assert!(message.contains("providers[0].simulate.error_rate: must be between 0 and 1; got 1.5"), "{message}");
+        assert!(message.contains("providers[0].simulate.fault: unknown fault `explode`"), "{message}");
+    }
+
+    #[test]
+    fn a_configuration_without_models_is_refused() {
+        assert_eq!(
+            error_of(""),
+            "config/sluice.toml: models: no model is defined; add at least one [[models]] table"
+        );
+    }
+
+    #[test]
+    fn secrets_resolve_from_the_environment_or_literally() {
+        use secrecy::ExposeSecret;
+        let env = |name: &str| (name == "SET").then(|| "value".to_owned());
+        match resolve_secret("env:SET", &env) {
+            Secret::Value(v) => assert_eq!(v.expose_secret(), "value"),
+            other => panic!("{other:?}"),
+        }
+        match resolve_secret("env:UNSET", &env) {
+            Secret::Missing { var } => assert_eq!(var, "UNSET"),
+            other => panic!("{other:?}"),
+        }
+        match resolve_secret("sk-literal", &env) {
+            Secret::Value(v) => assert_eq!(v.expose_secret(), "sk-literal"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let message = Config::load(Path::new("/nonexistent/sluice.toml")).unwrap_err().to_string();
+        assert!(message.starts_with("/nonexistent/sluice.toml: cannot read the configuration"), "{message}");
+    }
+}

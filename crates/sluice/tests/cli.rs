@@ -1,0 +1,184 @@
+//! The `sluice` binary as users run it: real processes, real signals.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A child process killed when dropped, so a failing test leaves nothing running.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_healthy(port: u16) {
+    let client = common::client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(response) = client.get(format!("http://127.0.0.1:{port}/healthz")).send().await
+            && response.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing became healthy on port {port}");
+}
+
+#[test]
+fn an_invalid_configuration_exits_with_the_file_key_and_problem() {
+    let dir = scratch("invalid");
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:1\"\ncolour = \"blue\"\n").unwrap();
+    let output = Command::new(BIN).args(["serve", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("{}:3: server.colour: unknown field `colour`", path.display())),
+        "{stderr}"
+    );
+    let output = Command::new(BIN).args(["serve", "--config", "/does/not/exist.toml"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/does/not/exist.toml: cannot read the configuration"));
+}
+
+#[test]
+fn check_config_accepts_the_shipped_configuration() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let output = Command::new(BIN)
+        .current_dir(&root)
+        .args(["check-config"])
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_API_KEY_2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("model sluice-demo -> demo"), "{stdout}");
+    assert!(stdout.contains("OPENAI_API_KEY is not set"), "{stdout}");
+}
+
+#[tokio::test]
+async fn serve_and_simulate_as_processes_with_json_logs_and_a_graceful_sigterm() {
+    let sim_port = free_port();
+    let _sim = Proc(
+        Command::new(BIN)
+            .args(["simulate", "--listen", &format!("127.0.0.1:{sim_port}"), "--tokens-per-sec", "20"])
+            .args(["--reply-tokens", "30"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_healthy(sim_port).await;
+
+    let port = free_port();
+    let dir = scratch("serve");
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+shutdown_grace_ms = 10000
+[auth]
+keys = ["env:CLI_TEST_CLIENT_KEY"]
+[[providers]]
+name = "sim"
+kind = "openai"
+base_url = "http://127.0.0.1:{sim_port}/v1"
+keys = ["env:CLI_TEST_UPSTREAM_KEY"]
+[[models]]
+name = "m"
+[[models.deployments]]
+provider = "sim"
+model = "vendor-m"
+"#
+        ),
+    )
+    .unwrap();
+    let mut gateway = Proc(
+        Command::new(BIN)
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(&config)
+            .env("CLI_TEST_CLIENT_KEY", "sk-cli-client-secret")
+            .env("CLI_TEST_UPSTREAM_KEY", "sk-cli-upstream-secret")
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = gateway.0.stderr.take().unwrap();
+    let log_lines = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
+    wait_healthy(port).await;
+
+    // A slow stream is in flight when SIGTERM arrives: it finishes, then the process exits.
+    let response = common::client()
+        .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .bearer_auth("sk-cli-client-secret")
+        .header("x-request-id", "cli-test-request")
+        .json(&serde_json::json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let mut text = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &gateway.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    while let Some(chunk) = body.next().await {
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    assert!(text.ends_with("data: [DONE]\n\n"), "the in-flight stream finished: {text}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = gateway.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "the gateway did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+
+    let lines = log_lines.join().unwrap();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(parsed.get("level").is_some(), "{line}");
+        assert!(
+            !line.contains("sk-cli-client-secret") && !line.contains("sk-cli-upstream-secret"),
+            "a secret reached the logs: {line}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("cli-test-request")),
+        "request logs carry the request id: {lines:#?}"
+    );
+}

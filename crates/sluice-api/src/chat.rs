@@ -543,7 +543,10 @@ mod tests {
         );
         // Without forcing, the client's options are forwarded as they were.
         let view = serde_json::to_value(UpstreamChatRequest::new(&request, "m", false)).unwrap();
-        assert_eq!(view["stream_options"], json!({"include_usage": false, "include_obfuscation": false}));
+        assert_eq!(
+            view["stream_options"],
+            json!({"include_usage": false, "include_obfuscation": false})
+        );
     }
 
     #[test]
@@ -571,6 +574,9 @@ mod tests {
             serde_json::from_value(json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}])).unwrap();
         assert_eq!(parts.text(), "ab");
         let err = serde_json::from_value::<MessageContent>(json!(42)).unwrap_err();
-        assert!(err.to_string().contains("a string or an array of content parts"), "{err}");
+        assert!(
+            err.to_string().contains("a string or an array of content parts"),
+            "{err}"
+        );
     }
 }

@@ -47,12 +47,10 @@ impl ErrorBody {
     /// Serialises the body to JSON bytes. Serialising these plain strings cannot fail; should it ever, a
     /// fixed body is returned rather than a panic.
     pub fn to_bytes(&self) -> bytes::Bytes {
-        serde_json::to_vec(self)
-            .map(bytes::Bytes::from)
-            .unwrap_or_else(|_| {
-                bytes::Bytes::from_static(
-                    br#"{"error":{"message":"internal error","type":"server_error","param":null,"code":null}}"#,
-                )
-            })
+        serde_json::to_vec(self).map(bytes::Bytes::from).unwrap_or_else(|_| {
+            bytes::Bytes::from_static(
+                br#"{"error":{"message":"internal error","type":"server_error","param":null,"code":null}}"#,
+            )
+        })
     }
 }

@@ -10,9 +10,9 @@ pub mod models;
 pub mod parse;
 
 pub use chat::{
-    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, ChunkChoice,
-    ChunkDelta, Choice, ContentPart, FunctionCall, ImageUrl, MessageContent, ResponseMessage, Role,
-    Stop, StreamOptions, Tool, ToolCall, ToolChoice, Usage, UpstreamChatRequest,
+    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, Choice, ChunkChoice, ChunkDelta,
+    ContentPart, Extra, FunctionCall, FunctionDefinition, ImageUrl, MessageContent, PromptTokensDetails,
+    ResponseMessage, Role, Stop, StreamOptions, Tool, ToolCall, ToolChoice, UpstreamChatRequest, Usage,
 };
 pub use error::{ErrorBody, ErrorObject};
 pub use models::{Model, ModelList};

@@ -102,7 +102,8 @@ mod tests {
 
     #[test]
     fn mistyped_nested_field_is_named_by_path() {
-        let body = br#"{"model": "m", "messages": [{"role": "user", "content": "hi"}, {"role": "wizard", "content": "x"}]}"#;
+        let body =
+            br#"{"model": "m", "messages": [{"role": "user", "content": "hi"}, {"role": "wizard", "content": "x"}]}"#;
         let err = parse_json::<ChatCompletionRequest>(body).unwrap_err();
         assert_eq!(err.param(), Some("messages[1].role"), "{err}");
         let body = br#"{"model": "m", "messages": [{"role": "user", "content": 42}]}"#;

@@ -15,15 +15,21 @@ use futures_util::Stream;
 use secrecy::{ExposeSecret, SecretString};
 use sluice_api::{ChatCompletionRequest, Usage};
 
+pub mod anthropic;
 pub mod error;
+pub mod gemini;
 pub mod limits;
 pub mod openai;
 pub mod simulated;
+mod transport;
 
+pub use anthropic::AnthropicAdapter;
 pub use error::{ProviderError, TimeoutPhase};
+pub use gemini::GeminiAdapter;
 pub use limits::RateLimitSnapshot;
-pub use openai::{OpenAiAdapter, OpenAiFlavor};
+pub use openai::{AZURE_DEFAULT_API_VERSION, OpenAiAdapter, OpenAiFlavor};
 pub use simulated::{Fault, SimConfig, SimStats, SimulatedAdapter, Simulator};
+pub use transport::Timeouts;
 
 /// A boxed future, as returned by [`ChatProvider::chat`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -50,10 +56,7 @@ pub struct UpstreamKey {
 impl UpstreamKey {
     /// A key with a display id such as `openai#0`.
     pub fn new(id: impl Into<Arc<str>>, secret: SecretString) -> Self {
-        Self {
-            id: id.into(),
-            secret,
-        }
+        Self { id: id.into(), secret }
     }
 
     /// The key's display id, safe to log.
@@ -69,7 +72,9 @@ impl UpstreamKey {
 
 impl std::fmt::Debug for UpstreamKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamKey").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("UpstreamKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 

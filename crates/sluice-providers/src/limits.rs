@@ -74,7 +74,9 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
         }
         let number: f64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "h" => 3600.0,
             "m" => 60.0,
@@ -121,15 +123,24 @@ mod tests {
             retry_after(&headers(&[("retry-after-ms", "1500"), ("retry-after", "9")])),
             Some(Duration::from_millis(1500))
         );
-        assert_eq!(retry_after(&headers(&[("retry-after", "9")])), Some(Duration::from_secs(9)));
         assert_eq!(
-            retry_after(&headers(&[("x-ratelimit-reset-requests", "2s"), ("x-ratelimit-reset-tokens", "7s")])),
+            retry_after(&headers(&[("retry-after", "9")])),
+            Some(Duration::from_secs(9))
+        );
+        assert_eq!(
+            retry_after(&headers(&[
+                ("x-ratelimit-reset-requests", "2s"),
+                ("x-ratelimit-reset-tokens", "7s")
+            ])),
             Some(Duration::from_secs(7))
         );
         assert_eq!(retry_after(&headers(&[])), None);
         let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
         let got = retry_after(&headers(&[("retry-after", &date)])).unwrap();
-        assert!(got <= Duration::from_secs(30) && got >= Duration::from_secs(28), "{got:?}");
+        assert!(
+            got <= Duration::from_secs(30) && got >= Duration::from_secs(28),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -356,7 +356,7 @@ pub struct Config {
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
     /// Upstream timeouts.
-    pub timeouts: sluice_providers::openai::Timeouts,
+    pub timeouts: sluice_providers::Timeouts,
     /// Upstream calls per request.
     pub max_attempts: u32,
     /// The raw configuration, validated.
@@ -387,8 +387,8 @@ fn parse_raw(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
         key,
         message,
     };
-    let deserializer =
-        toml::Deserializer::parse(text).map_err(|e| parse_error("(syntax)".to_owned(), e.message().to_owned(), e.span()))?;
+    let deserializer = toml::Deserializer::parse(text)
+        .map_err(|e| parse_error("(syntax)".to_owned(), e.message().to_owned(), e.span()))?;
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
         let key = err.path().to_string();
         let inner = err.into_inner();
@@ -445,7 +445,10 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         if provider.name.trim().is_empty() {
             problem(at("name"), "must not be empty".to_owned());
         } else if !provider_names.insert(provider.name.as_str()) {
-            problem(at("name"), format!("a provider named `{}` is already defined", provider.name));
+            problem(
+                at("name"),
+                format!("a provider named `{}` is already defined", provider.name),
+            );
         }
         let kind = provider.kind;
         if let Some(url) = &provider.base_url
@@ -454,32 +457,35 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             problem(at("base_url"), format!("`{url}` must start with http:// or https://"));
         }
         match kind {
-            ProviderKind::OpenaiCompatible | ProviderKind::Azure if provider.base_url.is_none() => problem(
-                at("base_url"),
-                format!("is required for kind `{}`", kind.name()),
-            ),
+            ProviderKind::OpenaiCompatible | ProviderKind::Azure if provider.base_url.is_none() => {
+                problem(at("base_url"), format!("is required for kind `{}`", kind.name()))
+            }
             _ => {}
         }
         if kind == ProviderKind::Azure && provider.api_version.is_none() {
-            problem(at("api_version"), "is required for kind `azure`".to_owned());
+            problem(
+                at("api_version"),
+                format!(
+                    "is required for kind `azure` (the current GA version is `{}`)",
+                    sluice_providers::AZURE_DEFAULT_API_VERSION
+                ),
+            );
         }
         if kind != ProviderKind::Azure && provider.api_version.is_some() {
-            problem(at("api_version"), format!("only applies to kind `azure`, not `{}`", kind.name()));
-        }
-        if matches!(kind, ProviderKind::Anthropic | ProviderKind::Gemini | ProviderKind::Azure)
-            && !crate::wiring::supports(kind)
-        {
             problem(
-                at("kind"),
-                format!("`{}` is not supported by this version of Sluice yet", kind.name()),
+                at("api_version"),
+                format!("only applies to kind `azure`, not `{}`", kind.name()),
             );
         }
         if kind == ProviderKind::Simulated {
             if let Some(sim) = &provider.simulate {
                 if !(0.0..=1.0).contains(&sim.error_rate) {
-                    problem(at("simulate.error_rate"), format!("must be between 0 and 1; got {}", sim.error_rate));
+                    problem(
+                        at("simulate.error_rate"),
+                        format!("must be between 0 and 1; got {}", sim.error_rate),
+                    );
                 }
-                if sim.tokens_per_sec.is_some_and(|t| !(t > 0.0)) {
+                if sim.tokens_per_sec.is_some_and(|t| t.is_nan() || t <= 0.0) {
                     problem(at("simulate.tokens_per_sec"), "must be greater than 0".to_owned());
                 }
                 if let Some(fault) = &sim.fault
@@ -490,7 +496,10 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             }
         } else {
             if provider.simulate.is_some() {
-                problem(at("simulate"), format!("only applies to kind `simulated`, not `{}`", kind.name()));
+                problem(
+                    at("simulate"),
+                    format!("only applies to kind `simulated`, not `{}`", kind.name()),
+                );
             }
             if provider.keys.is_empty() && kind != ProviderKind::OpenaiCompatible {
                 problem(
@@ -500,7 +509,10 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             }
         }
         if kind != ProviderKind::Openai && kind != ProviderKind::OpenaiCompatible && provider.stream_usage.is_some() {
-            problem(at("stream_usage"), "only applies to kinds `openai` and `openai_compatible`".to_owned());
+            problem(
+                at("stream_usage"),
+                "only applies to kinds `openai` and `openai_compatible`".to_owned(),
+            );
         }
         for (k, key) in provider.keys.iter().enumerate() {
             if key.trim().is_empty() || key.trim() == "env:" {
@@ -530,7 +542,11 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                     format!(
                         "no provider named `{}` (defined: {})",
                         deployment.provider,
-                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 );
             }
@@ -546,7 +562,10 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
     if raw.models.is_empty() {
-        problem("models".to_owned(), "no model is defined; add at least one [[models]] table".to_owned());
+        problem(
+            "models".to_owned(),
+            "no model is defined; add at least one [[models]] table".to_owned(),
+        );
     }
 
     if !problems.is_empty() {
@@ -561,7 +580,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         max_body_bytes: raw.server.max_body_bytes,
         request_timeout: Duration::from_millis(raw.server.request_timeout_ms),
         shutdown_grace: Duration::from_millis(raw.server.shutdown_grace_ms),
-        timeouts: sluice_providers::openai::Timeouts {
+        timeouts: sluice_providers::Timeouts {
             connect: Duration::from_millis(raw.upstream.connect_timeout_ms),
             first_byte: Duration::from_millis(raw.upstream.first_byte_timeout_ms),
             idle: Duration::from_millis(raw.upstream.idle_timeout_ms),
@@ -589,7 +608,9 @@ model = "gpt-4o-mini"
 "#;
 
     fn error_of(text: &str) -> String {
-        Config::parse(Path::new("config/sluice.toml"), text).unwrap_err().to_string()
+        Config::parse(Path::new("config/sluice.toml"), text)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -619,7 +640,10 @@ model = "gpt-4o-mini"
         );
         let text = format!("[server]\nlisten = \"127.0.0.1:1\"\nport = 8080\n{MINIMAL}");
         let message = error_of(&text);
-        assert!(message.starts_with("config/sluice.toml:3: server.port: unknown field `port`"), "{message}");
+        assert!(
+            message.starts_with("config/sluice.toml:3: server.port: unknown field `port`"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -702,8 +726,14 @@ provider = "sim"
 model = "m"
 "#;
         let message = error_of(text);
-        assert!(message.contains("providers[0].simulate.error_rate: must be between 0 and 1; got 1.5"), "{message}");
-        assert!(message.contains("providers[0].simulate.fault: unknown fault `explode`"), "{message}");
+        assert!(
+            message.contains("providers[0].simulate.error_rate: must be between 0 and 1; got 1.5"),
+            "{message}"
+        );
+        assert!(
+            message.contains("providers[0].simulate.fault: unknown fault `explode`"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -734,7 +764,12 @@ model = "m"
 
     #[test]
     fn a_missing_file_is_named() {
-        let message = Config::load(Path::new("/nonexistent/sluice.toml")).unwrap_err().to_string();
-        assert!(message.starts_with("/nonexistent/sluice.toml: cannot read the configuration"), "{message}");
+        let message = Config::load(Path::new("/nonexistent/sluice.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("/nonexistent/sluice.toml: cannot read the configuration"),
+            "{message}"
+        );
     }
 }

@@ -12,7 +12,11 @@ use sluice::config::{Config, LogFormat};
 use sluice_providers::{Fault, SimConfig, Simulator};
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "An OpenAI-compatible LLM gateway that turns 429s into answers.")]
+#[command(
+    name = "sluice",
+    version,
+    about = "An OpenAI-compatible LLM gateway that turns 429s into answers."
+)]
 struct Cli {
     /// The configuration file.
     #[arg(long, global = true, env = "SLUICE_CONFIG", default_value = "config/sluice.toml")]
@@ -33,11 +37,18 @@ enum LogFormatArg {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway.
-    Serve,
+    Serve(ServeArgs),
     /// Check the configuration and print what it serves.
     CheckConfig,
     /// Run a simulated OpenAI-format vendor, for tests, demos and load drills.
     Simulate(SimulateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on; overrides `server.listen` (containers want 0.0.0.0:8080).
+    #[arg(long, env = "SLUICE_LISTEN")]
+    listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,8 +102,11 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve => {
-            let config = Config::load(&cli.config)?;
+        Command::Serve(args) => {
+            let mut config = Config::load(&cli.config)?;
+            if let Some(listen) = args.listen {
+                config.listen = listen;
+            }
             init_logging(cli.log_format, Some(&config));
             serve(config).await
         }
@@ -124,9 +138,13 @@ fn env_var(name: &str) -> Option<String> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let gateway = sluice::build(&config, &env_var)?;
     let app = sluice::app(&gateway, &config);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (server.listen in {})", config.listen, config.path.display()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (server.listen in {})",
+            config.listen,
+            config.path.display()
+        )
+    })?;
     let models: Vec<&str> = gateway.router.model_names().collect();
     tracing::info!(address = %config.listen, models = ?models, "sluice is listening");
     sluice_server::serve(listener, app, sluice_server::shutdown_signal(), config.shutdown_grace).await?;
@@ -168,7 +186,9 @@ fn init_logging(format: Option<LogFormatArg>, config: Option<&Config>) {
         Some(LogFormatArg::Text) => false,
         None => config.is_some_and(|c| c.raw.log.format == LogFormat::Json),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().flatten_event(true).with_current_span(true).init();
     } else {

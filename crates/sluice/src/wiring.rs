@@ -7,20 +7,13 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use sluice_providers::{
-    ChatProvider, OpenAiAdapter, OpenAiFlavor, SimConfig, SimulatedAdapter, Simulator, UpstreamKey,
+    AnthropicAdapter, ChatProvider, GeminiAdapter, OpenAiAdapter, OpenAiFlavor, SimConfig, SimulatedAdapter, Simulator,
+    UpstreamKey, gemini,
 };
 use sluice_router::{Deployment, ModelRoute, ProviderPool, Router};
 use sluice_server::{AppState, HttpSettings, StaticKeys};
 
 use crate::config::{Config, ProviderKind, RawProvider, RawSimulate, Secret, resolve_secret};
-
-/// Whether this build has an adapter for `kind`.
-pub fn supports(kind: ProviderKind) -> bool {
-    matches!(
-        kind,
-        ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Simulated
-    )
-}
 
 /// Why the gateway could not be assembled.
 #[derive(Debug, thiserror::Error)]
@@ -71,11 +64,27 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
                 simulators.insert(provider.name.clone(), Arc::clone(&sim));
                 Arc::new(SimulatedAdapter::new(sim, config.timeouts))
             }
+            ProviderKind::Anthropic => Arc::new(AnthropicAdapter::new(
+                client.clone(),
+                provider
+                    .base_url
+                    .as_deref()
+                    .unwrap_or(AnthropicAdapter::DEFAULT_BASE_URL),
+                config.timeouts,
+            )),
+            ProviderKind::Gemini => Arc::new(GeminiAdapter::new(
+                client.clone(),
+                provider.base_url.as_deref().unwrap_or(gemini::DEFAULT_BASE_URL),
+                config.timeouts,
+            )),
             kind => {
-                let flavor = if kind == ProviderKind::Openai {
-                    OpenAiFlavor::OpenAi
-                } else {
-                    OpenAiFlavor::Compatible
+                let flavor = match kind {
+                    ProviderKind::Openai => OpenAiFlavor::OpenAi,
+                    // Validated: Azure providers have an api_version.
+                    ProviderKind::Azure => OpenAiFlavor::Azure {
+                        api_version: provider.api_version.clone().unwrap_or_default(),
+                    },
+                    _ => OpenAiFlavor::Compatible,
                 };
                 let base_url = provider.base_url.as_deref().unwrap_or("https://api.openai.com/v1");
                 Arc::new(OpenAiAdapter::new(
@@ -184,8 +193,8 @@ fn resolve_keys(
     }
     // Simulated vendors and keyless local servers (Ollama, vLLM without --api-key) need no key: they get
     // one anonymous key so the pool has something to meter.
-    let keyless = provider.keys.is_empty()
-        && matches!(provider.kind, ProviderKind::Simulated | ProviderKind::OpenaiCompatible);
+    let keyless =
+        provider.keys.is_empty() && matches!(provider.kind, ProviderKind::Simulated | ProviderKind::OpenaiCompatible);
     if keyless {
         keys.push(UpstreamKey::new(
             format!("{}#anonymous", provider.name),

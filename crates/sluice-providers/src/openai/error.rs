@@ -16,7 +16,9 @@ const MAX_ERROR_BYTES: usize = 64 * 1024;
 pub(crate) async fn error_from_response(response: reqwest::Response, idle: Duration) -> ProviderError {
     let status = response.status().as_u16();
     let retry = retry_after(response.headers());
-    let body = super::read_body(response, idle, MAX_ERROR_BYTES).await.unwrap_or_default();
+    let body = crate::transport::read_body(response, idle, MAX_ERROR_BYTES)
+        .await
+        .unwrap_or_default();
     classify(status, retry, &body)
 }
 
@@ -27,7 +29,10 @@ pub(crate) fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) 
     match status {
         429 if error.error.code.as_deref() == Some("insufficient_quota") => ProviderError::QuotaExhausted { message },
         429 => ProviderError::RateLimited { retry_after, message },
-        401 | 403 => ProviderError::Authentication { status, detail: message },
+        401 | 403 => ProviderError::Authentication {
+            status,
+            detail: message,
+        },
         503 | 529 => ProviderError::Overloaded { retry_after, message },
         // A request timeout is the server's condition, not the request's fault.
         408 => ProviderError::Server { status, message },
@@ -45,7 +50,11 @@ pub(crate) fn parse_error_body(status: u16, body: &[u8]) -> ErrorBody {
         message: Option<String>,
         detail: Option<Value>,
     }
-    let default_kind = if status >= 500 { "server_error" } else { "invalid_request_error" };
+    let default_kind = if status >= 500 {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    };
     let text_of = |value: &Value| match value {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -95,10 +104,19 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let quota = br#"{"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}}"#;
-        assert!(matches!(classify(429, None, quota), ProviderError::QuotaExhausted { .. }));
-        assert!(matches!(classify(401, None, b"{}"), ProviderError::Authentication { status: 401, .. }));
+        assert!(matches!(
+            classify(429, None, quota),
+            ProviderError::QuotaExhausted { .. }
+        ));
+        assert!(matches!(
+            classify(401, None, b"{}"),
+            ProviderError::Authentication { status: 401, .. }
+        ));
         assert!(matches!(classify(503, None, b""), ProviderError::Overloaded { .. }));
-        assert!(matches!(classify(500, None, b"oops"), ProviderError::Server { status: 500, .. }));
+        assert!(matches!(
+            classify(500, None, b"oops"),
+            ProviderError::Server { status: 500, .. }
+        ));
         let invalid = br#"{"error": {"message": "Invalid value for 'temperature'", "type": "invalid_request_error", "param": "temperature", "code": "invalid_value"}}"#;
         match classify(400, None, invalid) {
             ProviderError::Rejected { status, error } => {

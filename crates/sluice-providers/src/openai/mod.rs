@@ -1,118 +1,132 @@
-//! OpenAI and OpenAI-compatible servers (vLLM, Ollama, Mistral, Groq, DeepSeek...).
+//! OpenAI, Azure OpenAI and OpenAI-compatible servers (vLLM, Ollama, Mistral, Groq, DeepSeek...).
 //!
 //! The wire format is the gateway's own, so translation is light: the client's model name is swapped for
 //! the vendor's id, streams ask for usage, and the vendor's body is passed through. Streams are parsed
 //! event by event anyway, to meter usage and to notice a stream that breaks.
+//!
+//! Azure OpenAI speaks the same format behind another URL scheme and key header:
+//! `POST {base_url}/openai/deployments/{deployment}/chat/completions?api-version={api_version}` with the
+//! key in `api-key` (bearer tokens there are for Entra ID). The deployment is the deployment's vendor
+//! `model`; Azure's `retry-after-ms` is honoured by [`crate::limits`].
 
 mod error;
 mod stream;
 
-use std::time::Duration;
+use std::borrow::Cow;
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use http::header::{ACCEPT, CONTENT_TYPE};
 use serde::Deserialize;
 use sluice_api::{UpstreamChatRequest, Usage};
 
 use crate::limits::RateLimitSnapshot;
-use crate::{BoxFuture, ChatCall, ChatProvider, ChatReply, ProviderError, ReplyBody, TimeoutPhase};
+use crate::transport::{self, MAX_RESPONSE_BYTES, Timeouts};
+use crate::{BoxFuture, ChatCall, ChatProvider, ChatReply, ProviderError, ReplyBody};
 
 pub(crate) use error::error_from_response;
 
+/// The latest generally available dated `api-version` of Azure OpenAI's inference API.
+pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
+
 /// Which server an [`OpenAiAdapter`] talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpenAiFlavor {
-    /// api.openai.com.
+    /// api.openai.com: `{base_url}/chat/completions`, bearer key.
     OpenAi,
-    /// Any server that speaks OpenAI's chat completions API.
+    /// Any server that speaks OpenAI's chat completions API: as OpenAI, and no header at all for an
+    /// empty key (keyless local servers).
     Compatible,
+    /// Azure OpenAI: per-deployment URLs with an `api-version`, key in `api-key`.
+    Azure {
+        /// The `api-version` query parameter.
+        api_version: String,
+    },
 }
-
-/// How long to wait for each phase of an upstream call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// Opening a connection (set on the shared HTTP client; kept here to report it).
-    pub connect: Duration,
-    /// From sending the request to the response head.
-    pub first_byte: Duration,
-    /// Between two reads of a body or stream.
-    pub idle: Duration,
-}
-
-/// The largest non-streaming response body accepted from an upstream.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// An adapter for OpenAI's chat completions API and the servers that copy it.
 #[derive(Debug, Clone)]
 pub struct OpenAiAdapter {
     client: reqwest::Client,
+    base_url: String,
     endpoint: String,
+    flavor: OpenAiFlavor,
     timeouts: Timeouts,
     request_stream_usage: bool,
 }
 
 impl OpenAiAdapter {
-    /// An adapter calling `{base_url}/chat/completions` through the shared `client`. With
-    /// `request_stream_usage`, streams ask the upstream for a final usage chunk; turn it off for servers that
-    /// reject `stream_options`.
+    /// An adapter for the API at `base_url` through the shared `client`. With `request_stream_usage`,
+    /// streams ask the upstream for a final usage chunk; turn it off for servers that reject
+    /// `stream_options`.
     pub fn new(
         client: reqwest::Client,
         base_url: &str,
-        _flavor: OpenAiFlavor,
+        flavor: OpenAiFlavor,
         timeouts: Timeouts,
         request_stream_usage: bool,
     ) -> Self {
+        let base_url = base_url.trim_end_matches('/').to_owned();
         Self {
             client,
-            endpoint: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            endpoint: format!("{base_url}/chat/completions"),
+            base_url,
+            flavor,
             timeouts,
             request_stream_usage,
         }
+    }
+
+    /// The URL of a call to the vendor model (an Azure deployment) `model`.
+    fn url(&self, model: &str) -> Cow<'_, str> {
+        match &self.flavor {
+            OpenAiFlavor::Azure { api_version } => Cow::Owned(format!(
+                "{}/openai/deployments/{model}/chat/completions?api-version={api_version}",
+                self.base_url
+            )),
+            _ => Cow::Borrowed(&self.endpoint),
+        }
+    }
+
+    /// The HTTP request of one call.
+    fn request(&self, call: &ChatCall<'_>) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let body = transport::json_body(&UpstreamChatRequest::new(
+            call.request,
+            call.model,
+            self.request_stream_usage,
+        ))?;
+        let mut request = self.client.post(self.url(call.model).as_ref());
+        match self.flavor {
+            OpenAiFlavor::Azure { .. } => request = request.header("api-key", transport::key_header(call.key)?),
+            // Keyless local servers (Ollama, vLLM without --api-key) get no Authorization header at all.
+            _ if call.key.secret().is_empty() => {}
+            _ => request = request.bearer_auth(call.key.secret()),
+        }
+        Ok(request
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, transport::accept(call.request.is_stream()))
+            .body(body))
     }
 }
 
 impl ChatProvider for OpenAiAdapter {
     fn chat<'a>(&'a self, call: ChatCall<'a>) -> BoxFuture<'a, Result<ChatReply, ProviderError>> {
         Box::pin(async move {
-            let body = serde_json::to_vec(&UpstreamChatRequest::new(
-                call.request,
-                call.model,
-                self.request_stream_usage,
-            ))
-            .map_err(|e| ProviderError::Protocol {
-                detail: format!("could not serialise the request: {e}"),
-            })?;
-            let streaming = call.request.is_stream();
-            let mut request = self.client.post(&self.endpoint);
-            // Keyless local servers (Ollama, vLLM without --api-key) get no Authorization header at all.
-            if !call.key.secret().is_empty() {
-                request = request.bearer_auth(call.key.secret());
-            }
-            let request = request
-                .header(CONTENT_TYPE, "application/json")
-                .header(ACCEPT, if streaming { "text/event-stream" } else { "application/json" })
-                .body(body);
-            let response = tokio::time::timeout(self.timeouts.first_byte, request.send())
-                .await
-                .map_err(|_| ProviderError::Timeout {
-                    phase: TimeoutPhase::FirstByte,
-                    after: self.timeouts.first_byte,
-                })?
-                .map_err(|e| ProviderError::from_transport(&e, self.timeouts.connect))?;
-
+            let response = transport::send(self.request(&call)?, &self.timeouts).await?;
             let limits = RateLimitSnapshot::from_openai_headers(response.headers());
             if !response.status().is_success() {
                 return Err(error_from_response(response, self.timeouts.idle).await);
             }
-            if streaming {
-                let events = stream::events(response, self.timeouts.idle);
+            if call.request.is_stream() {
+                let events = transport::sse_events(
+                    response.bytes_stream(),
+                    self.timeouts.idle,
+                    stream::StreamState::default(),
+                );
                 return Ok(ChatReply {
                     body: ReplyBody::Stream(events),
                     limits,
                 });
             }
-            let body = read_body(response, self.timeouts.idle, MAX_RESPONSE_BYTES).await?;
+            let body = transport::read_body(response, self.timeouts.idle, MAX_RESPONSE_BYTES).await?;
             let usage = parse_usage(&body)?;
             Ok(ChatReply {
                 body: ReplyBody::Complete { body, usage },
@@ -136,42 +150,83 @@ fn parse_usage(body: &[u8]) -> Result<Option<Usage>, ProviderError> {
         })
 }
 
-/// Reads a whole body, waiting at most `idle` between reads and accepting at most `cap` bytes.
-pub(crate) async fn read_body(response: reqwest::Response, idle: Duration, cap: usize) -> Result<Bytes, ProviderError> {
-    let mut stream = response.bytes_stream();
-    let mut first: Option<Bytes> = None;
-    let mut rest = BytesMut::new();
-    loop {
-        let next = tokio::time::timeout(idle, stream.next())
-            .await
-            .map_err(|_| ProviderError::Timeout {
-                phase: TimeoutPhase::Idle,
-                after: idle,
-            })?;
-        let chunk = match next {
-            None => break,
-            Some(Ok(chunk)) => chunk,
-            Some(Err(e)) => {
-                return Err(ProviderError::Truncated {
-                    detail: crate::error::error_chain(&e),
-                });
-            }
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use secrecy::SecretString;
+    use serde_json::json;
+    use sluice_api::ChatCompletionRequest;
+
+    use super::*;
+    use crate::UpstreamKey;
+
+    fn adapter(base_url: &str, flavor: OpenAiFlavor) -> OpenAiAdapter {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(1),
+            first_byte: Duration::from_secs(1),
+            idle: Duration::from_secs(1),
         };
-        let total = first.as_ref().map_or(0, Bytes::len) + rest.len() + chunk.len();
-        if total > cap {
-            return Err(ProviderError::Protocol {
-                detail: format!("the response body is larger than {cap} bytes"),
-            });
-        }
-        // Most bodies arrive in one read: keep that buffer as it is instead of copying it.
-        match first.take() {
-            None if rest.is_empty() => first = Some(chunk),
-            None => rest.extend_from_slice(&chunk),
-            Some(previous) => {
-                rest.extend_from_slice(&previous);
-                rest.extend_from_slice(&chunk);
-            }
-        }
+        OpenAiAdapter::new(reqwest::Client::new(), base_url, flavor, timeouts, true)
     }
-    Ok(first.unwrap_or_else(|| rest.freeze()))
+
+    fn built(adapter: &OpenAiAdapter, key: &str, stream: bool) -> reqwest::Request {
+        let request: ChatCompletionRequest = serde_json::from_value(json!({
+            "model": "fast", "messages": [{"role": "user", "content": "hi"}], "stream": stream
+        }))
+        .unwrap();
+        let key = UpstreamKey::new("k#0", SecretString::from(key.to_owned()));
+        let call = ChatCall {
+            request: &request,
+            model: "gpt-4o-mini-prod",
+            key: &key,
+            default_max_tokens: None,
+        };
+        adapter.request(&call).unwrap().build().unwrap()
+    }
+
+    #[test]
+    fn openai_requests_use_a_bearer_key_and_the_vendor_model() {
+        let openai = adapter("https://api.openai.com/v1/", OpenAiFlavor::OpenAi);
+        let request = built(&openai, "sk-upstream", true);
+        assert_eq!(request.url().as_str(), "https://api.openai.com/v1/chat/completions");
+        assert_eq!(request.headers()["authorization"], "Bearer sk-upstream");
+        assert_eq!(request.headers()[ACCEPT], "text/event-stream");
+        let sent: serde_json::Value = serde_json::from_slice(request.body().unwrap().as_bytes().unwrap()).unwrap();
+        assert_eq!(sent["model"], "gpt-4o-mini-prod");
+        assert_eq!(sent["stream_options"], json!({"include_usage": true}));
+        let keyless = adapter("http://127.0.0.1:11434/v1", OpenAiFlavor::Compatible);
+        assert!(built(&keyless, "", false).headers().get("authorization").is_none());
+    }
+
+    #[test]
+    fn azure_requests_go_to_the_deployment_with_the_api_key_header() {
+        let azure = adapter(
+            "https://my-resource.openai.azure.com/",
+            OpenAiFlavor::Azure {
+                api_version: AZURE_DEFAULT_API_VERSION.to_owned(),
+            },
+        );
+        let request = built(&azure, "azure-secret", false);
+        assert_eq!(
+            request.url().as_str(),
+            "https://my-resource.openai.azure.com/openai/deployments/gpt-4o-mini-prod/chat/completions?api-version=2024-10-21"
+        );
+        assert_eq!(request.headers()["api-key"], "azure-secret");
+        assert!(request.headers()["api-key"].is_sensitive());
+        assert!(
+            request.headers().get("authorization").is_none(),
+            "keys do not go as bearer tokens"
+        );
+        assert_eq!(request.headers()[ACCEPT], "application/json");
+    }
+
+    #[test]
+    fn usage_is_read_from_complete_bodies() {
+        let body = br#"{"id": "c", "object": "chat.completion", "choices": [],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}"#;
+        assert_eq!(parse_usage(body).unwrap(), Some(Usage::new(3, 4)));
+        assert!(matches!(parse_usage(b"<html>"), Err(ProviderError::Protocol { .. })));
+    }
 }

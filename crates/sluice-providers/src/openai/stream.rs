@@ -4,17 +4,15 @@
 //! streams without a network. The chunk's bytes are forwarded as the vendor sent them.
 
 use std::borrow::Cow;
-use std::time::Duration;
+use std::collections::VecDeque;
 
 use bytes::Bytes;
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use sluice_api::Usage;
 
-use crate::error::error_chain;
-use crate::{EventStream, ProviderError, StreamEvent, TimeoutPhase};
+use crate::transport::{Flow, SseTranslator};
+use crate::{ProviderError, StreamEvent};
 
 /// What one upstream event means for the client's stream.
 #[derive(Debug, PartialEq)]
@@ -81,45 +79,27 @@ pub(crate) fn step(data: String, state: &mut StreamState) -> Result<Step, Provid
     }))
 }
 
-/// The client-facing event stream of an upstream SSE response.
-pub(crate) fn events(response: reqwest::Response, idle: Duration) -> EventStream {
-    let sse = response.bytes_stream().eventsource();
-    let state = (sse, StreamState::default(), false);
-    Box::pin(futures_util::stream::unfold(state, move |(mut sse, mut state, ended)| async move {
-        if ended {
-            return None;
+impl SseTranslator for StreamState {
+    fn event(&mut self, data: String, out: &mut VecDeque<StreamEvent>) -> Result<Flow, ProviderError> {
+        match step(data, self)? {
+            Step::Chunk(event) => out.push_back(event),
+            Step::Done => return Ok(Flow::End),
+            Step::Skip => {}
         }
-        loop {
-            let next = match tokio::time::timeout(idle, sse.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    let err = ProviderError::Timeout {
-                        phase: TimeoutPhase::Idle,
-                        after: idle,
-                    };
-                    return Some((Err(err), (sse, state, true)));
-                }
-            };
-            let result = match next {
-                Some(Ok(event)) => step(event.data, &mut state),
-                Some(Err(e)) => Err(ProviderError::Truncated {
-                    detail: error_chain(&e),
-                }),
-                // A server that closes after the last finish reason but without `[DONE]` has still
-                // sent a whole answer; one that closes before has not.
-                None if state.finished => return None,
-                None => Err(ProviderError::Truncated {
-                    detail: "the stream ended without [DONE]".to_owned(),
-                }),
-            };
-            match result {
-                Ok(Step::Chunk(event)) => return Some((Ok(event), (sse, state, false))),
-                Ok(Step::Done) => return None,
-                Ok(Step::Skip) => continue,
-                Err(err) => return Some((Err(err), (sse, state, true))),
-            }
+        Ok(Flow::Continue)
+    }
+
+    fn close(&mut self, _out: &mut VecDeque<StreamEvent>) -> Result<(), ProviderError> {
+        // A server that closes after the last finish reason but without `[DONE]` has still sent a whole
+        // answer; one that closes before has not.
+        if self.finished {
+            Ok(())
+        } else {
+            Err(ProviderError::Truncated {
+                detail: "the stream ended without [DONE]".to_owned(),
+            })
         }
-    }))
+    }
 }
 
 #[cfg(test)]
@@ -136,7 +116,10 @@ mod tests {
             "[DONE]",
         ];
         let mut state = StreamState::default();
-        let steps: Vec<Step> = events.iter().map(|e| step((*e).to_owned(), &mut state).unwrap()).collect();
+        let steps: Vec<Step> = events
+            .iter()
+            .map(|e| step((*e).to_owned(), &mut state).unwrap())
+            .collect();
         for (i, s) in steps.iter().take(3).enumerate() {
             match s {
                 Step::Chunk(event) => {
@@ -165,7 +148,10 @@ mod tests {
             step("{not json".to_owned(), &mut state),
             Err(ProviderError::Protocol { .. })
         ));
-        match step(r#"{"error": {"message": "overloaded mid-stream", "type": "server_error"}}"#.to_owned(), &mut state) {
+        match step(
+            r#"{"error": {"message": "overloaded mid-stream", "type": "server_error"}}"#.to_owned(),
+            &mut state,
+        ) {
             Err(ProviderError::Server { message, .. }) => assert_eq!(message, "overloaded mid-stream"),
             other => panic!("{other:?}"),
         }

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 
 use super::{Fault, SimFrame, SimRejection, Simulator};
 use crate::limits::RateLimitSnapshot;
-use crate::openai::Timeouts;
+use crate::transport::Timeouts;
 use crate::{BoxFuture, ChatCall, ChatProvider, ChatReply, ProviderError, ReplyBody, StreamEvent, TimeoutPhase};
 
 /// Serves `kind = "simulated"` providers without a network hop.
@@ -63,9 +63,8 @@ impl ChatProvider for SimulatedAdapter {
             let limits = RateLimitSnapshot::default();
             let request = call.request;
             if !request.is_stream() {
-                let body = serde_json::to_vec(&answer.completion(request)).map_err(|e| ProviderError::Protocol {
-                    detail: e.to_string(),
-                })?;
+                let body = serde_json::to_vec(&answer.completion(request))
+                    .map_err(|e| ProviderError::Protocol { detail: e.to_string() })?;
                 return Ok(ChatReply {
                     body: ReplyBody::Complete {
                         body: body.into(),
@@ -90,25 +89,36 @@ fn frames_to_events(
     idle: Duration,
 ) -> crate::EventStream {
     let frames = Box::pin(frames);
-    Box::pin(futures_util::stream::unfold((frames, false), move |(mut frames, ended)| async move {
-        if ended {
-            return None;
-        }
-        let item = match tokio::time::timeout(idle, frames.next()).await {
-            Err(_) => Err(ProviderError::Timeout {
-                phase: TimeoutPhase::Idle,
-                after: idle,
-            }),
-            Ok(None) => return None,
-            Ok(Some(SimFrame::Chunk { data, usage, usage_only })) => Ok(StreamEvent { data, usage, usage_only }),
-            Ok(Some(SimFrame::Malformed)) => Err(ProviderError::Protocol {
-                detail: "simulated malformed event".to_owned(),
-            }),
-            Ok(Some(SimFrame::Reset)) => Err(ProviderError::Truncated {
-                detail: "simulated connection reset".to_owned(),
-            }),
-        };
-        let ended = item.is_err();
-        Some((item, (frames, ended)))
-    }))
+    Box::pin(futures_util::stream::unfold(
+        (frames, false),
+        move |(mut frames, ended)| async move {
+            if ended {
+                return None;
+            }
+            let item = match tokio::time::timeout(idle, frames.next()).await {
+                Err(_) => Err(ProviderError::Timeout {
+                    phase: TimeoutPhase::Idle,
+                    after: idle,
+                }),
+                Ok(None) => return None,
+                Ok(Some(SimFrame::Chunk {
+                    data,
+                    usage,
+                    usage_only,
+                })) => Ok(StreamEvent {
+                    data,
+                    usage,
+                    usage_only,
+                }),
+                Ok(Some(SimFrame::Malformed)) => Err(ProviderError::Protocol {
+                    detail: "simulated malformed event".to_owned(),
+                }),
+                Ok(Some(SimFrame::Reset)) => Err(ProviderError::Truncated {
+                    detail: "simulated connection reset".to_owned(),
+                }),
+            };
+            let ended = item.is_err();
+            Some((item, (frames, ended)))
+        },
+    ))
 }

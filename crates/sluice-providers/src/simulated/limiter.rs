@@ -63,11 +63,7 @@ impl KeyLimiter {
     }
 
     /// Takes one request and `tokens` tokens, or says which limit refused and for how long.
-    pub(crate) fn try_take(
-        &mut self,
-        tokens: u64,
-        now: Instant,
-    ) -> Result<Headers, (&'static str, Duration, Headers)> {
+    pub(crate) fn try_take(&mut self, tokens: u64, now: Instant) -> Result<Headers, (&'static str, Duration, Headers)> {
         let tokens = tokens as f64;
         for bucket in [&mut self.requests, &mut self.tokens].into_iter().flatten() {
             bucket.refill(now);

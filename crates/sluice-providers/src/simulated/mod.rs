@@ -206,7 +206,10 @@ impl SimAnswer {
                 None,
             ));
         }
-        chunks.push(chunk(ChunkDelta::default(), Some(self.finish_reason(request.completion_cap()))));
+        chunks.push(chunk(
+            ChunkDelta::default(),
+            Some(self.finish_reason(request.completion_cap())),
+        ));
         if include_usage {
             chunks.push(ChatCompletionChunk {
                 choices: Vec::new(),
@@ -287,7 +290,9 @@ pub struct Simulator {
 
 impl std::fmt::Debug for Simulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Simulator").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Simulator")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -311,7 +316,14 @@ impl Simulator {
 
     /// How a key is named in [`SimStats`]: a hash and the last four characters, never the whole key.
     pub fn key_label(key: &str) -> String {
-        let tail: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: String = key
+            .chars()
+            .rev()
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         format!("{:08x}…{tail}", text::fnv1a(key.as_bytes()) as u32)
     }
 
@@ -332,9 +344,12 @@ impl Simulator {
         let cost = prompt_tokens + u64::from(reply_tokens);
         let now = tokio::time::Instant::now();
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-        let (limiter, stats) = keys
-            .entry(Self::key_label(key))
-            .or_insert_with(|| (KeyLimiter::new(self.config.rpm, self.config.tpm, now), KeyStats::default()));
+        let (limiter, stats) = keys.entry(Self::key_label(key)).or_insert_with(|| {
+            (
+                KeyLimiter::new(self.config.rpm, self.config.tpm, now),
+                KeyStats::default(),
+            )
+        });
         match limiter.try_take(cost, now) {
             Ok(headers) => {
                 stats.requests += 1;

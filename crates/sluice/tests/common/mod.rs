@@ -73,7 +73,11 @@ pub struct SimServer {
 impl SimServer {
     pub async fn start(config: SimConfig) -> Self {
         let sim = Arc::new(Simulator::new(config));
-        let server = serve(sluice_server::simulator::router(Arc::clone(&sim)), Duration::from_secs(1)).await;
+        let server = serve(
+            sluice_server::simulator::router(Arc::clone(&sim)),
+            Duration::from_secs(1),
+        )
+        .await;
         Self { sim, server }
     }
 
@@ -192,6 +196,8 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> boo
 #[derive(Clone)]
 pub struct Capture {
     pub requests: Arc<Mutex<Vec<(http::HeaderMap, serde_json::Value)>>>,
+    /// The path and query of each request, in order.
+    pub paths: Arc<Mutex<Vec<String>>>,
     answer: Arc<dyn Fn(&serde_json::Value) -> Response + Send + Sync>,
 }
 
@@ -199,22 +205,32 @@ impl Capture {
     pub async fn start(answer: impl Fn(&serde_json::Value) -> Response + Send + Sync + 'static) -> (Self, Running) {
         let capture = Capture {
             requests: Arc::default(),
+            paths: Arc::default(),
             answer: Arc::new(answer),
         };
-        let app = axum::Router::new()
-            .route("/v1/chat/completions", post(captured))
-            .with_state(capture.clone());
+        // Every POST is captured, whatever the vendor's URL scheme.
+        let app = axum::Router::new().fallback(post(captured)).with_state(capture.clone());
         (capture, serve(app, Duration::from_secs(1)).await)
     }
 
     pub fn last(&self) -> (http::HeaderMap, serde_json::Value) {
-        self.requests.lock().unwrap().last().cloned().expect("the upstream got no request")
+        self.requests
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the upstream got no request")
     }
 }
 
-async fn captured(State(capture): State<Capture>, headers: http::HeaderMap, body: Bytes) -> Response {
+async fn captured(State(capture): State<Capture>, uri: http::Uri, headers: http::HeaderMap, body: Bytes) -> Response {
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let response = (capture.answer)(&json);
+    capture
+        .paths
+        .lock()
+        .unwrap()
+        .push(uri.path_and_query().map(|p| p.to_string()).unwrap_or_default());
     capture.requests.lock().unwrap().push((headers, json));
     response
 }

@@ -1,0 +1,102 @@
+//! Anthropic's Messages API (`POST {base_url}/v1/messages`).
+//!
+//! Every call is translated both ways: the client's OpenAI request to an Anthropic request ([`request`],
+//! with message content in [`content`]), the answer back to a `chat.completion` ([`response`]) or to
+//! `chat.completion.chunk`s ([`stream`]), and errors and rate-limit headers to the gateway's
+//! classification ([`error`]). The client cannot tell, but by the text, that Anthropic answered.
+
+mod content;
+mod error;
+mod request;
+mod response;
+mod stream;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::header::{ACCEPT, CONTENT_TYPE};
+
+use crate::transport::{self, MAX_RESPONSE_BYTES, Timeouts};
+use crate::{BoxFuture, ChatCall, ChatProvider, ChatReply, ProviderError, ReplyBody};
+
+use error::{error_from_response, rate_limit_snapshot};
+
+/// An adapter for Anthropic's Messages API.
+#[derive(Debug, Clone)]
+pub struct AnthropicAdapter {
+    client: reqwest::Client,
+    endpoint: String,
+    timeouts: Timeouts,
+    drop_unsupported: bool,
+}
+
+impl AnthropicAdapter {
+    /// Anthropic's own API, the usual `base_url`.
+    pub const DEFAULT_BASE_URL: &'static str = "https://api.anthropic.com";
+    /// The `anthropic-version` header sent with every call: the API version the translation follows.
+    pub const API_VERSION: &'static str = "2023-06-01";
+
+    /// An adapter calling `{base_url}/v1/messages` through the shared `client`.
+    pub fn new(client: reqwest::Client, base_url: &str, timeouts: Timeouts) -> Self {
+        Self {
+            client,
+            endpoint: format!("{}/v1/messages", base_url.trim_end_matches('/')),
+            timeouts,
+            drop_unsupported: false,
+        }
+    }
+
+    /// Whether client parameters Anthropic cannot honour (`n` > 1, `seed`, `logprobs`...) are dropped
+    /// instead of refused with a 400 naming them. Off by default.
+    pub fn with_drop_unsupported(mut self, drop_unsupported: bool) -> Self {
+        self.drop_unsupported = drop_unsupported;
+        self
+    }
+}
+
+impl AnthropicAdapter {
+    /// The HTTP request of one call, with the body translated to Anthropic's format.
+    fn request(&self, call: &ChatCall<'_>) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let translated = request::translate(call, self.drop_unsupported)?;
+        if !translated.dropped.is_empty() {
+            tracing::debug!(dropped = ?translated.dropped, "parameters Anthropic cannot honour were dropped");
+        }
+        let body = transport::json_body(&translated.body)?;
+        Ok(self
+            .client
+            .post(&self.endpoint)
+            .header("x-api-key", transport::key_header(call.key)?)
+            .header("anthropic-version", Self::API_VERSION)
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, transport::accept(call.request.is_stream()))
+            .body(body))
+    }
+}
+
+impl ChatProvider for AnthropicAdapter {
+    fn chat<'a>(&'a self, call: ChatCall<'a>) -> BoxFuture<'a, Result<ChatReply, ProviderError>> {
+        Box::pin(async move {
+            let response = transport::send(self.request(&call)?, &self.timeouts).await?;
+            let now = SystemTime::now();
+            let limits = rate_limit_snapshot(response.headers(), now);
+            if !response.status().is_success() {
+                return Err(error_from_response(response, self.timeouts.idle).await);
+            }
+            // Anthropic sends no creation time; the chunks and the completion carry the time of the answer.
+            let created = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            if call.request.is_stream() {
+                let state = stream::StreamState::new(created);
+                let events = transport::sse_events(response.bytes_stream(), self.timeouts.idle, state);
+                return Ok(ChatReply {
+                    body: ReplyBody::Stream(events),
+                    limits,
+                });
+            }
+            let body = transport::read_body(response, self.timeouts.idle, MAX_RESPONSE_BYTES).await?;
+            let (body, usage) = response::translate(&body, created)?;
+            Ok(ChatReply {
+                body: ReplyBody::Complete { body, usage },
+                limits,
+            })
+        })
+    }
+}

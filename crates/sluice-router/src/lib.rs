@@ -328,7 +328,9 @@ fn log_failure(err: &ProviderError, provider: &str, key: &UpstreamKey, attempt: 
             detail,
             "the upstream rejected this key; check the provider's keys"
         ),
-        ProviderError::Connect { detail } | ProviderError::Truncated { detail } | ProviderError::Protocol { detail } => {
+        ProviderError::Connect { detail }
+        | ProviderError::Truncated { detail }
+        | ProviderError::Protocol { detail } => {
             tracing::warn!(provider, key = key.id(), attempt, error = %err, detail, "upstream attempt failed")
         }
         _ => tracing::warn!(provider, key = key.id(), attempt, error = %err, "upstream attempt failed"),

@@ -130,7 +130,10 @@ fn sse_response(events: EventStream, forward_usage: bool) -> Response {
                         if event.usage_only && !forward_usage {
                             continue;
                         }
-                        return Some((Ok::<Bytes, Infallible>(data_frame(&event.data)), (events, SseState::Open { usage })));
+                        return Some((
+                            Ok::<Bytes, Infallible>(data_frame(&event.data)),
+                            (events, SseState::Open { usage }),
+                        ));
                     }
                     Some(Err(err)) => {
                         span.in_scope(|| {
@@ -152,7 +155,10 @@ fn sse_response(events: EventStream, forward_usage: bool) -> Response {
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tells nginx-style proxies in front of the gateway not to buffer the stream either.
-    headers.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    headers.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
     response
 }
 

@@ -21,7 +21,13 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with the given status, type, message, param and code.
-    pub fn new(status: StatusCode, kind: &str, message: impl Into<String>, param: Option<&str>, code: Option<&str>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        kind: &str,
+        message: impl Into<String>,
+        param: Option<&str>,
+        code: Option<&str>,
+    ) -> Self {
         Self {
             status,
             body: ErrorBody::new(kind, message, param.map(str::to_owned), code.map(str::to_owned)),
@@ -108,7 +114,11 @@ impl ApiError {
                 "The request body must be JSON (Content-Type: application/json).",
             ),
             s if s.is_server_error() => ("server_error", "internal_error", "The gateway failed to answer."),
-            _ => ("invalid_request_error", "invalid_request", "The request could not be handled."),
+            _ => (
+                "invalid_request_error",
+                "invalid_request",
+                "The request could not be handled.",
+            ),
         };
         Self::new(status, kind, message, None, Some(code))
     }

@@ -1,8 +1,8 @@
 //! A JSON body extractor whose every rejection is an OpenAI-shaped error naming the problem.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
 use http::StatusCode;
 use serde::de::DeserializeOwned;
 
@@ -22,12 +22,16 @@ impl<S: BodyLimit + Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| match rejection {
-            BytesRejection::FailedToBufferBody(ref inner) if inner.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::payload_too_large(state.max_body_bytes())
-            }
-            other => ApiError::invalid_request(format!("Could not read the request body: {}", other.body_text()), None),
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| match rejection {
+                BytesRejection::FailedToBufferBody(ref inner) if inner.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::payload_too_large(state.max_body_bytes())
+                }
+                other => {
+                    ApiError::invalid_request(format!("Could not read the request body: {}", other.body_text()), None)
+                }
+            })?;
         if bytes.is_empty() {
             return Err(ApiError::invalid_request(
                 "The request body is empty; send a JSON object.",

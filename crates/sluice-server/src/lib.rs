@@ -206,6 +206,8 @@ async fn shape_errors(State(state): State<AppState>, request: Request, next: Nex
     let (mut parts, _) = response.into_parts();
     let shaped = error.into_response();
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Response::from_parts(parts, shaped.into_body())
 }

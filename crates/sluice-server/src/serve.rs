@@ -27,7 +27,10 @@ pub async fn serve(
         let stopping = Arc::clone(&stopping);
         async move {
             shutdown.await;
-            tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections, draining");
+            tracing::info!(
+                grace_ms = grace.as_millis() as u64,
+                "shutting down: no new connections, draining"
+            );
             stopping.notify_one();
         }
     };

@@ -62,7 +62,8 @@ async fn chat_completions(State(state): State<SimState>, request: Request) -> Re
     let Some(key) = bearer(&request) else {
         return Err(ApiError::missing_key());
     };
-    let ApiJson(body) = <ApiJson<ChatCompletionRequest> as axum::extract::FromRequest<SimState>>::from_request(request, &state).await?;
+    let ApiJson(body) =
+        <ApiJson<ChatCompletionRequest> as axum::extract::FromRequest<SimState>>::from_request(request, &state).await?;
     let sim = &state.sim;
     if sim.config().fault == Some(Fault::Hang) {
         std::future::pending::<()>().await;
@@ -78,7 +79,10 @@ async fn chat_completions(State(state): State<SimState>, request: Request) -> Re
             let mut error = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 limit,
-                format!("Rate limit reached for {limit} on this key (simulated). Please try again in {}ms.", retry_after.as_millis()),
+                format!(
+                    "Rate limit reached for {limit} on this key (simulated). Please try again in {}ms.",
+                    retry_after.as_millis()
+                ),
                 None,
                 Some("rate_limit_exceeded"),
             );
@@ -111,7 +115,9 @@ async fn chat_completions(State(state): State<SimState>, request: Request) -> Re
                 SimFrame::Malformed => Ok(Bytes::from_static(b"data: {\"choices\": [tru\n\n")),
                 SimFrame::Reset => Err(std::io::Error::other("simulated connection reset")),
             })
-            .chain(futures_util::stream::once(async { Ok(Bytes::from_static(b"data: [DONE]\n\n")) }));
+            .chain(futures_util::stream::once(async {
+                Ok(Bytes::from_static(b"data: [DONE]\n\n"))
+            }));
         let mut response = Response::new(Body::from_stream(sse));
         response
             .headers_mut()

@@ -13,7 +13,11 @@ use futures_util::StreamExt;
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -51,14 +55,21 @@ fn an_invalid_configuration_exits_with_the_file_key_and_problem() {
     let dir = scratch("invalid");
     let path = dir.join("bad.toml");
     std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:1\"\ncolour = \"blue\"\n").unwrap();
-    let output = Command::new(BIN).args(["serve", "--config"]).arg(&path).output().unwrap();
+    let output = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(
         stderr.contains(&format!("{}:3: server.colour: unknown field `colour`", path.display())),
         "{stderr}"
     );
-    let output = Command::new(BIN).args(["serve", "--config", "/does/not/exist.toml"]).output().unwrap();
+    let output = Command::new(BIN)
+        .args(["serve", "--config", "/does/not/exist.toml"])
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/does/not/exist.toml: cannot read the configuration"));
 }
@@ -74,7 +85,11 @@ fn check_config_accepts_the_shipped_configuration() {
         .output()
         .unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("model sluice-demo -> demo"), "{stdout}");
     assert!(stdout.contains("OPENAI_API_KEY is not set"), "{stdout}");
 }
@@ -84,7 +99,13 @@ async fn serve_and_simulate_as_processes_with_json_logs_and_a_graceful_sigterm()
     let sim_port = free_port();
     let _sim = Proc(
         Command::new(BIN)
-            .args(["simulate", "--listen", &format!("127.0.0.1:{sim_port}"), "--tokens-per-sec", "20"])
+            .args([
+                "simulate",
+                "--listen",
+                &format!("127.0.0.1:{sim_port}"),
+                "--tokens-per-sec",
+                "20",
+            ])
             .args(["--reply-tokens", "30"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -132,7 +153,8 @@ model = "vendor-m"
             .unwrap(),
     );
     let stderr = gateway.0.stderr.take().unwrap();
-    let log_lines = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
+    let log_lines =
+        std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
     wait_healthy(port).await;
 
     // A slow stream is in flight when SIGTERM arrives: it finishes, then the process exits.
@@ -155,7 +177,10 @@ model = "vendor-m"
     while let Some(chunk) = body.next().await {
         text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
     }
-    assert!(text.ends_with("data: [DONE]\n\n"), "the in-flight stream finished: {text}");
+    assert!(
+        text.ends_with("data: [DONE]\n\n"),
+        "the in-flight stream finished: {text}"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let exit = loop {
         if let Some(exit) = gateway.0.try_wait().unwrap() {

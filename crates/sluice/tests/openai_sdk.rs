@@ -71,7 +71,9 @@ fn sdk_python() -> PathBuf {
         .args(["-m", "venv", "--clear"])
         .arg(&venv)
         .status()
-        .unwrap_or_else(|e| panic!("python3 is needed for the OpenAI SDK test ({e}); set SLUICE_SKIP_SDK_TESTS=1 to skip it"));
+        .unwrap_or_else(|e| {
+            panic!("python3 is needed for the OpenAI SDK test ({e}); set SLUICE_SKIP_SDK_TESTS=1 to skip it")
+        });
     assert!(status.success(), "python3 -m venv failed");
     let status = Command::new(&python)
         .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])

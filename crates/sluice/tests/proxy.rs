@@ -18,7 +18,8 @@ fn sim(config: SimConfig) -> SimConfig {
 async fn error_of(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     assert_eq!(
-        response.headers()["content-type"], "application/json",
+        response.headers()["content-type"],
+        "application/json",
         "errors are JSON"
     );
     let body: Value = response.json().await.unwrap();
@@ -175,7 +176,10 @@ async fn unknown_fields_pass_through_untouched_and_the_vendor_body_comes_back() 
     let mut expected = sent.clone();
     expected["model"] = json!("vendor-model");
     assert_eq!(upstream_body, expected, "only the model name changes on the way");
-    assert_eq!(headers["authorization"], "Bearer sk-upstream-1", "the upstream key, never the client's");
+    assert_eq!(
+        headers["authorization"], "Bearer sk-upstream-1",
+        "the upstream key, never the client's"
+    );
 }
 
 #[tokio::test]
@@ -202,20 +206,51 @@ async fn missing_and_mistyped_fields_are_named() {
     let upstream = SimServer::start(SimConfig::default()).await;
     let gateway = GatewayServer::start(&config_for(&upstream.base_url(), "")).await;
     let cases = [
-        (json!({"messages": [{"role": "user", "content": "x"}]}), "body", "missing field `model`"),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}]}),
+            "body",
+            "missing field `model`",
+        ),
         (json!({"model": "m"}), "body", "missing field `messages`"),
-        (json!({"model": "m", "messages": "hi"}), "messages", "expected a sequence"),
-        (json!({"model": "m", "messages": [{"role": "robot", "content": "x"}]}), "messages[0].role", "unknown variant `robot`"),
-        (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}), "max_tokens", "invalid value"),
-        (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}), "stream", "expected a boolean"),
-        (json!({"model": "m", "messages": []}), "messages", "at least one message"),
-        (json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 7}), "temperature", "between 0 and 2"),
+        (
+            json!({"model": "m", "messages": "hi"}),
+            "messages",
+            "expected a sequence",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "robot", "content": "x"}]}),
+            "messages[0].role",
+            "unknown variant `robot`",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}),
+            "max_tokens",
+            "invalid value",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}),
+            "stream",
+            "expected a boolean",
+        ),
+        (
+            json!({"model": "m", "messages": []}),
+            "messages",
+            "at least one message",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 7}),
+            "temperature",
+            "between 0 and 2",
+        ),
     ];
     for (body, param, message) in cases {
         let (status, error) = error_of(post_chat(&gateway, &body).await).await;
         assert_eq!(status, 400, "{body}");
         assert_eq!(error["param"], param, "{body} -> {error}");
-        assert!(error["message"].as_str().unwrap().contains(message), "{body} -> {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains(message),
+            "{body} -> {error}"
+        );
     }
     assert_eq!(upstream.stats().requests, 0);
 }
@@ -231,7 +266,10 @@ async fn unknown_model_is_a_404_listing_the_known_ones() {
     assert_eq!(error["code"], "model_not_found");
     assert_eq!(error["param"], "model");
     let message = error["message"].as_str().unwrap();
-    assert!(message.contains("gpt-7") && message.contains("Available models: m."), "{message}");
+    assert!(
+        message.contains("gpt-7") && message.contains("Available models: m."),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -269,7 +307,10 @@ async fn an_unreachable_upstream_is_a_502() {
     let (status, error) = error_of(post_chat(&gateway, &chat_body(false)).await).await;
     assert_eq!(status, 502);
     assert_eq!(error["code"], "upstream_unreachable");
-    assert!(!error["message"].as_str().unwrap().contains(&addr.to_string()), "no internal address: {error}");
+    assert!(
+        !error["message"].as_str().unwrap().contains(&addr.to_string()),
+        "no internal address: {error}"
+    );
 }
 
 #[tokio::test]
@@ -301,7 +342,11 @@ async fn a_vendor_4xx_reaches_the_client_with_its_message() {
     .await;
     let gateway = GatewayServer::start(&config_for(&format!("{}/v1", upstream.url()), "")).await;
     let response = post_chat(&gateway, &chat_body(false)).await;
-    assert_eq!(response.headers()["x-sluice-attempts"], "1", "an invalid request is not retried");
+    assert_eq!(
+        response.headers()["x-sluice-attempts"],
+        "1",
+        "an invalid request is not retried"
+    );
     let (status, error) = error_of(response).await;
     assert_eq!(status, 400);
     assert_eq!(error["message"], "Invalid value for 'top_logprobs': must be <= 20.");
@@ -386,7 +431,10 @@ model = "sluice-demo"
     let (status, error) = error_of(post_chat(&gateway, &body).await).await;
     assert_eq!(status, 503);
     assert_eq!(error["code"], "provider_not_configured");
-    assert!(error["message"].as_str().unwrap().contains("SLUICE_TEST_UNSET_KEY"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("SLUICE_TEST_UNSET_KEY"),
+        "{error}"
+    );
     // The simulated model still works.
     body["model"] = json!("sluice-demo");
     let response = post_chat(&gateway, &body).await;
@@ -415,19 +463,29 @@ async fn broken_stream(fault: Fault, extra: &str) -> (Vec<String>, SimServer) {
 }
 
 fn assert_ends_with_error(events: &[String], code: &str) {
-    assert!(!events.iter().any(|e| e == "[DONE]"), "a cut answer must not end with [DONE]: {events:?}");
+    assert!(
+        !events.iter().any(|e| e == "[DONE]"),
+        "a cut answer must not end with [DONE]: {events:?}"
+    );
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert_eq!(last["error"]["type"], "server_error", "{last}");
     assert_eq!(last["error"]["code"], code, "{last}");
     assert!(last["error"]["message"].as_str().unwrap().contains("incomplete"));
-    assert!(events.len() >= 4, "the chunks before the break were forwarded: {events:?}");
+    assert!(
+        events.len() >= 4,
+        "the chunks before the break were forwarded: {events:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_stream_reset_mid_way_ends_with_an_error_event_and_no_done() {
     let (events, upstream) = broken_stream(Fault::ResetAfter(4), "").await;
     assert_ends_with_error(&events, "upstream_error");
-    assert_eq!(upstream.stats().requests, 1, "a stream that already reached the client is not retried");
+    assert_eq!(
+        upstream.stats().requests,
+        1,
+        "a stream that already reached the client is not retried"
+    );
 }
 
 #[tokio::test]
@@ -437,11 +495,17 @@ async fn a_stream_that_fails_before_its_first_chunk_fails_over() {
         ..SimConfig::default()
     }))
     .await;
-    let config = config_for(&upstream.base_url(), "")
-        .replace(r#"keys = ["sk-upstream-1"]"#, r#"keys = ["sk-upstream-1", "sk-upstream-2"]"#);
+    let config = config_for(&upstream.base_url(), "").replace(
+        r#"keys = ["sk-upstream-1"]"#,
+        r#"keys = ["sk-upstream-1", "sk-upstream-2"]"#,
+    );
     let gateway = GatewayServer::start(&config).await;
     let response = post_chat(&gateway, &chat_body(true)).await;
-    assert_eq!(response.headers()["x-sluice-attempts"], "2", "each key is one candidate");
+    assert_eq!(
+        response.headers()["x-sluice-attempts"],
+        "2",
+        "each key is one candidate"
+    );
     let (status, error) = error_of(response).await;
     assert_eq!(status, 502);
     assert_eq!(error["code"], "upstream_error");
@@ -476,7 +540,11 @@ async fn a_client_that_disconnects_cancels_the_upstream_stream() {
     assert_eq!(upstream.stats().streams_started, 1);
     drop(body);
     let cancelled = eventually(Duration::from_secs(3), || upstream.stats().streams_cancelled == 1).await;
-    assert!(cancelled, "the upstream stream was not cancelled: {:?}", upstream.stats());
+    assert!(
+        cancelled,
+        "the upstream stream was not cancelled: {:?}",
+        upstream.stats()
+    );
     assert_eq!(upstream.stats().streams_completed, 0);
 }
 
@@ -536,8 +604,10 @@ async fn when_every_key_is_rate_limited_the_client_gets_429_with_retry_after() {
         ..SimConfig::default()
     }))
     .await;
-    let config = config_for(&upstream.base_url(), "")
-        .replace(r#"keys = ["sk-upstream-1"]"#, r#"keys = ["sk-upstream-1", "sk-upstream-2"]"#);
+    let config = config_for(&upstream.base_url(), "").replace(
+        r#"keys = ["sk-upstream-1"]"#,
+        r#"keys = ["sk-upstream-1", "sk-upstream-2"]"#,
+    );
     let gateway = GatewayServer::start(&config).await;
     for _ in 0..2 {
         assert_eq!(post_chat(&gateway, &chat_body(false)).await.status(), 200);
@@ -573,9 +643,25 @@ async fn models_health_and_readiness() {
         let response = client().get(gateway.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path} is public");
     }
-    let (status, _) = error_of(client().get(gateway.url("/v1/nothing")).bearer_auth(CLIENT_KEY).send().await.unwrap()).await;
+    let (status, _) = error_of(
+        client()
+            .get(gateway.url("/v1/nothing"))
+            .bearer_auth(CLIENT_KEY)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 404);
-    let (status, _) = error_of(client().get(gateway.url("/v1/chat/completions")).bearer_auth(CLIENT_KEY).send().await.unwrap()).await;
+    let (status, _) = error_of(
+        client()
+            .get(gateway.url("/v1/chat/completions"))
+            .bearer_auth(CLIENT_KEY)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 405);
 }
 
@@ -600,5 +686,8 @@ async fn shutdown_lets_an_in_flight_stream_finish() {
         text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
     }
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-    tokio::time::timeout(Duration::from_secs(5), shutdown).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), shutdown)
+        .await
+        .unwrap()
+        .unwrap();
 }

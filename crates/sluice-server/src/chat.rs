@@ -52,8 +52,14 @@ pub(crate) async fn chat_completions(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    validate(&request)?;
-    let routed = match state.router().chat(&request).await {
+    answer(&state, &request).await
+}
+
+/// Answers a chat completion request: the one path every way of asking (a chat call, a prompt
+/// endpoint) goes down.
+pub(crate) async fn answer(state: &AppState, request: &ChatCompletionRequest) -> Result<Response, ApiError> {
+    validate(request)?;
+    let routed = match state.router().chat(request).await {
         Ok(routed) => routed,
         Err(err) => {
             // Failed attempts are worth showing the client too: they explain a slow error.

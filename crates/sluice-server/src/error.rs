@@ -139,16 +139,31 @@ impl ApiError {
                     Some("model_not_found"),
                 )
             }
-            RouteError::NotConfigured { model, missing } => {
-                let hint = if missing.is_empty() {
-                    "add a key to one of its providers in the gateway's configuration".to_owned()
-                } else {
-                    format!("set {} in the gateway's environment", missing.join(" or "))
-                };
+            RouteError::NotConfigured {
+                model,
+                missing,
+                rejected,
+            } => {
+                let mut hints = Vec::new();
+                if !missing.is_empty() {
+                    hints.push(format!("set {} in the gateway's environment", missing.join(" or ")));
+                }
+                if !rejected.is_empty() {
+                    hints.push(format!(
+                        "the upstream refused the keys {}, so they were taken out of the pool",
+                        rejected.join(", ")
+                    ));
+                }
+                if hints.is_empty() {
+                    hints.push("add a key to one of its providers in the gateway's configuration".to_owned());
+                }
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "server_error",
-                    format!("The model `{model}` is configured, but none of its providers has an API key: {hint}."),
+                    format!(
+                        "The model `{model}` is configured, but none of its providers has a usable API key: {}.",
+                        hints.join("; ")
+                    ),
                     Some("model"),
                     Some("provider_not_configured"),
                 )

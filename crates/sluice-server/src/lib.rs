@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use sluice_api::ModelList;
+use sluice_prompts::PromptWatcher;
 use sluice_router::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -26,6 +27,7 @@ pub mod auth;
 mod chat;
 pub mod error;
 pub mod extract;
+mod prompts;
 pub mod serve;
 pub mod simulator;
 
@@ -53,11 +55,17 @@ struct StateInner {
     auth: Arc<dyn Authenticator>,
     settings: HttpSettings,
     models_body: Bytes,
+    prompts: Option<Arc<PromptWatcher>>,
 }
 
 impl AppState {
-    /// State over `router` and `auth`.
-    pub fn new(router: Arc<Router>, auth: Arc<dyn Authenticator>, settings: HttpSettings) -> Self {
+    /// State over `router`, `auth` and, when prompt templates are published, their `prompts`.
+    pub fn new(
+        router: Arc<Router>,
+        auth: Arc<dyn Authenticator>,
+        settings: HttpSettings,
+        prompts: Option<Arc<PromptWatcher>>,
+    ) -> Self {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -72,6 +80,7 @@ impl AppState {
                 auth,
                 settings,
                 models_body,
+                prompts,
             }),
         }
     }
@@ -90,6 +99,10 @@ impl AppState {
 
     pub(crate) fn auth(&self) -> &dyn Authenticator {
         self.inner.auth.as_ref()
+    }
+
+    pub(crate) fn prompts(&self) -> Option<&Arc<PromptWatcher>> {
+        self.inner.prompts.as_ref()
     }
 }
 
@@ -114,6 +127,9 @@ pub fn build_router(state: AppState) -> AxumRouter {
     let api = AxumRouter::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/models", get(list_models))
+        .route("/v1/prompts", get(prompts::list))
+        .route("/v1/prompts/{name}", get(prompts::describe).post(prompts::run))
+        .route("/v1/openapi.json", get(prompts::openapi))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
     let sensitive = Arc::from([header::AUTHORIZATION, header::PROXY_AUTHORIZATION]);
     AxumRouter::new()

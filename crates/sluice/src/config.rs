@@ -148,14 +148,17 @@ pub enum LogFormat {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawPrompts {
-    /// Folder of prompt templates.
+    /// Folder of prompt templates, relative to the working directory.
     pub dir: PathBuf,
+    /// How often the folder is checked for changes; 0 turns reloading off.
+    pub reload_ms: u64,
 }
 
 impl Default for RawPrompts {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("prompts"),
+            reload_ms: 1000,
         }
     }
 }

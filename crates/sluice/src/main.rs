@@ -42,6 +42,18 @@ enum Command {
     CheckConfig,
     /// Run a simulated OpenAI-format vendor, for tests, demos and load drills.
     Simulate(SimulateArgs),
+    /// Prompt templates: check them (for CI) or list them.
+    #[command(subcommand)]
+    Prompts(PromptsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PromptsCommand {
+    /// Load every template under `[prompts] dir`, report each problem with its file and line, and exit
+    /// non-zero if there is any.
+    Check,
+    /// List the published prompts and their versions.
+    List,
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,6 +136,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Prompts(command) => {
+            let config = Config::load(&cli.config)?;
+            init_logging(cli.log_format, Some(&config));
+            let gateway = sluice::build(&config, &env_var)?;
+            let registry = gateway.prompts.current();
+            match command {
+                PromptsCommand::Check => println!(
+                    "{}: {} prompt template(s) ok",
+                    config.raw.prompts.dir.display(),
+                    registry.iter().count()
+                ),
+                PromptsCommand::List => {
+                    for prompt in registry.list() {
+                        let versions: Vec<String> = prompt.versions.iter().map(u32::to_string).collect();
+                        println!(
+                            "{} (versions {}; model {}): {}",
+                            prompt.name,
+                            versions.join(", "),
+                            prompt.model,
+                            prompt.description
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
         Command::Simulate(args) => {
             init_logging(cli.log_format, None);
             simulate(args).await
@@ -137,6 +175,7 @@ fn env_var(name: &str) -> Option<String> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let gateway = sluice::build(&config, &env_var)?;
+    let _watching = gateway.watch_prompts(&config);
     let app = sluice::app(&gateway, &config);
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
         format!(

@@ -1,11 +1,12 @@
 //! Turns a validated [`Config`] into the running pieces: the HTTP client, the adapters, the router and
 //! the authenticator.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
+use sluice_prompts::PromptWatcher;
 use sluice_providers::{
     AnthropicAdapter, ChatProvider, GeminiAdapter, OpenAiAdapter, OpenAiFlavor, SimConfig, SimulatedAdapter, Simulator,
     UpstreamKey, gemini,
@@ -21,6 +22,14 @@ pub enum WiringError {
     /// The HTTP client could not be built (its TLS setup failed).
     #[error("cannot build the upstream HTTP client: {0}")]
     HttpClient(String),
+    /// The prompt templates do not load; each problem names its file and line.
+    #[error("the prompt templates in {dir} do not load:\n{source}")]
+    Prompts {
+        /// The prompts folder.
+        dir: String,
+        /// Every problem found.
+        source: sluice_prompts::LoadError,
+    },
 }
 
 /// The assembled gateway.
@@ -31,6 +40,8 @@ pub struct Gateway {
     pub auth: Arc<StaticKeys>,
     /// Simulated vendors by provider name, for inspection.
     pub simulators: HashMap<String, Arc<Simulator>>,
+    /// The published prompt templates, reloaded by [`Gateway::watch_prompts`].
+    pub prompts: Arc<PromptWatcher>,
     /// What was disabled and why, already logged.
     pub warnings: Vec<String>,
 }
@@ -161,12 +172,34 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
         warnings.push(message);
     }
     let auth = Arc::new(StaticKeys::new(&client_keys, admin_key.as_ref()));
+    let prompts = Arc::new(load_prompts(config, &router)?);
     Ok(Gateway {
         router,
         auth,
         simulators,
+        prompts,
         warnings,
     })
+}
+
+/// Loads the prompt templates, checking that each names a configured model (on every reload too).
+pub fn load_prompts(config: &Config, router: &Router) -> Result<PromptWatcher, WiringError> {
+    let models: HashSet<String> = router.model_names().map(str::to_owned).collect();
+    PromptWatcher::with_model_check(&config.raw.prompts.dir, move |model| models.contains(model)).map_err(|source| {
+        WiringError::Prompts {
+            dir: config.raw.prompts.dir.display().to_string(),
+            source,
+        }
+    })
+}
+
+impl Gateway {
+    /// Reloads prompt templates when their files change, every `reload_ms` of the configuration (never
+    /// when it is 0). A broken edit is logged and the last good templates keep serving.
+    pub fn watch_prompts(&self, config: &Config) -> Option<tokio::task::JoinHandle<()>> {
+        let interval = config.raw.prompts.reload_ms;
+        (interval > 0).then(|| tokio::spawn(Arc::clone(&self.prompts).watch(Duration::from_millis(interval))))
+    }
 }
 
 fn resolve_keys(
@@ -229,6 +262,7 @@ pub fn app(gateway: &Gateway, config: &Config) -> axum::Router {
             max_body_bytes: config.max_body_bytes,
             request_timeout: config.request_timeout,
         },
+        Some(Arc::clone(&gateway.prompts)),
     );
     sluice_server::build_router(state)
 }

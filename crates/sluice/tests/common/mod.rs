@@ -94,6 +94,16 @@ impl SimServer {
 pub struct GatewayServer {
     pub server: Running,
     pub warnings: Vec<String>,
+    _watcher: Option<AbortOnDrop>,
+}
+
+/// A background task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 pub const CLIENT_KEY: &str = "sk-test-client";
@@ -107,12 +117,14 @@ impl GatewayServer {
         let config = sluice::Config::parse(Path::new("test.toml"), toml).unwrap_or_else(|e| panic!("{e}"));
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        let gateway = sluice::build(&config, &lookup).unwrap();
+        let gateway = sluice::build(&config, &lookup).unwrap_or_else(|e| panic!("{e}"));
+        let watcher = gateway.watch_prompts(&config).map(AbortOnDrop);
         let app = sluice::app(&gateway, &config);
         let server = serve(app, config.shutdown_grace).await;
         Self {
             server,
             warnings: gateway.warnings,
+            _watcher: watcher,
         }
     }
 

@@ -1,0 +1,132 @@
+//! Prompt templates as endpoints: list, describe, run, and the OpenAPI document of them all.
+//!
+//! Running a prompt renders it into a chat completion request and sends that down the same path as
+//! `POST /v1/chat/completions`, so limits, routing, failover and usage apply alike.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sluice_prompts::{PromptRegistry, RenderError};
+
+use crate::AppState;
+use crate::chat::answer;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+
+/// The body of `POST /v1/prompts/{name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PromptCall {
+    #[serde(default)]
+    variables: Map<String, Value>,
+    #[serde(default)]
+    version: Option<u32>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<sluice_api::StreamOptions>,
+}
+
+fn registry(state: &AppState) -> Arc<PromptRegistry> {
+    state
+        .prompts()
+        .map_or_else(|| Arc::new(PromptRegistry::empty()), |watcher| watcher.current())
+}
+
+fn not_found(name: &str, version: Option<u32>, registry: &PromptRegistry) -> ApiError {
+    let (message, code) = match (version, registry.get(name, None)) {
+        (Some(version), Some(latest)) => {
+            let versions = registry
+                .list()
+                .into_iter()
+                .find(|p| p.name == name)
+                .map(|p| p.versions.iter().map(u32::to_string).collect::<Vec<_>>().join(", "))
+                .unwrap_or_else(|| latest.version().to_string());
+            (
+                format!("The prompt `{name}` has no version {version}. Available versions: {versions}."),
+                "prompt_version_not_found",
+            )
+        }
+        _ => {
+            let names: Vec<String> = registry.list().into_iter().map(|p| p.name).collect();
+            (
+                format!(
+                    "The prompt `{name}` does not exist. Available prompts: {}.",
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+                "prompt_not_found",
+            )
+        }
+    };
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        message,
+        None,
+        Some(code),
+    )
+}
+
+pub(crate) async fn list(State(state): State<AppState>) -> Response {
+    axum::Json(json!({"object": "list", "data": registry(&state).list()})).into_response()
+}
+
+pub(crate) async fn describe(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let registry = registry(&state);
+    let prompt = registry
+        .get(&name, None)
+        .ok_or_else(|| not_found(&name, None, &registry))?;
+    let versions = registry
+        .list()
+        .into_iter()
+        .find(|p| p.name == name)
+        .map(|p| p.versions)
+        .unwrap_or_default();
+    Ok(axum::Json(json!({
+        "name": prompt.name(),
+        "version": prompt.version(),
+        "versions": versions,
+        "description": prompt.description(),
+        "model": prompt.model(),
+        "parameters": prompt.parameters(),
+        "variables": prompt.variables_schema(),
+    }))
+    .into_response())
+}
+
+pub(crate) async fn run(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(call): ApiJson<PromptCall>,
+) -> Result<Response, ApiError> {
+    let registry = registry(&state);
+    let prompt = registry
+        .get(&name, call.version)
+        .ok_or_else(|| not_found(&name, call.version, &registry))?;
+    let mut request = prompt.render(&call.variables).map_err(|err| render_error(&err))?;
+    request.stream = call.stream;
+    request.stream_options = call.stream_options;
+    tracing::info!(
+        prompt = prompt.name(),
+        prompt_version = prompt.version(),
+        "prompt rendered"
+    );
+    answer(&state, &request).await
+}
+
+fn render_error(err: &RenderError) -> ApiError {
+    let param = err.variable().map(|name| format!("variables.{name}"));
+    ApiError::invalid_request(err.to_string(), param.as_deref())
+}
+
+pub(crate) async fn openapi(State(state): State<AppState>) -> Response {
+    axum::Json(registry(&state).openapi(None)).into_response()
+}

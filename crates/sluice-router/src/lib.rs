@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use futures_util::StreamExt;
 use sluice_api::ChatCompletionRequest;
@@ -22,6 +22,8 @@ pub struct ProviderPool {
     name: Arc<str>,
     adapter: Arc<dyn ChatProvider>,
     keys: Vec<UpstreamKey>,
+    /// Per key: the upstream refused it (401/403), so it is out of the pool until restart.
+    rejected: Vec<AtomicBool>,
     missing: Vec<String>,
     next_key: AtomicUsize,
 }
@@ -48,6 +50,7 @@ impl ProviderPool {
         Self {
             name: name.into(),
             adapter,
+            rejected: keys.iter().map(|_| AtomicBool::new(false)).collect(),
             keys,
             missing,
             next_key: AtomicUsize::new(0),
@@ -61,14 +64,37 @@ impl ProviderPool {
 
     /// Whether the provider has at least one usable key.
     pub fn is_enabled(&self) -> bool {
-        !self.keys.is_empty()
+        self.rejected.iter().any(|r| !r.load(Ordering::Relaxed))
     }
 
-    /// The keys in the order to try them: a rotating start spreads load over the pool.
-    fn keys_in_turn(&self) -> impl Iterator<Item = &UpstreamKey> {
+    /// The usable keys in the order to try them: a rotating start spreads load over the pool.
+    fn keys_in_turn(&self) -> impl Iterator<Item = (usize, &UpstreamKey)> {
         let start = self.next_key.fetch_add(1, Ordering::Relaxed);
         let len = self.keys.len();
-        (0..len).map(move |i| &self.keys[(start + i) % len])
+        (0..len)
+            .map(move |i| (start + i) % len)
+            .filter(|i| !self.rejected[*i].load(Ordering::Relaxed))
+            .map(|i| (i, &self.keys[i]))
+    }
+
+    /// Takes a key the upstream refused out of the pool. Its value is never logged, only its id.
+    fn reject(&self, index: usize) {
+        if !self.rejected[index].swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                provider = %self.name,
+                key = self.keys[index].id(),
+                "the upstream refused this key; it is out of the pool until the gateway restarts"
+            );
+        }
+    }
+
+    /// Ids of the keys the upstream refused.
+    fn rejected_ids(&self) -> impl Iterator<Item = &str> {
+        self.keys
+            .iter()
+            .zip(&self.rejected)
+            .filter(|(_, r)| r.load(Ordering::Relaxed))
+            .map(|(k, _)| k.id())
     }
 }
 
@@ -161,6 +187,8 @@ pub enum RouteError {
         model: String,
         /// The environment variables that would enable it.
         missing: Vec<String>,
+        /// Ids of keys the upstream refused, taken out of their pools.
+        rejected: Vec<String>,
     },
     /// Every attempt failed; this is the last failure.
     #[error("{last}")]
@@ -239,7 +267,7 @@ impl Router {
         let mut last: Option<(ProviderError, Arc<str>)> = None;
         let deployments = route.deployments_in_turn();
         'candidates: for deployment in deployments.iter().filter(|d| d.provider.is_enabled()) {
-            for key in deployment.provider.keys_in_turn() {
+            for (key_index, key) in deployment.provider.keys_in_turn() {
                 if attempts >= self.max_attempts {
                     break 'candidates;
                 }
@@ -266,6 +294,9 @@ impl Router {
                     }
                     Err(err) => {
                         log_failure(&err, &provider, key, attempts);
+                        if matches!(err, ProviderError::Authentication { .. }) {
+                            deployment.provider.reject(key_index);
+                        }
                         if !err.is_retryable() {
                             return Err(RouteError::Upstream {
                                 last: err,
@@ -289,6 +320,10 @@ impl Router {
                 missing: deployments
                     .iter()
                     .flat_map(|d| d.provider.missing.iter().cloned())
+                    .collect(),
+                rejected: deployments
+                    .iter()
+                    .flat_map(|d| d.provider.rejected_ids().map(str::to_owned))
                     .collect(),
             }),
         }
@@ -321,11 +356,11 @@ async fn first_chunk_arrived(reply: ChatReply) -> Result<ChatReply, ProviderErro
 
 fn log_failure(err: &ProviderError, provider: &str, key: &UpstreamKey, attempt: u32) {
     match err {
-        ProviderError::Authentication { status, detail } => tracing::error!(
+        // The vendor's message may quote part of the key, so only the status is logged.
+        ProviderError::Authentication { status, .. } => tracing::error!(
             provider,
             key = key.id(),
             status,
-            detail,
             "the upstream rejected this key; check the provider's keys"
         ),
         ProviderError::Connect { detail }

@@ -357,7 +357,7 @@ async fn a_vendor_4xx_reaches_the_client_with_its_message() {
 
 #[tokio::test]
 async fn a_vendor_401_is_the_gateways_problem_not_the_clients() {
-    let (_capture, upstream) = Capture::start(|_| {
+    let (capture, upstream) = Capture::start(|_| {
         json_response(
             401,
             json!({"error": {"message": "Incorrect API key provided: sk-upstr**********-1.", "type": "invalid_request_error",
@@ -370,6 +370,12 @@ async fn a_vendor_401_is_the_gateways_problem_not_the_clients() {
     assert_eq!(status, 502);
     assert_eq!(error["code"], "upstream_authentication_failed");
     assert!(!error["message"].as_str().unwrap().contains("sk-"), "{error}");
+    // The refused key is out of the pool: the next request does not reach the upstream with it.
+    let (status, error) = error_of(post_chat(&gateway, &chat_body(false)).await).await;
+    assert_eq!(status, 503);
+    assert_eq!(error["code"], "provider_not_configured");
+    assert!(error["message"].as_str().unwrap().contains("up#0"), "{error}");
+    assert_eq!(capture.requests.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]

@@ -1,173 +1,42 @@
-//! The router: which deployment and which upstream key serve a request, and what to do when one fails.
+//! The router: which deployment and which upstream key serve a request, how much of each key's budget
+//! it may use, and what to do when an upstream fails.
 //!
 //! A model name maps to deployments (a provider and the vendor's model id), each provider to a pool of
-//! keys. Candidates are tried by priority, spread by weight within a priority and across keys, and a
-//! failure that another candidate could avoid (rate limit, overload, 5xx, timeout, connect error) moves
-//! the request to the next candidate, as long as nothing has reached the client. A streamed answer is
-//! committed only once its first chunk arrived, so a stream that fails at once can still fail over.
+//! keys, and each (key, deployment) pair to a [`budget::KeyBudget`] of requests and tokens per minute.
+//! A request reserves its prompt tokens plus its completion cap (or the deployment's learned estimate)
+//! from the first candidate with capacity: by priority, by weight within a priority, and across keys.
+//! The reservation is settled with the real usage when the answer is known. A failure that another
+//! candidate could avoid (rate limit, overload, 5xx, timeout, connect error) moves the request to the
+//! next candidate as long as nothing has reached the client; a vendor 429 also cools the key down for
+//! its retry time. When no candidate has capacity, requests wait their turn (first come, first served)
+//! up to the model's `max_queue`, else get [`RouteError::Exhausted`] with the earliest time one will.
 //!
 //! The router knows no vendor's wire format: it sees requests and chunks in OpenAI's format and errors
-//! already classified by the adapters.
+//! already classified by the adapters. Its state is in this process's memory; several replicas each
+//! enforce the full budgets (sharing them through Redis is future work).
+
+pub mod breaker;
+pub mod budget;
+mod estimate;
+pub mod metrics;
+mod pool;
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use futures_util::StreamExt;
-use sluice_api::ChatCompletionRequest;
-use sluice_providers::{ChatCall, ChatProvider, ChatReply, ProviderError, ReplyBody, UpstreamKey};
+use futures_util::{Stream, StreamExt};
+use serde::Serialize;
+use sluice_api::{ChatCompletionRequest, Usage};
+use sluice_providers::{ChatCall, ChatReply, EventStream, ProviderError, ReplyBody, StreamEvent, UpstreamKey};
+use tokio::time::Instant;
 
-/// A provider as the router sees it: an adapter and its key pool.
-pub struct ProviderPool {
-    name: Arc<str>,
-    adapter: Arc<dyn ChatProvider>,
-    keys: Vec<UpstreamKey>,
-    /// Per key: the upstream refused it (401/403), so it is out of the pool until restart.
-    rejected: Vec<AtomicBool>,
-    missing: Vec<String>,
-    next_key: AtomicUsize,
-}
-
-impl std::fmt::Debug for ProviderPool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProviderPool")
-            .field("name", &self.name)
-            .field("keys", &self.keys)
-            .field("missing", &self.missing)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ProviderPool {
-    /// A provider named `name` served by `adapter` with `keys`. `missing` names the environment
-    /// variables of keys that were not set, so a request can say what to set.
-    pub fn new(
-        name: impl Into<Arc<str>>,
-        adapter: Arc<dyn ChatProvider>,
-        keys: Vec<UpstreamKey>,
-        missing: Vec<String>,
-    ) -> Self {
-        Self {
-            name: name.into(),
-            adapter,
-            rejected: keys.iter().map(|_| AtomicBool::new(false)).collect(),
-            keys,
-            missing,
-            next_key: AtomicUsize::new(0),
-        }
-    }
-
-    /// The provider's configured name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Whether the provider has at least one usable key.
-    pub fn is_enabled(&self) -> bool {
-        self.rejected.iter().any(|r| !r.load(Ordering::Relaxed))
-    }
-
-    /// The usable keys in the order to try them: a rotating start spreads load over the pool.
-    fn keys_in_turn(&self) -> impl Iterator<Item = (usize, &UpstreamKey)> {
-        let start = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let len = self.keys.len();
-        (0..len)
-            .map(move |i| (start + i) % len)
-            .filter(|i| !self.rejected[*i].load(Ordering::Relaxed))
-            .map(|i| (i, &self.keys[i]))
-    }
-
-    /// Takes a key the upstream refused out of the pool. Its value is never logged, only its id.
-    fn reject(&self, index: usize) {
-        if !self.rejected[index].swap(true, Ordering::Relaxed) {
-            tracing::error!(
-                provider = %self.name,
-                key = self.keys[index].id(),
-                "the upstream refused this key; it is out of the pool until the gateway restarts"
-            );
-        }
-    }
-
-    /// Ids of the keys the upstream refused.
-    fn rejected_ids(&self) -> impl Iterator<Item = &str> {
-        self.keys
-            .iter()
-            .zip(&self.rejected)
-            .filter(|(_, r)| r.load(Ordering::Relaxed))
-            .map(|(k, _)| k.id())
-    }
-}
-
-/// One way to serve a model: a provider and the vendor's model id.
-#[derive(Debug, Clone)]
-pub struct Deployment {
-    /// Who serves it.
-    pub provider: Arc<ProviderPool>,
-    /// The vendor's model id.
-    pub model: Arc<str>,
-    /// Completion cap sent when the client sets none and the vendor requires one.
-    pub max_tokens: Option<u32>,
-    /// Lower is tried first.
-    pub priority: u32,
-    /// Share of traffic among deployments of equal priority.
-    pub weight: u32,
-}
-
-/// A model name clients may call, and its deployments.
-#[derive(Debug, Clone)]
-pub struct ModelRoute {
-    name: Arc<str>,
-    deployments: Vec<Deployment>,
-}
-
-impl ModelRoute {
-    /// A model `name` served by `deployments`.
-    pub fn new(name: impl Into<Arc<str>>, mut deployments: Vec<Deployment>) -> Self {
-        deployments.sort_by_key(|d| d.priority);
-        Self {
-            name: name.into(),
-            deployments,
-        }
-    }
-
-    /// The name clients send.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Deployments in the order to try them: by priority, and by a weighted draw within a priority.
-    fn deployments_in_turn(&self) -> Vec<&Deployment> {
-        let mut ordered = Vec::with_capacity(self.deployments.len());
-        let mut group_start = 0;
-        while group_start < self.deployments.len() {
-            let priority = self.deployments[group_start].priority;
-            let group_end = self.deployments[group_start..]
-                .iter()
-                .position(|d| d.priority != priority)
-                .map_or(self.deployments.len(), |offset| group_start + offset);
-            let mut group: Vec<&Deployment> = self.deployments[group_start..group_end].iter().collect();
-            while !group.is_empty() {
-                let total: u64 = group.iter().map(|d| u64::from(d.weight.max(1))).sum();
-                let mut draw = fastrand::u64(0..total);
-                let pick = group
-                    .iter()
-                    .position(|d| {
-                        let w = u64::from(d.weight.max(1));
-                        if draw < w {
-                            true
-                        } else {
-                            draw -= w;
-                            false
-                        }
-                    })
-                    .unwrap_or(0);
-                ordered.push(group.remove(pick));
-            }
-            group_start = group_end;
-        }
-        ordered
-    }
-}
+use crate::breaker::BreakerView;
+use crate::budget::{Backoff, BudgetView, Refusal, Reservation};
+pub use crate::pool::{Deployment, DeploymentSpec, ModelRoute, ProviderPool};
 
 /// Why the router could not serve a request.
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +59,26 @@ pub enum RouteError {
         /// Ids of keys the upstream refused, taken out of their pools.
         rejected: Vec<String>,
     },
+    /// No candidate has capacity now nor within the model's queue time.
+    #[error("every upstream key for `{model}` is at its limit")]
+    Exhausted {
+        /// The model.
+        model: String,
+        /// When the first candidate will have capacity for this request.
+        retry_after: Duration,
+        /// Attempts made before giving up.
+        attempts: u32,
+    },
+    /// The request needs more tokens than any key's whole per-minute budget: no wait would help.
+    #[error("the request needs {tokens} tokens, more than any key's budget for `{model}` ({largest} per minute)")]
+    TooLarge {
+        /// The model.
+        model: String,
+        /// Tokens the request needs (prompt and completion).
+        tokens: u64,
+        /// The largest per-minute token budget of a candidate.
+        largest: u64,
+    },
     /// Every attempt failed; this is the last failure.
     #[error("{last}")]
     Upstream {
@@ -204,7 +93,8 @@ pub enum RouteError {
 
 /// A request served: the reply and how it was obtained.
 pub struct Routed {
-    /// The upstream's reply. A stream's first chunk has already been received.
+    /// The upstream's reply. A stream's first chunk has already been received; the stream settles the
+    /// key's budget with the real usage when it ends.
     pub reply: ChatReply,
     /// The provider that answered.
     pub provider: Arc<str>,
@@ -214,17 +104,54 @@ pub struct Routed {
     pub attempts: u32,
 }
 
+/// Router-wide settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouterSettings {
+    /// Upstream calls per request, failovers included.
+    pub max_attempts: u32,
+    /// How 429s without a retry time back off.
+    pub backoff: Backoff,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
 /// Routes requests to deployments.
 #[derive(Debug)]
 pub struct Router {
     models: Vec<ModelRoute>,
     index: HashMap<Arc<str>, usize>,
-    max_attempts: u32,
+    settings: RouterSettings,
+}
+
+/// One candidate: a deployment and one of its provider's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Candidate {
+    deployment: usize,
+    key: usize,
+}
+
+/// What a look for capacity found.
+enum Acquired {
+    /// A candidate with its capacity held.
+    Ready(Candidate, Reservation),
+    /// Every candidate was tried already or has no usable key.
+    NoneLeft,
+    /// Candidates remain, but none has capacity before this long.
+    Wait(Duration),
+    /// The request is larger than every remaining candidate's whole budget.
+    TooLarge { tokens: u64, largest: u64 },
 }
 
 impl Router {
-    /// A router over `models`, making at most `max_attempts` upstream calls per request.
-    pub fn new(models: Vec<ModelRoute>, max_attempts: u32) -> Self {
+    /// A router over `models`.
+    pub fn new(models: Vec<ModelRoute>, settings: RouterSettings) -> Self {
         let index = models
             .iter()
             .enumerate()
@@ -233,13 +160,21 @@ impl Router {
         Self {
             models,
             index,
-            max_attempts: max_attempts.max(1),
+            settings: RouterSettings {
+                max_attempts: settings.max_attempts.max(1),
+                ..settings
+            },
         }
     }
 
     /// The configured model names, in configuration order.
     pub fn model_names(&self) -> impl Iterator<Item = &str> {
         self.models.iter().map(|m| m.name())
+    }
+
+    /// The configured models.
+    pub fn models(&self) -> &[ModelRoute] {
+        &self.models
     }
 
     /// Whether any model has a provider with a usable key.
@@ -260,56 +195,90 @@ impl Router {
             })
     }
 
-    /// Serves `request`, failing over between deployments and keys.
-    pub async fn chat(&self, request: &ChatCompletionRequest) -> Result<Routed, RouteError> {
+    /// Serves `request`, whose prompt counts `prompt_tokens`, within the budgets, failing over between
+    /// candidates.
+    pub async fn chat(&self, request: &ChatCompletionRequest, prompt_tokens: u64) -> Result<Routed, RouteError> {
         let route = self.route(&request.model)?;
-        let mut attempts = 0u32;
+        let mut tried: Vec<Candidate> = Vec::new();
         let mut last: Option<(ProviderError, Arc<str>)> = None;
-        let deployments = route.deployments_in_turn();
-        'candidates: for deployment in deployments.iter().filter(|d| d.provider.is_enabled()) {
-            for (key_index, key) in deployment.provider.keys_in_turn() {
-                if attempts >= self.max_attempts {
-                    break 'candidates;
+        let mut attempts = 0u32;
+        let cap = request.completion_cap();
+        while attempts < self.settings.max_attempts {
+            let (candidate, reservation) = match self.acquire(route, prompt_tokens, cap, &tried).await {
+                Acquired::Ready(candidate, reservation) => (candidate, reservation),
+                Acquired::NoneLeft => break,
+                Acquired::Wait(retry_after) => {
+                    route.counters.rejections.fetch_add(1, Ordering::Relaxed);
+                    return Err(RouteError::Exhausted {
+                        model: request.model.clone(),
+                        retry_after,
+                        attempts,
+                    });
                 }
-                attempts += 1;
-                let call = ChatCall {
-                    request,
-                    model: &deployment.model,
-                    key,
-                    default_max_tokens: deployment.max_tokens,
-                };
-                let provider = Arc::clone(&deployment.provider.name);
-                let outcome = match deployment.provider.adapter.chat(call).await {
-                    Ok(reply) => first_chunk_arrived(reply).await,
-                    Err(err) => Err(err),
-                };
-                match outcome {
-                    Ok(reply) => {
-                        return Ok(Routed {
-                            reply,
+                Acquired::TooLarge { tokens, largest } => {
+                    return Err(RouteError::TooLarge {
+                        model: request.model.clone(),
+                        tokens,
+                        largest,
+                    });
+                }
+            };
+            tried.push(candidate);
+            attempts += 1;
+            let deployment = &route.deployments[candidate.deployment];
+            let key = &deployment.provider.keys[candidate.key];
+            let provider = Arc::clone(&deployment.provider.name);
+            deployment.counters.attempts.fetch_add(1, Ordering::Relaxed);
+            let call = ChatCall {
+                request,
+                model: &deployment.model,
+                key,
+                default_max_tokens: deployment.max_tokens,
+            };
+            let outcome = match deployment.provider.adapter.chat(call).await {
+                Ok(reply) => first_chunk_arrived(reply).await,
+                Err(err) => Err(err),
+            };
+            let budget = &deployment.budgets[candidate.key];
+            let now = Instant::now();
+            match outcome {
+                Ok(reply) => {
+                    deployment.breaker.success();
+                    budget.succeeded();
+                    budget.learn(&reply.limits, now);
+                    let reply = settle_when_known(reply, reservation, Arc::clone(&deployment.estimate));
+                    return Ok(Routed {
+                        reply,
+                        provider,
+                        key_id: key.id().into(),
+                        attempts,
+                    });
+                }
+                Err(err) => {
+                    log_failure(&err, &provider, key, attempts);
+                    self.learn_from_failure(deployment, candidate.key, &err, reservation, now);
+                    if !err.is_retryable() {
+                        return Err(RouteError::Upstream {
+                            last: err,
                             provider,
-                            key_id: key.id().into(),
                             attempts,
                         });
                     }
-                    Err(err) => {
-                        log_failure(&err, &provider, key, attempts);
-                        if matches!(err, ProviderError::Authentication { .. }) {
-                            deployment.provider.reject(key_index);
-                        }
-                        if !err.is_retryable() {
-                            return Err(RouteError::Upstream {
-                                last: err,
-                                provider,
-                                attempts,
-                            });
-                        }
-                        last = Some((err, provider));
-                    }
+                    deployment.counters.failovers.fetch_add(1, Ordering::Relaxed);
+                    last = Some((err, provider));
                 }
             }
         }
         match last {
+            // Rate limits are the gateway's to report with an honest retry time across every candidate.
+            Some((ProviderError::RateLimited { .. }, _)) => {
+                route.counters.rejections.fetch_add(1, Ordering::Relaxed);
+                Err(RouteError::Exhausted {
+                    model: request.model.clone(),
+                    retry_after: self.earliest_capacity(route, prompt_tokens, cap),
+                    attempts,
+                })
+            }
             Some((last, provider)) => Err(RouteError::Upstream {
                 last,
                 provider,
@@ -317,16 +286,274 @@ impl Router {
             }),
             None => Err(RouteError::NotConfigured {
                 model: request.model.clone(),
-                missing: deployments
+                missing: route
+                    .deployments
                     .iter()
                     .flat_map(|d| d.provider.missing.iter().cloned())
                     .collect(),
-                rejected: deployments
+                rejected: route
+                    .deployments
                     .iter()
                     .flat_map(|d| d.provider.rejected_ids().map(str::to_owned))
                     .collect(),
             }),
         }
+    }
+
+    /// Finds a candidate with capacity, waiting for one up to the model's queue time. Waiters take turns
+    /// in arrival order, and a newcomer queues behind them rather than taking capacity they wait for.
+    async fn acquire(&self, route: &ModelRoute, prompt_tokens: u64, cap: Option<u32>, tried: &[Candidate]) -> Acquired {
+        if route.waiting.load(Ordering::Acquire) == 0 {
+            match try_candidates(route, prompt_tokens, cap, tried, Instant::now()) {
+                Acquired::Wait(wait) if !route.max_queue.is_zero() && wait <= route.max_queue => {}
+                other => return other,
+            }
+        }
+        if route.max_queue.is_zero() {
+            return try_candidates(route, prompt_tokens, cap, tried, Instant::now());
+        }
+        route.counters.queue_waits.fetch_add(1, Ordering::Relaxed);
+        route.waiting.fetch_add(1, Ordering::AcqRel);
+        let deadline = Instant::now() + route.max_queue;
+        let result = async {
+            let Ok(_turn) = tokio::time::timeout_at(deadline, route.queue.lock()).await else {
+                return try_candidates(route, prompt_tokens, cap, tried, Instant::now());
+            };
+            loop {
+                let now = Instant::now();
+                match try_candidates(route, prompt_tokens, cap, tried, now) {
+                    Acquired::Wait(wait) if now + wait <= deadline => tokio::time::sleep(wait).await,
+                    other => return other,
+                }
+            }
+        }
+        .await;
+        route.waiting.fetch_sub(1, Ordering::AcqRel);
+        result
+    }
+
+    /// The earliest moment a candidate of `route` can take a request of this size.
+    fn earliest_capacity(&self, route: &ModelRoute, prompt_tokens: u64, cap: Option<u32>) -> Duration {
+        try_candidates_peek(route, prompt_tokens, cap, Instant::now()).unwrap_or(Duration::from_secs(1))
+    }
+
+    fn learn_from_failure(
+        &self,
+        deployment: &Deployment,
+        key: usize,
+        err: &ProviderError,
+        reservation: Reservation,
+        now: Instant,
+    ) {
+        let budget = &deployment.budgets[key];
+        match err {
+            ProviderError::RateLimited { retry_after, .. } => {
+                deployment
+                    .counters
+                    .upstream_rate_limited
+                    .fetch_add(1, Ordering::Relaxed);
+                // The vendor did not count a refused request.
+                reservation.cancel(now);
+                let pause = budget.cool_down(*retry_after, self.settings.backoff, now);
+                tracing::info!(
+                    key = deployment.provider.keys[key].id(),
+                    cooldown_ms = pause.as_millis() as u64,
+                    "key cooling down"
+                );
+            }
+            ProviderError::QuotaExhausted { .. } => {
+                deployment
+                    .counters
+                    .upstream_rate_limited
+                    .fetch_add(1, Ordering::Relaxed);
+                reservation.cancel(now);
+                // Quota comes back with billing, not with time: keep the key out for a long while.
+                budget.cool_down(Some(Duration::from_secs(600)), self.settings.backoff, now);
+            }
+            ProviderError::Authentication { .. } => {
+                reservation.cancel(now);
+                deployment.provider.reject(key);
+            }
+            ProviderError::Connect { .. } => {
+                reservation.cancel(now);
+                deployment.breaker.failure(now);
+            }
+            ProviderError::Rejected { .. } => reservation.cancel(now),
+            ProviderError::Overloaded { .. }
+            | ProviderError::Server { .. }
+            | ProviderError::Timeout { .. }
+            | ProviderError::Protocol { .. }
+            | ProviderError::Truncated { .. } => {
+                // The vendor may have counted the request; the tokens stay reserved until they refill.
+                drop(reservation);
+                deployment.breaker.failure(now);
+            }
+        }
+    }
+
+    /// Every key's budget and every deployment's breaker, for `GET /admin/limits`.
+    pub fn limits(&self) -> Vec<LimitsView> {
+        let now = Instant::now();
+        self.models
+            .iter()
+            .flat_map(|route| {
+                route.deployments.iter().flat_map(move |deployment| {
+                    deployment
+                        .budgets
+                        .iter()
+                        .enumerate()
+                        .map(move |(k, budget)| LimitsView {
+                            model: route.name.to_string(),
+                            provider: deployment.provider.name.to_string(),
+                            vendor_model: deployment.model.to_string(),
+                            key: deployment.provider.keys[k].id().to_owned(),
+                            usable: deployment.provider.is_usable(k),
+                            budget: budget.view(now),
+                            breaker: deployment.breaker.view(now),
+                            completion_estimate: deployment.estimate.tokens(),
+                        })
+                })
+            })
+            .collect()
+    }
+}
+
+/// The shortest wait before any candidate could take a request of this size, without taking anything.
+fn try_candidates_peek(route: &ModelRoute, prompt_tokens: u64, cap: Option<u32>, now: Instant) -> Option<Duration> {
+    let mut earliest: Option<Duration> = None;
+    for deployment in &route.deployments {
+        let breaker_wait = deployment.breaker_wait(now);
+        let cost = deployment.cost(prompt_tokens, cap);
+        for (k, budget) in deployment.budgets.iter().enumerate() {
+            if !deployment.provider.is_usable(k) {
+                continue;
+            }
+            if let Ok(wait) = budget.available_in(cost, now) {
+                let wait = wait.max(breaker_wait);
+                earliest = Some(earliest.map_or(wait, |e| e.min(wait)));
+            }
+        }
+    }
+    earliest
+}
+
+/// Settles the reservation with the real usage: at once for a complete answer, at the end of a stream
+/// for a streamed one (or when the client goes away mid-stream).
+fn settle_when_known(
+    reply: ChatReply,
+    reservation: Reservation,
+    estimate: Arc<estimate::CompletionEstimate>,
+) -> ChatReply {
+    let ChatReply { body, limits } = reply;
+    let body = match body {
+        ReplyBody::Complete { body, usage } => {
+            settle(reservation, usage.as_ref(), &estimate);
+            ReplyBody::Complete { body, usage }
+        }
+        ReplyBody::Stream(events) => ReplyBody::Stream(Box::pin(Metered {
+            events,
+            reservation: Some(reservation),
+            usage: None,
+            estimate,
+        })),
+    };
+    ChatReply { body, limits }
+}
+
+fn settle(reservation: Reservation, usage: Option<&Usage>, estimate: &estimate::CompletionEstimate) {
+    match usage {
+        Some(usage) => {
+            estimate.record(usage.completion_tokens);
+            reservation.settle(usage.prompt_tokens + usage.completion_tokens, Instant::now());
+        }
+        // Without the vendor's count, what was reserved stays counted.
+        None => {
+            let reserved = reservation.tokens();
+            reservation.settle(reserved, Instant::now());
+        }
+    }
+}
+
+/// A stream that remembers the usage it carries and settles its reservation when it ends or is dropped.
+struct Metered {
+    events: EventStream,
+    reservation: Option<Reservation>,
+    usage: Option<Usage>,
+    estimate: Arc<estimate::CompletionEstimate>,
+}
+
+impl Metered {
+    fn finish(&mut self) {
+        if let Some(reservation) = self.reservation.take() {
+            settle(reservation, self.usage.as_ref(), &self.estimate);
+        }
+    }
+}
+
+impl Stream for Metered {
+    type Item = Result<StreamEvent, ProviderError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.events.as_mut().poll_next(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(event))) => {
+                if let Some(usage) = event.usage {
+                    self.usage = Some(usage);
+                }
+            }
+            Poll::Ready(Some(Err(_)) | None) => self.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Tries each untried candidate in turn; takes capacity from the first that has it.
+fn try_candidates(
+    route: &ModelRoute,
+    prompt_tokens: u64,
+    cap: Option<u32>,
+    tried: &[Candidate],
+    now: Instant,
+) -> Acquired {
+    let mut earliest: Option<Duration> = None;
+    let mut too_large: Option<(u64, u64)> = None;
+    let mut any = false;
+    for d in route.deployment_order() {
+        let deployment = &route.deployments[d];
+        let breaker_wait = deployment.breaker.admit(now).err();
+        let cost = deployment.cost(prompt_tokens, cap);
+        for k in deployment.provider.key_order() {
+            let candidate = Candidate { deployment: d, key: k };
+            if !deployment.provider.is_usable(k) || tried.contains(&candidate) {
+                continue;
+            }
+            any = true;
+            if let Some(wait) = breaker_wait {
+                earliest = Some(earliest.map_or(wait, |e| e.min(wait)));
+                continue;
+            }
+            match deployment.budgets[k].try_reserve(cost, now) {
+                Ok(reservation) => return Acquired::Ready(candidate, reservation),
+                Err(Refusal::Wait(wait)) => earliest = Some(earliest.map_or(wait, |e| e.min(wait))),
+                Err(Refusal::TooLarge) => {
+                    let largest = deployment.budgets[k].view(now).tpm.unwrap_or(0);
+                    too_large = Some(too_large.map_or((cost, largest), |(c, l)| (c.min(cost), l.max(largest))));
+                }
+            }
+        }
+    }
+    match (any, earliest, too_large) {
+        (false, _, _) => Acquired::NoneLeft,
+        (true, Some(wait), _) => Acquired::Wait(wait),
+        (true, None, Some((tokens, largest))) => Acquired::TooLarge { tokens, largest },
+        (true, None, None) => Acquired::NoneLeft,
     }
 }
 
@@ -370,4 +597,25 @@ fn log_failure(err: &ProviderError, provider: &str, key: &UpstreamKey, attempt: 
         }
         _ => tracing::warn!(provider, key = key.id(), attempt, error = %err, "upstream attempt failed"),
     }
+}
+
+/// One key's limits for one deployment, as `GET /admin/limits` shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LimitsView {
+    /// The model name clients send.
+    pub model: String,
+    /// The provider.
+    pub provider: String,
+    /// The vendor's model id.
+    pub vendor_model: String,
+    /// The key's id (never its value).
+    pub key: String,
+    /// False once the vendor refused the key.
+    pub usable: bool,
+    /// Its budget now.
+    pub budget: BudgetView,
+    /// The deployment's breaker.
+    pub breaker: BreakerView,
+    /// Completion tokens reserved when a client sets no cap.
+    pub completion_estimate: u64,
 }

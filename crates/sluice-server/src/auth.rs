@@ -71,16 +71,36 @@ impl Authenticator for StaticKeys {
     }
 }
 
-/// Middleware: rejects requests without a known bearer token and records the caller as an extension.
-pub(crate) async fn require_key(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let token = request
+/// Middleware for admin routes: only the admin key passes.
+pub(crate) async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match bearer(&request).map(|token| state.auth().authenticate(token)) {
+        None => ApiError::missing_key().into_response(),
+        Some(Some(principal)) if principal.admin => next.run(request).await,
+        Some(Some(_)) => ApiError::new(
+            http::StatusCode::FORBIDDEN,
+            "permission_error",
+            "This endpoint needs the admin key.",
+            None,
+            Some("admin_key_required"),
+        )
+        .into_response(),
+        Some(None) => ApiError::invalid_key().into_response(),
+    }
+}
+
+fn bearer(request: &Request) -> Option<&str> {
+    request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
-        .filter(|t| !t.is_empty());
-    let Some(token) = token else {
+        .filter(|t| !t.is_empty())
+}
+
+/// Middleware: rejects requests without a known bearer token and records the caller as an extension.
+pub(crate) async fn require_key(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let Some(token) = bearer(&request) else {
         return ApiError::missing_key().into_response();
     };
     match state.auth().authenticate(token) {

@@ -59,12 +59,14 @@ pub(crate) async fn chat_completions(
 /// endpoint) goes down.
 pub(crate) async fn answer(state: &AppState, request: &ChatCompletionRequest) -> Result<Response, ApiError> {
     validate(request)?;
-    let routed = match state.router().chat(request).await {
+    let prompt_tokens = estimate_prompt_tokens(request);
+    let routed = match state.router().chat(request, prompt_tokens).await {
         Ok(routed) => routed,
         Err(err) => {
             // Failed attempts are worth showing the client too: they explain a slow error.
             let tried = match &err {
                 RouteError::Upstream { provider, attempts, .. } => Some((Arc::clone(provider), *attempts)),
+                RouteError::Exhausted { attempts, .. } if *attempts > 0 => Some((Arc::from("none"), *attempts)),
                 _ => None,
             };
             let mut response = ApiError::from_route(err).into_response();
@@ -94,6 +96,27 @@ fn add_route_headers(headers: &mut http::HeaderMap, provider: &str, attempts: u3
         headers.insert(X_SLUICE_PROVIDER.clone(), value);
     }
     headers.insert(X_SLUICE_ATTEMPTS.clone(), HeaderValue::from(attempts));
+}
+
+/// A quick, generous prompt size for budget reservations: about four bytes a token plus each message's
+/// overhead. Exact counting per encoding replaces it with the token estimator.
+fn estimate_prompt_tokens(request: &ChatCompletionRequest) -> u64 {
+    let bytes: usize = request
+        .messages
+        .iter()
+        .map(|m| m.content.as_ref().map_or(0, |c| c.text().len()) + m.name.as_ref().map_or(0, String::len))
+        .sum();
+    let tools: usize = request.tools.as_ref().map_or(0, |tools| {
+        tools
+            .iter()
+            .map(|t| {
+                t.function.name.len()
+                    + t.function.description.as_ref().map_or(0, String::len)
+                    + t.function.parameters.as_ref().map_or(0, |p| p.to_string().len())
+            })
+            .sum()
+    });
+    ((bytes + tools) as u64).div_ceil(4) + 4 * request.messages.len() as u64 + 3
 }
 
 fn log_usage(usage: Option<&Usage>, interrupted: bool) {

@@ -168,6 +168,31 @@ impl ApiError {
                     Some("provider_not_configured"),
                 )
             }
+            RouteError::Exhausted { model, retry_after, .. } => {
+                let mut error = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    format!(
+                        "Every upstream key for `{model}` is at its rate limit. Retry after {} s.",
+                        retry_after_secs(retry_after).max(1)
+                    ),
+                    None,
+                    Some("rate_limit_exceeded"),
+                );
+                error.retry_after = Some(retry_after);
+                error
+            }
+            RouteError::TooLarge { model, tokens, largest } => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                format!(
+                    "This request needs about {tokens} tokens (prompt and completion cap), more than the \
+                     {largest} tokens per minute any upstream key of `{model}` allows. Shorten the prompt or \
+                     lower max_tokens."
+                ),
+                Some("messages"),
+                Some("request_too_large"),
+            ),
             RouteError::Upstream { last, provider, .. } => Self::from_provider(&last, &provider),
         }
     }

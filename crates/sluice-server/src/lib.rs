@@ -120,8 +120,9 @@ impl AppState {
 /// 6. `Timeout`: bounds the time to a response head (streams run on after it).
 /// 7. `RequestBodyLimit`: refuses bodies over `max_body_bytes`, by `content-length` or while reading.
 ///
-/// Under `/v1`, `require_key` authenticates the caller and adds its [`Principal`] as an extension.
-/// `/healthz` and `/readyz` are public.
+/// Under `/v1`, `require_key` authenticates the caller and adds its [`Principal`] as an extension; under
+/// `/admin`, `require_admin` lets only the admin key through. `/healthz`, `/readyz` and `/metrics` are
+/// public.
 pub fn build_router(state: AppState) -> AxumRouter {
     let settings = state.inner.settings;
     let api = AxumRouter::new()
@@ -131,9 +132,14 @@ pub fn build_router(state: AppState) -> AxumRouter {
         .route("/v1/prompts/{name}", get(prompts::describe).post(prompts::run))
         .route("/v1/openapi.json", get(prompts::openapi))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+    let admin = AxumRouter::new()
+        .route("/admin/limits", get(admin_limits))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
     let sensitive = Arc::from([header::AUTHORIZATION, header::PROXY_AUTHORIZATION]);
     AxumRouter::new()
         .merge(api)
+        .merge(admin)
+        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(fallback)
@@ -170,6 +176,23 @@ pub fn build_router(state: AppState) -> AxumRouter {
 
 async fn list_models(State(state): State<AppState>) -> Response {
     json_response(StatusCode::OK, state.inner.models_body.clone())
+}
+
+/// Every key's budget, cooldown and breaker state (key ids, never key values).
+async fn admin_limits(State(state): State<AppState>) -> Response {
+    axum::Json(serde_json::json!({"data": state.router().limits()})).into_response()
+}
+
+/// Prometheus metrics.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut body = String::with_capacity(4096);
+    sluice_router::metrics::render(state.router(), &mut body);
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }
 
 async fn healthz() -> Response {

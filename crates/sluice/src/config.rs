@@ -102,6 +102,14 @@ pub struct RawUpstream {
     pub idle_timeout_ms: u64,
     /// Upstream calls per client request, failovers included.
     pub max_attempts: u32,
+    /// First step of the backoff after a 429 without a retry time.
+    pub backoff_base_ms: u64,
+    /// Largest step of that backoff.
+    pub backoff_max_ms: u64,
+    /// Consecutive failures that open a deployment's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker keeps a deployment out before a probe.
+    pub breaker_cooloff_ms: u64,
 }
 
 impl Default for RawUpstream {
@@ -111,6 +119,10 @@ impl Default for RawUpstream {
             first_byte_timeout_ms: 300_000,
             idle_timeout_ms: 60_000,
             max_attempts: 3,
+            backoff_base_ms: 500,
+            backoff_max_ms: 60_000,
+            breaker_failures: 5,
+            breaker_cooloff_ms: 30_000,
         }
     }
 }
@@ -248,6 +260,13 @@ pub struct RawModel {
     pub name: String,
     /// Where it is served.
     pub deployments: Vec<RawDeployment>,
+    /// How long a request may wait for capacity when every key is at its limit.
+    #[serde(default = "default_max_queue_ms")]
+    pub max_queue_ms: u64,
+}
+
+fn default_max_queue_ms() -> u64 {
+    5_000
 }
 
 /// `[[models.deployments]]`
@@ -273,6 +292,9 @@ pub struct RawDeployment {
     /// Completion cap when the client sets none.
     #[serde(default)]
     pub max_tokens: Option<u32>,
+    /// Requests in flight at once per key.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
 }
 
 fn one() -> u32 {
@@ -438,6 +460,15 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             problem(key.to_owned(), "must be greater than 0".to_owned());
         }
     }
+    if raw.upstream.breaker_failures == 0 {
+        problem("upstream.breaker_failures".to_owned(), "must be at least 1".to_owned());
+    }
+    if raw.upstream.backoff_base_ms == 0 || raw.upstream.backoff_max_ms < raw.upstream.backoff_base_ms {
+        problem(
+            "upstream.backoff_base_ms".to_owned(),
+            "must be greater than 0 and at most upstream.backoff_max_ms".to_owned(),
+        );
+    }
     if raw.upstream.max_attempts == 0 {
         problem("upstream.max_attempts".to_owned(), "must be at least 1".to_owned());
     }
@@ -561,6 +592,14 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             }
             if deployment.max_tokens == Some(0) {
                 problem(at("max_tokens"), "must be at least 1".to_owned());
+            }
+            if deployment.max_in_flight == Some(0) {
+                problem(at("max_in_flight"), "must be at least 1".to_owned());
+            }
+            for (field, value) in [("tpm", deployment.tpm), ("rpm", deployment.rpm)] {
+                if value == Some(0) {
+                    problem(at(field), "must be at least 1 (leave it out for no limit)".to_owned());
+                }
             }
         }
     }

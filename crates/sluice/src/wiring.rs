@@ -11,7 +11,9 @@ use sluice_providers::{
     AnthropicAdapter, ChatProvider, GeminiAdapter, OpenAiAdapter, OpenAiFlavor, SimConfig, SimulatedAdapter, Simulator,
     UpstreamKey, gemini,
 };
-use sluice_router::{Deployment, ModelRoute, ProviderPool, Router};
+use sluice_router::breaker::BreakerPolicy;
+use sluice_router::budget::{Backoff, Limits};
+use sluice_router::{Deployment, DeploymentSpec, ModelRoute, ProviderPool, Router, RouterSettings};
 use sluice_server::{AppState, HttpSettings, StaticKeys};
 
 use crate::config::{Config, ProviderKind, RawProvider, RawSimulate, Secret, resolve_secret};
@@ -122,6 +124,11 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
         );
     }
 
+    let upstream = &config.raw.upstream;
+    let breaker = BreakerPolicy {
+        failures: upstream.breaker_failures,
+        cool_off: Duration::from_millis(upstream.breaker_cooloff_ms),
+    };
     let models = config
         .raw
         .models
@@ -131,19 +138,38 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
                 .deployments
                 .iter()
                 .filter_map(|d| {
-                    pools.get(d.provider.as_str()).map(|pool| Deployment {
-                        provider: Arc::clone(pool),
-                        model: d.model.as_str().into(),
-                        max_tokens: d.max_tokens,
-                        priority: d.priority,
-                        weight: d.weight,
+                    pools.get(d.provider.as_str()).map(|pool| {
+                        Deployment::new(DeploymentSpec {
+                            provider: Arc::clone(pool),
+                            model: d.model.as_str().into(),
+                            max_tokens: d.max_tokens,
+                            priority: d.priority,
+                            weight: d.weight,
+                            limits: Limits {
+                                rpm: d.rpm,
+                                tpm: d.tpm,
+                                max_in_flight: d.max_in_flight,
+                            },
+                            breaker,
+                        })
                     })
                 })
                 .collect();
-            ModelRoute::new(model.name.as_str(), deployments)
+            ModelRoute::new(
+                model.name.as_str(),
+                deployments,
+                Duration::from_millis(model.max_queue_ms),
+            )
         })
         .collect();
-    let router = Arc::new(Router::new(models, config.max_attempts));
+    let settings = RouterSettings {
+        max_attempts: config.max_attempts,
+        backoff: Backoff {
+            base: Duration::from_millis(upstream.backoff_base_ms),
+            max: Duration::from_millis(upstream.backoff_max_ms),
+        },
+    };
+    let router = Arc::new(Router::new(models, settings));
 
     let mut client_keys = Vec::new();
     for (i, raw) in config.raw.auth.keys.iter().enumerate() {

@@ -5,6 +5,7 @@
 //! `extra` map on each type so that they pass through to the upstream untouched.
 
 pub mod chat;
+pub mod embeddings;
 pub mod error;
 pub mod models;
 pub mod parse;
@@ -13,6 +14,9 @@ pub use chat::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, Choice, ChunkChoice, ChunkDelta,
     ContentPart, Extra, FunctionCall, FunctionDefinition, ImageUrl, MessageContent, PromptTokensDetails,
     ResponseMessage, Role, Stop, StreamOptions, Tool, ToolCall, ToolChoice, UpstreamChatRequest, Usage,
+};
+pub use embeddings::{
+    Embedding, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, UpstreamEmbeddingRequest,
 };
 pub use error::{ErrorBody, ErrorObject};
 pub use models::{Model, ModelList};

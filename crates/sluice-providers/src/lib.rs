@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::Stream;
 use secrecy::{ExposeSecret, SecretString};
-use sluice_api::{ChatCompletionRequest, Usage};
+use sluice_api::{ChatCompletionRequest, EmbeddingRequest, Usage};
 
 pub mod anthropic;
 pub mod error;
@@ -43,6 +43,42 @@ pub trait ChatProvider: Send + Sync + 'static {
     /// Sends one chat completion upstream. A streaming request (`request.stream == true`) answers with
     /// [`ReplyBody::Stream`] once the upstream has sent its response head.
     fn chat<'a>(&'a self, call: ChatCall<'a>) -> BoxFuture<'a, Result<ChatReply, ProviderError>>;
+
+    /// Sends one embeddings request upstream. Vendors without embeddings refuse it as invalid.
+    fn embed<'a>(&'a self, call: EmbedCall<'a>) -> BoxFuture<'a, Result<EmbedReply, ProviderError>> {
+        let _ = call;
+        Box::pin(std::future::ready(Err(ProviderError::Rejected {
+            status: 400,
+            error: sluice_api::ErrorBody::new(
+                "invalid_request_error",
+                "This model's provider does not offer embeddings.",
+                Some("model".to_owned()),
+                Some("embeddings_not_supported".to_owned()),
+            ),
+        })))
+    }
+}
+
+/// Everything an adapter needs for one embeddings call.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbedCall<'a> {
+    /// The client's request, in OpenAI's format.
+    pub request: &'a EmbeddingRequest,
+    /// The vendor's model id to call.
+    pub model: &'a str,
+    /// The key to call with.
+    pub key: &'a UpstreamKey,
+}
+
+/// A successful embeddings answer.
+#[derive(Debug)]
+pub struct EmbedReply {
+    /// The OpenAI-format JSON body.
+    pub body: Bytes,
+    /// Tokens read, as `prompt_tokens`, when the vendor reported them.
+    pub usage: Option<Usage>,
+    /// What the vendor said about the key's remaining limits.
+    pub limits: RateLimitSnapshot,
 }
 
 /// One upstream API key. Its `id` names it in logs and admin views; its secret never leaves this type but

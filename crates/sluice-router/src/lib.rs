@@ -30,8 +30,11 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
-use sluice_api::{ChatCompletionRequest, Usage};
-use sluice_providers::{ChatCall, ChatReply, EventStream, ProviderError, ReplyBody, StreamEvent, UpstreamKey};
+use sluice_api::{ChatCompletionRequest, EmbeddingRequest, Usage};
+use sluice_providers::{
+    BoxFuture, ChatCall, ChatReply, EmbedCall, EmbedReply, EventStream, ProviderError, RateLimitSnapshot, ReplyBody,
+    StreamEvent, UpstreamKey,
+};
 use tokio::time::Instant;
 
 use crate::breaker::BreakerView;
@@ -92,10 +95,10 @@ pub enum RouteError {
 }
 
 /// A request served: the reply and how it was obtained.
-pub struct Routed {
+pub struct Routed<R = ChatReply> {
     /// The upstream's reply. A stream's first chunk has already been received; the stream settles the
     /// key's budget with the real usage when it ends.
-    pub reply: ChatReply,
+    pub reply: R,
     /// The provider that answered.
     pub provider: Arc<str>,
     /// The key that answered, by id.
@@ -198,11 +201,23 @@ impl Router {
     /// Serves `request`, whose prompt counts `prompt_tokens`, within the budgets, failing over between
     /// candidates.
     pub async fn chat(&self, request: &ChatCompletionRequest, prompt_tokens: u64) -> Result<Routed, RouteError> {
-        let route = self.route(&request.model)?;
+        self.serve(&ChatOperation { request }, prompt_tokens).await
+    }
+
+    /// Serves an embeddings `request` whose input counts `input_tokens`, as [`Router::chat`] does.
+    pub async fn embed(&self, request: &EmbeddingRequest, input_tokens: u64) -> Result<Routed<EmbedReply>, RouteError> {
+        self.serve(&EmbedOperation { request }, input_tokens).await
+    }
+
+    /// The routing loop every operation shares: acquire a candidate with capacity, call it, learn from
+    /// the outcome, fail over on what another candidate could avoid.
+    async fn serve<O: Operation>(&self, operation: &O, prompt_tokens: u64) -> Result<Routed<O::Reply>, RouteError> {
+        let model = operation.model();
+        let route = self.route(model)?;
         let mut tried: Vec<Candidate> = Vec::new();
         let mut last: Option<(ProviderError, Arc<str>)> = None;
         let mut attempts = 0u32;
-        let cap = request.completion_cap();
+        let cap = operation.completion_cap();
         while attempts < self.settings.max_attempts {
             let (candidate, reservation) = match self.acquire(route, prompt_tokens, cap, &tried).await {
                 Acquired::Ready(candidate, reservation) => (candidate, reservation),
@@ -210,14 +225,14 @@ impl Router {
                 Acquired::Wait(retry_after) => {
                     route.counters.rejections.fetch_add(1, Ordering::Relaxed);
                     return Err(RouteError::Exhausted {
-                        model: request.model.clone(),
+                        model: model.to_owned(),
                         retry_after,
                         attempts,
                     });
                 }
                 Acquired::TooLarge { tokens, largest } => {
                     return Err(RouteError::TooLarge {
-                        model: request.model.clone(),
+                        model: model.to_owned(),
                         tokens,
                         largest,
                     });
@@ -229,24 +244,15 @@ impl Router {
             let key = &deployment.provider.keys[candidate.key];
             let provider = Arc::clone(&deployment.provider.name);
             deployment.counters.attempts.fetch_add(1, Ordering::Relaxed);
-            let call = ChatCall {
-                request,
-                model: &deployment.model,
-                key,
-                default_max_tokens: deployment.max_tokens,
-            };
-            let outcome = match deployment.provider.adapter.chat(call).await {
-                Ok(reply) => first_chunk_arrived(reply).await,
-                Err(err) => Err(err),
-            };
+            let outcome = operation.call(deployment, key).await;
             let budget = &deployment.budgets[candidate.key];
             let now = Instant::now();
             match outcome {
                 Ok(reply) => {
                     deployment.breaker.success();
                     budget.succeeded();
-                    budget.learn(&reply.limits, now);
-                    let reply = settle_when_known(reply, reservation, Arc::clone(&deployment.estimate));
+                    budget.learn(O::limits(&reply), now);
+                    let reply = O::settle(reply, reservation, Arc::clone(&deployment.estimate));
                     return Ok(Routed {
                         reply,
                         provider,
@@ -274,7 +280,7 @@ impl Router {
             Some((ProviderError::RateLimited { .. }, _)) => {
                 route.counters.rejections.fetch_add(1, Ordering::Relaxed);
                 Err(RouteError::Exhausted {
-                    model: request.model.clone(),
+                    model: model.to_owned(),
                     retry_after: self.earliest_capacity(route, prompt_tokens, cap),
                     attempts,
                 })
@@ -285,7 +291,7 @@ impl Router {
                 attempts,
             }),
             None => Err(RouteError::NotConfigured {
-                model: request.model.clone(),
+                model: model.to_owned(),
                 missing: route
                     .deployments
                     .iter()
@@ -511,6 +517,112 @@ impl Stream for Metered {
 impl Drop for Metered {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// What the routing loop needs to know of one kind of upstream call.
+trait Operation {
+    /// The adapter's answer.
+    type Reply;
+
+    /// The model name the client asked for.
+    fn model(&self) -> &str;
+
+    /// The completion cap the client set, if any.
+    fn completion_cap(&self) -> Option<u32>;
+
+    /// Calls one candidate. A stream must have delivered its first chunk before this resolves.
+    fn call<'a>(
+        &'a self,
+        deployment: &'a Deployment,
+        key: &'a UpstreamKey,
+    ) -> BoxFuture<'a, Result<Self::Reply, ProviderError>>;
+
+    /// What the vendor said of the key's limits.
+    fn limits(reply: &Self::Reply) -> &RateLimitSnapshot;
+
+    /// Settles the reservation when the usage is known.
+    fn settle(reply: Self::Reply, reservation: Reservation, estimate: Arc<estimate::CompletionEstimate>)
+    -> Self::Reply;
+}
+
+struct ChatOperation<'r> {
+    request: &'r ChatCompletionRequest,
+}
+
+impl Operation for ChatOperation<'_> {
+    type Reply = ChatReply;
+
+    fn model(&self) -> &str {
+        &self.request.model
+    }
+
+    fn completion_cap(&self) -> Option<u32> {
+        self.request.completion_cap()
+    }
+
+    fn call<'a>(
+        &'a self,
+        deployment: &'a Deployment,
+        key: &'a UpstreamKey,
+    ) -> BoxFuture<'a, Result<ChatReply, ProviderError>> {
+        Box::pin(async move {
+            let call = ChatCall {
+                request: self.request,
+                model: &deployment.model,
+                key,
+                default_max_tokens: deployment.max_tokens,
+            };
+            first_chunk_arrived(deployment.provider.adapter.chat(call).await?).await
+        })
+    }
+
+    fn limits(reply: &ChatReply) -> &RateLimitSnapshot {
+        &reply.limits
+    }
+
+    fn settle(reply: ChatReply, reservation: Reservation, estimate: Arc<estimate::CompletionEstimate>) -> ChatReply {
+        settle_when_known(reply, reservation, estimate)
+    }
+}
+
+struct EmbedOperation<'r> {
+    request: &'r EmbeddingRequest,
+}
+
+impl Operation for EmbedOperation<'_> {
+    type Reply = EmbedReply;
+
+    fn model(&self) -> &str {
+        &self.request.model
+    }
+
+    fn completion_cap(&self) -> Option<u32> {
+        // Embeddings generate nothing: only the input counts.
+        Some(0)
+    }
+
+    fn call<'a>(
+        &'a self,
+        deployment: &'a Deployment,
+        key: &'a UpstreamKey,
+    ) -> BoxFuture<'a, Result<EmbedReply, ProviderError>> {
+        let call = EmbedCall {
+            request: self.request,
+            model: &deployment.model,
+            key,
+        };
+        deployment.provider.adapter.embed(call)
+    }
+
+    fn limits(reply: &EmbedReply) -> &RateLimitSnapshot {
+        &reply.limits
+    }
+
+    fn settle(reply: EmbedReply, reservation: Reservation, _estimate: Arc<estimate::CompletionEstimate>) -> EmbedReply {
+        let used = reply.usage.map_or_else(|| reservation.tokens(), |u| u.prompt_tokens);
+        reservation.settle(used, Instant::now());
+        reply
     }
 }
 

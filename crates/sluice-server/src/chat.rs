@@ -62,19 +62,7 @@ pub(crate) async fn answer(state: &AppState, request: &ChatCompletionRequest) ->
     let prompt_tokens = estimate_prompt_tokens(request);
     let routed = match state.router().chat(request, prompt_tokens).await {
         Ok(routed) => routed,
-        Err(err) => {
-            // Failed attempts are worth showing the client too: they explain a slow error.
-            let tried = match &err {
-                RouteError::Upstream { provider, attempts, .. } => Some((Arc::clone(provider), *attempts)),
-                RouteError::Exhausted { attempts, .. } if *attempts > 0 => Some((Arc::from("none"), *attempts)),
-                _ => None,
-            };
-            let mut response = ApiError::from_route(err).into_response();
-            if let Some((provider, attempts)) = tried {
-                add_route_headers(response.headers_mut(), &provider, attempts);
-            }
-            return Ok(response);
-        }
+        Err(err) => return Ok(route_error_response(err)),
     };
     let mut response = match routed.reply.body {
         ReplyBody::Complete { body, usage } => {
@@ -91,7 +79,22 @@ pub(crate) async fn answer(state: &AppState, request: &ChatCompletionRequest) ->
     Ok(response)
 }
 
-fn add_route_headers(headers: &mut http::HeaderMap, provider: &str, attempts: u32) {
+/// A routing failure as an answer, with the attempts made when there were some: they explain a slow
+/// error.
+pub(crate) fn route_error_response(err: RouteError) -> Response {
+    let tried = match &err {
+        RouteError::Upstream { provider, attempts, .. } => Some((Arc::clone(provider), *attempts)),
+        RouteError::Exhausted { attempts, .. } if *attempts > 0 => Some((Arc::from("none"), *attempts)),
+        _ => None,
+    };
+    let mut response = ApiError::from_route(err).into_response();
+    if let Some((provider, attempts)) = tried {
+        add_route_headers(response.headers_mut(), &provider, attempts);
+    }
+    response
+}
+
+pub(crate) fn add_route_headers(headers: &mut http::HeaderMap, provider: &str, attempts: u32) {
     if let Ok(value) = HeaderValue::from_str(provider) {
         headers.insert(X_SLUICE_PROVIDER.clone(), value);
     }

@@ -25,6 +25,7 @@ use tower_http::trace::TraceLayer;
 
 pub mod auth;
 mod chat;
+mod embeddings;
 pub mod error;
 pub mod extract;
 mod prompts;
@@ -127,6 +128,7 @@ pub fn build_router(state: AppState) -> AxumRouter {
     let settings = state.inner.settings;
     let api = AxumRouter::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(list_models))
         .route("/v1/prompts", get(prompts::list))
         .route("/v1/prompts/{name}", get(prompts::describe).post(prompts::run))

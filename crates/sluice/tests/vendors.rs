@@ -216,3 +216,86 @@ async fn a_vendor_invalid_request_reaches_the_client_in_openai_shape() {
     assert_eq!(body["error"]["message"], "messages: roles must alternate");
     assert_eq!(body["error"]["type"], "invalid_request_error");
 }
+
+async fn post_embeddings(gateway: &GatewayServer, body: Value) -> reqwest::Response {
+    client()
+        .post(gateway.url("/v1/embeddings"))
+        .bearer_auth(CLIENT_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn embeddings_pass_through_openai_format_vendors_with_the_vendor_model() {
+    let answer = json!({"object": "list", "model": "text-embedding-3-small",
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+        "usage": {"prompt_tokens": 3, "total_tokens": 3}});
+    let vendor_answer = answer.clone();
+    let (capture, upstream) = Capture::start(move |_| json_response(200, vendor_answer.clone())).await;
+    for (kind, base, extra, path) in [
+        (
+            "openai_compatible",
+            format!("{}/v1", upstream.url()),
+            "",
+            "/v1/embeddings",
+        ),
+        (
+            "azure",
+            upstream.url(),
+            r#"api_version = "2024-10-21""#,
+            "/openai/deployments/vendor-model/embeddings?api-version=2024-10-21",
+        ),
+    ] {
+        let gateway = GatewayServer::start(&gateway_config(kind, &base, extra)).await;
+        let response = post_embeddings(&gateway, json!({"model": "m", "input": ["hello"], "dimensions": 2})).await;
+        assert_eq!(response.status(), 200, "{kind}");
+        assert_eq!(response.headers()["x-sluice-provider"], "vendor");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body, answer);
+        assert_eq!(capture.paths.lock().unwrap().last().unwrap(), path);
+        assert_eq!(
+            capture.last().1,
+            json!({"model": "vendor-model", "input": ["hello"], "dimensions": 2})
+        );
+    }
+}
+
+#[tokio::test]
+async fn gemini_embeddings_go_through_batch_embed_contents() {
+    let (capture, upstream) = Capture::start(|_| {
+        json_response(
+            200,
+            json!({"embeddings": [{"values": [1.0, 0.0]}, {"values": [0.0, 1.0]}]}),
+        )
+    })
+    .await;
+    let gateway = GatewayServer::start(&gateway_config("gemini", &upstream.url(), "")).await;
+    let response = post_embeddings(&gateway, json!({"model": "m", "input": ["a", "b"]})).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"][1]["embedding"], json!([0.0, 1.0]));
+    assert_eq!(body["data"][1]["index"], 1);
+    assert_eq!(
+        capture.paths.lock().unwrap()[0],
+        "/v1beta/models/vendor-model:batchEmbedContents"
+    );
+    assert_eq!(capture.last().1["requests"][0]["model"], "models/vendor-model");
+    assert_eq!(capture.last().1["requests"][1]["content"]["parts"][0]["text"], "b");
+}
+
+#[tokio::test]
+async fn embeddings_on_a_vendor_without_them_are_a_clear_400() {
+    let (capture, upstream) = Capture::start(|_| json_response(500, json!({}))).await;
+    let gateway = GatewayServer::start(&gateway_config("anthropic", &upstream.url(), "")).await;
+    let response = post_embeddings(&gateway, json!({"model": "m", "input": "x"})).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "embeddings_not_supported");
+    let response = post_embeddings(&gateway, json!({"model": "m", "input": []})).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "input");
+    assert!(capture.requests.lock().unwrap().is_empty());
+}

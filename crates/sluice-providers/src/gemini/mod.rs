@@ -21,6 +21,7 @@
 //! restrict tool call ids. A signature makes the id long (hundreds of bytes).
 
 mod content;
+mod embed;
 mod error;
 mod request;
 mod response;
@@ -32,7 +33,7 @@ use http::header::{ACCEPT, CONTENT_TYPE};
 
 use crate::limits::RateLimitSnapshot;
 use crate::transport::{self, MAX_RESPONSE_BYTES, Timeouts};
-use crate::{BoxFuture, ChatCall, ChatProvider, ChatReply, ProviderError, ReplyBody};
+use crate::{BoxFuture, ChatCall, ChatProvider, ChatReply, EmbedCall, EmbedReply, ProviderError, ReplyBody};
 
 /// The Gemini API's public endpoint, for configurations that give no `base_url`.
 pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";
@@ -84,7 +85,36 @@ impl GeminiAdapter {
     }
 }
 
+impl GeminiAdapter {
+    async fn embeddings(&self, call: EmbedCall<'_>) -> Result<EmbedReply, ProviderError> {
+        let model = call.model.strip_prefix("models/").unwrap_or(call.model);
+        let body = embed::translate(call.request, &format!("models/{model}"))?;
+        let request = self
+            .client
+            .post(format!("{}/v1beta/models/{model}:batchEmbedContents", self.base_url))
+            .header("x-goog-api-key", transport::key_header(call.key)?)
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, transport::accept(false))
+            .body(body);
+        let response = transport::send(request, &self.timeouts).await?;
+        if !response.status().is_success() {
+            return Err(error::error_from_response(response, self.timeouts.idle).await);
+        }
+        let body = transport::read_body(response, self.timeouts.idle, MAX_RESPONSE_BYTES).await?;
+        let (body, usage) = embed::response(&body, model)?;
+        Ok(EmbedReply {
+            body,
+            usage,
+            limits: RateLimitSnapshot::default(),
+        })
+    }
+}
+
 impl ChatProvider for GeminiAdapter {
+    fn embed<'a>(&'a self, call: EmbedCall<'a>) -> BoxFuture<'a, Result<EmbedReply, ProviderError>> {
+        Box::pin(self.embeddings(call))
+    }
+
     fn chat<'a>(&'a self, call: ChatCall<'a>) -> BoxFuture<'a, Result<ChatReply, ProviderError>> {
         Box::pin(async move {
             let response = transport::send(self.request(&call)?, &self.timeouts).await?;

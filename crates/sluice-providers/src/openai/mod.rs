@@ -16,11 +16,13 @@ use std::borrow::Cow;
 
 use http::header::{ACCEPT, CONTENT_TYPE};
 use serde::Deserialize;
-use sluice_api::{UpstreamChatRequest, Usage};
+use sluice_api::{UpstreamChatRequest, UpstreamEmbeddingRequest, Usage};
 
 use crate::limits::RateLimitSnapshot;
 use crate::transport::{self, MAX_RESPONSE_BYTES, Timeouts};
-use crate::{BoxFuture, ChatCall, ChatProvider, ChatReply, ProviderError, ReplyBody};
+use crate::{
+    BoxFuture, ChatCall, ChatProvider, ChatReply, EmbedCall, EmbedReply, ProviderError, ReplyBody, UpstreamKey,
+};
 
 pub(crate) use error::error_from_response;
 
@@ -75,39 +77,61 @@ impl OpenAiAdapter {
         }
     }
 
-    /// The URL of a call to the vendor model (an Azure deployment) `model`.
-    fn url(&self, model: &str) -> Cow<'_, str> {
+    /// The URL of an operation (`chat/completions`, `embeddings`) on the vendor model (an Azure
+    /// deployment) `model`.
+    fn url(&self, model: &str, operation: &str) -> Cow<'_, str> {
         match &self.flavor {
             OpenAiFlavor::Azure { api_version } => Cow::Owned(format!(
-                "{}/openai/deployments/{model}/chat/completions?api-version={api_version}",
+                "{}/openai/deployments/{model}/{operation}?api-version={api_version}",
                 self.base_url
             )),
-            _ => Cow::Borrowed(&self.endpoint),
+            _ if operation == "chat/completions" => Cow::Borrowed(&self.endpoint),
+            _ => Cow::Owned(format!("{}/{operation}", self.base_url)),
         }
     }
 
-    /// The HTTP request of one call.
+    /// A POST to `url` with the key in the flavor's header and a JSON body.
+    fn post(
+        &self,
+        url: &str,
+        key: &UpstreamKey,
+        body: Vec<u8>,
+        streaming: bool,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let mut request = self.client.post(url);
+        match self.flavor {
+            OpenAiFlavor::Azure { .. } => request = request.header("api-key", transport::key_header(key)?),
+            // Keyless local servers (Ollama, vLLM without --api-key) get no Authorization header at all.
+            _ if key.secret().is_empty() => {}
+            _ => request = request.bearer_auth(key.secret()),
+        }
+        Ok(request
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, transport::accept(streaming))
+            .body(body))
+    }
+
+    /// The HTTP request of one chat call.
     fn request(&self, call: &ChatCall<'_>) -> Result<reqwest::RequestBuilder, ProviderError> {
         let body = transport::json_body(&UpstreamChatRequest::new(
             call.request,
             call.model,
             self.request_stream_usage,
         ))?;
-        let mut request = self.client.post(self.url(call.model).as_ref());
-        match self.flavor {
-            OpenAiFlavor::Azure { .. } => request = request.header("api-key", transport::key_header(call.key)?),
-            // Keyless local servers (Ollama, vLLM without --api-key) get no Authorization header at all.
-            _ if call.key.secret().is_empty() => {}
-            _ => request = request.bearer_auth(call.key.secret()),
-        }
-        Ok(request
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, transport::accept(call.request.is_stream()))
-            .body(body))
+        self.post(
+            &self.url(call.model, "chat/completions"),
+            call.key,
+            body,
+            call.request.is_stream(),
+        )
     }
 }
 
 impl ChatProvider for OpenAiAdapter {
+    fn embed<'a>(&'a self, call: EmbedCall<'a>) -> BoxFuture<'a, Result<EmbedReply, ProviderError>> {
+        Box::pin(self.embeddings(call))
+    }
+
     fn chat<'a>(&'a self, call: ChatCall<'a>) -> BoxFuture<'a, Result<ChatReply, ProviderError>> {
         Box::pin(async move {
             let response = transport::send(self.request(&call)?, &self.timeouts).await?;
@@ -136,6 +160,21 @@ impl ChatProvider for OpenAiAdapter {
     }
 }
 
+impl OpenAiAdapter {
+    async fn embeddings(&self, call: EmbedCall<'_>) -> Result<EmbedReply, ProviderError> {
+        let body = transport::json_body(&UpstreamEmbeddingRequest::new(call.request, call.model))?;
+        let request = self.post(&self.url(call.model, "embeddings"), call.key, body, false)?;
+        let response = transport::send(request, &self.timeouts).await?;
+        let limits = RateLimitSnapshot::from_openai_headers(response.headers());
+        if !response.status().is_success() {
+            return Err(error_from_response(response, self.timeouts.idle).await);
+        }
+        let body = transport::read_body(response, self.timeouts.idle, MAX_RESPONSE_BYTES).await?;
+        let usage = parse_usage(&body)?;
+        Ok(EmbedReply { body, usage, limits })
+    }
+}
+
 /// Reads the usage of a complete body, and checks on the way that the body is JSON at all.
 fn parse_usage(body: &[u8]) -> Result<Option<Usage>, ProviderError> {
     #[derive(Deserialize)]
@@ -159,7 +198,6 @@ mod tests {
     use sluice_api::ChatCompletionRequest;
 
     use super::*;
-    use crate::UpstreamKey;
 
     fn adapter(base_url: &str, flavor: OpenAiFlavor) -> OpenAiAdapter {
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -96,8 +96,9 @@ rpm = 70
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     for sim in [&first, &second] {
         let stats = sim.stats();
+        // The vendor enforces the same continuously refilled limit, so any overrun shows as its 429.
         assert_eq!(stats.rate_limited, 0, "no key went over its limit: {stats:?}");
-        assert!(stats.keys.values().all(|k| k.requests <= 70), "{stats:?}");
+        assert!(stats.keys.values().all(|k| k.rate_limited == 0), "{stats:?}");
     }
     let served: u64 = [&first, &second].iter().map(|s| s.stats().requests).sum();
     assert_eq!(served, 200);

@@ -1,5 +1,4 @@
-//! The Sluice HTTP surface: OpenAI-compatible routes, authentication, response headers and errors, and
-//! the HTTP face of the simulated vendor.
+//! The Sluice HTTP surface: OpenAI-compatible routes, authentication, response headers and errors.
 //!
 //! Handlers are thin: they parse, call the router, and write the answer. Failures become OpenAI-shaped
 //! errors in one place, [`error::ApiError`].
@@ -30,7 +29,6 @@ pub mod error;
 pub mod extract;
 mod prompts;
 pub mod serve;
-pub mod simulator;
 
 pub use auth::{Authenticator, Principal, StaticKeys};
 pub use error::ApiError;

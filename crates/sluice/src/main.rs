@@ -40,7 +40,7 @@ enum Command {
     Serve(ServeArgs),
     /// Check the configuration and print what it serves.
     CheckConfig,
-    /// Run a simulated OpenAI-format vendor, for tests, demos and load drills.
+    /// Run a simulated vendor (OpenAI, Anthropic or Gemini wire format), for tests, demos and load drills.
     Simulate(SimulateArgs),
     /// Prompt templates: check them (for CI) or list them.
     #[command(subcommand)]
@@ -68,6 +68,9 @@ struct SimulateArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9090")]
     listen: SocketAddr,
+    /// Which vendor's wire format to speak: openai, anthropic or gemini.
+    #[arg(long, default_value = "openai")]
+    vendor: sluice_simulate::Vendor,
     /// Requests per minute each key may make.
     #[arg(long)]
     rpm: Option<u32>,
@@ -208,8 +211,8 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(address = %args.listen, config = ?sim.config(), "simulated vendor is listening");
-    let app = sluice_server::simulator::router(sim);
+    tracing::info!(address = %args.listen, vendor = args.vendor.name(), config = ?sim.config(), "simulated vendor is listening");
+    let app = sluice_simulate::router(sim, args.vendor);
     sluice_server::serve(listener, app, sluice_server::shutdown_signal(), Duration::from_secs(5)).await?;
     Ok(())
 }

@@ -45,6 +45,26 @@ impl Bucket {
     }
 }
 
+/// One limit of a key as a vendor reports it: its size, what is left, and when it is full again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitState {
+    /// Requests or tokens per minute.
+    pub limit: u64,
+    /// What is left now.
+    pub remaining: u64,
+    /// Time until the limit is fully replenished.
+    pub reset: Duration,
+}
+
+/// The limits of a key at one moment, for faces that report them in their vendor's own headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimLimits {
+    /// Requests per minute, when limited.
+    pub requests: Option<LimitState>,
+    /// Tokens per minute, when limited.
+    pub tokens: Option<LimitState>,
+}
+
 /// The limits of one key.
 #[derive(Debug)]
 pub(crate) struct KeyLimiter {
@@ -87,6 +107,27 @@ impl KeyLimiter {
             bucket.level -= tokens;
         }
         Ok(self.headers())
+    }
+
+    /// The limits now, after refilling to `now`.
+    pub(crate) fn snapshot(&mut self, now: Instant) -> SimLimits {
+        for bucket in [&mut self.requests, &mut self.tokens].into_iter().flatten() {
+            bucket.refill(now);
+        }
+        self.limits()
+    }
+
+    /// The limits as of the last refill.
+    pub(crate) fn limits(&self) -> SimLimits {
+        let state = |bucket: &Bucket| LimitState {
+            limit: bucket.capacity as u64,
+            remaining: bucket.level.max(0.0).floor() as u64,
+            reset: bucket.until_full(),
+        };
+        SimLimits {
+            requests: self.requests.as_ref().map(state),
+            tokens: self.tokens.as_ref().map(state),
+        }
     }
 
     fn headers(&self) -> Headers {

@@ -1,13 +1,22 @@
-//! The simulated vendor: deterministic OpenAI-format answers with settable latency, speed, rate limits,
-//! errors and faults.
+//! The simulated vendor: deterministic answers with settable latency, speed, rate limits, errors and
+//! faults.
 //!
 //! One [`Simulator`] serves both the in-process provider (`kind = "simulated"`, through
-//! [`SimulatedAdapter`]) and the standalone server of `sluice simulate`, which puts an HTTP face on it.
-//! Like a real vendor it meters each API key: past its requests or tokens per minute it refuses with a
-//! retry time, and it counts what it served per key so tests can check no key went over its limit.
+//! [`SimulatedAdapter`]) and the standalone servers of `sluice simulate`, which put a vendor's HTTP face on
+//! it (OpenAI, Anthropic, Gemini). Like a real vendor it meters each API key: past its requests or tokens
+//! per minute it refuses with a retry time, and it counts what it served per key so tests can check no
+//! key went over its limit.
+//!
+//! The answer depends only on a vendor-neutral [`SimRequest`], so every face answers a conversation the
+//! same way ([`reply`] has the rules): deterministic words, one call to a declared tool when the user spoke
+//! last, `Tool said: ...` when a tool result comes back, `I see an image.` when the user sent one. The
+//! OpenAI rendering of an answer is here; the other vendors' renderings live with their faces.
 
 mod adapter;
+mod conversation;
 mod limiter;
+mod openai;
+pub mod reply;
 mod text;
 
 use std::collections::HashMap;
@@ -17,15 +26,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use serde::Serialize;
-use sluice_api::{
-    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, Choice, ChunkChoice, ChunkDelta,
-    ResponseMessage, Role, Usage,
-};
+use sluice_api::{ChatCompletionRequest, Usage};
 
 pub use adapter::SimulatedAdapter;
+pub use conversation::{SimCallMade, SimRequest, SimRole, SimTool, SimToolChoice, SimTurn};
 use limiter::KeyLimiter;
+pub use limiter::{LimitState, SimLimits};
+pub use reply::{SimFinish, SimReply, SimToolCall};
 
 /// How the simulated vendor behaves.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,11 +131,14 @@ pub enum SimRejection {
 /// One accepted request: the answer the simulated vendor will give.
 #[derive(Debug, Clone)]
 pub struct SimAnswer {
+    serial: u64,
     id: String,
     model: String,
     created: u64,
-    words: Vec<&'static str>,
+    reply: SimReply,
+    finish: SimFinish,
     prompt_tokens: u64,
+    limits: SimLimits,
     /// The key's limit headers after this request, in OpenAI's `x-ratelimit-*` format.
     pub headers: Vec<(&'static str, String)>,
 }
@@ -134,90 +146,60 @@ pub struct SimAnswer {
 impl SimAnswer {
     /// The token usage of the answer.
     pub fn usage(&self) -> Usage {
-        Usage::new(self.prompt_tokens, self.words.len() as u64)
+        Usage::new(self.prompt_tokens, self.completion_tokens())
     }
 
-    /// The whole text of the answer.
+    /// The whole text of the answer; empty when it is a tool call.
     pub fn text(&self) -> String {
-        self.words.concat()
-    }
-
-    fn finish_reason(&self, cap: Option<u32>) -> &'static str {
-        match cap {
-            Some(cap) if (cap as usize) <= self.words.len() => "length",
-            _ => "stop",
+        match &self.reply {
+            SimReply::Text(pieces) => pieces.concat(),
+            SimReply::ToolCall(_) => String::new(),
         }
     }
 
-    /// The answer as a non-streaming completion.
-    pub fn completion(&self, request: &ChatCompletionRequest) -> ChatCompletionResponse {
-        ChatCompletionResponse {
-            id: self.id.clone(),
-            object: "chat.completion".to_owned(),
-            created: self.created,
-            model: self.model.clone(),
-            choices: vec![Choice {
-                index: 0,
-                message: ResponseMessage {
-                    role: Role::Assistant,
-                    content: Some(self.text()),
-                    tool_calls: None,
-                    refusal: None,
-                },
-                finish_reason: Some(self.finish_reason(request.completion_cap()).to_owned()),
-                logprobs: None,
-            }],
-            usage: Some(self.usage()),
-            extra: Default::default(),
-        }
+    /// What the answer says: text pieces (one per token) or a tool call.
+    pub fn reply(&self) -> &SimReply {
+        &self.reply
     }
 
-    /// The answer as stream chunks: the role, one chunk per token, the finish reason, and the usage chunk
-    /// when `include_usage` is set.
-    pub fn chunks(&self, request: &ChatCompletionRequest, include_usage: bool) -> Vec<ChatCompletionChunk> {
-        let usage_field = |usage: Option<Usage>| if include_usage { usage } else { None };
-        let chunk = |delta: ChunkDelta, finish: Option<&str>| ChatCompletionChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".to_owned(),
-            created: self.created,
-            model: self.model.clone(),
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta,
-                finish_reason: finish.map(str::to_owned),
-            }],
-            usage: usage_field(None),
-        };
-        let mut chunks = Vec::with_capacity(self.words.len() + 3);
-        chunks.push(chunk(
-            ChunkDelta {
-                role: Some(Role::Assistant),
-                content: Some(String::new()),
-                tool_calls: None,
-            },
-            None,
-        ));
-        for word in &self.words {
-            chunks.push(chunk(
-                ChunkDelta {
-                    content: Some((*word).to_owned()),
-                    ..ChunkDelta::default()
-                },
-                None,
-            ));
-        }
-        chunks.push(chunk(
-            ChunkDelta::default(),
-            Some(self.finish_reason(request.completion_cap())),
-        ));
-        if include_usage {
-            chunks.push(ChatCompletionChunk {
-                choices: Vec::new(),
-                usage: Some(self.usage()),
-                ..chunk(ChunkDelta::default(), None)
-            });
-        }
-        chunks
+    /// How the answer ends.
+    pub fn finish(&self) -> SimFinish {
+        self.finish
+    }
+
+    /// A number unique to this answer within the simulator, for vendor-style ids (`msg_sim00000001`).
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    /// The OpenAI-style completion id (`chatcmpl-sim00000001`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The model id the request named.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Unix seconds of the answer.
+    pub fn created(&self) -> u64 {
+        self.created
+    }
+
+    /// The prompt's estimated size in tokens.
+    pub fn prompt_tokens(&self) -> u64 {
+        self.prompt_tokens
+    }
+
+    /// The tokens generated.
+    pub fn completion_tokens(&self) -> u64 {
+        self.reply.completion_tokens()
+    }
+
+    /// The key's limits after this request, for faces that report them in their own headers.
+    pub fn limits(&self) -> SimLimits {
+        self.limits
     }
 }
 
@@ -248,6 +230,10 @@ pub struct KeyStats {
     pub tokens: u64,
     /// Requests refused for a rate limit.
     pub rate_limited: u64,
+    /// Prompt tokens of the accepted requests, as their usage reported them.
+    pub prompt_tokens: u64,
+    /// Completion tokens of the accepted requests, as their usage reported them.
+    pub completion_tokens: u64,
 }
 
 /// What the simulated vendor has done since it started.
@@ -259,6 +245,9 @@ pub struct SimStats {
     pub rate_limited: u64,
     /// Requests answered with a drawn 500.
     pub server_errors: u64,
+    /// Requests a face refused as invalid, as the real vendor would (a 400 for a malformed or
+    /// inconsistent conversation). Through the gateway this stays zero unless a translation is wrong.
+    pub invalid_requests: u64,
     /// Streams begun.
     pub streams_started: u64,
     /// Streams sent to the end.
@@ -274,6 +263,7 @@ struct Counters {
     requests: AtomicU64,
     rate_limited: AtomicU64,
     server_errors: AtomicU64,
+    invalid_requests: AtomicU64,
     streams_started: AtomicU64,
     streams_completed: AtomicU64,
     streams_cancelled: AtomicU64,
@@ -329,6 +319,12 @@ impl Simulator {
 
     /// Decides whether `key` may make `request` now, and if so what the answer is.
     pub fn admit(&self, key: &str, request: &ChatCompletionRequest) -> Result<SimAnswer, SimRejection> {
+        self.admit_request(key, &SimRequest::from_openai(request))
+    }
+
+    /// Decides whether `key` may make `request`, read from any vendor's format, and if so what the answer
+    /// is. The key is charged the prompt and the completion of the answer.
+    pub fn admit_request(&self, key: &str, request: &SimRequest) -> Result<SimAnswer, SimRejection> {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         if self.config.error_rate > 0.0 {
             let draw = self.rng.lock().unwrap_or_else(PoisonError::into_inner).f64();
@@ -337,11 +333,10 @@ impl Simulator {
                 return Err(SimRejection::ServerError);
             }
         }
-        let prompt_tokens = estimate_prompt_tokens(&request.messages);
-        let reply_tokens = request
-            .completion_cap()
-            .map_or(self.config.reply_tokens, |cap| cap.min(self.config.reply_tokens));
-        let cost = prompt_tokens + u64::from(reply_tokens);
+        let prompt_tokens = request.prompt_tokens();
+        let (reply, finish) = reply::plan(request, self.config.reply_tokens);
+        let completion_tokens = reply.completion_tokens();
+        let cost = prompt_tokens + completion_tokens;
         let now = tokio::time::Instant::now();
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
         let (limiter, stats) = keys.entry(Self::key_label(key)).or_insert_with(|| {
@@ -354,14 +349,20 @@ impl Simulator {
             Ok(headers) => {
                 stats.requests += 1;
                 stats.tokens += cost;
+                stats.prompt_tokens += prompt_tokens;
+                stats.completion_tokens += completion_tokens;
+                let limits = limiter.limits();
                 drop(keys);
-                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let serial = self.next_id.fetch_add(1, Ordering::Relaxed);
                 Ok(SimAnswer {
-                    id: format!("chatcmpl-sim{id:08}"),
+                    serial,
+                    id: format!("chatcmpl-sim{serial:08}"),
                     model: request.model.clone(),
                     created: unix_now(),
-                    words: text::reply(&request.messages, &request.model, reply_tokens as usize),
+                    reply,
+                    finish,
                     prompt_tokens,
+                    limits,
                     headers,
                 })
             }
@@ -377,6 +378,21 @@ impl Simulator {
         }
     }
 
+    /// The limits of `key` now, as a face reports them beside a refusal. A key never seen has full limits.
+    pub fn limits(&self, key: &str) -> SimLimits {
+        let now = tokio::time::Instant::now();
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        match keys.get_mut(&Self::key_label(key)) {
+            Some((limiter, _)) => limiter.snapshot(now),
+            None => KeyLimiter::new(self.config.rpm, self.config.tpm, now).limits(),
+        }
+    }
+
+    /// Counts a request a face refused as invalid (see [`SimStats::invalid_requests`]).
+    pub fn record_invalid(&self) {
+        self.counters.invalid_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// What it has done so far.
     pub fn stats(&self) -> SimStats {
         let c = &self.counters;
@@ -384,6 +400,7 @@ impl Simulator {
             requests: c.requests.load(Ordering::Relaxed),
             rate_limited: c.rate_limited.load(Ordering::Relaxed),
             server_errors: c.server_errors.load(Ordering::Relaxed),
+            invalid_requests: c.invalid_requests.load(Ordering::Relaxed),
             streams_started: c.streams_started.load(Ordering::Relaxed),
             streams_completed: c.streams_completed.load(Ordering::Relaxed),
             streams_cancelled: c.streams_cancelled.load(Ordering::Relaxed),
@@ -397,23 +414,32 @@ impl Simulator {
         }
     }
 
-    /// The frames of a streamed answer, paced at the configured speed, with the configured fault. The
-    /// stream counts itself as completed when it ends and as cancelled when dropped before its end.
+    /// The frames of a streamed answer in OpenAI's format, paced at the configured speed, with the
+    /// configured fault. The stream counts itself as completed when it ends and as cancelled when dropped
+    /// before its end.
     pub fn frames(
         self: &Arc<Self>,
         answer: &SimAnswer,
         request: &ChatCompletionRequest,
         include_usage: bool,
     ) -> impl Stream<Item = SimFrame> + Send + 'static {
-        let frames: Vec<SimFrame> = answer
-            .chunks(request, include_usage)
-            .into_iter()
-            .map(|chunk| SimFrame::Chunk {
+        let chunks = answer.chunks(request, include_usage);
+        self.paced(chunks).map(|step| match step {
+            Paced::Event(chunk) => SimFrame::Chunk {
                 usage: chunk.usage,
                 usage_only: chunk.choices.is_empty(),
                 data: serde_json::to_vec(&chunk).map(Bytes::from).unwrap_or_default(),
-            })
-            .collect();
+            },
+            Paced::Malformed => SimFrame::Malformed,
+            Paced::Reset => SimFrame::Reset,
+        })
+    }
+
+    /// Any vendor's stream events, paced at the configured speed (the first at once), with the configured
+    /// fault applied by position: from event N on, a `reset-after=N` resets, `malformed-after=N` sends a
+    /// malformed event, `stall-after=N` goes silent. The stream counts itself in [`SimStats`] as started,
+    /// then completed at its end or cancelled when dropped before.
+    pub fn paced<T: Send + 'static>(self: &Arc<Self>, events: Vec<T>) -> impl Stream<Item = Paced<T>> + Send + 'static {
         self.counters.streams_started.fetch_add(1, Ordering::Relaxed);
         let guard = StreamGuard {
             sim: Arc::clone(self),
@@ -426,9 +452,9 @@ impl Simulator {
             .map(|tps| Duration::from_secs_f64(1.0 / tps));
         let fault = self.config.fault;
         futures_util::stream::unfold(
-            (frames.into_iter().enumerate(), guard),
-            move |(mut frames, guard)| async move {
-                let (index, frame) = match frames.next() {
+            (events.into_iter().enumerate(), guard),
+            move |(mut events, guard)| async move {
+                let (index, event) = match events.next() {
                     Some(next) => next,
                     None => {
                         guard.finish();
@@ -441,16 +467,27 @@ impl Simulator {
                 {
                     tokio::time::sleep(pace).await;
                 }
-                let frame = match fault {
-                    Some(Fault::ResetAfter(n)) if index >= n => SimFrame::Reset,
-                    Some(Fault::MalformedAfter(n)) if index >= n => SimFrame::Malformed,
+                let step = match fault {
+                    Some(Fault::ResetAfter(n)) if index >= n => Paced::Reset,
+                    Some(Fault::MalformedAfter(n)) if index >= n => Paced::Malformed,
                     Some(Fault::StallAfter(n)) if index >= n => std::future::pending().await,
-                    _ => frame,
+                    _ => Paced::Event(event),
                 };
-                Some((frame, (frames, guard)))
+                Some((step, (events, guard)))
             },
         )
     }
+}
+
+/// One step of a paced stream ([`Simulator::paced`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Paced<T> {
+    /// The next event.
+    Event(T),
+    /// Send an event whose data is not JSON instead.
+    Malformed,
+    /// Reset the connection now.
+    Reset,
 }
 
 struct StreamGuard {
@@ -474,16 +511,6 @@ impl Drop for StreamGuard {
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-/// A rough prompt size: about four characters a token plus a few per message. The simulated vendor only
-/// needs to be consistent, not exact.
-fn estimate_prompt_tokens(messages: &[ChatMessage]) -> u64 {
-    let chars: usize = messages
-        .iter()
-        .map(|m| m.content.as_ref().map_or(0, |c| c.text().chars().count()))
-        .sum();
-    (chars as u64).div_ceil(4) + 4 * messages.len() as u64 + 3
 }
 
 fn unix_now() -> u64 {
@@ -536,6 +563,102 @@ mod tests {
         let stats = sim.stats();
         assert_eq!(stats.rate_limited, 1);
         assert_eq!(stats.keys[&Simulator::key_label("k")].requests, 61);
+    }
+
+    #[test]
+    fn tools_images_and_tool_results_in_openai_format() {
+        let sim = Simulator::new(SimConfig::default());
+        let tools = json!([{"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+        let ask: ChatCompletionRequest = serde_json::from_value(json!({"model": "sim", "tools": tools,
+            "messages": [{"role": "user", "content": "Weather in Paris?"}]}))
+        .unwrap();
+        let answer = sim.admit("k", &ask).unwrap();
+        let completion = serde_json::to_value(answer.completion(&ask)).unwrap();
+        let choice = &completion["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(choice["message"]["content"], serde_json::Value::Null);
+        let call = &choice["message"]["tool_calls"][0];
+        assert_eq!(call["function"]["name"], "get_weather");
+        let arguments: serde_json::Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert!(arguments["city"].is_string(), "{arguments}");
+        // The stream carries the same call, its arguments in pieces.
+        let chunks = answer.chunks(&ask, true);
+        let streamed: String = chunks
+            .iter()
+            .flat_map(|c| c.choices.iter())
+            .flat_map(|c| c.delta.tool_calls.iter().flatten())
+            .filter_map(|t| t["function"]["arguments"].as_str())
+            .collect();
+        assert_eq!(streamed, call["function"]["arguments"].as_str().unwrap());
+        assert_eq!(
+            chunks[chunks.len() - 2].choices[0].finish_reason.as_deref(),
+            Some("tool_calls")
+        );
+        assert_eq!(chunks.last().unwrap().usage, Some(answer.usage()));
+
+        let round_trip: ChatCompletionRequest = serde_json::from_value(json!({"model": "sim", "tools": tools,
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "18C and sunny"}
+        ]}))
+        .unwrap();
+        let answer = sim.admit("k", &round_trip).unwrap();
+        assert_eq!(answer.text(), "Tool said: 18C and sunny");
+        assert_eq!(answer.finish(), SimFinish::Stop);
+
+        let image: ChatCompletionRequest = serde_json::from_value(json!({"model": "sim", "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]}))
+        .unwrap();
+        assert!(sim.admit("k", &image).unwrap().text().starts_with("I see an image. "));
+
+        // The key was charged exactly the usage it was sent.
+        let stats = &sim.stats().keys[&Simulator::key_label("k")];
+        assert_eq!(stats.tokens, stats.prompt_tokens + stats.completion_tokens);
+        assert_eq!(stats.requests, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limits_are_reported_for_vendor_headers() {
+        let sim = Simulator::new(SimConfig {
+            rpm: Some(60),
+            tpm: Some(6000),
+            ..SimConfig::default()
+        });
+        assert_eq!(
+            sim.limits("new").requests,
+            Some(LimitState {
+                limit: 60,
+                remaining: 60,
+                reset: Duration::ZERO
+            })
+        );
+        let answer = sim.admit("k", &request("x")).unwrap();
+        let limits = answer.limits();
+        assert_eq!(limits.requests.map(|l| (l.limit, l.remaining)), Some((60, 59)));
+        assert_eq!(limits.requests.unwrap().reset, Duration::from_secs(1));
+        let tokens = limits.tokens.unwrap();
+        assert_eq!(tokens.remaining, 6000 - answer.usage().total_tokens);
+        assert_eq!(sim.limits("k"), limits);
+        sim.record_invalid();
+        assert_eq!(sim.stats().invalid_requests, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paced_streams_apply_faults_and_count_themselves() {
+        let sim = Arc::new(Simulator::new(SimConfig {
+            fault: Some(Fault::MalformedAfter(2)),
+            ..SimConfig::default()
+        }));
+        let steps: Vec<Paced<u8>> = sim.paced(vec![1, 2, 3]).collect().await;
+        assert_eq!(steps, [Paced::Event(1), Paced::Event(2), Paced::Malformed]);
+        let stats = sim.stats();
+        assert_eq!((stats.streams_started, stats.streams_completed), (1, 1));
+        drop(sim.paced(vec![1]));
+        assert_eq!(sim.stats().streams_cancelled, 1);
     }
 
     #[test]

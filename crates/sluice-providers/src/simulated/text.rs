@@ -1,7 +1,5 @@
 //! Deterministic reply text: the same conversation always gets the same words.
 
-use sluice_api::ChatMessage;
-
 const WORDS: [&str; 48] = [
     "the",
     "river",
@@ -60,14 +58,10 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// `count` tokens of reply, each a word with its leading space, seeded by the last message and the model.
-pub(crate) fn reply(messages: &[ChatMessage], model: &str, count: usize) -> Vec<&'static str> {
-    let last = messages
-        .last()
-        .and_then(|m| m.content.as_ref())
-        .map(|c| c.text().into_owned())
-        .unwrap_or_default();
-    let mut state = fnv1a(last.as_bytes()) ^ fnv1a(model.as_bytes()).rotate_left(17) | 1;
+/// `count` tokens of reply, each a word with its leading space, seeded by the text of the last turn and the
+/// model. The first word is capitalised without a space.
+pub(crate) fn reply(seed_text: &str, model: &str, count: usize) -> Vec<&'static str> {
+    let mut state = fnv1a(seed_text.as_bytes()) ^ fnv1a(model.as_bytes()).rotate_left(17) | 1;
     let mut words = Vec::with_capacity(count);
     for i in 0..count {
         // xorshift64
@@ -78,6 +72,11 @@ pub(crate) fn reply(messages: &[ChatMessage], model: &str, count: usize) -> Vec<
         words.push(if i == 0 { capitalised(word) } else { spaced(word) });
     }
     words
+}
+
+/// One word picked by `seed`, for generated tool arguments.
+pub(crate) fn word(seed: u64) -> &'static str {
+    WORDS[(seed % WORDS.len() as u64) as usize]
 }
 
 fn capitalised(word: &'static str) -> &'static str {

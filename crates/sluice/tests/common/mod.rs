@@ -74,7 +74,7 @@ impl SimServer {
     pub async fn start(config: SimConfig) -> Self {
         let sim = Arc::new(Simulator::new(config));
         let server = serve(
-            sluice_server::simulator::router(Arc::clone(&sim)),
+            sluice_simulate::router(Arc::clone(&sim), sluice_simulate::Vendor::OpenAi),
             Duration::from_secs(1),
         )
         .await;

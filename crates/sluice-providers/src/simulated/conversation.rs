@@ -1,0 +1,204 @@
+//! A vendor-neutral description of a request: what the simulated vendor's answer depends on.
+//!
+//! Each HTTP face of the simulator (OpenAI, Anthropic, Gemini) reads its own wire format into a
+//! [`SimRequest`], so the three answer the same conversation the same way: the same text, the same tool
+//! call, the same reading of a tool result or an image. [`SimRequest::from_openai`] is the OpenAI reading,
+//! used by the OpenAI face and by the in-process [`super::SimulatedAdapter`].
+
+use serde_json::Value;
+use sluice_api::{ChatCompletionRequest, MessageContent, Role, ToolChoice};
+
+/// Who speaks in a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SimRole {
+    /// Instructions (OpenAI `system`/`developer`, Anthropic's top-level `system`, Gemini's
+    /// `systemInstruction`).
+    System,
+    /// The end user.
+    #[default]
+    User,
+    /// The model.
+    Assistant,
+    /// A tool's result in a turn of its own (OpenAI `tool` messages).
+    Tool,
+}
+
+/// A tool call the model made in an earlier turn.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SimCallMade {
+    /// The function's name.
+    pub name: String,
+    /// Its arguments as JSON text.
+    pub arguments: String,
+}
+
+/// One turn of the conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SimTurn {
+    /// Who speaks.
+    pub role: SimRole,
+    /// The turn's text, its text parts joined.
+    pub text: String,
+    /// How many images the turn carries.
+    pub images: usize,
+    /// Tool calls an assistant turn made.
+    pub tool_calls: Vec<SimCallMade>,
+    /// The text of each tool result the turn carries (a `tool` message, Anthropic `tool_result` blocks,
+    /// Gemini `functionResponse` parts).
+    pub tool_results: Vec<String>,
+}
+
+impl SimTurn {
+    /// A turn of `role` saying `text`.
+    pub fn text(role: SimRole, text: impl Into<String>) -> Self {
+        Self {
+            role,
+            text: text.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Whether the turn only hands back tool results: the user said nothing of their own.
+    pub fn is_tool_result(&self) -> bool {
+        !self.tool_results.is_empty() && self.text.is_empty() && self.images == 0
+    }
+}
+
+/// A tool the request declares.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SimTool {
+    /// The function's name.
+    pub name: String,
+    /// Its parameters' JSON schema, if it has one.
+    pub parameters: Option<Value>,
+}
+
+/// Whether and which tool the model must call.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SimToolChoice {
+    /// The model decides (the simulator calls the first tool when the user spoke last).
+    #[default]
+    Auto,
+    /// The model must not call tools.
+    None,
+    /// The model must call some tool.
+    Required,
+    /// The model must call this tool.
+    Named(String),
+}
+
+/// A request, whatever the vendor format it came in.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SimRequest {
+    /// The model id the request names.
+    pub model: String,
+    /// The conversation, system instructions first.
+    pub turns: Vec<SimTurn>,
+    /// The tools the model may call.
+    pub tools: Vec<SimTool>,
+    /// Whether and which tool the model must call.
+    pub tool_choice: SimToolChoice,
+    /// The completion cap the client set.
+    pub max_tokens: Option<u32>,
+}
+
+impl SimRequest {
+    /// The OpenAI reading of a chat completion request.
+    pub fn from_openai(request: &ChatCompletionRequest) -> Self {
+        let turns = request
+            .messages
+            .iter()
+            .map(|message| {
+                let (images, text) = match &message.content {
+                    None => (0, String::new()),
+                    Some(content @ MessageContent::Text(_)) => (0, content.text().into_owned()),
+                    Some(content @ MessageContent::Parts(parts)) => (
+                        parts.iter().filter(|p| p.kind == "image_url").count(),
+                        content.text().into_owned(),
+                    ),
+                };
+                let tool_calls = message
+                    .tool_calls
+                    .iter()
+                    .flatten()
+                    .map(|call| SimCallMade {
+                        name: call.function.name.clone(),
+                        arguments: call.function.arguments.clone(),
+                    })
+                    .collect();
+                match message.role {
+                    Role::Tool | Role::Function => SimTurn {
+                        role: SimRole::Tool,
+                        tool_results: vec![text],
+                        ..SimTurn::default()
+                    },
+                    role => SimTurn {
+                        role: match role {
+                            Role::System | Role::Developer => SimRole::System,
+                            Role::Assistant => SimRole::Assistant,
+                            _ => SimRole::User,
+                        },
+                        text,
+                        images,
+                        tool_calls,
+                        tool_results: Vec::new(),
+                    },
+                }
+            })
+            .collect();
+        let tools = request
+            .tools
+            .iter()
+            .flatten()
+            .filter(|t| t.kind == "function")
+            .map(|t| SimTool {
+                name: t.function.name.clone(),
+                parameters: t.function.parameters.clone(),
+            })
+            .collect();
+        let tool_choice = match &request.tool_choice {
+            None => SimToolChoice::Auto,
+            Some(ToolChoice::Mode(mode)) => match mode.as_str() {
+                "none" => SimToolChoice::None,
+                "required" => SimToolChoice::Required,
+                _ => SimToolChoice::Auto,
+            },
+            Some(ToolChoice::Named(named)) => named
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .map_or(SimToolChoice::Required, |name| SimToolChoice::Named(name.to_owned())),
+        };
+        Self {
+            model: request.model.clone(),
+            turns,
+            tools,
+            tool_choice,
+            max_tokens: request.completion_cap(),
+        }
+    }
+
+    /// A rough prompt size: about four characters a token plus a few per turn. The simulated vendor only
+    /// needs to be consistent, not exact.
+    pub fn prompt_tokens(&self) -> u64 {
+        let chars: usize = self
+            .turns
+            .iter()
+            .map(|turn| {
+                turn.text.chars().count()
+                    + turn.tool_results.iter().map(|r| r.chars().count()).sum::<usize>()
+                    + turn
+                        .tool_calls
+                        .iter()
+                        .map(|c| c.name.chars().count() + c.arguments.chars().count())
+                        .sum::<usize>()
+            })
+            .sum();
+        (chars as u64).div_ceil(4) + 4 * self.turns.len() as u64 + 3
+    }
+
+    /// The text the deterministic words are seeded by: the last turn's.
+    pub(crate) fn seed_text(&self) -> &str {
+        self.turns.last().map_or("", |t| t.text.as_str())
+    }
+}

@@ -1,0 +1,210 @@
+//! The simulated vendors' HTTP faces, served by `sluice simulate --vendor openai|anthropic|gemini`.
+//!
+//! One [`Simulator`] (deterministic answers, per-key limits, faults, stats) sits behind each face; the
+//! face speaks one vendor's wire format, checks what that vendor checks, and renders the simulator's
+//! answers, refusals and streams as that vendor would:
+//!
+//! - [`openai`]: `POST /v1/chat/completions` (and `/chat/completions`), `GET /v1/models`.
+//! - [`anthropic`]: `POST /v1/messages` with `x-api-key` and `anthropic-version`.
+//! - [`gemini`]: `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse` with
+//!   `x-goog-api-key`.
+//!
+//! Every face also serves `GET /sim/stats` (the simulator's [`sluice_providers::SimStats`], for tests and
+//! drills) and `GET /healthz`. A request a face refuses as invalid is counted in
+//! [`sluice_providers::SimStats::invalid_requests`], so a test driving a gateway can assert that none of
+//! its translations tripped the vendor's validation.
+
+pub mod anthropic;
+pub mod gemini;
+pub mod openai;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, header};
+use sluice_providers::simulated::Paced;
+use sluice_providers::{Fault, Simulator};
+
+/// The largest request body a face reads: Anthropic's documented limit for the Messages API.
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Which vendor's wire format a simulated server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Vendor {
+    /// OpenAI's chat completions.
+    OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// Google's Gemini API.
+    Gemini,
+}
+
+impl Vendor {
+    /// The name used on the command line: `openai`, `anthropic` or `gemini`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Vendor::OpenAi => "openai",
+            Vendor::Anthropic => "anthropic",
+            Vendor::Gemini => "gemini",
+        }
+    }
+}
+
+impl fmt::Display for Vendor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Vendor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "openai" => Ok(Vendor::OpenAi),
+            "anthropic" => Ok(Vendor::Anthropic),
+            "gemini" => Ok(Vendor::Gemini),
+            _ => Err(format!("unknown vendor `{text}`: expected openai, anthropic or gemini")),
+        }
+    }
+}
+
+/// The simulated vendor's HTTP app speaking `vendor`'s wire format, plus `GET /sim/stats` and
+/// `GET /healthz`.
+pub fn router(sim: Arc<Simulator>, vendor: Vendor) -> Router {
+    let routes = match vendor {
+        Vendor::OpenAi => openai::routes(),
+        Vendor::Anthropic => anthropic::routes(),
+        Vendor::Gemini => gemini::routes(),
+    };
+    routes
+        .route("/sim/stats", get(stats))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(sim)
+}
+
+async fn stats(State(sim): State<Arc<Simulator>>) -> Response {
+    axum::Json(sim.stats()).into_response()
+}
+
+// === Shared by the faces ===
+
+/// What every face does before answering an admitted request: never answer under the `hang` fault,
+/// else wait the configured latency.
+pub(crate) async fn before_answer(sim: &Simulator) {
+    if sim.config().fault == Some(Fault::Hang) {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(sim.config().latency).await;
+}
+
+/// A request header as text.
+pub(crate) fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+/// One SSE event: an optional `event:` line and a `data:` line, ended by `separator`.
+pub(crate) fn sse_event(event: Option<&str>, data: &[u8], separator: &str) -> Bytes {
+    let mut frame = Vec::with_capacity(data.len() + 32);
+    if let Some(event) = event {
+        frame.extend_from_slice(b"event: ");
+        frame.extend_from_slice(event.as_bytes());
+        frame.extend_from_slice(separator.get(..separator.len() / 2).unwrap_or("\n").as_bytes());
+    }
+    frame.extend_from_slice(b"data: ");
+    frame.extend_from_slice(data);
+    frame.extend_from_slice(separator.as_bytes());
+    frame.into()
+}
+
+/// A streamed response of already framed `events`, paced and faulted by the simulator: a malformed step
+/// sends `malformed`, a reset breaks the connection, and `tail` (OpenAI's `[DONE]`) follows the events.
+pub(crate) fn paced_sse(
+    sim: &Arc<Simulator>,
+    events: Vec<Bytes>,
+    malformed: &'static [u8],
+    tail: Option<&'static [u8]>,
+) -> Response {
+    let body = sim
+        .paced(events)
+        .map(move |step| match step {
+            Paced::Event(frame) => Ok(frame),
+            Paced::Malformed => Ok(Bytes::from_static(malformed)),
+            Paced::Reset => Err(std::io::Error::other("simulated connection reset")),
+        })
+        .chain(futures_util::stream::iter(tail.map(|t| Ok(Bytes::from_static(t)))));
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// A JSON response with `status`.
+pub(crate) fn json_response(status: http::StatusCode, body: &serde_json::Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Whole seconds, rounded up, at least one: a client retrying after them must not be early.
+pub(crate) fn whole_seconds(after: std::time::Duration) -> u64 {
+    (after.as_secs() + u64::from(after.subsec_nanos() > 0)).max(1)
+}
+
+/// Inserts `(name, value)` headers, skipping any that is not a valid header.
+pub(crate) fn add_headers<'a>(out: &mut HeaderMap, headers: impl IntoIterator<Item = (&'a str, String)>) {
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            out.insert(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vendors_parse_and_print() {
+        for vendor in [Vendor::OpenAi, Vendor::Anthropic, Vendor::Gemini] {
+            assert_eq!(vendor.name().parse::<Vendor>(), Ok(vendor));
+            assert_eq!(vendor.to_string(), vendor.name());
+        }
+        assert_eq!("Gemini".parse::<Vendor>(), Ok(Vendor::Gemini));
+        assert!(
+            "azure"
+                .parse::<Vendor>()
+                .unwrap_err()
+                .contains("openai, anthropic or gemini")
+        );
+    }
+
+    #[test]
+    fn sse_events_are_framed() {
+        assert_eq!(
+            sse_event(Some("ping"), br#"{"type": "ping"}"#, "\n\n"),
+            Bytes::from_static(b"event: ping\ndata: {\"type\": \"ping\"}\n\n")
+        );
+        assert_eq!(
+            sse_event(None, b"{}", "\r\n\r\n"),
+            Bytes::from_static(b"data: {}\r\n\r\n")
+        );
+        assert_eq!(whole_seconds(std::time::Duration::from_millis(1500)), 2);
+        assert_eq!(whole_seconds(std::time::Duration::ZERO), 1);
+    }
+}

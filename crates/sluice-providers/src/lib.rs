@@ -125,6 +125,9 @@ pub struct ChatCall<'a> {
     pub key: &'a UpstreamKey,
     /// The completion cap to send when the client set none and the vendor requires one.
     pub default_max_tokens: Option<u32>,
+    /// Drop client parameters the vendor cannot honour (listed in [`ChatReply::dropped`]) instead of
+    /// refusing the request with a 400 naming them.
+    pub drop_unsupported: bool,
 }
 
 /// A successful upstream answer.
@@ -133,6 +136,8 @@ pub struct ChatReply {
     pub body: ReplyBody,
     /// What the vendor said about the key's remaining limits.
     pub limits: RateLimitSnapshot,
+    /// Client parameters dropped because the vendor cannot honour them (with `drop_unsupported`).
+    pub dropped: Vec<String>,
 }
 
 /// A complete body or a stream.

@@ -450,7 +450,7 @@ fn settle_when_known(
     reservation: Reservation,
     estimate: Arc<estimate::CompletionEstimate>,
 ) -> ChatReply {
-    let ChatReply { body, limits } = reply;
+    let ChatReply { body, limits, dropped } = reply;
     let body = match body {
         ReplyBody::Complete { body, usage } => {
             settle(reservation, usage.as_ref(), &estimate);
@@ -463,7 +463,7 @@ fn settle_when_known(
             estimate,
         })),
     };
-    ChatReply { body, limits }
+    ChatReply { body, limits, dropped }
 }
 
 fn settle(reservation: Reservation, usage: Option<&Usage>, estimate: &estimate::CompletionEstimate) {
@@ -572,6 +572,7 @@ impl Operation for ChatOperation<'_> {
                 model: &deployment.model,
                 key,
                 default_max_tokens: deployment.max_tokens,
+                drop_unsupported: deployment.drop_unsupported,
             };
             first_chunk_arrived(deployment.provider.adapter.chat(call).await?).await
         })
@@ -672,10 +673,16 @@ fn try_candidates(
 /// Waits for a stream's first chunk, so that a stream that fails before sending anything counts as a
 /// failed attempt rather than a broken answer.
 async fn first_chunk_arrived(reply: ChatReply) -> Result<ChatReply, ProviderError> {
-    let ChatReply { body, limits } = reply;
+    let ChatReply { body, limits, dropped } = reply;
     let mut events = match body {
         ReplyBody::Stream(events) => events,
-        complete => return Ok(ChatReply { body: complete, limits }),
+        complete => {
+            return Ok(ChatReply {
+                body: complete,
+                limits,
+                dropped,
+            });
+        }
     };
     let first = match events.next().await {
         Some(Err(err)) => return Err(err),
@@ -690,6 +697,7 @@ async fn first_chunk_arrived(reply: ChatReply) -> Result<ChatReply, ProviderErro
     Ok(ChatReply {
         body: ReplyBody::Stream(Box::pin(events)),
         limits,
+        dropped,
     })
 }
 

@@ -115,6 +115,8 @@ pub struct DeploymentSpec {
     pub limits: Limits,
     /// When the deployment's breaker opens.
     pub breaker: BreakerPolicy,
+    /// Drop client parameters the vendor cannot honour instead of refusing the request.
+    pub drop_unsupported: bool,
 }
 
 /// Counters of one deployment, for `/metrics`.
@@ -136,6 +138,7 @@ pub struct Deployment {
     pub(crate) max_tokens: Option<u32>,
     pub(crate) priority: u32,
     pub(crate) weight: u32,
+    pub(crate) drop_unsupported: bool,
     pub(crate) budgets: Vec<Arc<KeyBudget>>,
     pub(crate) breaker: Breaker,
     pub(crate) estimate: Arc<CompletionEstimate>,
@@ -165,6 +168,7 @@ impl Deployment {
             max_tokens: spec.max_tokens,
             priority: spec.priority,
             weight: spec.weight.max(1),
+            drop_unsupported: spec.drop_unsupported,
             budgets,
             breaker: Breaker::new(spec.breaker),
             estimate: Arc::new(CompletionEstimate::new(default_estimate)),

@@ -19,6 +19,7 @@ use crate::extract::ApiJson;
 
 static X_SLUICE_PROVIDER: HeaderName = HeaderName::from_static("x-sluice-provider");
 static X_SLUICE_ATTEMPTS: HeaderName = HeaderName::from_static("x-sluice-attempts");
+static X_SLUICE_DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-sluice-dropped-params");
 
 /// Checks what serde cannot: values that parse but make no sense.
 fn validate(request: &ChatCompletionRequest) -> Result<(), ApiError> {
@@ -64,6 +65,7 @@ pub(crate) async fn answer(state: &AppState, request: &ChatCompletionRequest) ->
         Ok(routed) => routed,
         Err(err) => return Ok(route_error_response(err)),
     };
+    let dropped = routed.reply.dropped;
     let mut response = match routed.reply.body {
         ReplyBody::Complete { body, usage } => {
             log_usage(usage.as_ref(), false);
@@ -76,6 +78,11 @@ pub(crate) async fn answer(state: &AppState, request: &ChatCompletionRequest) ->
         ReplyBody::Stream(events) => sse_response(events, request.wants_stream_usage()),
     };
     add_route_headers(response.headers_mut(), &routed.provider, routed.attempts);
+    if !dropped.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&dropped.join(", "))
+    {
+        response.headers_mut().insert(X_SLUICE_DROPPED_PARAMS.clone(), value);
+    }
     Ok(response)
 }
 

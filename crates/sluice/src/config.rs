@@ -295,6 +295,10 @@ pub struct RawDeployment {
     /// Requests in flight at once per key.
     #[serde(default)]
     pub max_in_flight: Option<u32>,
+    /// Drop client parameters the vendor cannot honour (listed in `x-sluice-dropped-params`) instead of
+    /// answering 400.
+    #[serde(default)]
+    pub drop_unsupported: bool,
 }
 
 fn one() -> u32 {

@@ -151,6 +151,7 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
                                 max_in_flight: d.max_in_flight,
                             },
                             breaker,
+                            drop_unsupported: d.drop_unsupported,
                         })
                     })
                 })

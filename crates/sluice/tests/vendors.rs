@@ -299,3 +299,33 @@ async fn embeddings_on_a_vendor_without_them_are_a_clear_400() {
     assert_eq!(body["error"]["param"], "input");
     assert!(capture.requests.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_parameter_the_vendor_cannot_honour_is_refused_or_dropped_as_the_deployment_says() {
+    let (capture, upstream) = Capture::start(|_| {
+        json_response(
+            200,
+            json!({"id": "msg_03", "type": "message", "role": "assistant", "model": "claude",
+                   "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn",
+                   "usage": {"input_tokens": 3, "output_tokens": 1}}),
+        )
+    })
+    .await;
+    let mut request = conversation(false);
+    request["seed"] = json!(7);
+
+    let strict = GatewayServer::start(&gateway_config("anthropic", &upstream.url(), "")).await;
+    let response = post_chat(&strict, &request).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "seed", "{body}");
+    assert!(capture.requests.lock().unwrap().is_empty());
+
+    let lenient_config = gateway_config("anthropic", &upstream.url(), "")
+        .replace("max_tokens = 321", "max_tokens = 321\ndrop_unsupported = true");
+    let lenient = GatewayServer::start(&lenient_config).await;
+    let response = post_chat(&lenient, &request).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-sluice-dropped-params"], "seed");
+    assert!(capture.last().1.get("seed").is_none());
+}

@@ -26,7 +26,6 @@ pub struct AnthropicAdapter {
     client: reqwest::Client,
     endpoint: String,
     timeouts: Timeouts,
-    drop_unsupported: bool,
 }
 
 impl AnthropicAdapter {
@@ -41,41 +40,34 @@ impl AnthropicAdapter {
             client,
             endpoint: format!("{}/v1/messages", base_url.trim_end_matches('/')),
             timeouts,
-            drop_unsupported: false,
         }
-    }
-
-    /// Whether client parameters Anthropic cannot honour (`n` > 1, `seed`, `logprobs`...) are dropped
-    /// instead of refused with a 400 naming them. Off by default.
-    pub fn with_drop_unsupported(mut self, drop_unsupported: bool) -> Self {
-        self.drop_unsupported = drop_unsupported;
-        self
     }
 }
 
 impl AnthropicAdapter {
-    /// The HTTP request of one call, with the body translated to Anthropic's format.
-    fn request(&self, call: &ChatCall<'_>) -> Result<reqwest::RequestBuilder, ProviderError> {
-        let translated = request::translate(call, self.drop_unsupported)?;
-        if !translated.dropped.is_empty() {
-            tracing::debug!(dropped = ?translated.dropped, "parameters Anthropic cannot honour were dropped");
-        }
+    /// The HTTP request of one call, with the body translated to Anthropic's format, and the client
+    /// parameters dropped on the way (Anthropic cannot honour them, and the deployment allows dropping).
+    fn request(&self, call: &ChatCall<'_>) -> Result<(reqwest::RequestBuilder, Vec<String>), ProviderError> {
+        let translated = request::translate(call, call.drop_unsupported)?;
+        let dropped = translated.dropped.iter().map(|p| (*p).to_owned()).collect();
         let body = transport::json_body(&translated.body)?;
-        Ok(self
+        let request = self
             .client
             .post(&self.endpoint)
             .header("x-api-key", transport::key_header(call.key)?)
             .header("anthropic-version", Self::API_VERSION)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, transport::accept(call.request.is_stream()))
-            .body(body))
+            .body(body);
+        Ok((request, dropped))
     }
 }
 
 impl ChatProvider for AnthropicAdapter {
     fn chat<'a>(&'a self, call: ChatCall<'a>) -> BoxFuture<'a, Result<ChatReply, ProviderError>> {
         Box::pin(async move {
-            let response = transport::send(self.request(&call)?, &self.timeouts).await?;
+            let (request, dropped) = self.request(&call)?;
+            let response = transport::send(request, &self.timeouts).await?;
             let now = SystemTime::now();
             let limits = rate_limit_snapshot(response.headers(), now);
             if !response.status().is_success() {
@@ -89,6 +81,7 @@ impl ChatProvider for AnthropicAdapter {
                 return Ok(ChatReply {
                     body: ReplyBody::Stream(events),
                     limits,
+                    dropped,
                 });
             }
             let body = transport::read_body(response, self.timeouts.idle, MAX_RESPONSE_BYTES).await?;
@@ -96,6 +89,7 @@ impl ChatProvider for AnthropicAdapter {
             Ok(ChatReply {
                 body: ReplyBody::Complete { body, usage },
                 limits,
+                dropped,
             })
         })
     }

@@ -481,6 +481,7 @@ mod tests {
             model: "claude-sonnet-4-5",
             key: &key,
             default_max_tokens,
+            drop_unsupported: drop,
         };
         translate(&call, drop).map(|t| {
             let mut value = serde_json::to_value(&t.body).unwrap();

@@ -134,6 +134,7 @@ impl ChatProvider for GeminiAdapter {
                 return Ok(ChatReply {
                     body: ReplyBody::Stream(events),
                     limits,
+                    dropped: Vec::new(),
                 });
             }
             let body = transport::read_body(response, self.timeouts.idle, MAX_RESPONSE_BYTES).await?;
@@ -148,6 +149,7 @@ impl ChatProvider for GeminiAdapter {
                     usage,
                 },
                 limits,
+                dropped: Vec::new(),
             })
         })
     }
@@ -260,6 +262,7 @@ mod tests {
                 model: "gemini-2.5-flash",
                 key: &key,
                 default_max_tokens: None,
+                drop_unsupported: false,
             };
             let built = adapter.request(&call).unwrap().build().unwrap();
             assert_eq!(built.method(), http::Method::POST);
@@ -280,6 +283,7 @@ mod tests {
             model: "gemini-2.5-flash",
             key: &bad_key,
             default_max_tokens: None,
+            drop_unsupported: false,
         };
         assert!(matches!(
             adapter.request(&call),

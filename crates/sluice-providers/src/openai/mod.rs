@@ -148,6 +148,7 @@ impl ChatProvider for OpenAiAdapter {
                 return Ok(ChatReply {
                     body: ReplyBody::Stream(events),
                     limits,
+                    dropped: Vec::new(),
                 });
             }
             let body = transport::read_body(response, self.timeouts.idle, MAX_RESPONSE_BYTES).await?;
@@ -155,6 +156,7 @@ impl ChatProvider for OpenAiAdapter {
             Ok(ChatReply {
                 body: ReplyBody::Complete { body, usage },
                 limits,
+                dropped: Vec::new(),
             })
         })
     }
@@ -220,6 +222,7 @@ mod tests {
             model: "gpt-4o-mini-prod",
             key: &key,
             default_max_tokens: None,
+            drop_unsupported: false,
         };
         adapter.request(&call).unwrap().build().unwrap()
     }

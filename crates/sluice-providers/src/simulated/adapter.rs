@@ -71,6 +71,7 @@ impl ChatProvider for SimulatedAdapter {
                         usage: Some(answer.usage()),
                     },
                     limits,
+                    dropped: Vec::new(),
                 });
             }
             let idle = self.timeouts.idle;
@@ -79,6 +80,7 @@ impl ChatProvider for SimulatedAdapter {
             Ok(ChatReply {
                 body: ReplyBody::Stream(events),
                 limits,
+                dropped: Vec::new(),
             })
         })
     }

@@ -20,6 +20,7 @@ pub mod error;
 pub mod gemini;
 pub mod limits;
 pub mod openai;
+mod params;
 pub mod simulated;
 mod transport;
 

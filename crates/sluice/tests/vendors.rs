@@ -329,3 +329,35 @@ async fn a_parameter_the_vendor_cannot_honour_is_refused_or_dropped_as_the_deplo
     assert_eq!(response.headers()["x-sluice-dropped-params"], "seed");
     assert!(capture.last().1.get("seed").is_none());
 }
+
+#[tokio::test]
+async fn gemini_refuses_what_it_cannot_honour_unless_the_deployment_drops_it() {
+    let (capture, upstream) = Capture::start(|_| {
+        json_response(
+            200,
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "ok"}]}, "finishReason": "STOP"}],
+                   "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1, "totalTokenCount": 4}}),
+        )
+    })
+    .await;
+    let mut request = conversation(false);
+    request["logit_bias"] = json!({"1234": -100});
+    request["seed"] = json!(5);
+    let strict = GatewayServer::start(&gateway_config("gemini", &upstream.url(), "")).await;
+    let response = post_chat(&strict, &request).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "logit_bias", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("Gemini"), "{body}");
+    let lenient_config = gateway_config("gemini", &upstream.url(), "")
+        .replace("max_tokens = 321", "max_tokens = 321\ndrop_unsupported = true");
+    let lenient = GatewayServer::start(&lenient_config).await;
+    let response = post_chat(&lenient, &request).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-sluice-dropped-params"], "logit_bias");
+    assert_eq!(
+        capture.last().1["generationConfig"]["seed"],
+        5,
+        "seed is translated, not dropped"
+    );
+}

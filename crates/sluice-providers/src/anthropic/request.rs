@@ -26,6 +26,7 @@ use serde_json::Value;
 use sluice_api::{ChatCompletionRequest, ChatMessage, ErrorBody, MessageContent, Role, Stop, ToolChoice};
 
 use super::content::{Block, content_blocks};
+use crate::params::Unsupported;
 use crate::{ChatCall, ProviderError};
 
 /// `max_tokens` when neither the client nor the deployment set one (Anthropic requires it).
@@ -141,60 +142,18 @@ pub(super) fn invalid(param: impl Into<String>, message: impl Into<String>) -> P
     }
 }
 
-fn unsupported(param: &str) -> ProviderError {
-    ProviderError::Rejected {
-        status: 400,
-        error: ErrorBody::new(
-            "invalid_request_error",
-            format!("Unsupported parameter: '{param}' is not supported by the Anthropic Messages API."),
-            Some(param.to_owned()),
-            Some("unsupported_parameter".to_owned()),
-        ),
-    }
-}
-
-/// Client parameters dropped silently: they configure OpenAI's platform, not the answer.
-const PLATFORM_ONLY: &[&str] = &["store", "metadata", "service_tier", "prompt_cache_key", "prediction"];
 /// Client parameters read from `extra` by the translation itself.
 const TRANSLATED: &[&str] = &["parallel_tool_calls", "top_k", "safety_identifier"];
-
-/// Whether an `extra` field is set to something other than OpenAI's default (so that clients which send
-/// every default, such as `"frequency_penalty": 0`, are not refused).
-fn is_set(name: &str, value: &Value) -> bool {
-    match (name, value) {
-        (_, Value::Null) => false,
-        ("logprobs", Value::Bool(false)) => false,
-        ("top_logprobs" | "presence_penalty" | "frequency_penalty", v) => v.as_f64() != Some(0.0),
-        ("logit_bias", Value::Object(map)) => !map.is_empty(),
-        ("modalities", Value::Array(items)) => items.iter().any(|m| m.as_str() != Some("text")),
-        _ => true,
-    }
-}
 
 /// Translates one call to an Anthropic Messages request. With `drop_unsupported`, parameters Anthropic
 /// cannot honour are dropped and listed instead of refused.
 pub(crate) fn translate<'a>(call: &ChatCall<'a>, drop_unsupported: bool) -> Result<Translated<'a>, ProviderError> {
     let request: &'a ChatCompletionRequest = call.request;
-    let mut dropped: Vec<&'a str> = Vec::new();
-    let mut refuse = |param: &'a str| -> Result<(), ProviderError> {
-        if drop_unsupported {
-            dropped.push(param);
-            Ok(())
-        } else {
-            Err(unsupported(param))
-        }
-    };
-
+    let mut unsupported = Unsupported::new("Anthropic Messages", drop_unsupported);
     if request.n.is_some_and(|n| n > 1) {
-        refuse("n")?;
+        unsupported.refuse("n")?;
     }
-    for (name, value) in &request.extra {
-        let name = name.as_str();
-        if PLATFORM_ONLY.contains(&name) || TRANSLATED.contains(&name) || !is_set(name, value) {
-            continue;
-        }
-        refuse(name)?;
-    }
+    unsupported.check_extra(request, TRANSLATED, &[])?;
     let output_config = match &request.response_format {
         None => None,
         Some(format) => match format.get("type").and_then(Value::as_str) {
@@ -214,7 +173,7 @@ pub(crate) fn translate<'a>(call: &ChatCall<'a>, drop_unsupported: bool) -> Resu
                 })
             }
             Some("json_object") => {
-                refuse("response_format")?;
+                unsupported.refuse("response_format")?;
                 None
             }
             _ => {
@@ -269,7 +228,10 @@ pub(crate) fn translate<'a>(call: &ChatCall<'a>, drop_unsupported: bool) -> Resu
         output_config,
         stream: request.is_stream(),
     };
-    Ok(Translated { body, dropped })
+    Ok(Translated {
+        body,
+        dropped: unsupported.into_dropped(),
+    })
 }
 
 /// Splits the conversation into the top-level system prompt and alternating user/assistant turns.

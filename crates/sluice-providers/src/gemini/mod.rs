@@ -32,8 +32,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header::{ACCEPT, CONTENT_TYPE};
 
 use crate::limits::RateLimitSnapshot;
+use crate::params::Unsupported;
 use crate::transport::{self, MAX_RESPONSE_BYTES, Timeouts};
 use crate::{BoxFuture, ChatCall, ChatProvider, ChatReply, EmbedCall, EmbedReply, ProviderError, ReplyBody};
+
+/// Client parameters the translation reads from `extra`.
+const TRANSLATED: &[&str] = &["seed", "presence_penalty", "frequency_penalty"];
+/// Client parameters with no Gemini equivalent that change nothing in the answer, left out silently.
+const IGNORED: &[&str] = &["parallel_tool_calls", "safety_identifier"];
 
 /// The Gemini API's public endpoint, for configurations that give no `base_url`.
 pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";
@@ -69,19 +75,24 @@ fn endpoint(base_url: &str, model: &str, streaming: bool) -> String {
 }
 
 impl GeminiAdapter {
-    /// The HTTP request of one call, with the body translated to Gemini's format. A request Gemini cannot
-    /// take is refused here, before it costs a call.
-    fn request(&self, call: &ChatCall<'_>) -> Result<reqwest::RequestBuilder, ProviderError> {
+    /// The HTTP request of one call, with the body translated to Gemini's format, and the client
+    /// parameters dropped on the way. A request Gemini cannot take is refused here, before it costs a
+    /// call.
+    fn request(&self, call: &ChatCall<'_>) -> Result<(reqwest::RequestBuilder, Vec<String>), ProviderError> {
+        let mut unsupported = Unsupported::new("Gemini", call.drop_unsupported);
+        unsupported.check_extra(call.request, TRANSLATED, IGNORED)?;
+        let dropped = unsupported.into_dropped().into_iter().map(str::to_owned).collect();
         let translated = request::translate(call.request, call.default_max_tokens)?;
         let body = transport::json_body(&translated)?;
         let streaming = call.request.is_stream();
-        Ok(self
+        let request = self
             .client
             .post(endpoint(&self.base_url, call.model, streaming))
             .header("x-goog-api-key", transport::key_header(call.key)?)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, transport::accept(streaming))
-            .body(body))
+            .body(body);
+        Ok((request, dropped))
     }
 }
 
@@ -117,7 +128,8 @@ impl ChatProvider for GeminiAdapter {
 
     fn chat<'a>(&'a self, call: ChatCall<'a>) -> BoxFuture<'a, Result<ChatReply, ProviderError>> {
         Box::pin(async move {
-            let response = transport::send(self.request(&call)?, &self.timeouts).await?;
+            let (request, dropped) = self.request(&call)?;
+            let response = transport::send(request, &self.timeouts).await?;
             // Gemini reports no remaining-budget headers; its limits show only as 429s.
             let limits = RateLimitSnapshot::default();
             if !response.status().is_success() {
@@ -134,7 +146,7 @@ impl ChatProvider for GeminiAdapter {
                 return Ok(ChatReply {
                     body: ReplyBody::Stream(events),
                     limits,
-                    dropped: Vec::new(),
+                    dropped,
                 });
             }
             let body = transport::read_body(response, self.timeouts.idle, MAX_RESPONSE_BYTES).await?;
@@ -149,7 +161,7 @@ impl ChatProvider for GeminiAdapter {
                     usage,
                 },
                 limits,
-                dropped: Vec::new(),
+                dropped,
             })
         })
     }
@@ -264,7 +276,7 @@ mod tests {
                 default_max_tokens: None,
                 drop_unsupported: false,
             };
-            let built = adapter.request(&call).unwrap().build().unwrap();
+            let built = adapter.request(&call).unwrap().0.build().unwrap();
             assert_eq!(built.method(), http::Method::POST);
             assert_eq!(built.url().as_str(), url);
             assert_eq!(built.headers()["x-goog-api-key"], "AIza-test");

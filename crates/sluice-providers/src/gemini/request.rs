@@ -13,9 +13,10 @@
 //! - `tools` become one `Tool` of `functionDeclarations` with `parametersJsonSchema` (full JSON Schema, as
 //!   OpenAI clients write it); `tool_choice` becomes `toolConfig.functionCallingConfig`.
 //!
-//! Anything Gemini cannot take is refused with a 400 naming the field, before a call is spent. Other OpenAI
-//! fields (`user`, `logit_bias`, `parallel_tool_calls`, `reasoning_effort`...) have no Gemini equivalent
-//! and are not sent.
+//! Anything Gemini cannot take is refused with a 400 naming the field, before a call is spent. OpenAI
+//! parameters with no Gemini equivalent (`logit_bias`, `logprobs`, `reasoning_effort`...) are refused by
+//! the adapter unless the deployment drops them (`crate::params`); `user` and `parallel_tool_calls` change
+//! nothing in the answer and are left out.
 
 use std::borrow::Cow;
 

@@ -101,6 +101,8 @@ pub struct Routed<R = ChatReply> {
     pub reply: R,
     /// The provider that answered.
     pub provider: Arc<str>,
+    /// The vendor's model id that answered.
+    pub vendor_model: Arc<str>,
     /// The key that answered, by id.
     pub key_id: Arc<str>,
     /// Attempts made, including the one that answered.
@@ -256,6 +258,7 @@ impl Router {
                     return Ok(Routed {
                         reply,
                         provider,
+                        vendor_model: Arc::clone(&deployment.model),
                         key_id: key.id().into(),
                         attempts,
                     });

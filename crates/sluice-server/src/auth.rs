@@ -14,12 +14,25 @@ use crate::AppState;
 use crate::error::ApiError;
 
 /// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Principal {
-    /// A name for logs: the key's label, never its value.
+    /// A name for logs: the key's id or label, never its value.
     pub name: Arc<str>,
     /// Whether the caller holds the admin key.
     pub admin: bool,
+    /// The virtual key's id, for the usage ledger; `None` for configured keys.
+    pub key_id: Option<Arc<str>>,
+    /// The caller's tenant; `None` for configured keys, which belong to no tenant and have no limits.
+    pub tenant: Option<Arc<crate::tenancy::TenantState>>,
+}
+
+impl Principal {
+    /// The tenant name the ledger records: the tenant's, or `default` for configured keys.
+    pub fn tenant_name(&self) -> &str {
+        self.tenant
+            .as_ref()
+            .map_or(crate::tenancy::DEFAULT_TENANT, |t| t.name())
+    }
 }
 
 /// Maps a bearer token to a caller.
@@ -49,6 +62,8 @@ impl StaticKeys {
                 Principal {
                     name: label.as_str().into(),
                     admin: false,
+                    key_id: None,
+                    tenant: None,
                 },
             );
         }
@@ -58,6 +73,8 @@ impl StaticKeys {
                 Principal {
                     name: "admin".into(),
                     admin: true,
+                    key_id: None,
+                    tenant: None,
                 },
             );
         }

@@ -123,6 +123,60 @@ impl ApiError {
         Self::new(status, kind, message, None, Some(code))
     }
 
+    /// How a tenant's refusal reaches the client.
+    pub fn from_tenant(refusal: &crate::tenancy::TenantRefusal, tenant: &str, model: &str) -> Self {
+        use crate::tenancy::TenantRefusal;
+        match refusal {
+            TenantRefusal::ModelNotAllowed => Self::new(
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                format!("The tenant `{tenant}` may not use the model `{model}`."),
+                Some("model"),
+                Some("model_not_allowed"),
+            ),
+            TenantRefusal::RateLimited { retry_after } => {
+                let mut error = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    format!(
+                        "The tenant `{tenant}` is over its rate limit. Retry after {} s.",
+                        retry_after_secs(*retry_after).max(1)
+                    ),
+                    None,
+                    Some("rate_limit_exceeded"),
+                );
+                error.retry_after = Some(*retry_after);
+                error
+            }
+            TenantRefusal::TooLarge { tpm } => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                format!("This request needs more tokens than the tenant `{tenant}` may use in a minute ({tpm})."),
+                Some("messages"),
+                Some("request_too_large"),
+            ),
+            TenantRefusal::OverBudget {
+                budget_micros,
+                resets_at,
+            } => {
+                let mut error = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "insufficient_quota",
+                    format!(
+                        "The tenant `{tenant}` has used its budget of ${} for this period; it resets at {}.",
+                        sluice_store::format_usd(*budget_micros),
+                        resets_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
+                    None,
+                    Some("insufficient_quota"),
+                );
+                let wait = (*resets_at - chrono::Utc::now()).to_std().unwrap_or_default();
+                error.retry_after = Some(wait);
+                error
+            }
+        }
+    }
+
     /// How a routing failure reaches the client.
     pub fn from_route(err: RouteError) -> Self {
         match err {

@@ -22,13 +22,16 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+pub mod admin;
 pub mod auth;
 mod chat;
 mod embeddings;
 pub mod error;
 pub mod extract;
+pub mod ledger;
 mod prompts;
 pub mod serve;
+pub mod tenancy;
 
 pub use auth::{Authenticator, Principal, StaticKeys};
 pub use error::ApiError;
@@ -55,6 +58,18 @@ struct StateInner {
     settings: HttpSettings,
     models_body: Bytes,
     prompts: Option<Arc<PromptWatcher>>,
+    tenancy: Option<Tenancy>,
+}
+
+/// What tenant features need: the store, the key and tenant directory, and the ledger.
+#[derive(Clone, Debug)]
+pub struct Tenancy {
+    /// The database.
+    pub store: sluice_store::Store,
+    /// Keys and tenants in memory.
+    pub directory: Arc<tenancy::Directory>,
+    /// Where usage goes.
+    pub ledger: Arc<ledger::Ledger>,
 }
 
 impl AppState {
@@ -80,6 +95,25 @@ impl AppState {
                 settings,
                 models_body,
                 prompts,
+                tenancy: None,
+            }),
+        }
+    }
+
+    /// The same state with tenants, virtual keys and the usage ledger.
+    pub fn with_tenancy(self, tenancy: Tenancy) -> Self {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| StateInner {
+            router: Arc::clone(&shared.router),
+            auth: Arc::clone(&shared.auth),
+            settings: shared.settings,
+            models_body: shared.models_body.clone(),
+            prompts: shared.prompts.clone(),
+            tenancy: None,
+        });
+        Self {
+            inner: Arc::new(StateInner {
+                tenancy: Some(tenancy),
+                ..inner
             }),
         }
     }
@@ -102,6 +136,14 @@ impl AppState {
 
     pub(crate) fn prompts(&self) -> Option<&Arc<PromptWatcher>> {
         self.inner.prompts.as_ref()
+    }
+
+    pub(crate) fn tenancy(&self) -> Option<&Tenancy> {
+        self.inner.tenancy.as_ref()
+    }
+
+    pub(crate) fn ledger(&self) -> Option<Arc<ledger::Ledger>> {
+        self.inner.tenancy.as_ref().map(|t| Arc::clone(&t.ledger))
     }
 }
 
@@ -131,9 +173,17 @@ pub fn build_router(state: AppState) -> AxumRouter {
         .route("/v1/prompts", get(prompts::list))
         .route("/v1/prompts/{name}", get(prompts::describe).post(prompts::run))
         .route("/v1/openapi.json", get(prompts::openapi))
+        .route("/v1/usage", get(admin::usage))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
     let admin = AxumRouter::new()
         .route("/admin/limits", get(admin_limits))
+        .route("/admin/tenants", post(admin::create_tenant).get(admin::list_tenants))
+        .route(
+            "/admin/tenants/{name}/keys",
+            post(admin::create_key).get(admin::list_keys),
+        )
+        .route("/admin/keys/{id}", axum::routing::delete(admin::revoke_key))
+        .route("/admin/spend", get(admin::spend))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
     let sensitive = Arc::from([header::AUTHORIZATION, header::PROXY_AUTHORIZATION]);
     AxumRouter::new()
@@ -174,8 +224,20 @@ pub fn build_router(state: AppState) -> AxumRouter {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
-async fn list_models(State(state): State<AppState>) -> Response {
-    json_response(StatusCode::OK, state.inner.models_body.clone())
+async fn list_models(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<Principal>,
+) -> Response {
+    let allowed = principal.tenant.as_ref().map(|t| t.settings());
+    match allowed.as_ref().filter(|t| t.models.is_some()) {
+        // Most callers see every model: the list serialised once at start.
+        None => json_response(StatusCode::OK, state.inner.models_body.clone()),
+        Some(tenant) => {
+            let names = state.router().model_names().filter(|m| tenant.allows_model(m));
+            let list = ModelList::from_names(names, 0);
+            axum::Json(list).into_response()
+        }
+    }
 }
 
 /// Every key's budget, cooldown and breaker state (key ids, never key values).
@@ -187,6 +249,56 @@ async fn admin_limits(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut body = String::with_capacity(4096);
     sluice_router::metrics::render(state.router(), &mut body);
+    if let Some(tenancy) = state.tenancy() {
+        use std::fmt::Write;
+        let stats = tenancy.ledger.writer().stats();
+        for (name, kind, help, value) in [
+            (
+                "sluice_ledger_queue_depth",
+                "gauge",
+                "Usage rows waiting to be written.",
+                stats.queue_depth,
+            ),
+            (
+                "sluice_ledger_rows_written_total",
+                "counter",
+                "Usage rows written to the database.",
+                stats.written,
+            ),
+            (
+                "sluice_ledger_rows_spooled_total",
+                "counter",
+                "Usage rows spooled to the local file while the database was unreachable.",
+                stats.spooled,
+            ),
+            (
+                "sluice_ledger_spool_pending",
+                "gauge",
+                "Spooled usage rows not replayed yet.",
+                stats.spool_pending,
+            ),
+            (
+                "sluice_ledger_rows_replayed_total",
+                "counter",
+                "Spooled usage rows replayed into the database.",
+                stats.replayed,
+            ),
+            (
+                "sluice_ledger_write_errors_total",
+                "counter",
+                "Failed writes to the database.",
+                stats.write_errors,
+            ),
+            (
+                "sluice_ledger_database_up",
+                "gauge",
+                "1 when the last write reached the database.",
+                u64::from(stats.database_up),
+            ),
+        ] {
+            let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+    }
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

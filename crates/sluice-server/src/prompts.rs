@@ -5,15 +5,17 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sluice_prompts::{PromptRegistry, RenderError};
 
 use crate::AppState;
-use crate::chat::answer;
+use crate::auth::Principal;
+use crate::chat::{Caller, answer};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 
@@ -75,8 +77,14 @@ fn not_found(name: &str, version: Option<u32>, registry: &PromptRegistry) -> Api
     )
 }
 
-pub(crate) async fn list(State(state): State<AppState>) -> Response {
-    axum::Json(json!({"object": "list", "data": registry(&state).list()})).into_response()
+pub(crate) async fn list(State(state): State<AppState>, Extension(principal): Extension<Principal>) -> Response {
+    let allowed = principal.tenant.as_ref().map(|t| t.settings());
+    let prompts: Vec<_> = registry(&state)
+        .list()
+        .into_iter()
+        .filter(|p| allowed.as_ref().is_none_or(|t| t.allows_prompt(&p.name)))
+        .collect();
+    axum::Json(json!({"object": "list", "data": prompts})).into_response()
 }
 
 pub(crate) async fn describe(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
@@ -104,9 +112,22 @@ pub(crate) async fn describe(State(state): State<AppState>, Path(name): Path<Str
 
 pub(crate) async fn run(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
     Path(name): Path<String>,
     ApiJson(call): ApiJson<PromptCall>,
 ) -> Result<Response, ApiError> {
+    if let Some(tenant) = &principal.tenant
+        && !tenant.settings().allows_prompt(&name)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            format!("The tenant `{}` may not use the prompt `{name}`.", tenant.name()),
+            None,
+            Some("prompt_not_allowed"),
+        ));
+    }
     let registry = registry(&state);
     let prompt = registry
         .get(&name, call.version)
@@ -119,7 +140,8 @@ pub(crate) async fn run(
         prompt_version = prompt.version(),
         "prompt rendered"
     );
-    answer(&state, &request).await
+    let caller = Caller::new(principal, &headers, Some((prompt.name().to_owned(), prompt.version())));
+    answer(&state, &caller, &request).await
 }
 
 fn render_error(err: &RenderError) -> ApiError {

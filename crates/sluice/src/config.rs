@@ -70,12 +70,21 @@ impl Default for RawServer {
 pub struct RawStore {
     /// Database URL; `SLUICE_DATABASE_URL` overrides it.
     pub url: String,
+    /// Where usage rows wait while the database is unreachable.
+    pub spool: PathBuf,
+    /// The price list costs are computed from.
+    pub prices: PathBuf,
+    /// How often virtual keys and tenants are re-read from the database.
+    pub refresh_ms: u64,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
         Self {
             url: "sqlite://data/sluice.db".to_owned(),
+            spool: PathBuf::from("data/usage.spool"),
+            prices: PathBuf::from("config/prices.toml"),
+            refresh_ms: 2_000,
         }
     }
 }
@@ -299,6 +308,9 @@ pub struct RawDeployment {
     /// answering 400.
     #[serde(default)]
     pub drop_unsupported: bool,
+    /// This deployment's prices, overriding `prices.toml`.
+    #[serde(default)]
+    pub price: Option<sluice_store::Price>,
 }
 
 fn one() -> u32 {
@@ -463,6 +475,9 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         if value == 0 {
             problem(key.to_owned(), "must be greater than 0".to_owned());
         }
+    }
+    if raw.store.refresh_ms == 0 {
+        problem("store.refresh_ms".to_owned(), "must be greater than 0".to_owned());
     }
     if raw.upstream.breaker_failures == 0 {
         problem("upstream.breaker_failures".to_owned(), "must be at least 1".to_owned());

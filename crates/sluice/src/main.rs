@@ -45,6 +45,83 @@ enum Command {
     /// Prompt templates: check them (for CI) or list them.
     #[command(subcommand)]
     Prompts(PromptsCommand),
+    /// Apply the database migrations (`serve` also does it on start).
+    Migrate,
+    /// Tenants: create or list.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// Virtual keys: create, list or revoke.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Spend from the usage ledger.
+    Spend(SpendArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantsCommand {
+    /// Create a tenant.
+    Create {
+        /// Its unique name.
+        name: String,
+        /// Requests per minute.
+        #[arg(long)]
+        rpm: Option<u64>,
+        /// Tokens per minute.
+        #[arg(long)]
+        tpm: Option<u64>,
+        /// Spend budget in USD per period.
+        #[arg(long)]
+        budget_usd: Option<f64>,
+        /// The budget's period: day or month.
+        #[arg(long, default_value = "month")]
+        budget_period: String,
+        /// Model names it may call (all when absent); repeat or separate with commas.
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        /// Prompt names it may call (all when absent).
+        #[arg(long, value_delimiter = ',')]
+        prompts: Option<Vec<String>>,
+    },
+    /// List tenants.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a virtual key for a tenant; the key is printed once.
+    Create {
+        /// The tenant.
+        tenant: String,
+        /// A label for the key.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List a tenant's keys (ids and prefixes, never the keys).
+    List {
+        /// The tenant.
+        tenant: String,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        /// The key's id.
+        id: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct SpendArgs {
+    /// Only this tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// tenant, model, day or key.
+    #[arg(long, default_value = "tenant")]
+    group_by: String,
+    /// From this UTC day (YYYY-MM-DD), inclusive.
+    #[arg(long)]
+    from: Option<chrono::NaiveDate>,
+    /// To this UTC day (YYYY-MM-DD), inclusive.
+    #[arg(long)]
+    to: Option<chrono::NaiveDate>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +242,57 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Migrate => {
+            let config = Config::load(&cli.config)?;
+            init_logging(cli.log_format, Some(&config));
+            sluice::wiring::open_store(&config, &env_var).await?;
+            println!(
+                "{}: migrations applied",
+                sluice::wiring::store_url(&config, &env_var)
+                    .split('?')
+                    .next()
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
+        Command::Tenants(command) => {
+            let config = Config::load(&cli.config)?;
+            init_logging(cli.log_format, Some(&config));
+            let store = sluice::wiring::open_store(&config, &env_var).await?;
+            tenants(&store, command).await
+        }
+        Command::Keys(command) => {
+            let config = Config::load(&cli.config)?;
+            init_logging(cli.log_format, Some(&config));
+            let store = sluice::wiring::open_store(&config, &env_var).await?;
+            keys(&store, command).await
+        }
+        Command::Spend(args) => {
+            let config = Config::load(&cli.config)?;
+            init_logging(cli.log_format, Some(&config));
+            let store = sluice::wiring::open_store(&config, &env_var).await?;
+            let filter = sluice_store::SpendFilter {
+                tenant: args.tenant,
+                from: args.from,
+                to: args.to,
+                group_by: args.group_by.parse()?,
+            };
+            println!(
+                "{:<32} {:>10} {:>14} {:>14} {:>14}",
+                "group", "requests", "prompt", "completion", "cost_usd"
+            );
+            for row in store.spend(&filter).await? {
+                println!(
+                    "{:<32} {:>10} {:>14} {:>14} {:>14}",
+                    row.group,
+                    row.requests,
+                    row.prompt_tokens,
+                    row.completion_tokens,
+                    sluice_store::format_usd(row.cost_micros)
+                );
+            }
+            Ok(())
+        }
         Command::Simulate(args) => {
             init_logging(cli.log_format, None);
             simulate(args).await
@@ -176,8 +304,91 @@ fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+async fn tenants(store: &sluice_store::Store, command: TenantsCommand) -> anyhow::Result<()> {
+    match command {
+        TenantsCommand::Create {
+            name,
+            rpm,
+            tpm,
+            budget_usd,
+            budget_period,
+            models,
+            prompts,
+        } => {
+            let budget_micros = match budget_usd {
+                Some(usd) => Some(
+                    sluice_store::usd_to_micros(usd)
+                        .filter(|m| *m >= 0)
+                        .context("--budget-usd must be a non-negative amount")?,
+                ),
+                None => None,
+            };
+            let budget_period = match budget_period.as_str() {
+                "day" => sluice_store::BudgetPeriod::Day,
+                "month" => sluice_store::BudgetPeriod::Month,
+                other => anyhow::bail!("--budget-period must be day or month, not `{other}`"),
+            };
+            let tenant = store
+                .create_tenant(&sluice_store::NewTenant {
+                    name,
+                    rpm,
+                    tpm,
+                    budget_micros,
+                    budget_period,
+                    models,
+                    prompts,
+                })
+                .await?;
+            println!("created tenant {}", tenant.name);
+        }
+        TenantsCommand::List => {
+            for tenant in store.list_tenants().await? {
+                println!(
+                    "{} rpm={} tpm={} budget_usd={} per {}",
+                    tenant.name,
+                    tenant.rpm.map_or("-".to_owned(), |v| v.to_string()),
+                    tenant.tpm.map_or("-".to_owned(), |v| v.to_string()),
+                    tenant.budget_micros.map_or("-".to_owned(), sluice_store::format_usd),
+                    tenant.budget_period
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn keys(store: &sluice_store::Store, command: KeysCommand) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    match command {
+        KeysCommand::Create { tenant, name } => {
+            let created = store.create_key(&tenant, name.as_deref(), None).await?;
+            println!("id:  {}", created.id);
+            println!("key: {}", created.key.expose_secret());
+            eprintln!("The key is shown once; store it now.");
+        }
+        KeysCommand::List { tenant } => {
+            for key in store.list_keys(&tenant).await? {
+                println!(
+                    "{} {} {} {:?}",
+                    key.id,
+                    key.prefix,
+                    key.name.as_deref().unwrap_or("-"),
+                    key.state(chrono::Utc::now())
+                );
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            store.revoke_key(&id).await?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let gateway = sluice::build(&config, &env_var)?;
+    let mut gateway = sluice::build(&config, &env_var)?;
+    sluice::wiring::attach_store(&mut gateway, &config, &env_var).await?;
+    let _refreshing = gateway.refresh_tenancy(&config);
     let _watching = gateway.watch_prompts(&config);
     let app = sluice::app(&gateway, &config);
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
@@ -190,6 +401,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let models: Vec<&str> = gateway.router.model_names().collect();
     tracing::info!(address = %config.listen, models = ?models, "sluice is listening");
     sluice_server::serve(listener, app, sluice_server::shutdown_signal(), config.shutdown_grace).await?;
+    gateway.flush(config.shutdown_grace).await;
     tracing::info!("sluice stopped");
     Ok(())
 }

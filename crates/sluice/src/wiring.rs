@@ -14,7 +14,10 @@ use sluice_providers::{
 use sluice_router::breaker::BreakerPolicy;
 use sluice_router::budget::{Backoff, Limits};
 use sluice_router::{Deployment, DeploymentSpec, ModelRoute, ProviderPool, Router, RouterSettings};
-use sluice_server::{AppState, HttpSettings, StaticKeys};
+use sluice_server::ledger::Ledger;
+use sluice_server::tenancy::Directory;
+use sluice_server::{AppState, HttpSettings, StaticKeys, Tenancy};
+use sluice_store::{Prices, Store, UsageWriter, WriterConfig};
 
 use crate::config::{Config, ProviderKind, RawProvider, RawSimulate, Secret, resolve_secret};
 
@@ -24,6 +27,14 @@ pub enum WiringError {
     /// The HTTP client could not be built (its TLS setup failed).
     #[error("cannot build the upstream HTTP client: {0}")]
     HttpClient(String),
+    /// The database could not be used.
+    #[error("cannot {what}: {source}")]
+    Store {
+        /// What was being done.
+        what: &'static str,
+        /// Why it failed.
+        source: sluice_store::StoreError,
+    },
     /// The prompt templates do not load; each problem names its file and line.
     #[error("the prompt templates in {dir} do not load:\n{source}")]
     Prompts {
@@ -38,8 +49,12 @@ pub enum WiringError {
 pub struct Gateway {
     /// The router over every configured model.
     pub router: Arc<Router>,
-    /// The client and admin keys.
-    pub auth: Arc<StaticKeys>,
+    /// Who may call: the configured keys, and virtual keys once the store is attached.
+    pub auth: Arc<dyn sluice_server::Authenticator>,
+    /// The configured client and admin keys, also accepted with a store.
+    configured: Option<StaticKeys>,
+    /// Tenants, virtual keys and the usage ledger, once [`attach_store`] ran.
+    pub tenancy: Option<Tenancy>,
     /// Simulated vendors by provider name, for inspection.
     pub simulators: HashMap<String, Arc<Simulator>>,
     /// The published prompt templates, reloaded by [`Gateway::watch_prompts`].
@@ -199,14 +214,104 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
         warnings.push(message);
     }
     let auth = Arc::new(StaticKeys::new(&client_keys, admin_key.as_ref()));
+    let configured = Some(StaticKeys::new(&client_keys, admin_key.as_ref()));
     let prompts = Arc::new(load_prompts(config, &router)?);
     Ok(Gateway {
         router,
         auth,
+        configured,
+        tenancy: None,
         simulators,
         prompts,
         warnings,
     })
+}
+
+/// The database URL: `SLUICE_DATABASE_URL` when set, else `[store] url`.
+pub fn store_url(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> String {
+    env("SLUICE_DATABASE_URL")
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| config.raw.store.url.clone())
+}
+
+/// Opens the store and applies its migrations.
+pub async fn open_store(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Store, WiringError> {
+    let url = store_url(config, env);
+    let store = Store::open(&url).await.map_err(|source| WiringError::Store {
+        what: "open the database",
+        source,
+    })?;
+    store.migrate().await.map_err(|source| WiringError::Store {
+        what: "migrate the database",
+        source,
+    })?;
+    Ok(store)
+}
+
+/// Attaches the store: virtual keys and tenants join the configured keys, and every request is recorded
+/// in the usage ledger. Keys and tenants are re-read every `[store] refresh_ms`.
+pub async fn attach_store(
+    gateway: &mut Gateway,
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), WiringError> {
+    let store = open_store(config, env).await?;
+    let configured = gateway.configured.take().unwrap_or_else(|| StaticKeys::new(&[], None));
+    let directory =
+        Arc::new(
+            Directory::load(store.clone(), configured)
+                .await
+                .map_err(|source| WiringError::Store {
+                    what: "load keys and tenants",
+                    source,
+                })?,
+        );
+    let prices = match Prices::load(&config.raw.store.prices) {
+        Ok(prices) => Some(prices),
+        Err(err) => {
+            let message = format!("no prices loaded, so costs are computed only for deployments with a price: {err}");
+            tracing::warn!("{message}");
+            gateway.warnings.push(message);
+            None
+        }
+    };
+    let overrides = config
+        .raw
+        .models
+        .iter()
+        .flat_map(|m| &m.deployments)
+        .filter_map(|d| d.price.map(|price| ((d.provider.clone(), d.model.clone()), price)))
+        .collect();
+    let writer = UsageWriter::start(store.clone(), WriterConfig::new(&config.raw.store.spool)).map_err(|source| {
+        WiringError::Store {
+            what: "start the usage writer",
+            source,
+        }
+    })?;
+    gateway.auth = Arc::clone(&directory) as Arc<dyn sluice_server::Authenticator>;
+    gateway.tenancy = Some(Tenancy {
+        store,
+        directory,
+        ledger: Arc::new(Ledger::new(writer, prices, overrides)),
+    });
+    Ok(())
+}
+
+impl Gateway {
+    /// Re-reads keys and tenants every `[store] refresh_ms`, when a store is attached.
+    pub fn refresh_tenancy(&self, config: &Config) -> Option<tokio::task::JoinHandle<()>> {
+        let tenancy = self.tenancy.as_ref()?;
+        let every = Duration::from_millis(config.raw.store.refresh_ms);
+        Some(Arc::clone(&tenancy.directory).spawn_refresh(every))
+    }
+
+    /// Flushes the usage ledger, within `grace`.
+    pub async fn flush(&self, grace: Duration) {
+        if let Some(tenancy) = &self.tenancy {
+            let stats = tenancy.ledger.writer().shutdown(grace).await;
+            tracing::info!(?stats, "usage ledger flushed");
+        }
+    }
 }
 
 /// Loads the prompt templates, checking that each names a configured model (on every reload too).
@@ -284,12 +389,16 @@ fn sim_config(raw: Option<&RawSimulate>) -> SimConfig {
 pub fn app(gateway: &Gateway, config: &Config) -> axum::Router {
     let state = AppState::new(
         Arc::clone(&gateway.router),
-        Arc::clone(&gateway.auth) as Arc<dyn sluice_server::Authenticator>,
+        Arc::clone(&gateway.auth),
         HttpSettings {
             max_body_bytes: config.max_body_bytes,
             request_timeout: config.request_timeout,
         },
         Some(Arc::clone(&gateway.prompts)),
     );
+    let state = match &gateway.tenancy {
+        Some(tenancy) => state.with_tenancy(tenancy.clone()),
+        None => state,
+    };
     sluice_server::build_router(state)
 }

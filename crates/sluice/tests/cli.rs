@@ -207,3 +207,52 @@ model = "vendor-m"
         "request logs carry the request id: {lines:#?}"
     );
 }
+
+#[tokio::test]
+async fn tenants_keys_and_spend_from_the_command_line() {
+    let dir = scratch("tenants");
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"sqlite://{}\"\n[[providers]]\nname = \"demo\"\nkind = \"simulated\"\n[[models]]\nname = \"m\"\n[[models.deployments]]\nprovider = \"demo\"\nmodel = \"m\"\n",
+            dir.join("cli.db").display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let output = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        text
+    };
+    run(&["migrate"]);
+    assert!(run(&["tenants", "create", "team-x", "--rpm", "10", "--budget-usd", "2.5"]).contains("team-x"));
+    assert!(run(&["tenants", "list"]).contains("team-x rpm=10"));
+    let created = run(&["keys", "create", "team-x", "--name", "laptop"]);
+    let key = created
+        .lines()
+        .find_map(|l| l.strip_prefix("key: "))
+        .unwrap()
+        .to_owned();
+    let id = created
+        .lines()
+        .find_map(|l| l.strip_prefix("id:  "))
+        .unwrap()
+        .to_owned();
+    assert!(key.starts_with("sk-sluice-"));
+    let listed = run(&["keys", "list", "team-x"]);
+    assert!(listed.contains(&id) && !listed.contains(&key), "{listed}");
+    run(&["keys", "revoke", &id]);
+    assert!(run(&["keys", "list", "team-x"]).contains("Revoked"));
+    assert!(run(&["spend", "--group-by", "model"]).contains("cost_usd"));
+}

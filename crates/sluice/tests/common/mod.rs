@@ -95,6 +95,15 @@ pub struct GatewayServer {
     pub server: Running,
     pub warnings: Vec<String>,
     _watcher: Option<AbortOnDrop>,
+    _refresher: Option<AbortOnDrop>,
+    /// The assembled gateway, for flushing its ledger and reading its store.
+    pub gateway: Arc<sluice::Gateway>,
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A background task that ends with its owner.
@@ -114,17 +123,38 @@ impl GatewayServer {
     }
 
     pub async fn start_with_env(toml: &str, env: &[(&str, &str)]) -> Self {
-        let config = sluice::Config::parse(Path::new("test.toml"), toml).unwrap_or_else(|e| panic!("{e}"));
+        // Each gateway gets its own SQLite ledger and spool, unless the test configures a store.
+        let scratch = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("gw-{}", uuid_like()));
+        std::fs::create_dir_all(&scratch).unwrap();
+        let toml = if toml.contains("[store]") {
+            toml.to_owned()
+        } else {
+            format!(
+                "{toml}\n[store]\nurl = \"sqlite://{}\"\nspool = \"{}\"\nprices = \"{}\"\nrefresh_ms = 200\n",
+                scratch.join("sluice.db").display(),
+                scratch.join("usage.spool").display(),
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../config/prices.toml")
+                    .display()
+            )
+        };
+        let config = sluice::Config::parse(Path::new("test.toml"), &toml).unwrap_or_else(|e| panic!("{e}"));
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        let gateway = sluice::build(&config, &lookup).unwrap_or_else(|e| panic!("{e}"));
+        let mut gateway = sluice::build(&config, &lookup).unwrap_or_else(|e| panic!("{e}"));
+        sluice::wiring::attach_store(&mut gateway, &config, &lookup)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let watcher = gateway.watch_prompts(&config).map(AbortOnDrop);
+        let refresher = gateway.refresh_tenancy(&config).map(AbortOnDrop);
         let app = sluice::app(&gateway, &config);
         let server = serve(app, config.shutdown_grace).await;
         Self {
             server,
-            warnings: gateway.warnings,
+            warnings: gateway.warnings.clone(),
             _watcher: watcher,
+            _refresher: refresher,
+            gateway: Arc::new(gateway),
         }
     }
 

@@ -1,0 +1,173 @@
+//! Recording each request in the usage ledger: who asked, what answered, the tokens, the cost, how long
+//! it took. Recording never waits on the database: rows go to the store's writer queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use sluice_api::Usage;
+use sluice_router::budget::Reservation;
+use sluice_store::{Price, Prices, UsageRow, UsageWriter};
+
+use crate::auth::Principal;
+use crate::tenancy::TenantState;
+
+/// Where usage goes, and how it is priced.
+pub struct Ledger {
+    writer: UsageWriter,
+    prices: Option<Prices>,
+    /// Per (provider, vendor model) price overrides from the configuration.
+    overrides: HashMap<(String, String), Price>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").finish_non_exhaustive()
+    }
+}
+
+impl Ledger {
+    /// A ledger writing through `writer`, pricing with `prices` and the deployments' `overrides`.
+    pub fn new(writer: UsageWriter, prices: Option<Prices>, overrides: HashMap<(String, String), Price>) -> Self {
+        Self {
+            writer,
+            prices,
+            overrides,
+        }
+    }
+
+    /// The writer, for its statistics and shutdown.
+    pub fn writer(&self) -> &UsageWriter {
+        &self.writer
+    }
+
+    fn cost(&self, provider: &str, vendor_model: &str, usage: &Usage) -> Option<i64> {
+        let key = (provider.to_owned(), vendor_model.to_owned());
+        let override_price = self.overrides.get(&key);
+        match &self.prices {
+            Some(prices) => prices.cost(vendor_model, usage, override_price),
+            None => override_price.map(|price| price.cost(usage)),
+        }
+    }
+}
+
+/// One request's entry, written once: when the answer is complete, when a stream ends, or, if the
+/// request is dropped first (the client went away), with what is known by then.
+pub(crate) struct Entry {
+    ledger: Option<Arc<Ledger>>,
+    request_id: String,
+    tenant: Option<Arc<TenantState>>,
+    tenant_name: String,
+    key_id: Option<String>,
+    model: String,
+    provider: String,
+    vendor_model: String,
+    attempts: u32,
+    prompt: Option<(String, u32)>,
+    started: Instant,
+    reservation: Option<Reservation>,
+    usage: Option<Usage>,
+    written: bool,
+}
+
+impl Entry {
+    pub(crate) fn new(
+        ledger: Option<Arc<Ledger>>,
+        principal: &Principal,
+        request_id: &str,
+        model: &str,
+        prompt: Option<(String, u32)>,
+        reservation: Option<Reservation>,
+    ) -> Self {
+        Self {
+            ledger,
+            request_id: request_id.to_owned(),
+            tenant: principal.tenant.clone(),
+            tenant_name: principal.tenant_name().to_owned(),
+            key_id: principal.key_id.as_deref().map(str::to_owned),
+            model: model.to_owned(),
+            provider: String::new(),
+            vendor_model: String::new(),
+            attempts: 0,
+            prompt,
+            started: Instant::now(),
+            reservation,
+            usage: None,
+            written: false,
+        }
+    }
+
+    /// Notes which deployment answered.
+    pub(crate) fn routed(&mut self, provider: &str, vendor_model: &str, attempts: u32) {
+        provider.clone_into(&mut self.provider);
+        vendor_model.clone_into(&mut self.vendor_model);
+        self.attempts = attempts;
+    }
+
+    /// Notes the attempts of a failed request.
+    pub(crate) fn attempts(&mut self, attempts: u32) {
+        self.attempts = attempts;
+    }
+
+    /// Remembers the latest usage a stream reported.
+    pub(crate) fn observe(&mut self, usage: Usage) {
+        self.usage = Some(usage);
+    }
+
+    /// The usage reported so far.
+    pub(crate) fn usage(&self) -> Option<&Usage> {
+        self.usage.as_ref()
+    }
+
+    /// Writes the entry with `status` and the usage known so far.
+    pub(crate) fn finish(&mut self, status: u16) {
+        if self.written {
+            return;
+        }
+        self.written = true;
+        let usage = self.usage;
+        let tokens = usage.map_or(0, |u| u.prompt_tokens + u.completion_tokens);
+        if let Some(reservation) = self.reservation.take() {
+            let used = if usage.is_some() { tokens } else { reservation.tokens() };
+            reservation.settle(used, tokio::time::Instant::now());
+        }
+        let Some(ledger) = &self.ledger else { return };
+        let cost = usage.and_then(|u| ledger.cost(&self.provider, &self.vendor_model, &u));
+        if let (Some(cost), Some(tenant)) = (cost, &self.tenant) {
+            tenant.add_spend(cost);
+        }
+        let row = UsageRow {
+            request_id: std::mem::take(&mut self.request_id),
+            tenant: std::mem::take(&mut self.tenant_name),
+            key_id: self.key_id.take(),
+            model: std::mem::take(&mut self.model),
+            provider: std::mem::take(&mut self.provider),
+            vendor_model: std::mem::take(&mut self.vendor_model),
+            prompt_tokens: usage.map_or(0, |u| u.prompt_tokens),
+            completion_tokens: usage.map_or(0, |u| u.completion_tokens),
+            cached_tokens: usage
+                .and_then(|u| u.prompt_tokens_details)
+                .map_or(0, |d| d.cached_tokens),
+            // The vendor's own count when it sent one; nothing was estimated yet.
+            estimated: false,
+            cost_micros: cost,
+            latency_ms: self.started.elapsed().as_millis() as u64,
+            status,
+            attempts: self.attempts,
+            prompt_name: self.prompt.as_ref().map(|(name, _)| name.clone()),
+            prompt_version: self.prompt.as_ref().map(|(_, version)| *version),
+            created_at: Utc::now(),
+        };
+        if let Err(err) = ledger.writer.try_record(row) {
+            tracing::warn!(?err, "the usage queue is full; the row went to the spool");
+        }
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        // A request dropped before it finished: the client went away. 499 is nginx's "client closed".
+        self.finish(499);
+    }
+}

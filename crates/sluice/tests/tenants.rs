@@ -1,0 +1,295 @@
+//! Tenants, virtual keys, limits, budgets and the usage ledger, end to end over HTTP, on SQLite and on
+//! PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use sluice_providers::SimConfig;
+
+const ADMIN: &str = "sk-tenants-admin";
+
+fn config(upstream: &str, store: Option<&str>) -> String {
+    let store = store.map_or_else(String::new, |url| {
+        let dir =
+            std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pg-spool-{}", std::process::id()));
+        format!(
+            "[store]\nurl = \"{url}\"\nspool = \"{}\"\nrefresh_ms = 200\nprices = \"{}\"\n",
+            dir.join("usage.spool").display(),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../config/prices.toml")
+                .display()
+        )
+    });
+    format!(
+        r#"
+{store}
+[auth]
+admin_key = "{ADMIN}"
+[[providers]]
+name = "sim"
+kind = "openai_compatible"
+base_url = "{upstream}"
+keys = ["k"]
+[[models]]
+name = "m"
+max_queue_ms = 0
+[[models.deployments]]
+provider = "sim"
+model = "vendor-m"
+price = {{ input = 100000.0, output = 100000.0 }}
+[[models]]
+name = "other"
+[[models.deployments]]
+provider = "sim"
+model = "vendor-other"
+"#
+    )
+}
+
+async fn admin(gateway: &GatewayServer, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = client().request(method, gateway.url(path)).bearer_auth(ADMIN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn chat(gateway: &GatewayServer, key: &str, model: &str, stream: bool) -> reqwest::Response {
+    client()
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({"model": model, "stream": stream, "max_tokens": 4,
+                      "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn new_key(gateway: &GatewayServer, tenant: Value) -> (String, String) {
+    let name = tenant["name"].as_str().unwrap().to_owned();
+    let (status, body) = admin(gateway, reqwest::Method::POST, "/admin/tenants", Some(tenant)).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, key) = admin(
+        gateway,
+        reqwest::Method::POST,
+        &format!("/admin/tenants/{name}/keys"),
+        Some(json!({"name": "ci"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{key}");
+    let secret = key["key"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("sk-sluice-"), "{secret}");
+    (secret, key["id"].as_str().unwrap().to_owned())
+}
+
+async fn spend(gateway: &GatewayServer, query: &str) -> Vec<Value> {
+    admin(gateway, reqwest::Method::GET, &format!("/admin/spend?{query}"), None)
+        .await
+        .1["data"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Waits until the ledger shows `requests` requests for `tenant` (the writer flushes in batches).
+async fn ledger_shows(gateway: &GatewayServer, tenant: &str, requests: u64) -> Value {
+    for _ in 0..100 {
+        let rows = spend(gateway, &format!("tenant={tenant}&group_by=tenant")).await;
+        if let Some(row) = rows.iter().find(|r| r["requests"].as_u64() == Some(requests)) {
+            return row.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the ledger never showed {requests} requests for {tenant}: {:?}",
+        spend(gateway, "group_by=tenant").await
+    );
+}
+
+async fn the_tenant_lifecycle(store: Option<&str>) {
+    let upstream = SimServer::start(SimConfig {
+        reply_tokens: 4,
+        ..SimConfig::default()
+    })
+    .await;
+    let gateway = GatewayServer::start(&config(&upstream.base_url(), store)).await;
+
+    // Rate limits with OpenAI's headers.
+    let (key, key_id) = new_key(&gateway, json!({"name": "team-a", "rpm": 2, "models": ["m"]})).await;
+    let response = chat(&gateway, &key, "m", false).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-ratelimit-limit-requests"], "2");
+    assert_eq!(response.headers()["x-ratelimit-remaining-requests"], "1");
+    assert!(response.headers().contains_key("x-ratelimit-reset-requests"));
+    let streamed = chat(&gateway, &key, "m", true).await.text().await.unwrap();
+    assert!(streamed.ends_with("data: [DONE]\n\n"));
+    let response = chat(&gateway, &key, "m", false).await;
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+
+    // Access: a model outside the tenant's list is a 403, and the model list shows only its own.
+    let response = chat(&gateway, &key, "other", false).await;
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_not_allowed");
+    let models: Value = client()
+        .get(gateway.url("/v1/models"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["data"].as_array().unwrap().len(), 1);
+    assert_eq!(models["data"][0]["id"], "m");
+
+    // The ledger: two answered requests, a 429 and a 403 (the last two before routing cost nothing).
+    let row = ledger_shows(&gateway, "team-a", 2).await;
+    assert!(row["prompt_tokens"].as_u64().unwrap() > 0, "{row}");
+    assert_eq!(row["completion_tokens"], 8);
+    assert!(row["cost_usd"].as_f64().unwrap() > 0.0, "{row}");
+    let usage: Value = client()
+        .get(gateway.url("/v1/usage?group_by=model"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["tenant"], "team-a");
+    assert_eq!(usage["data"][0]["group"], "m");
+    assert_eq!(usage["data"][0]["requests"], 2);
+
+    // A budget: the deployment costs 10 cents a token, so one answer (over 10 tokens) uses up $1.
+    let (rich, _) = new_key(
+        &gateway,
+        json!({"name": "team-b", "budget_usd": 1.0, "budget_period": "day"}),
+    )
+    .await;
+    assert_eq!(chat(&gateway, &rich, "m", false).await.status(), 200);
+    let response = chat(&gateway, &rich, "m", false).await;
+    assert_eq!(response.status(), 429);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "insufficient_quota");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("resets at"),
+        "{body}"
+    );
+
+    // Revocation takes effect at once on this gateway.
+    let (status, _) = admin(
+        &gateway,
+        reqwest::Method::DELETE,
+        &format!("/admin/keys/{key_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(chat(&gateway, &key, "m", false).await.status(), 401);
+
+    // Admin views: tenants and keys (prefixes, never keys), and validation errors naming the field.
+    let (_, tenants) = admin(&gateway, reqwest::Method::GET, "/admin/tenants", None).await;
+    assert_eq!(tenants["data"].as_array().unwrap().len(), 2);
+    let (_, keys) = admin(&gateway, reqwest::Method::GET, "/admin/tenants/team-a/keys", None).await;
+    assert!(
+        keys.to_string().contains("sk-sluice-") && !keys.to_string().contains(&key),
+        "{keys}"
+    );
+    let (status, body) = admin(
+        &gateway,
+        reqwest::Method::POST,
+        "/admin/tenants",
+        Some(json!({"name": "team-a"})),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = admin(
+        &gateway,
+        reqwest::Method::POST,
+        "/admin/tenants",
+        Some(json!({"name": "x", "models": ["nope"]})),
+    )
+    .await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("models")));
+    let (status, _) = admin(&gateway, reqwest::Method::GET, "/admin/spend?group_by=colour", None).await;
+    assert_eq!(status, 400);
+    // A tenant key is not an admin key.
+    let response = client()
+        .get(gateway.url("/admin/tenants"))
+        .bearer_auth(&rich)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_keys_limits_budgets_and_the_ledger_on_sqlite() {
+    the_tenant_lifecycle(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_keys_limits_budgets_and_the_ledger_on_postgres() {
+    if std::env::var("SLUICE_SKIP_POSTGRES_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("SKIPPED: the PostgreSQL tenant test (SLUICE_SKIP_POSTGRES_TESTS=1)");
+        return;
+    }
+    let database = format!("sluice_gw_{}", std::process::id());
+    let psql = |sql: String| {
+        std::process::Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qc",
+            ])
+            .arg(sql)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("psql is needed for the PostgreSQL test ({e}); set SLUICE_SKIP_POSTGRES_TESTS=1 to skip it")
+            })
+    };
+    psql(format!("DROP DATABASE IF EXISTS {database}"));
+    let created = psql(format!("CREATE DATABASE {database}"));
+    assert!(
+        created.status.success(),
+        "PostgreSQL at 127.0.0.1:5432 is needed (set SLUICE_SKIP_POSTGRES_TESTS=1 to skip): {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    the_tenant_lifecycle(Some(&format!("postgres://postgres@127.0.0.1:5432/{database}"))).await;
+    psql(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
+}
+
+#[tokio::test]
+async fn a_stream_the_client_leaves_is_recorded_with_what_was_produced() {
+    let upstream = SimServer::start(SimConfig {
+        tokens_per_sec: Some(20.0),
+        reply_tokens: 200,
+        ..SimConfig::default()
+    })
+    .await;
+    let gateway = GatewayServer::start(&config(&upstream.base_url(), None)).await;
+    let (key, _) = new_key(&gateway, json!({"name": "leaver"})).await;
+    let response = chat(&gateway, &key, "m", true).await;
+    let mut body = response.bytes_stream();
+    use futures_util::StreamExt;
+    body.next().await.unwrap().unwrap();
+    drop(body);
+    let row = ledger_shows(&gateway, "leaver", 1).await;
+    assert_eq!(row["requests"], 1, "{row}");
+}

@@ -8,9 +8,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 const CONFIG: &str = r#"
 [auth]
 keys = ["sk-sdk-test"]
@@ -53,47 +50,15 @@ provider = "flaky"
 model = "broken"
 "#;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The virtualenv with the pinned SDK, made once and reused while the requirements do not change.
-fn sdk_python() -> PathBuf {
-    let requirements = repo_root().join("tests/sdk/requirements.txt");
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-venv");
-    let python = venv.join("bin/python");
-    let stamp = venv.join("requirements.installed");
-    let wanted = std::fs::read_to_string(&requirements).unwrap();
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && python.exists() {
-        return python;
-    }
-    let status = Command::new("python3")
-        .args(["-m", "venv", "--clear"])
-        .arg(&venv)
-        .status()
-        .unwrap_or_else(|e| {
-            panic!("python3 is needed for the OpenAI SDK test ({e}); set SLUICE_SKIP_SDK_TESTS=1 to skip it")
-        });
-    assert!(status.success(), "python3 -m venv failed");
-    let status = Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
-        .arg(&requirements)
-        .status()
-        .unwrap();
-    assert!(status.success(), "pip could not install the OpenAI SDK");
-    std::fs::write(&stamp, wanted).unwrap();
-    python
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_openai_sdk_works_through_the_gateway() {
     if std::env::var("SLUICE_SKIP_SDK_TESTS").is_ok_and(|v| v == "1") {
         eprintln!("SKIPPED: the OpenAI SDK test (SLUICE_SKIP_SDK_TESTS=1)");
         return;
     }
-    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
+    let python = tokio::task::spawn_blocking(common::sdk_python).await.unwrap();
     let gateway = common::GatewayServer::start(CONFIG).await;
-    let script = repo_root().join("tests/sdk/test_openai_sdk.py");
+    let script = common::repo_root().join("tests/sdk/test_openai_sdk.py");
     let output = tokio::process::Command::new(python)
         .arg(script)
         .env("SLUICE_BASE_URL", gateway.url("/v1"))

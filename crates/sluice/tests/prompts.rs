@@ -150,26 +150,10 @@ async fn versions_are_pinned_or_newest_and_listed() {
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"]["code"], "prompt_version_not_found");
 
-    let list: Value = client()
-        .get(gateway.url("/v1/prompts"))
-        .bearer_auth(CLIENT_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&gateway, "/v1/prompts", CLIENT_KEY).await;
     assert_eq!(list["data"][0]["name"], "greet");
     assert_eq!(list["data"][0]["versions"], json!([1, 2]));
-    let one: Value = client()
-        .get(gateway.url("/v1/prompts/greet"))
-        .bearer_auth(CLIENT_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = get_json(&gateway, "/v1/prompts/greet", CLIENT_KEY).await;
     assert_eq!(one["version"], 2);
     assert_eq!(one["variables"]["type"], "object");
     assert_eq!(one["variables"]["required"], json!(["person"]));
@@ -185,15 +169,7 @@ async fn a_new_file_is_published_without_restart_and_a_broken_edit_keeps_the_las
     std::fs::write(dir.join("farewell.toml"), farewell).unwrap();
     let mut published = false;
     for _ in 0..50 {
-        let openapi: Value = client()
-            .get(gateway.url("/v1/openapi.json"))
-            .bearer_auth(CLIENT_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let openapi: Value = get_json(&gateway, "/v1/openapi.json", CLIENT_KEY).await;
         if openapi["paths"].get("/v1/prompts/farewell").is_some() {
             published = true;
             break;
@@ -264,15 +240,7 @@ async fn the_shipped_prompts_run_against_the_demo_model() {
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["model"], "sluice-demo");
-    let openapi: Value = client()
-        .get(gateway.url("/v1/openapi.json"))
-        .bearer_auth(CLIENT_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let openapi: Value = get_json(&gateway, "/v1/openapi.json", CLIENT_KEY).await;
     for name in ["summarize", "translate", "classify-sentiment", "extract-json"] {
         assert!(openapi["paths"].get(format!("/v1/prompts/{name}")).is_some(), "{name}");
     }

@@ -633,15 +633,7 @@ async fn when_every_key_is_rate_limited_the_client_gets_429_with_retry_after() {
 async fn models_health_and_readiness() {
     let upstream = SimServer::start(SimConfig::default()).await;
     let gateway = GatewayServer::start(&config_for(&upstream.base_url(), "")).await;
-    let models: Value = client()
-        .get(gateway.url("/v1/models"))
-        .bearer_auth(CLIENT_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = get_json(&gateway, "/v1/models", CLIENT_KEY).await;
     assert_eq!(models["object"], "list");
     assert_eq!(models["data"][0]["id"], "m");
     assert_eq!(models["data"][0]["object"], "model");

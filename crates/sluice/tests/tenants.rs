@@ -140,15 +140,7 @@ async fn the_tenant_lifecycle(store: Option<&str>) {
     assert_eq!(response.status(), 403);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "model_not_allowed");
-    let models: Value = client()
-        .get(gateway.url("/v1/models"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = get_json(&gateway, "/v1/models", &key).await;
     assert_eq!(models["data"].as_array().unwrap().len(), 1);
     assert_eq!(models["data"][0]["id"], "m");
 
@@ -157,15 +149,7 @@ async fn the_tenant_lifecycle(store: Option<&str>) {
     assert!(row["prompt_tokens"].as_u64().unwrap() > 0, "{row}");
     assert_eq!(row["completion_tokens"], 8);
     assert!(row["cost_usd"].as_f64().unwrap() > 0.0, "{row}");
-    let usage: Value = client()
-        .get(gateway.url("/v1/usage?group_by=model"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let usage: Value = get_json(&gateway, "/v1/usage?group_by=model", &key).await;
     assert_eq!(usage["tenant"], "team-a");
     assert_eq!(usage["data"][0]["group"], "m");
     assert_eq!(usage["data"][0]["requests"], 2);

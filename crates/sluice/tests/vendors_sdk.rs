@@ -11,46 +11,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_providers::{SimConfig, Simulator};
 use sluice_simulate::Vendor;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The virtualenv with the pinned SDK, made once and reused while the requirements do not change (the
-/// same one `openai_sdk.rs` uses).
-fn sdk_python() -> PathBuf {
-    let requirements = repo_root().join("tests/sdk/requirements.txt");
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-venv");
-    let python = venv.join("bin/python");
-    let stamp = venv.join("requirements.installed");
-    let wanted = std::fs::read_to_string(&requirements).unwrap();
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && python.exists() {
-        return python;
-    }
-    let status = Command::new("python3")
-        .args(["-m", "venv", "--clear"])
-        .arg(&venv)
-        .status()
-        .unwrap_or_else(|e| {
-            panic!("python3 is needed for the OpenAI SDK test ({e}); set SLUICE_SKIP_SDK_TESTS=1 to skip it")
-        });
-    assert!(status.success(), "python3 -m venv failed");
-    let status = Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
-        .arg(&requirements)
-        .status()
-        .unwrap();
-    assert!(status.success(), "pip could not install the OpenAI SDK");
-    std::fs::write(&stamp, wanted).unwrap();
-    python
-}
 
 /// One simulated vendor served over HTTP, as `sluice simulate --vendor` serves it.
 struct SimulatedVendor {
@@ -129,7 +94,7 @@ async fn the_openai_sdk_gets_the_same_answers_from_every_simulated_vendor() {
         eprintln!("SKIPPED: the vendors SDK test (SLUICE_SKIP_SDK_TESTS=1)");
         return;
     }
-    let python = tokio::task::spawn_blocking(sdk_python).await.unwrap();
+    let python = tokio::task::spawn_blocking(common::sdk_python).await.unwrap();
     let openai = SimulatedVendor::start(Vendor::OpenAi).await;
     let anthropic = SimulatedVendor::start(Vendor::Anthropic).await;
     let gemini = SimulatedVendor::start(Vendor::Gemini).await;
@@ -146,7 +111,7 @@ async fn the_openai_sdk_gets_the_same_answers_from_every_simulated_vendor() {
         "via-gemini": gemini.server.url(),
     });
 
-    let script = repo_root().join("tests/sdk/test_vendors_sdk.py");
+    let script = common::repo_root().join("tests/sdk/test_vendors_sdk.py");
     let output = tokio::process::Command::new(python)
         .arg(script)
         .env("SLUICE_BASE_URL", gateway.url("/v1"))

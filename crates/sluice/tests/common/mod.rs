@@ -293,3 +293,49 @@ pub fn sse_response(events: &[&str]) -> Response {
         .body(Body::from(body))
         .unwrap()
 }
+
+pub fn repo_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The virtualenv with the pinned OpenAI SDK, made once and reused while the requirements do not change.
+pub fn sdk_python() -> std::path::PathBuf {
+    use std::process::Command;
+    let requirements = repo_root().join("tests/sdk/requirements.txt");
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-venv");
+    let python = venv.join("bin/python");
+    let stamp = venv.join("requirements.installed");
+    let wanted = std::fs::read_to_string(&requirements).unwrap();
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && python.exists() {
+        return python;
+    }
+    let status = Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("python3 is needed for the OpenAI SDK test ({e}); set SLUICE_SKIP_SDK_TESTS=1 to skip it")
+        });
+    assert!(status.success(), "python3 -m venv failed");
+    let status = Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(&requirements)
+        .status()
+        .unwrap();
+    assert!(status.success(), "pip could not install the OpenAI SDK");
+    std::fs::write(&stamp, wanted).unwrap();
+    python
+}
+
+/// GETs `path` with `key` and reads the JSON answer.
+pub async fn get_json(gateway: &GatewayServer, path: &str, key: &str) -> serde_json::Value {
+    client()
+        .get(gateway.url(path))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

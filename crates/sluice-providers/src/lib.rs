@@ -177,4 +177,6 @@ pub struct StreamEvent {
     /// True for the final chunk that only carries usage (no choices). It is sent to the client only if
     /// the client asked for `stream_options.include_usage`.
     pub usage_only: bool,
+    /// True when the usage was counted by the gateway because the upstream reported none.
+    pub estimated: bool,
 }

@@ -189,6 +189,24 @@ impl Router {
             .any(|m| m.deployments.iter().any(|d| d.provider.is_enabled()))
     }
 
+    /// The encoding to count a request for `model` with: its first deployment's. Deployments of one model
+    /// name normally share a tokenizer family; when they do not, the first one's count is the estimate.
+    pub fn encoding(&self, model: &str) -> Option<sluice_tokens::Encoding> {
+        self.route(model).ok()?.deployments.first().map(|d| d.encoding)
+    }
+
+    /// The encodings the configured deployments use, to load them before the first request.
+    pub fn encodings(&self) -> Vec<sluice_tokens::EncodingName> {
+        let mut names: Vec<_> = self
+            .models
+            .iter()
+            .flat_map(|m| m.deployments.iter().map(|d| d.encoding.name))
+            .collect();
+        names.sort_unstable_by_key(|n| n.as_str());
+        names.dedup();
+        names
+    }
+
     /// The route of a model name.
     pub fn route(&self, model: &str) -> Result<&ModelRoute, RouteError> {
         self.index
@@ -254,7 +272,12 @@ impl Router {
                     deployment.breaker.success();
                     budget.succeeded();
                     budget.learn(O::limits(&reply), now);
-                    let reply = O::settle(reply, reservation, Arc::clone(&deployment.estimate));
+                    let meter = Meter {
+                        estimate: Arc::clone(&deployment.estimate),
+                        encoding: deployment.encoding,
+                        prompt_tokens,
+                    };
+                    let reply = O::settle(reply, reservation, meter);
                     return Ok(Routed {
                         reply,
                         provider,
@@ -446,24 +469,33 @@ fn try_candidates_peek(route: &ModelRoute, prompt_tokens: u64, cap: Option<u32>,
     earliest
 }
 
+/// What settling a reservation needs besides the reply.
+struct Meter {
+    /// The deployment's learned completion length, fed with each real one.
+    estimate: Arc<estimate::CompletionEstimate>,
+    /// How to count a stream whose vendor reports no usage.
+    encoding: sluice_tokens::Encoding,
+    /// The prompt's size as the gateway counted it.
+    prompt_tokens: u64,
+}
+
 /// Settles the reservation with the real usage: at once for a complete answer, at the end of a stream
 /// for a streamed one (or when the client goes away mid-stream).
-fn settle_when_known(
-    reply: ChatReply,
-    reservation: Reservation,
-    estimate: Arc<estimate::CompletionEstimate>,
-) -> ChatReply {
+fn settle_when_known(reply: ChatReply, reservation: Reservation, meter: Meter) -> ChatReply {
     let ChatReply { body, limits, dropped } = reply;
     let body = match body {
         ReplyBody::Complete { body, usage } => {
-            settle(reservation, usage.as_ref(), &estimate);
+            settle(reservation, usage.as_ref(), &meter.estimate);
             ReplyBody::Complete { body, usage }
         }
         ReplyBody::Stream(events) => ReplyBody::Stream(Box::pin(Metered {
             events,
             reservation: Some(reservation),
             usage: None,
-            estimate,
+            chunks: Vec::new(),
+            pending_error: None,
+            ended: false,
+            meter,
         })),
     };
     ChatReply { body, limits, dropped }
@@ -475,7 +507,7 @@ fn settle(reservation: Reservation, usage: Option<&Usage>, estimate: &estimate::
             estimate.record(usage.completion_tokens);
             reservation.settle(usage.prompt_tokens + usage.completion_tokens, Instant::now());
         }
-        // Without the vendor's count, what was reserved stays counted.
+        // Without any count, what was reserved stays counted.
         None => {
             let reserved = reservation.tokens();
             reservation.settle(reserved, Instant::now());
@@ -484,36 +516,167 @@ fn settle(reservation: Reservation, usage: Option<&Usage>, estimate: &estimate::
 }
 
 /// A stream that remembers the usage it carries and settles its reservation when it ends or is dropped.
+/// When the vendor reports no usage (some OpenAI-compatible servers never do), it counts the completion
+/// from the streamed text and adds a final usage chunk marked as an estimate, before the end or before
+/// the error that cut the stream, so the answer is metered either way.
 struct Metered {
     events: EventStream,
     reservation: Option<Reservation>,
     usage: Option<Usage>,
-    estimate: Arc<estimate::CompletionEstimate>,
+    /// The chunks so far, kept (by reference count, not copied) only until a usage report arrives, for
+    /// counting if none does.
+    chunks: Vec<bytes::Bytes>,
+    pending_error: Option<ProviderError>,
+    /// The inner stream has ended; it must not be polled again.
+    ended: bool,
+    meter: Meter,
 }
 
 impl Metered {
     fn finish(&mut self) {
         if let Some(reservation) = self.reservation.take() {
-            settle(reservation, self.usage.as_ref(), &self.estimate);
+            settle(reservation, self.usage.as_ref(), &self.meter.estimate);
         }
     }
+
+    /// The gateway's own usage chunk, when the vendor sent none and there is something to count.
+    fn estimated_usage(&mut self) -> Option<StreamEvent> {
+        if self.usage.is_some() || self.chunks.is_empty() {
+            return None;
+        }
+        let counted = count_completion(&self.chunks, self.meter.encoding);
+        self.chunks = Vec::new();
+        let usage = Usage::new(self.meter.prompt_tokens, counted.tokens);
+        self.usage = Some(usage);
+        let chunk = serde_json::json!({
+            "id": counted.id,
+            "object": "chat.completion.chunk",
+            "created": counted.created,
+            "model": counted.model,
+            "choices": [],
+            "usage": usage,
+        });
+        Some(StreamEvent {
+            data: serde_json::to_vec(&chunk).map(bytes::Bytes::from).unwrap_or_default(),
+            usage: Some(usage),
+            usage_only: true,
+            estimated: true,
+        })
+    }
+}
+
+/// What counting a stream's text found.
+struct CountedCompletion {
+    tokens: u64,
+    id: String,
+    model: String,
+    created: u64,
+}
+
+/// Counts the completion tokens of OpenAI-format chunks: their text and tool call arguments.
+fn count_completion(chunks: &[bytes::Bytes], encoding: sluice_tokens::Encoding) -> CountedCompletion {
+    #[derive(serde::Deserialize)]
+    struct Chunk<'a> {
+        #[serde(default, borrow)]
+        id: std::borrow::Cow<'a, str>,
+        #[serde(default, borrow)]
+        model: std::borrow::Cow<'a, str>,
+        #[serde(default)]
+        created: u64,
+        #[serde(default, borrow)]
+        choices: Vec<Choice<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Choice<'a> {
+        #[serde(default, borrow)]
+        delta: Option<Delta<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Delta<'a> {
+        #[serde(default, borrow)]
+        content: Option<std::borrow::Cow<'a, str>>,
+        #[serde(default)]
+        tool_calls: Option<Vec<serde_json::Value>>,
+    }
+    let mut counter = sluice_tokens::CompletionCounter::new(encoding);
+    let mut found = CountedCompletion {
+        tokens: 0,
+        id: String::new(),
+        model: String::new(),
+        created: 0,
+    };
+    for data in chunks {
+        let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
+            continue;
+        };
+        if found.id.is_empty() {
+            found.id = chunk.id.into_owned();
+            found.model = chunk.model.into_owned();
+            found.created = chunk.created;
+        }
+        for delta in chunk.choices.into_iter().filter_map(|c| c.delta) {
+            if let Some(text) = delta.content {
+                counter.push(&text);
+            }
+            for call in delta.tool_calls.iter().flatten() {
+                if let Some(arguments) = call.pointer("/function/arguments").and_then(serde_json::Value::as_str) {
+                    counter.push(arguments);
+                }
+            }
+        }
+    }
+    found.tokens = counter.tokens();
+    found
 }
 
 impl Stream for Metered {
     type Item = Result<StreamEvent, ProviderError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled = self.events.as_mut().poll_next(cx);
-        match &polled {
+        if let Some(err) = self.pending_error.take() {
+            self.finish();
+            self.ended = true;
+            return Poll::Ready(Some(Err(err)));
+        }
+        if self.ended {
+            self.finish();
+            return Poll::Ready(None);
+        }
+        match self.events.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(event))) => {
-                if let Some(usage) = event.usage {
-                    self.usage = Some(usage);
+                match event.usage {
+                    Some(usage) => {
+                        self.usage = Some(usage);
+                        self.chunks = Vec::new();
+                    }
+                    None if self.usage.is_none() => self.chunks.push(event.data.clone()),
+                    None => {}
+                }
+                Poll::Ready(Some(Ok(event)))
+            }
+            Poll::Ready(Some(Err(err))) => match self.estimated_usage() {
+                Some(usage) => {
+                    self.pending_error = Some(err);
+                    Poll::Ready(Some(Ok(usage)))
+                }
+                None => {
+                    self.finish();
+                    self.ended = true;
+                    Poll::Ready(Some(Err(err)))
+                }
+            },
+            Poll::Ready(None) => {
+                self.ended = true;
+                match self.estimated_usage() {
+                    Some(usage) => Poll::Ready(Some(Ok(usage))),
+                    None => {
+                        self.finish();
+                        Poll::Ready(None)
+                    }
                 }
             }
-            Poll::Ready(Some(Err(_)) | None) => self.finish(),
-            Poll::Pending => {}
+            Poll::Pending => Poll::Pending,
         }
-        polled
     }
 }
 
@@ -545,8 +708,7 @@ trait Operation {
     fn limits(reply: &Self::Reply) -> &RateLimitSnapshot;
 
     /// Settles the reservation when the usage is known.
-    fn settle(reply: Self::Reply, reservation: Reservation, estimate: Arc<estimate::CompletionEstimate>)
-    -> Self::Reply;
+    fn settle(reply: Self::Reply, reservation: Reservation, meter: Meter) -> Self::Reply;
 }
 
 struct ChatOperation<'r> {
@@ -585,8 +747,8 @@ impl Operation for ChatOperation<'_> {
         &reply.limits
     }
 
-    fn settle(reply: ChatReply, reservation: Reservation, estimate: Arc<estimate::CompletionEstimate>) -> ChatReply {
-        settle_when_known(reply, reservation, estimate)
+    fn settle(reply: ChatReply, reservation: Reservation, meter: Meter) -> ChatReply {
+        settle_when_known(reply, reservation, meter)
     }
 }
 
@@ -623,7 +785,7 @@ impl Operation for EmbedOperation<'_> {
         &reply.limits
     }
 
-    fn settle(reply: EmbedReply, reservation: Reservation, _estimate: Arc<estimate::CompletionEstimate>) -> EmbedReply {
+    fn settle(reply: EmbedReply, reservation: Reservation, _meter: Meter) -> EmbedReply {
         let used = reply.usage.map_or_else(|| reservation.tokens(), |u| u.prompt_tokens);
         reservation.settle(used, Instant::now());
         reply

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sluice_providers::{ChatProvider, UpstreamKey};
+use sluice_tokens::{Encoding, EncodingName};
 use tokio::time::Instant;
 
 use crate::breaker::{Breaker, BreakerPolicy};
@@ -143,6 +144,8 @@ pub struct Deployment {
     pub(crate) breaker: Breaker,
     pub(crate) estimate: Arc<CompletionEstimate>,
     pub(crate) counters: DeploymentCounters,
+    /// How the vendor's tokens are counted when it reports none.
+    pub(crate) encoding: Encoding,
 }
 
 /// Completion tokens reserved before a deployment has history, when neither the client nor the
@@ -162,6 +165,7 @@ impl Deployment {
         let default_estimate = spec.max_tokens.map_or(DEFAULT_COMPLETION_ESTIMATE, |m| {
             u64::from(m).min(DEFAULT_COMPLETION_ESTIMATE)
         });
+        let encoding = Encoding::for_model(&spec.model, EncodingName::O200kBase);
         Self {
             provider: spec.provider,
             model: spec.model,
@@ -173,6 +177,7 @@ impl Deployment {
             breaker: Breaker::new(spec.breaker),
             estimate: Arc::new(CompletionEstimate::new(default_estimate)),
             counters: DeploymentCounters::default(),
+            encoding,
         }
     }
 
@@ -184,6 +189,11 @@ impl Deployment {
     /// The vendor's model id.
     pub fn model(&self) -> &str {
         &self.model
+    }
+
+    /// The encoding its tokens are counted with (an estimate for other vendors than OpenAI).
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
     }
 
     /// Its counters.

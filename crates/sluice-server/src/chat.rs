@@ -94,7 +94,7 @@ pub(crate) async fn answer(
     request: &ChatCompletionRequest,
 ) -> Result<Response, ApiError> {
     validate(request)?;
-    let prompt_tokens = estimate_prompt_tokens(request);
+    let prompt_tokens = count_prompt(state, request).await;
     let tenant = caller.principal.tenant.as_ref();
     let reservation = match tenant {
         Some(tenant) => {
@@ -131,7 +131,7 @@ pub(crate) async fn answer(
         ReplyBody::Complete { body, usage } => {
             log_usage(usage.as_ref(), false);
             if let Some(usage) = usage {
-                entry.observe(usage);
+                entry.observe(usage, false);
             }
             entry.finish(200);
             let mut response = (StatusCode::OK, body).into_response();
@@ -217,25 +217,21 @@ pub(crate) fn add_route_headers(headers: &mut http::HeaderMap, provider: &str, a
     headers.insert(X_SLUICE_ATTEMPTS.clone(), HeaderValue::from(attempts));
 }
 
-/// A quick, generous prompt size for budget reservations: about four bytes a token plus each message's
-/// overhead. Exact counting per encoding replaces it with the token estimator.
-fn estimate_prompt_tokens(request: &ChatCompletionRequest) -> u64 {
-    let bytes: usize = request
-        .messages
-        .iter()
-        .map(|m| m.content.as_ref().map_or(0, |c| c.text().len()) + m.name.as_ref().map_or(0, String::len))
-        .sum();
-    let tools: usize = request.tools.as_ref().map_or(0, |tools| {
-        tools
-            .iter()
-            .map(|t| {
-                t.function.name.len()
-                    + t.function.description.as_ref().map_or(0, String::len)
-                    + t.function.parameters.as_ref().map_or(0, |p| p.to_string().len())
-            })
-            .sum()
-    });
-    ((bytes + tools) as u64).div_ceil(4) + 4 * request.messages.len() as u64 + 3
+/// The prompt's tokens, counted with the encoding of the model's vendor (an estimate for vendors other
+/// than OpenAI). Small prompts are counted inline; large ones on the bounded blocking pool, so one
+/// hostile request cannot stall the executor.
+async fn count_prompt(state: &AppState, request: &ChatCompletionRequest) -> u64 {
+    let encoding = state
+        .router()
+        .encoding(&request.model)
+        .unwrap_or_else(|| sluice_tokens::EncodingName::O200kBase.into());
+    if sluice_tokens::upper_bound(request, encoding) <= sluice_tokens::INLINE_MAX {
+        sluice_tokens::count_chat(request, encoding).tokens
+    } else {
+        sluice_tokens::count_chat_offloaded(Arc::new(request.clone()), encoding)
+            .await
+            .tokens
+    }
 }
 
 fn log_usage(usage: Option<&Usage>, interrupted: bool) {
@@ -275,7 +271,7 @@ fn sse_response(events: EventStream, forward_usage: bool, entry: Entry) -> Respo
                 match events.next().await {
                     Some(Ok(event)) => {
                         if let Some(reported) = event.usage {
-                            entry.observe(reported);
+                            entry.observe(reported, event.estimated);
                         }
                         if event.usage_only && !forward_usage {
                             continue;

@@ -25,8 +25,19 @@ pub(crate) async fn embeddings(
             Some("input"),
         ));
     }
-    // About four bytes a token, as for chat prompts, until the token estimator sizes it exactly.
-    let input_tokens = (request.input.text_bytes() as u64).div_ceil(4).max(1);
+    let encoding = state
+        .router()
+        .encoding(&request.model)
+        .unwrap_or_else(|| sluice_tokens::EncodingName::O200kBase.into());
+    let input_tokens = match request.input.texts() {
+        Some(texts) => texts
+            .iter()
+            .map(|t| sluice_tokens::count_text(t, encoding).tokens)
+            .sum::<u64>()
+            .max(1),
+        // Token ids: one token each, and the JSON text is a generous bound on their number.
+        None => (request.input.text_bytes() as u64).max(1),
+    };
     let tenant = principal.tenant.clone();
     let reservation = match &tenant {
         Some(tenant) => tenant
@@ -55,7 +66,7 @@ pub(crate) async fn embeddings(
     entry.routed(&routed.provider, &routed.vendor_model, routed.attempts);
     if let Some(usage) = routed.reply.usage {
         tracing::info!(prompt_tokens = usage.prompt_tokens, "usage");
-        entry.observe(usage);
+        entry.observe(usage, false);
     }
     entry.finish(200);
     let mut response = (StatusCode::OK, routed.reply.body).into_response();

@@ -68,6 +68,8 @@ pub(crate) struct Entry {
     started: Instant,
     reservation: Option<Reservation>,
     usage: Option<Usage>,
+    /// The usage was counted by the gateway, not reported by the vendor.
+    estimated: bool,
     written: bool,
 }
 
@@ -94,6 +96,7 @@ impl Entry {
             started: Instant::now(),
             reservation,
             usage: None,
+            estimated: false,
             written: false,
         }
     }
@@ -110,9 +113,10 @@ impl Entry {
         self.attempts = attempts;
     }
 
-    /// Remembers the latest usage a stream reported.
-    pub(crate) fn observe(&mut self, usage: Usage) {
+    /// Remembers the latest usage reported: by the vendor, or `estimated` by the gateway's count.
+    pub(crate) fn observe(&mut self, usage: Usage, estimated: bool) {
         self.usage = Some(usage);
+        self.estimated = estimated;
     }
 
     /// The usage reported so far.
@@ -149,8 +153,7 @@ impl Entry {
             cached_tokens: usage
                 .and_then(|u| u.prompt_tokens_details)
                 .map_or(0, |d| d.cached_tokens),
-            // The vendor's own count when it sent one; nothing was estimated yet.
-            estimated: false,
+            estimated: self.estimated,
             cost_micros: cost,
             latency_ms: self.started.elapsed().as_millis() as u64,
             status,

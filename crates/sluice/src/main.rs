@@ -55,6 +55,22 @@ enum Command {
     Keys(KeysCommand),
     /// Spend from the usage ledger.
     Spend(SpendArgs),
+    /// Token counting.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensCommand {
+    /// Print the prompt tokens of a chat-completions request body (messages, tools), as the gateway
+    /// counts them before sending.
+    Count {
+        /// A configured model name, or a vendor model id such as gpt-4o.
+        #[arg(long)]
+        model: String,
+        /// The request body as JSON; standard input when absent.
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -291,6 +307,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     sluice_store::format_usd(row.cost_micros)
                 );
             }
+            Ok(())
+        }
+        Command::Tokens(TokensCommand::Count { model, file }) => {
+            let body = match &file {
+                Some(path) => std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+                None => {
+                    let mut body = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
+                        .context("cannot read standard input")?;
+                    body
+                }
+            };
+            let request: sluice_api::ChatCompletionRequest =
+                sluice_api::parse_json(&body).map_err(|e| anyhow::anyhow!("{e}"))?;
+            // A configured model is counted with its first deployment's encoding; otherwise the name is
+            // taken as a vendor model id.
+            let vendor_model = Config::load(&cli.config).ok().and_then(|config| {
+                config
+                    .raw
+                    .models
+                    .iter()
+                    .find(|m| m.name == model)
+                    .and_then(|m| m.deployments.first())
+                    .map(|d| d.model.clone())
+            });
+            let vendor_model = vendor_model.as_deref().unwrap_or(&model);
+            let encoding = sluice_tokens::Encoding::for_model(vendor_model, sluice_tokens::EncodingName::O200kBase);
+            let count = sluice_tokens::count_chat(&request, encoding);
+            println!(
+                "{} prompt tokens ({}, {})",
+                count.tokens,
+                encoding.name,
+                if count.is_estimate() { "estimate" } else { "exact" }
+            );
             Ok(())
         }
         Command::Simulate(args) => {

@@ -186,6 +186,11 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
         },
     };
     let router = Arc::new(Router::new(models, settings));
+    // Each encoding costs tens of MB and tens of milliseconds to load: only those the configured
+    // deployments use are loaded, once, here rather than on the first request.
+    for encoding in router.encodings() {
+        encoding.preload();
+    }
 
     let mut client_keys = Vec::new();
     for (i, raw) in config.raw.auth.keys.iter().enumerate() {

@@ -332,3 +332,40 @@ async fn the_limits_view_is_for_the_admin_only() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_stream_without_usage_is_counted_by_the_gateway_and_recorded() {
+    let (_capture, upstream) = Capture::start(|_| {
+        sse_response(&[
+            r#"{"id":"c9","object":"chat.completion.chunk","created":7,"model":"v","choices":[{"index":0,"delta":{"role":"assistant","content":"Rivers run"},"finish_reason":null}]}"#,
+            r#"{"id":"c9","object":"chat.completion.chunk","created":7,"model":"v","choices":[{"index":0,"delta":{"content":" to the sea."},"finish_reason":"stop"}]}"#,
+            "[DONE]",
+        ])
+    })
+    .await;
+    let config = gateway_config(
+        &[provider("quiet", &format!("{}/v1", upstream.url()), &["key-q"])],
+        "[[models]]\nname = \"m\"\n[[models.deployments]]\nprovider = \"quiet\"\nmodel = \"gpt-4o\"\ntpm = 100000\n",
+    );
+    let gateway = GatewayServer::start(&config).await;
+    let mut request = small_request();
+    request["stream"] = json!(true);
+    request["stream_options"] = json!({"include_usage": true});
+    let text = post_chat(&gateway, &request).await.text().await.unwrap();
+    let events = sse_data(&text);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    let expected = sluice_tokens::count_text("Rivers run to the sea.", sluice_tokens::EncodingName::O200kBase).tokens;
+    assert_eq!(usage["usage"]["completion_tokens"], expected, "{usage}");
+    assert_eq!(usage["id"], "c9");
+    assert!(usage["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    // The ledger has the gateway's count.
+    for _ in 0..100 {
+        let rows: Value = get_json(&gateway, "/admin/spend?group_by=model", ADMIN_KEY).await;
+        if rows["data"][0]["completion_tokens"] == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the ledger never recorded the counted completion");
+}

@@ -256,3 +256,42 @@ async fn tenants_keys_and_spend_from_the_command_line() {
     assert!(run(&["keys", "list", "team-x"]).contains("Revoked"));
     assert!(run(&["spend", "--group-by", "model"]).contains("cost_usd"));
 }
+
+#[test]
+fn tokens_count_prints_the_prompt_tokens_of_a_request() {
+    let dir = scratch("tokens");
+    let body = dir.join("request.json");
+    std::fs::write(
+        &body,
+        r#"{"model": "gpt-4o", "messages": [{"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "How many tokens is this?"}]}"#,
+    )
+    .unwrap();
+    let request: sluice_api::ChatCompletionRequest = serde_json::from_slice(&std::fs::read(&body).unwrap()).unwrap();
+    let expected = sluice_tokens::count_chat(&request, sluice_tokens::EncodingName::O200kBase).tokens;
+    let output = Command::new(BIN)
+        .args(["tokens", "count", "--model", "gpt-4o", "--config", "/nonexistent.toml"])
+        .arg(&body)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.trim(), format!("{expected} prompt tokens (o200k_base, exact)"));
+    let output = Command::new(BIN)
+        .args([
+            "tokens",
+            "count",
+            "--model",
+            "claude-sonnet-4-5",
+            "--config",
+            "/nonexistent.toml",
+        ])
+        .arg(&body)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).contains("estimate"));
+}

@@ -112,6 +112,7 @@ fn encode(chunk: &ChatCompletionChunk, usage: Option<sluice_api::Usage>) -> Resu
         data: data.into(),
         usage,
         usage_only: usage.is_some() && chunk.choices.is_empty(),
+        estimated: false,
     })
 }
 

@@ -102,6 +102,7 @@ impl StreamState {
             data: Bytes::from(data),
             usage,
             usage_only,
+            estimated: false,
         })
     }
 }

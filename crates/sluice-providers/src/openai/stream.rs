@@ -76,6 +76,7 @@ pub(crate) fn step(data: String, state: &mut StreamState) -> Result<Step, Provid
         data: Bytes::from(data),
         usage,
         usage_only,
+        estimated: false,
     }))
 }
 

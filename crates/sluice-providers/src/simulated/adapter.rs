@@ -111,6 +111,7 @@ fn frames_to_events(
                     data,
                     usage,
                     usage_only,
+                    estimated: false,
                 }),
                 Ok(Some(SimFrame::Malformed)) => Err(ProviderError::Protocol {
                     detail: "simulated malformed event".to_owned(),

@@ -138,6 +138,9 @@ struct SpendArgs {
     /// To this UTC day (YYYY-MM-DD), inclusive.
     #[arg(long)]
     to: Option<chrono::NaiveDate>,
+    /// Print JSON (`{"data": [...]}`, as `GET /admin/spend` answers) instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -293,11 +296,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 to: args.to,
                 group_by: args.group_by.parse()?,
             };
+            let rows = store.spend(&filter).await?;
+            if args.json {
+                println!("{}", serde_json::json!({ "data": rows }));
+                return Ok(());
+            }
             println!(
                 "{:<32} {:>10} {:>14} {:>14} {:>14}",
                 "group", "requests", "prompt", "completion", "cost_usd"
             );
-            for row in store.spend(&filter).await? {
+            for row in rows {
                 println!(
                     "{:<32} {:>10} {:>14} {:>14} {:>14}",
                     row.group,

@@ -255,6 +255,8 @@ async fn tenants_keys_and_spend_from_the_command_line() {
     run(&["keys", "revoke", &id]);
     assert!(run(&["keys", "list", "team-x"]).contains("Revoked"));
     assert!(run(&["spend", "--group-by", "model"]).contains("cost_usd"));
+    let json: serde_json::Value = serde_json::from_str(&run(&["spend", "--json"])).unwrap();
+    assert!(json["data"].is_array(), "{json}");
 }
 
 #[test]

@@ -437,3 +437,38 @@ async fn a_database_outage_loses_no_usage_and_counts_none_twice() {
     drop(proxy);
     psql(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
 }
+
+#[tokio::test]
+async fn an_expired_key_stops_working_and_a_tenant_sees_only_its_own_usage() {
+    let upstream = SimServer::start(SimConfig::default()).await;
+    let gateway = GatewayServer::start(&config(&upstream.base_url(), None)).await;
+    let (status, _) = admin(
+        &gateway,
+        reqwest::Method::POST,
+        "/admin/tenants",
+        Some(json!({"name": "short"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let expires = (chrono::Utc::now() + chrono::Duration::milliseconds(1500)).to_rfc3339();
+    let (status, key) = admin(
+        &gateway,
+        reqwest::Method::POST,
+        "/admin/tenants/short/keys",
+        Some(json!({"expires_at": expires})),
+    )
+    .await;
+    assert_eq!(status, 201, "{key}");
+    let key = key["key"].as_str().unwrap().to_owned();
+    assert_eq!(chat(&gateway, &key, "m", false).await.status(), 200);
+    // Another tenant's usage is out of reach: the tenant filter is refused on the tenant endpoint.
+    let response = client()
+        .get(gateway.url("/v1/usage?tenant=someone-else"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(chat(&gateway, &key, "m", false).await.status(), 401, "expired");
+}

@@ -1,0 +1,868 @@
+#!/usr/bin/env bash
+# End-to-end proxy benchmark of Sluice (issue 7, part 1): what the gateway adds to a request's latency and
+# what it costs in CPU and memory, next to calling the upstream directly and next to nginx as a plain
+# reverse proxy (the floor), all measured in one run on one machine.
+#
+#   bash bench/run.sh [options]          # from the repository root; ~6 minutes with the defaults
+#
+# What it does:
+#   1. Installs wrk and nginx from Debian (apt-get) when missing. wrk is the load generator (no compile
+#      needed); oha is used only if it is already installed, for one extra figure: p99 at a fixed 1,000
+#      requests/s (`oha -q 1000`). LiteLLM and Portkey run only when already installed (see --with-peers).
+#   2. Builds `cargo build --release -p sluice` and uses target/release/sluice.
+#   3. Starts the upstream, `sluice simulate --reply-tokens 20` (20 chunks per stream, no added latency),
+#      and measures it alone first ("direct"): it must not be the bottleneck.
+#   4. Pins the proxy under test to core 0 (`taskset -c 0`), the simulator and the load generator to
+#      core 1, and measures each target in turn:
+#        direct                the simulator itself, the baseline every overhead is taken against
+#        nginx                 plain reverse proxy: keepalive upstream, proxy_buffering off (the floor)
+#        sluice bare           one openai_compatible provider, no budgets
+#        sluice full           the same with rpm/tpm budgets (set high, so the budget code runs but never
+#                              refuses) and a prompt template registry
+#        sluice full, prompt   POST /v1/prompts/bench: the template rendered with a ~500-token variable
+#        litellm, portkey      when installed
+#   5. Load: a chat completion POST with a ~500-token prompt (wrk with a Lua script for the body and the
+#      Authorization header), non-streaming and streaming (wrk measures whole responses):
+#        paced   11 connections, each waiting 10 ms after every answer: about 1,000 requests/s, the
+#                latency and overhead figures (plain wrk cannot hold an exact rate; wrk2 is not in Debian)
+#        max     64 connections, no pause: the most requests/s the target serves
+#      Per target: requests/s, p50/p90/p99 latency, overhead versus direct (p50 and p99, paced runs),
+#      CPU per request of the target process (utime+stime from /proc/PID/stat before and after the run,
+#      divided by the requests; for direct it is the simulator's), the share of its core it used, peak
+#      RSS (VmHWM), and for streams the time to first byte (`curl -w %{time_starttransfer}` over 200
+#      sequential requests on one keep-alive connection, p50/p99, and the overhead versus direct).
+#   6. Prints one Markdown table and writes it with the machine, the date, the tool versions and the exact
+#      commands into docs/benchmarks.md, section "End-to-end proxy benchmark" (replaced on every run;
+#      other sections are kept).
+#   7. Stops every process it started (trap on EXIT) and deletes its temporary folder.
+#
+# Options:
+#   --duration SECS       length of each measured run (default 10)
+#   --quick               3-second runs, 50 TTFB requests, no waiting for a quiet machine, docs untouched:
+#                         a smoke test of the harness, not numbers to publish
+#   --ttfb-requests N     sequential requests for the time to first byte (default 200)
+#   --paced-conns N       connections of the paced runs (default 11)
+#   --paced-delay-ms N    pause of each connection after each answer in the paced runs (default 10)
+#   --max-conns N         connections of the max-throughput runs (default 64)
+#   --log-level LEVEL     the gateway's log level (default info, as shipped; logs go to a file)
+#   --full-store-url URL  [store] url of the full path, e.g. postgres://postgres@127.0.0.1:5432/test for the
+#                         usage ledger in PostgreSQL (default: the store's default, a SQLite file in the
+#                         gateway's temporary folder)
+#   --only LIST           comma-separated targets to run among direct,nginx,bare,full,prompt,litellm,portkey
+#                         (direct always runs: it is the baseline)
+#   --with-peers          install the peers if missing: LiteLLM (`pip install 'litellm[proxy]'` into a venv
+#                         under target/bench-peers/venv) and Portkey (`npm install @portkey-ai/gateway`
+#                         under target/bench-peers); this downloads a lot and takes minutes
+#   --no-build            use the existing target/release/sluice
+#   --sluice PATH         measure this sluice binary instead (implies --no-build), e.g. a copy that other
+#                         builds in the same target/ cannot replace during the run
+#   --no-install          never call apt-get; fail if wrk or nginx is missing
+#   --no-wait             do not wait for a quiet machine before measuring
+#   --max-wait SECS       longest wait for the 1-minute load average to drop below 1.0 (default 900,
+#                         polled every 30 s); after it the run measures anyway and records the load
+#   --no-docs             do not write docs/benchmarks.md (the table still goes to stdout)
+#   --keep-tmp            keep the temporary folder (configs, logs, raw outputs) and print its path
+#   -h, --help            this text
+#
+# Everything listens on 127.0.0.1 only; every run is bounded in time and stops by itself.
+
+set -euo pipefail
+
+# === options ===
+
+DURATION=10
+TTFB_REQUESTS=200
+PACED_CONNS=11
+PACED_DELAY_MS=10
+MAX_CONNS=64
+LOG_LEVEL=info
+FULL_STORE_URL=""
+ONLY="direct,nginx,bare,full,prompt,litellm,portkey"
+WITH_PEERS=0
+BUILD=1
+INSTALL=1
+WAIT=1
+MAX_WAIT=900
+WRITE_DOCS=1
+KEEP_TMP=0
+SLUICE_BIN=""
+
+usage() { sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while (($#)); do
+    case "$1" in
+        --duration) DURATION=$2; shift ;;
+        --quick) DURATION=3; TTFB_REQUESTS=50; WAIT=0; WRITE_DOCS=0 ;;
+        --ttfb-requests) TTFB_REQUESTS=$2; shift ;;
+        --paced-conns) PACED_CONNS=$2; shift ;;
+        --paced-delay-ms) PACED_DELAY_MS=$2; shift ;;
+        --max-conns) MAX_CONNS=$2; shift ;;
+        --log-level) LOG_LEVEL=$2; shift ;;
+        --full-store-url) FULL_STORE_URL=$2; shift ;;
+        --only) ONLY=$2; shift ;;
+        --with-peers) WITH_PEERS=1 ;;
+        --no-build) BUILD=0 ;;
+        --sluice) SLUICE_BIN=$2; BUILD=0; shift ;;
+        --no-install) INSTALL=0 ;;
+        --no-wait) WAIT=0 ;;
+        --max-wait) MAX_WAIT=$2; shift ;;
+        --no-docs) WRITE_DOCS=0 ;;
+        --keep-tmp) KEEP_TMP=1 ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
+DOCS="$ROOT/docs/benchmarks.md"
+PEERS_DIR="$ROOT/target/bench-peers"
+CLK_TCK=$(getconf CLK_TCK)
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+wants() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+# === processes: every one started is recorded and stopped on exit ===
+
+STARTED=()
+
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+    local status=$?
+    for pid in "${STARTED[@]}"; do
+        # Each was started in its own session (setsid): stop its whole process group.
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${STARTED[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL -- "-$pid" 2>/dev/null || true
+    done
+    if ((KEEP_TMP)); then log "kept $TMP"; else rm -rf "$TMP"; fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start NAME CORE CMD...: runs CMD pinned to CORE in its own session, output in $TMP/NAME.log; sets PID.
+start() {
+    local name=$1 core=$2
+    shift 2
+    setsid taskset -c "$core" "$@" >"$TMP/$name.log" 2>&1 </dev/null &
+    PID=$!
+    STARTED+=("$PID")
+    CMDS+=("taskset -c $core $*")
+}
+
+stop() {
+    local pid=$1
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+NEXT_PORT=18400
+free_port() {
+    while port_in_use "$NEXT_PORT"; do NEXT_PORT=$((NEXT_PORT + 1)); done
+    PORT=$NEXT_PORT
+    NEXT_PORT=$((NEXT_PORT + 1))
+}
+
+# wait_http URL SECONDS PID NAME: until URL answers anything, the process dies, or the time runs out.
+wait_http() {
+    local url=$1 seconds=$2 pid=$3 name=$4
+    local deadline=$((SECONDS + seconds))
+    while ((SECONDS < deadline)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "$TMP/$name.log" >&2 || true
+            die "$name exited during start-up (log above)"
+        fi
+        [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true) != 000 ]] && return 0
+        sleep 0.2
+    done
+    tail -n 20 "$TMP/$name.log" >&2 || true
+    die "$name did not answer on $url within ${seconds}s"
+}
+
+# The PID and its descendants (LiteLLM and Portkey may fork).
+proc_tree() {
+    local pid=$1 child
+    echo "$pid"
+    for child in $(pgrep -P "$pid" 2>/dev/null || true); do proc_tree "$child"; done
+}
+
+# utime+stime, in clock ticks, of a process tree.
+cpu_ticks() {
+    local total=0 pid stat
+    for pid in $(proc_tree "$1"); do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        stat=${stat##*) }
+        # shellcheck disable=SC2086
+        set -- $stat
+        total=$((total + ${12} + ${13}))
+    done
+    echo "$total"
+}
+
+# Peak resident memory (VmHWM), in kB, of a process tree.
+peak_rss_kb() {
+    local total=0 pid kb
+    for pid in $(proc_tree "$1"); do
+        kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+        total=$((total + ${kb:-0}))
+    done
+    echo "$total"
+}
+
+# === the machine ===
+
+wait_for_quiet() {
+    local waited=0 load
+    while :; do
+        load=$(cut -d' ' -f1 /proc/loadavg)
+        if awk -v l="$load" 'BEGIN {exit !(l < 1.0)}'; then
+            log "1-minute load average $load: measuring"
+            return 0
+        fi
+        if ((waited >= MAX_WAIT)); then
+            log "load average still $load after ${waited}s: measuring anyway (recorded in the results)"
+            LOAD_NOTE="The machine was busy: the 1-minute load average was still $load after waiting ${waited} s for it to drop below 1.0, so other work shared the cores and the figures are noisier and slower than on a quiet machine."
+            return 0
+        fi
+        log "1-minute load average $load (other work on the machine): waiting for it to drop below 1.0 (${waited}s of ${MAX_WAIT}s)"
+        sleep 30
+        waited=$((waited + 30))
+    done
+}
+
+install_tools() {
+    local missing=()
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+    command -v taskset >/dev/null || missing+=(util-linux)
+    command -v curl >/dev/null || missing+=(curl)
+    ((${#missing[@]} == 0)) && return 0
+    ((INSTALL)) || die "missing ${missing[*]} and --no-install given"
+    local sudo=()
+    ((EUID == 0)) || sudo=(sudo)
+    log "installing ${missing[*]} with apt-get"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+install_peers() {
+    mkdir -p "$PEERS_DIR"
+    if ! litellm_cmd >/dev/null; then
+        log "installing LiteLLM into $PEERS_DIR/venv (pip; takes minutes)"
+        python3 -m venv "$PEERS_DIR/venv"
+        "$PEERS_DIR/venv/bin/pip" install -q 'litellm[proxy]' >&2
+    fi
+    if ! portkey_entry >/dev/null; then
+        log "installing Portkey's gateway under $PEERS_DIR (npm; takes a minute or two)"
+        (cd "$PEERS_DIR" && npm install --no-audit --no-fund --silent @portkey-ai/gateway >&2)
+    fi
+}
+
+# The LiteLLM proxy command, if installed (the bench venv first, then the user's Python).
+litellm_cmd() {
+    if [[ -x "$PEERS_DIR/venv/bin/litellm" ]]; then
+        echo "$PEERS_DIR/venv/bin/litellm"
+    elif command -v python3 >/dev/null && python3 -c 'import litellm' 2>/dev/null && command -v litellm >/dev/null; then
+        command -v litellm
+    else
+        return 1
+    fi
+}
+
+# Portkey's start-server.js, if installed (under target/bench-peers, or globally for npx).
+portkey_entry() {
+    local dir
+    for dir in "$PEERS_DIR/node_modules/@portkey-ai/gateway" "$(npm root -g 2>/dev/null || echo /nonexistent)/@portkey-ai/gateway"; do
+        if [[ -f "$dir/build/start-server.js" ]]; then
+            echo "$dir/build/start-server.js"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# === load ===
+
+CMDS=()
+
+# The current target's extra headers ("Name: value|Name: value") as curl/oha arguments, in EXTRA_H.
+extra_headers() {
+    local header list
+    EXTRA_H=()
+    IFS='|' read -r -a list <<<"$T_HEADERS"
+    for header in "${list[@]}"; do
+        if [[ -n $header ]]; then EXTRA_H+=(-H "$header"); fi
+    done
+}
+
+WRK_LUA="$TMP/post.lua"
+
+write_lua() {
+    cat >"$WRK_LUA" <<'EOF'
+-- A POST of the body in $BENCH_BODY with $BENCH_AUTH and the "Name: value|Name: value" of
+-- $BENCH_HEADERS; with $BENCH_DELAY_MS > 0 each connection pauses that long after every answer.
+local file = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+wrk.body = file:read("*a")
+file:close()
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_AUTH")
+for header in string.gmatch(os.getenv("BENCH_HEADERS") or "", "[^|]+") do
+    local name, value = string.match(header, "^%s*([^:]+):%s*(.-)%s*$")
+    if name then wrk.headers[name] = value end
+end
+local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
+if pause > 0 then
+    function delay() return pause end
+end
+function done(summary, latency, requests)
+    local e = summary.errors
+    io.write(string.format("BENCH requests=%d duration_us=%d errors=%d p50=%d p90=%d p99=%d\n",
+        summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
+        latency:percentile(50), latency:percentile(90), latency:percentile(99)))
+end
+EOF
+}
+
+# ~500 tokens of English-like prose (about four bytes a token), the same on every run.
+prose() {
+    awk 'BEGIN {
+        n = split("the river carries water from mountains to sea and every town along its banks depends on seasonal floods that bring fertile silt farmers measure rainfall carefully because harvests follow it", w, " ");
+        s = 7; out = "";
+        while (length(out) < 2000) {
+            s = (s * 75 + 74) % 65537;
+            out = out w[s % n + 1] ((s % 11 == 0) ? ". " : " ");
+        }
+        printf "%s", out
+    }'
+}
+
+write_bodies() {
+    local text model
+    text=$(prose)
+    for model in bench-model bench; do
+        printf '{"model":"%s","messages":[{"role":"system","content":"You are a concise assistant. Answer in plain English."},{"role":"user","content":"%s"}],"max_tokens":64}' \
+            "$model" "$text" >"$TMP/chat-$model.json"
+        printf '{"model":"%s","messages":[{"role":"system","content":"You are a concise assistant. Answer in plain English."},{"role":"user","content":"%s"}],"max_tokens":64,"stream":true}' \
+            "$model" "$text" >"$TMP/chat-stream-$model.json"
+    done
+    printf '{"variables":{"text":"%s"}}' "$text" >"$TMP/prompt.json"
+    printf '{"variables":{"text":"%s"},"stream":true}' "$text" >"$TMP/prompt-stream.json"
+}
+
+# Current target: its URL, body files, key, extra headers and the PID whose CPU and memory are measured.
+T_NAME="" T_URL="" T_BODY="" T_BODY_STREAM="" T_AUTH="" T_HEADERS="" T_PID=""
+
+# run_wrk MODE(nonstream|stream) LOAD(paced|max): one measured run; appends a result line.
+run_wrk() {
+    local mode=$1 load=$2 body conns delay out ticks0 ticks1 t0 t1
+    body=$T_BODY
+    [[ $mode == stream ]] && body=$T_BODY_STREAM
+    if [[ $load == paced ]]; then conns=$PACED_CONNS delay=$PACED_DELAY_MS; else conns=$MAX_CONNS delay=0; fi
+    out="$TMP/wrk-$T_NAME-$mode-$load.txt"
+    ticks0=$(cpu_ticks "$T_PID")
+    t0=$(date +%s%N)
+    BENCH_BODY=$body BENCH_AUTH=$T_AUTH BENCH_HEADERS=$T_HEADERS BENCH_DELAY_MS=$delay \
+        taskset -c 1 wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 10s -s "$WRK_LUA" "$T_URL" >"$out" 2>&1 ||
+        { cat "$out" >&2; die "wrk failed against $T_NAME"; }
+    t1=$(date +%s%N)
+    ticks1=$(cpu_ticks "$T_PID")
+    CMDS+=("BENCH_BODY=$(basename "$body") BENCH_AUTH=$T_AUTH BENCH_HEADERS='$T_HEADERS' BENCH_DELAY_MS=$delay taskset -c 1 wrk -t1 -c$conns -d${DURATION}s --timeout 10s -s post.lua $T_URL")
+    local line
+    line=$(grep '^BENCH ' "$out") || { cat "$out" >&2; die "no result from wrk against $T_NAME"; }
+    # name mode load requests duration_us errors p50 p90 p99 cpu_ticks wall_ns
+    awk -v name="$T_NAME" -v mode="$mode" -v kind="$load" -v ticks=$((ticks1 - ticks0)) -v wall=$((t1 - t0)) '
+        { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+        END { print name, mode, kind, v["requests"], v["duration_us"], v["errors"], v["p50"], v["p90"], v["p99"], ticks, wall }
+    ' <<<"$line" >>"$TMP/results.txt"
+    log "  $T_NAME $mode $load: $(awk '{printf "%.0f req/s, p50 %.2f ms, p99 %.2f ms, errors %d", $4 / ($5 / 1e6), $7 / 1000, $9 / 1000, $6}' <<<"$(tail -n1 "$TMP/results.txt")")"
+}
+
+# p99 at a fixed 1,000 requests/s with oha, when oha is installed.
+run_oha() {
+    command -v oha >/dev/null || return 0
+    local out="$TMP/oha-$T_NAME.txt"
+    extra_headers
+    taskset -c 1 oha --no-tui -z "${DURATION}s" -q 1000 -c "$PACED_CONNS" -m POST \
+        -H "Authorization: Bearer $T_AUTH" -H 'Content-Type: application/json' "${EXTRA_H[@]}" \
+        -D "$T_BODY" "$T_URL" >"$out" 2>&1 || { log "  oha failed against $T_NAME"; return 0; }
+    CMDS+=("taskset -c 1 oha --no-tui -z ${DURATION}s -q 1000 -c $PACED_CONNS -m POST -H 'Authorization: Bearer $T_AUTH' -D $(basename "$T_BODY") $T_URL")
+    local p99
+    p99=$(awk '/99.00%/ {for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+$/) {print $i * 1000; exit}}' "$out")
+    echo "$T_NAME ${p99:-nan}" >>"$TMP/oha.txt"
+    log "  $T_NAME oha -q 1000: p99 ${p99:-?} ms"
+}
+
+# Time to first byte of streams: TTFB_REQUESTS sequential requests in one curl (one keep-alive connection).
+run_ttfb() {
+    local cfg="$TMP/ttfb-$T_NAME.curl" out="$TMP/ttfb-$T_NAME.txt"
+    : >"$cfg"
+    for _ in $(seq "$TTFB_REQUESTS"); do printf 'url = "%s"\noutput = "/dev/null"\n' "$T_URL" >>"$cfg"; done
+    extra_headers
+    taskset -c 1 curl -s -K "$cfg" -X POST -H "Authorization: Bearer $T_AUTH" -H 'Content-Type: application/json' \
+        "${EXTRA_H[@]}" --data-binary "@$T_BODY_STREAM" -w '%{http_code} %{time_starttransfer}\n' >"$out" ||
+        die "curl failed measuring the time to first byte of $T_NAME"
+    CMDS+=("taskset -c 1 curl -s -K ttfb.curl ($TTFB_REQUESTS × url = $T_URL) -X POST -H 'Authorization: Bearer $T_AUTH' --data-binary @$(basename "$T_BODY_STREAM") -w '%{http_code} %{time_starttransfer}\\n'")
+    local bad
+    bad=$(awk '$1 != 200' "$out" | wc -l)
+    ((bad == 0)) || log "  $T_NAME TTFB: $bad of $TTFB_REQUESTS answers were not 200"
+    awk '$1 == 200 {print $2 * 1000}' "$out" | sort -n | awk -v name="$T_NAME" '
+        { v[++n] = $1 }
+        END {
+            if (n == 0) { print name, "nan", "nan"; exit }
+            print name, v[int((n - 1) * 0.50) + 1], v[int((n - 1) * 0.99) + 1]
+        }' >>"$TMP/ttfb.txt"
+    log "  $T_NAME TTFB: $(tail -n1 "$TMP/ttfb.txt" | awk '{printf "p50 %.3f ms, p99 %.3f ms", $2, $3}')"
+}
+
+# One request of each kind must succeed before any load: a misconfigured target fails loudly.
+check_target() {
+    local reply
+    extra_headers
+    reply=$(curl -s --max-time 10 -H "Authorization: Bearer $T_AUTH" -H 'Content-Type: application/json' \
+        "${EXTRA_H[@]}" --data-binary "@$T_BODY" -w '\n%{http_code}' "$T_URL" 2>&1 || true)
+    [[ ${reply##*$'\n'} == 200 && $reply == *'"choices"'* ]] || { echo "$reply" | tail -c 600 >&2; return 1; }
+    reply=$(curl -s --max-time 10 -H "Authorization: Bearer $T_AUTH" -H 'Content-Type: application/json' \
+        "${EXTRA_H[@]}" --data-binary "@$T_BODY_STREAM" -w '\n%{http_code}' "$T_URL" 2>&1 || true)
+    [[ ${reply##*$'\n'} == 200 && $reply == *'[DONE]'* ]] || { echo "$reply" | tail -c 600 >&2; return 1; }
+}
+
+# measure: the whole series against the current target.
+measure() {
+    log "measuring $T_NAME"
+    # Warm-up: connection pools, allocator, caches; not recorded.
+    BENCH_BODY=$T_BODY BENCH_AUTH=$T_AUTH BENCH_HEADERS=$T_HEADERS BENCH_DELAY_MS=0 \
+        taskset -c 1 wrk -t1 -c"$MAX_CONNS" -d2s --timeout 10s -s "$WRK_LUA" "$T_URL" >/dev/null 2>&1 || true
+    run_wrk nonstream paced
+    run_wrk nonstream max
+    run_wrk stream paced
+    run_wrk stream max
+    run_oha
+    run_ttfb
+    echo "$T_NAME $(peak_rss_kb "$T_PID")" >>"$TMP/rss.txt"
+}
+
+# === targets ===
+
+SLUICE=${SLUICE_BIN:-$ROOT/target/release/sluice}
+[[ $SLUICE == /* ]] || SLUICE="$ROOT/$SLUICE"
+
+start_simulator() {
+    free_port
+    SIM_PORT=$PORT
+    start simulator 1 "$SLUICE" simulate --listen "127.0.0.1:$SIM_PORT" --reply-tokens 20
+    SIM_PID=$PID
+    wait_http "http://127.0.0.1:$SIM_PORT/healthz" 20 "$SIM_PID" simulator
+}
+
+target_direct() {
+    T_NAME=direct T_URL="http://127.0.0.1:$SIM_PORT/v1/chat/completions" T_AUTH=sk-upstream T_HEADERS=""
+    T_BODY="$TMP/chat-bench-model.json" T_BODY_STREAM="$TMP/chat-stream-bench-model.json" T_PID=$SIM_PID
+    check_target || die "the simulator does not answer as expected"
+    measure
+}
+
+target_nginx() {
+    local dir="$TMP/nginx" bin
+    bin=$(command -v nginx || echo /usr/sbin/nginx)
+    mkdir -p "$dir"
+    free_port
+    cat >"$dir/nginx.conf" <<EOF
+# A plain reverse proxy in front of the simulator: the floor any proxy can be compared to.
+worker_processes 1;
+master_process off;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log $dir/access.log;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    client_max_body_size 8m;
+    upstream simulator {
+        server 127.0.0.1:$SIM_PORT;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$PORT;
+        location / {
+            proxy_pass http://simulator;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+    start nginx 0 "$bin" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
+    T_PID=$PID
+    wait_http "http://127.0.0.1:$PORT/healthz" 20 "$T_PID" nginx
+    T_NAME=nginx T_URL="http://127.0.0.1:$PORT/v1/chat/completions" T_AUTH=sk-upstream T_HEADERS=""
+    T_BODY="$TMP/chat-bench-model.json" T_BODY_STREAM="$TMP/chat-stream-bench-model.json"
+    check_target || { tail -n 30 "$dir/error.log" >&2; die "nginx does not proxy as expected"; }
+    measure
+    stop "$T_PID"
+}
+
+# write_sluice_config FILE PORT full(0|1)
+write_sluice_config() {
+    local file=$1 port=$2 full=$3 budgets="" prompts_dir="$TMP/no-prompts"
+    if ((full)); then
+        budgets=$'rpm = 1000000000\ntpm = 1000000000000'
+        prompts_dir="$TMP/prompts"
+        mkdir -p "$prompts_dir"
+        cat >"$prompts_dir/bench.toml" <<'EOF'
+name = "bench"
+version = 1
+description = "Benchmark prompt: a fixed system message and the caller's text."
+model = "bench"
+
+[parameters]
+max_tokens = 64
+
+[variables.text]
+type = "string"
+description = "The user's message."
+
+[[messages]]
+role = "system"
+content = "You are a concise assistant. Answer in plain English."
+
+[[messages]]
+role = "user"
+content = "{{ text }}"
+EOF
+    fi
+    local store="# [store]: the defaults"
+    if ((full)) && [[ -n $FULL_STORE_URL ]]; then store=$'[store]\nurl = "'"$FULL_STORE_URL"'"'; fi
+    cat >"$file" <<EOF
+# Generated by bench/run.sh: $([[ $full == 1 ]] && echo "full path (budgets, prompt templates)" || echo "bare proxy").
+# The gateway runs in a folder of its own, so relative defaults (the store's files) land there.
+[server]
+listen = "127.0.0.1:$port"
+
+$store
+
+[auth]
+keys = ["sk-bench"]
+
+[log]
+format = "json"
+level = "$LOG_LEVEL"
+
+[[providers]]
+name = "simulator"
+kind = "openai_compatible"
+base_url = "http://127.0.0.1:$SIM_PORT/v1"
+keys = ["sk-upstream"]
+
+[[models]]
+name = "bench"
+[[models.deployments]]
+provider = "simulator"
+model = "bench-model"
+$budgets
+
+[prompts]
+dir = "$prompts_dir"
+EOF
+}
+
+# target_sluice bare|full [prompt]
+target_sluice() {
+    local variant=$1 full=0 dir="$TMP/sluice-$1"
+    if [[ $variant == full ]]; then full=1; fi
+    mkdir -p "$dir/data" "$dir/config"
+    if [[ -f $ROOT/config/prices.toml ]]; then ln -s "$ROOT/config/prices.toml" "$dir/config/prices.toml"; fi
+    free_port
+    write_sluice_config "$dir/sluice.toml" "$PORT" "$full"
+    # Variables that would override the generated configuration are left out.
+    start "sluice-$variant" 0 env -u SLUICE_LISTEN -u SLUICE_DATABASE_URL -u SLUICE_CONFIG -u RUST_LOG -C "$dir" \
+        "$SLUICE" --config "$dir/sluice.toml" serve
+    T_PID=$PID
+    wait_http "http://127.0.0.1:$PORT/healthz" 30 "$T_PID" "sluice-$variant"
+    T_AUTH=sk-bench T_HEADERS=""
+    if wants "$variant"; then
+        T_NAME="sluice-$variant" T_URL="http://127.0.0.1:$PORT/v1/chat/completions"
+        T_BODY="$TMP/chat-bench.json" T_BODY_STREAM="$TMP/chat-stream-bench.json"
+        check_target || { tail -n 30 "$TMP/sluice-$variant.log" >&2; die "sluice ($variant) does not answer as expected"; }
+        measure
+    fi
+    if ((full)) && wants prompt; then
+        # The same process: RSS is the process's peak over both series.
+        T_NAME="sluice-full-prompt" T_URL="http://127.0.0.1:$PORT/v1/prompts/bench"
+        T_BODY="$TMP/prompt.json" T_BODY_STREAM="$TMP/prompt-stream.json"
+        check_target || { tail -n 30 "$TMP/sluice-$variant.log" >&2; die "sluice's prompt endpoint does not answer as expected"; }
+        measure
+    fi
+    stop "$T_PID"
+}
+
+target_litellm() {
+    local cmd
+    cmd=$(litellm_cmd) || { PEER_NOTES+=("LiteLLM: not installed (\`--with-peers\` installs it)"); return 0; }
+    free_port
+    cat >"$TMP/litellm.yaml" <<EOF
+model_list:
+  - model_name: bench
+    litellm_params:
+      model: openai/bench-model
+      api_base: http://127.0.0.1:$SIM_PORT/v1
+      api_key: sk-upstream
+general_settings:
+  master_key: sk-bench
+EOF
+    start litellm 0 "$cmd" --config "$TMP/litellm.yaml" --host 127.0.0.1 --port "$PORT" --num_workers 1
+    T_PID=$PID
+    wait_http "http://127.0.0.1:$PORT/health/liveliness" 180 "$T_PID" litellm
+    T_NAME=litellm T_URL="http://127.0.0.1:$PORT/v1/chat/completions" T_AUTH=sk-bench T_HEADERS=""
+    T_BODY="$TMP/chat-bench.json" T_BODY_STREAM="$TMP/chat-stream-bench.json"
+    if check_target; then measure; else PEER_NOTES+=("LiteLLM: started but did not answer as expected; skipped"); fi
+    stop "$T_PID"
+}
+
+target_portkey() {
+    local entry
+    entry=$(portkey_entry) || { PEER_NOTES+=("Portkey: not installed (\`--with-peers\` installs it)"); return 0; }
+    free_port
+    start portkey 0 node "$entry" "--port=$PORT" --headless
+    T_PID=$PID
+    wait_http "http://127.0.0.1:$PORT/" 60 "$T_PID" portkey
+    T_NAME=portkey T_URL="http://127.0.0.1:$PORT/v1/chat/completions" T_AUTH=sk-upstream
+    T_HEADERS="x-portkey-provider: openai|x-portkey-custom-host: http://127.0.0.1:$SIM_PORT/v1"
+    T_BODY="$TMP/chat-bench-model.json" T_BODY_STREAM="$TMP/chat-stream-bench-model.json"
+    if check_target; then measure; else PEER_NOTES+=("Portkey: started but did not answer as expected; skipped"); fi
+    stop "$T_PID"
+}
+
+# === report ===
+
+versions() {
+    echo "- sluice: $("$SLUICE" --version 2>/dev/null || echo "target/release/sluice") (git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$([[ -n $(GIT_OPTIONAL_LOCKS=0 git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | head -n1) ]] && echo ", with uncommitted changes")), $(rustc --version 2>/dev/null || echo 'rustc ?')$([[ -n $SLUICE_BIN ]] && echo "; binary $SLUICE_BIN built $(date -u -r "$SLUICE" '+%Y-%m-%d %H:%M UTC')")"
+    echo "- load generator: $(wrk -v 2>&1 | head -n1 | sed 's/ Copyright.*//')$(command -v oha >/dev/null && echo "; $(oha --version 2>/dev/null) for the fixed 1,000 req/s p99")"
+    echo "- nginx: $({ command -v nginx >/dev/null && nginx -v; } 2>&1 || /usr/sbin/nginx -v 2>&1)"
+    echo "- curl: $(curl --version | head -n1 | cut -d' ' -f1-2)"
+    local cmd
+    if cmd=$(litellm_cmd); then
+        echo "- LiteLLM: $("$(dirname "$cmd")/python" -c 'import importlib.metadata as m; print(m.version("litellm"))' 2>/dev/null || python3 -c 'import importlib.metadata as m; print(m.version("litellm"))' 2>/dev/null || echo '?')"
+    fi
+    if cmd=$(portkey_entry); then
+        echo "- Portkey gateway: $(node -p "require('$(dirname "$(dirname "$cmd")")/package.json').version" 2>/dev/null || echo '?'), node $(node --version)"
+    fi
+}
+
+machine() {
+    echo "- $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -n1)), $(free -g | awk '/^Mem:/ {print $2}') GiB memory"
+    echo "- kernel $(uname -sr)"
+    echo "- date $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "- 1-minute load average when measuring started: $LOAD_AT_START; at the end: $(cut -d' ' -f1 /proc/loadavg)"
+}
+
+LABELS=(
+    "direct:direct (simulator alone)"
+    "nginx:nginx (floor)"
+    "sluice-bare:Sluice bare proxy"
+    "sluice-full:Sluice full path"
+    "sluice-full-prompt:Sluice full, prompt template"
+    "litellm:LiteLLM proxy"
+    "portkey:Portkey gateway"
+)
+label_of() {
+    local entry
+    for entry in "${LABELS[@]}"; do [[ ${entry%%:*} == "$1" ]] && { echo "${entry#*:}"; return; }; done
+    echo "$1"
+}
+
+# The table: one row per target, mode and load.
+table() {
+    echo "| target | stream | load | req/s | p50 ms | p90 ms | p99 ms | Δp50 ms | Δp99 ms | CPU/req µs | core used | TTFB p50/p99 ms | ΔTTFB p50/p99 ms | peak RSS MB | errors |"
+    echo "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    local name
+    for name in $(awk '!seen[$1]++ {print $1}' "$TMP/results.txt"); do
+        awk -v name="$name" -v label="$(label_of "$name")" -v tck="$CLK_TCK" -v paced="$PACED_CONNS conns, ${PACED_DELAY_MS} ms pause" -v maxc="$MAX_CONNS conns" '
+            FILENAME ~ /results/ { key = $1 " " $2 " " $3; req[key] = $4; dur[key] = $5; err[key] = $6
+                p50[key] = $7; p90[key] = $8; p99[key] = $9; ticks[key] = $10; wall[key] = $11; next }
+            FILENAME ~ /ttfb/ { t50[$1] = $2; t99[$1] = $3; next }
+            FILENAME ~ /rss/ { rss[$1] = $2; next }
+            END {
+                n = split("nonstream paced,nonstream max,stream paced,stream max", rows, ",")
+                for (i = 1; i <= n; i++) {
+                    split(rows[i], mk, " "); mode = mk[1]; kind = mk[2]
+                    key = name " " mode " " kind; base = "direct " mode " " kind
+                    if (!(key in req)) continue
+                    rps = req[key] / (dur[key] / 1e6)
+                    cpu = req[key] > 0 ? ticks[key] / tck * 1e6 / req[key] : 0
+                    used = ticks[key] / tck / (wall[key] / 1e9) * 100
+                    d50 = "–"; d99 = "–"; tt = "–"; dt = "–"
+                    if (kind == "paced" && name != "direct" && (base in req)) {
+                        d50 = sprintf("%+.2f", (p50[key] - p50[base]) / 1000)
+                        d99 = sprintf("%+.2f", (p99[key] - p99[base]) / 1000)
+                    }
+                    if (mode == "stream" && kind == "paced" && (name in t50)) {
+                        tt = sprintf("%.2f / %.2f", t50[name], t99[name])
+                        if (name != "direct" && ("direct" in t50))
+                            dt = sprintf("%+.2f / %+.2f", t50[name] - t50["direct"], t99[name] - t99["direct"])
+                    }
+                    cpucell = sprintf("%.0f", cpu); if (name == "direct") cpucell = cpucell " (simulator)"
+                    printf "| %s | %s | %s | %.0f | %.2f | %.2f | %.2f | %s | %s | %s | %.0f%% | %s | %s | %.1f | %d |\n",
+                        label, (mode == "stream" ? "yes" : "no"), (kind == "paced" ? paced : maxc), rps,
+                        p50[key] / 1000, p90[key] / 1000, p99[key] / 1000, d50, d99, cpucell, used, tt, dt,
+                        rss[name] / 1024, err[key]
+                }
+            }' "$TMP/results.txt" "$TMP/ttfb.txt" "$TMP/rss.txt"
+    done
+}
+
+# How each Sluice path fares against the issue's targets.
+targets_summary() {
+    awk -v tck="$CLK_TCK" '
+        FILENAME ~ /results/ { key = $1 " " $2 " " $3; req[key] = $4; dur[key] = $5; p99[key] = $9; ticks[key] = $10; next }
+        FILENAME ~ /ttfb/ { t50[$1] = $2; next }
+        FILENAME ~ /rss/ { rss[$1] = $2; next }
+        function cpu(k) { return req[k] > 0 ? ticks[k] / tck * 1e6 / req[k] : -1 }
+        function verdict(ok) { return ok ? "meets" : "misses" }
+        END {
+            m = split("sluice-full sluice-bare", names, " ")
+            for (i = 1; i <= m; i++) {
+                n = names[i]; if (!((n " nonstream max") in req)) continue
+                c1 = cpu(n " nonstream max"); c2 = cpu(n " stream max")
+                d99 = (p99[n " nonstream paced"] - p99["direct nonstream paced"]) / 1000
+                dt = t50[n] - t50["direct"]; r = rss[n] / 1024
+                printf "- %s: CPU %.0f µs per non-streaming request at max load (target ≤ 50: %s; %.0f µs paced), %.0f µs per 20-chunk stream (≤ 80: %s; %.0f µs paced); p99 overhead %+.2f ms at ~1k req/s (< 0.5: %s); TTFB overhead %+.2f ms at p50 (< 0.3: %s); peak RSS %.1f MB (< 80: %s)\n",
+                    (n == "sluice-full" ? "Sluice full path" : "Sluice bare proxy"),
+                    c1, verdict(c1 <= 50), cpu(n " nonstream paced"), c2, verdict(c2 <= 80), cpu(n " stream paced"),
+                    d99, verdict(d99 < 0.5), dt, verdict(dt < 0.3), r, verdict(r < 80)
+            }
+            dk = "direct nonstream max"
+            if (dk in req) {
+                best = 0; who = ""
+                for (k in req) { split(k, p, " "); if (p[1] != "direct" && p[2] == "nonstream" && p[3] == "max") {
+                    rps = req[k] / (dur[k] / 1e6); if (rps > best) { best = rps; who = p[1] } } }
+                direct = req[dk] / (dur[dk] / 1e6)
+                printf "- The simulator alone served %.0f non-streaming req/s with the load generator on the same core (%.0f µs of its CPU per request); the fastest proxy reached %.0f req/s (%s). ",
+                    direct, cpu(dk), best, who
+                if (best < 0.9 * direct) print "Every proxy stayed well below what the upstream side can serve, so the simulator was not the bottleneck."
+                else print "That is close to what the upstream side can serve, so for it the figure is a lower bound."
+            }
+        }' "$TMP/results.txt" "$TMP/ttfb.txt" "$TMP/rss.txt"
+}
+
+section() {
+    echo "## End-to-end proxy benchmark"
+    echo
+    echo "Written by \`bash bench/run.sh\` (see the options at the top of the script); rerun it when the hot path changes."
+    echo "The proxy under test runs alone on core 0 (\`taskset -c 0\`); the upstream (\`sluice simulate --reply-tokens 20\`,"
+    echo "no added latency, 20 chunks per stream) and the load generator share core 1. Every request is a chat completion"
+    echo "with a ~500-token prompt and \`max_tokens: 64\`. *paced*: $PACED_CONNS connections each pausing ${PACED_DELAY_MS} ms after every"
+    echo "answer (about 1,000 req/s; the latency and overhead figures). *max*: $MAX_CONNS connections, no pause (the most req/s)."
+    echo "Each run lasts ${DURATION} s after a 2 s warm-up. Δ: versus calling the simulator directly in the same run."
+    echo "CPU/req: utime+stime of the proxy process over the run divided by its requests (for *direct*, the simulator's)."
+    echo "*core used*: that CPU time over the run's wall time (100% = core 0 saturated). TTFB: ${TTFB_REQUESTS} sequential"
+    echo "streaming requests on one keep-alive connection (\`curl -w %{time_starttransfer}\`). Peak RSS: VmHWM at the end of"
+    echo "the target's series. Sluice logs every request at \`$LOG_LEVEL\` (JSON, to a file) and nginx writes its access log."
+    echo
+    if [[ -n ${LOAD_NOTE:-} ]]; then echo "**Note:** $LOAD_NOTE"; echo; fi
+    table
+    echo
+    if [[ -s $TMP/oha.txt ]]; then
+        echo "p99 at a fixed 1,000 req/s (\`oha -q 1000\`): $(awk '{printf "%s%s %.2f ms", (NR > 1 ? ", " : ""), $1, $2}' "$TMP/oha.txt")."
+    else
+        echo "oha is not installed, so there is no exact fixed-rate figure; the paced wrk runs stand in for \"at 1,000 req/s\"."
+    fi
+    echo
+    echo "Against the targets of issue 7:"
+    echo
+    targets_summary
+    if [[ -n $LOAD_NOTE ]]; then
+        echo "- With other work on the machine, p99 latencies swing by milliseconds from run to run (a negative"
+        echo "  overhead is that noise), so the p99 and TTFB verdicts need a rerun on a quiet machine; CPU per request,"
+        echo "  the share of the core used and RSS are the figures that hold up."
+    fi
+    for note in "${PEER_NOTES[@]}"; do echo "- $note"; done
+    echo
+    echo "### Machine and tools"
+    echo
+    machine
+    versions
+    echo
+    echo "### Commands"
+    echo
+    echo '```sh'
+    printf '%s\n' "${CMDS[@]}" | sed "s#$TMP#\$TMP#g; s#$ROOT/##g"
+    echo '```'
+    echo
+}
+
+# Replaces the "End-to-end proxy benchmark" section of docs/benchmarks.md, keeping every other section.
+write_docs() {
+    local new="$TMP/section.md" out="$TMP/benchmarks.md"
+    section >"$new"
+    if [[ ! -f $DOCS ]]; then
+        printf '# Benchmarks\n\nHow fast Sluice is and what it costs, measured on this project'"'"'s machines. Each section says how to\nreproduce it.\n\n' >"$DOCS"
+    fi
+    awk -v new="$new" '
+        function emit() { while ((getline line < new) > 0) print line; done = 1 }
+        /^(```|~~~)/ { fenced = !fenced }
+        /^## / && !fenced { if (skipping) skipping = 0
+                 if ($0 == "## End-to-end proxy benchmark") { skipping = 1; emit(); next } }
+        !skipping { print; last = $0 }
+        END { if (!done) { if (last != "") print ""; emit() } }
+    ' "$DOCS" >"$out"
+    cp "$out" "$DOCS"
+    log "wrote the section \"End-to-end proxy benchmark\" of docs/benchmarks.md"
+}
+
+# === main ===
+
+PEER_NOTES=()
+LOAD_NOTE=""
+LOAD_AT_START=""
+
+install_tools
+((WITH_PEERS)) && install_peers
+if ((BUILD)); then
+    log "cargo build --release -p sluice"
+    cargo build --release -p sluice >&2
+fi
+[[ -x $SLUICE ]] || die "$SLUICE is missing (build it, or drop --no-build)"
+((WAIT)) && wait_for_quiet
+LOAD_AT_START=$(cut -d' ' -f1 /proc/loadavg)
+if [[ -z $LOAD_NOTE ]] && ! awk -v l="$LOAD_AT_START" 'BEGIN {exit !(l < 1.0)}'; then
+    LOAD_NOTE="The 1-minute load average was $LOAD_AT_START when measuring started (other work on the machine), so the figures are noisier than on a quiet machine."
+fi
+log "load generator: wrk$(command -v oha >/dev/null && echo ", and oha for the fixed 1,000 req/s p99")"
+
+write_lua
+write_bodies
+: >"$TMP/results.txt"
+: >"$TMP/ttfb.txt"
+: >"$TMP/rss.txt"
+start_simulator
+target_direct
+wants nginx && target_nginx
+wants bare && target_sluice bare
+{ wants full || wants prompt; } && target_sluice full
+wants litellm && target_litellm
+wants portkey && target_portkey
+
+TABLE=$(table)
+echo
+echo "$TABLE"
+echo
+targets_summary
+for note in "${PEER_NOTES[@]}"; do echo "- $note"; done
+((WRITE_DOCS)) && write_docs
+exit 0

@@ -400,14 +400,18 @@ async fn tenants(store: &sluice_store::Store, command: TenantsCommand) -> anyhow
             println!("created tenant {}", tenant.name);
         }
         TenantsCommand::List => {
+            println!(
+                "{:<24} {:>8} {:>10} {:>14} {:>7}",
+                "tenant", "rpm", "tpm", "budget_usd", "period"
+            );
             for tenant in store.list_tenants().await? {
                 println!(
-                    "{} rpm={} tpm={} budget_usd={} per {}",
+                    "{:<24} {:>8} {:>10} {:>14} {:>7}",
                     tenant.name,
                     tenant.rpm.map_or("-".to_owned(), |v| v.to_string()),
                     tenant.tpm.map_or("-".to_owned(), |v| v.to_string()),
                     tenant.budget_micros.map_or("-".to_owned(), sluice_store::format_usd),
-                    tenant.budget_period
+                    tenant.budget_period.to_string()
                 );
             }
         }

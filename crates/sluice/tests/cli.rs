@@ -237,7 +237,12 @@ async fn tenants_keys_and_spend_from_the_command_line() {
     };
     run(&["migrate"]);
     assert!(run(&["tenants", "create", "team-x", "--rpm", "10", "--budget-usd", "2.5"]).contains("team-x"));
-    assert!(run(&["tenants", "list"]).contains("team-x rpm=10"));
+    let listed = run(&["tenants", "list"]);
+    let row = listed.lines().find(|l| l.starts_with("team-x")).unwrap();
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["team-x", "10", "-", "2.500000", "month"]
+    );
     let created = run(&["keys", "create", "team-x", "--name", "laptop"]);
     let key = created
         .lines()

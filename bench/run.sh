@@ -3,7 +3,9 @@
 # what it costs in CPU and memory, next to calling the upstream directly and next to nginx as a plain
 # reverse proxy (the floor), all measured in one run on one machine.
 #
-#   bash bench/run.sh [options]          # from the repository root; ~6 minutes with the defaults
+#   bash bench/run.sh [options]          # from the repository root: about 4 minutes of measuring with the
+#                                        # defaults (plus the build, and up to 15 minutes waiting for a quiet
+#                                        # machine; each installed peer adds about a minute)
 #
 # What it does:
 #   1. Installs wrk and nginx from Debian (apt-get) when missing. wrk is the load generator (no compile

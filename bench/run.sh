@@ -220,6 +220,12 @@ peak_rss_kb() {
     echo "$total"
 }
 
+# Busy clock ticks (user, nice, system, irq, softirq, steal) of core 0 and core 1, from /proc/stat.
+core_busy() {
+    awk '$1 == "cpu0" {c0 = $2 + $3 + $4 + $7 + $8 + $9} $1 == "cpu1" {c1 = $2 + $3 + $4 + $7 + $8 + $9}
+        END {print c0 + 0, c1 + 0}' /proc/stat
+}
+
 # === the machine ===
 
 wait_for_quiet() {
@@ -366,27 +372,49 @@ T_NAME="" T_URL="" T_BODY="" T_BODY_STREAM="" T_AUTH="" T_HEADERS="" T_PID=""
 
 # run_wrk MODE(nonstream|stream) LOAD(paced|max): one measured run; appends a result line.
 run_wrk() {
-    local mode=$1 load=$2 body conns delay out ticks0 ticks1 t0 t1
+    local mode=$1 load=$2 body conns delay out ticks0 ticks1 sim0 sim1 t0 t1 busy0 busy1 status=0
     body=$T_BODY
-    [[ $mode == stream ]] && body=$T_BODY_STREAM
+    if [[ $mode == stream ]]; then body=$T_BODY_STREAM; fi
     if [[ $load == paced ]]; then conns=$PACED_CONNS delay=$PACED_DELAY_MS; else conns=$MAX_CONNS delay=0; fi
     out="$TMP/wrk-$T_NAME-$mode-$load.txt"
+    busy0=$(core_busy)
     ticks0=$(cpu_ticks "$T_PID")
+    sim0=$(cpu_ticks "$SIM_PID")
     t0=$(date +%s%N)
-    BENCH_BODY=$body BENCH_AUTH=$T_AUTH BENCH_HEADERS=$T_HEADERS BENCH_DELAY_MS=$delay \
-        taskset -c 1 wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 10s -s "$WRK_LUA" "$T_URL" >"$out" 2>&1 ||
-        { cat "$out" >&2; die "wrk failed against $T_NAME"; }
+    # `time` gives wrk's own CPU time, so the other work on core 1 can be told apart from the load's.
+    local TIMEFORMAT='%U %S'
+    { time BENCH_BODY=$body BENCH_AUTH=$T_AUTH BENCH_HEADERS=$T_HEADERS BENCH_DELAY_MS=$delay \
+        taskset -c 1 wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 10s -s "$WRK_LUA" "$T_URL" >"$out" 2>&1; } \
+        2>"$out.time" || status=$?
+    ((status == 0)) || { cat "$out" >&2; die "wrk failed against $T_NAME"; }
     t1=$(date +%s%N)
     ticks1=$(cpu_ticks "$T_PID")
+    sim1=$(cpu_ticks "$SIM_PID")
+    busy1=$(core_busy)
     CMDS+=("BENCH_BODY=$(basename "$body") BENCH_AUTH=$T_AUTH BENCH_HEADERS='$T_HEADERS' BENCH_DELAY_MS=$delay taskset -c 1 wrk -t1 -c$conns -d${DURATION}s --timeout 10s -s post.lua $T_URL")
     local line
     line=$(grep '^BENCH ' "$out") || { cat "$out" >&2; die "no result from wrk against $T_NAME"; }
-    # name mode load requests duration_us errors p50 p90 p99 cpu_ticks wall_ns
-    awk -v name="$T_NAME" -v mode="$mode" -v kind="$load" -v ticks=$((ticks1 - ticks0)) -v wall=$((t1 - t0)) '
+    # Other work on each core, in % of the run: core 0's busy time less the target's (when the target is
+    # on core 0), core 1's less the simulator's and wrk's.
+    local other0 other1 on_core0=1
+    if [[ $T_PID == "$SIM_PID" ]]; then on_core0=0; fi
+    read -r other0 other1 < <(awk -v tck="$CLK_TCK" -v wall=$((t1 - t0)) -v b0="$busy0" -v b1="$busy1" \
+        -v target=$((ticks1 - ticks0)) -v sim=$((sim1 - sim0)) -v on0="$on_core0" '
+        { wrk = ($1 + $2) * tck }
+        END {
+            split(b0, a, " "); split(b1, b, " "); span = wall / 1e9 * tck
+            o0 = (b[1] - a[1] - (on0 ? target : 0)) / span * 100
+            o1 = (b[2] - a[2] - sim - wrk) / span * 100
+            # Clamped: the two readings of /proc/stat bracket the run by a few ticks.
+            printf "%.0f %.0f\n", (o0 < 0 ? 0 : (o0 > 100 ? 100 : o0)), (o1 < 0 ? 0 : (o1 > 100 ? 100 : o1))
+        }' "$out.time")
+    # name mode load requests duration_us errors p50 p90 p99 cpu_ticks wall_ns other0% other1%
+    awk -v name="$T_NAME" -v mode="$mode" -v kind="$load" -v ticks=$((ticks1 - ticks0)) -v wall=$((t1 - t0)) \
+        -v o0="$other0" -v o1="$other1" '
         { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
-        END { print name, mode, kind, v["requests"], v["duration_us"], v["errors"], v["p50"], v["p90"], v["p99"], ticks, wall }
+        END { print name, mode, kind, v["requests"], v["duration_us"], v["errors"], v["p50"], v["p90"], v["p99"], ticks, wall, o0, o1 }
     ' <<<"$line" >>"$TMP/results.txt"
-    log "  $T_NAME $mode $load: $(awk '{printf "%.0f req/s, p50 %.2f ms, p99 %.2f ms, errors %d", $4 / ($5 / 1e6), $7 / 1000, $9 / 1000, $6}' <<<"$(tail -n1 "$TMP/results.txt")")"
+    log "  $T_NAME $mode $load: $(awk '{printf "%.0f req/s, p50 %.2f ms, p99 %.2f ms, errors %d, other work on cores 0/1 %d%%/%d%%", $4 / ($5 / 1e6), $7 / 1000, $9 / 1000, $6, $12, $13}' <<<"$(tail -n1 "$TMP/results.txt")")"
 }
 
 # p99 at a fixed 1,000 requests/s with oha, when oha is installed.
@@ -690,13 +718,14 @@ label_of() {
 
 # The table: one row per target, mode and load.
 table() {
-    echo "| target | stream | load | req/s | p50 ms | p90 ms | p99 ms | Δp50 ms | Δp99 ms | CPU/req µs | core used | TTFB p50/p99 ms | ΔTTFB p50/p99 ms | peak RSS MB | errors |"
-    echo "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    echo "| target | stream | load | req/s | p50 ms | p90 ms | p99 ms | Δp50 ms | Δp99 ms | CPU/req µs | core used | TTFB p50/p99 ms | ΔTTFB p50/p99 ms | peak RSS MB | errors | other work core 0/1 |"
+    echo "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     local name
     for name in $(awk '!seen[$1]++ {print $1}' "$TMP/results.txt"); do
         awk -v name="$name" -v label="$(label_of "$name")" -v tck="$CLK_TCK" -v paced="$PACED_CONNS conns, ${PACED_DELAY_MS} ms pause" -v maxc="$MAX_CONNS conns" '
             FILENAME ~ /results/ { key = $1 " " $2 " " $3; req[key] = $4; dur[key] = $5; err[key] = $6
-                p50[key] = $7; p90[key] = $8; p99[key] = $9; ticks[key] = $10; wall[key] = $11; next }
+                p50[key] = $7; p90[key] = $8; p99[key] = $9; ticks[key] = $10; wall[key] = $11
+                o0[key] = $12; o1[key] = $13; next }
             FILENAME ~ /ttfb/ { t50[$1] = $2; t99[$1] = $3; next }
             FILENAME ~ /rss/ { rss[$1] = $2; next }
             END {
@@ -719,13 +748,21 @@ table() {
                             dt = sprintf("%+.2f / %+.2f", t50[name] - t50["direct"], t99[name] - t99["direct"])
                     }
                     cpucell = sprintf("%.0f", cpu); if (name == "direct") cpucell = cpucell " (simulator)"
-                    printf "| %s | %s | %s | %.0f | %.2f | %.2f | %.2f | %s | %s | %s | %.0f%% | %s | %s | %.1f | %d |\n",
+                    busy = (o0[key] > 10 || o1[key] > 10) ? " ⚠" : ""
+                    printf "| %s | %s | %s | %.0f | %.2f | %.2f | %.2f | %s | %s | %s | %.0f%% | %s | %s | %.1f | %d | %d%% / %d%%%s |\n",
                         label, (mode == "stream" ? "yes" : "no"), (kind == "paced" ? paced : maxc), rps,
                         p50[key] / 1000, p90[key] / 1000, p99[key] / 1000, d50, d99, cpucell, used, tt, dt,
-                        rss[name] / 1024, err[key]
+                        rss[name] / 1024, err[key], o0[key], o1[key], busy
                 }
             }' "$TMP/results.txt" "$TMP/ttfb.txt" "$TMP/rss.txt"
     done
+}
+
+# A note when other work shared a core during some runs.
+disturbed_note() {
+    awk '$12 > 10 || $13 > 10 {n++} END {
+        if (n) printf "- ⚠ marks the %d run(s) during which other processes (not the benchmark) took more than 10%% of core 0 or core 1: their figures are disturbed, latency and throughput most.\n", n
+    }' "$TMP/results.txt"
 }
 
 # How each Sluice path fares against the issue's targets.
@@ -774,7 +811,9 @@ section() {
     echo "CPU/req: utime+stime of the proxy process over the run divided by its requests (for *direct*, the simulator's)."
     echo "*core used*: that CPU time over the run's wall time (100% = core 0 saturated). TTFB: ${TTFB_REQUESTS} sequential"
     echo "streaming requests on one keep-alive connection (\`curl -w %{time_starttransfer}\`). Peak RSS: VmHWM at the end of"
-    echo "the target's series. Sluice logs every request at \`$LOG_LEVEL\` (JSON, to a file) and nginx writes its access log."
+    echo "the target's series. *other work core 0/1*: CPU time that processes other than the benchmark's used on each core"
+    echo "during the run (from /proc/stat, less the proxy's, the simulator's and wrk's own time), in % of the run."
+    echo "Sluice logs every request at \`$LOG_LEVEL\` (JSON, to a file) and nginx writes its access log."
     echo
     if [[ -n ${LOAD_NOTE:-} ]]; then echo "**Note:** $LOAD_NOTE"; echo; fi
     table
@@ -788,6 +827,7 @@ section() {
     echo "Against the targets of issue 7:"
     echo
     targets_summary
+    disturbed_note
     if [[ -n $LOAD_NOTE ]]; then
         echo "- With other work on the machine, p99 latencies swing by milliseconds from run to run (a negative"
         echo "  overhead is that noise), so the p99 and TTFB verdicts need a rerun on a quiet machine; CPU per request,"
@@ -865,6 +905,7 @@ echo
 echo "$TABLE"
 echo
 targets_summary
+disturbed_note
 for note in "${PEER_NOTES[@]}"; do echo "- $note"; done
 ((WRITE_DOCS)) && write_docs
 exit 0

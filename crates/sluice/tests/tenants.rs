@@ -228,39 +228,10 @@ async fn tenants_keys_limits_budgets_and_the_ledger_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_keys_limits_budgets_and_the_ledger_on_postgres() {
-    if std::env::var("SLUICE_SKIP_POSTGRES_TESTS").is_ok_and(|v| v == "1") {
-        eprintln!("SKIPPED: the PostgreSQL tenant test (SLUICE_SKIP_POSTGRES_TESTS=1)");
+    let Some(database) = FreshDatabase::create("sluice_gw") else {
         return;
-    }
-    let database = format!("sluice_gw_{}", std::process::id());
-    let psql = |sql: String| {
-        std::process::Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-qc",
-            ])
-            .arg(sql)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("psql is needed for the PostgreSQL test ({e}); set SLUICE_SKIP_POSTGRES_TESTS=1 to skip it")
-            })
     };
-    psql(format!("DROP DATABASE IF EXISTS {database}"));
-    let created = psql(format!("CREATE DATABASE {database}"));
-    assert!(
-        created.status.success(),
-        "PostgreSQL at 127.0.0.1:5432 is needed (set SLUICE_SKIP_POSTGRES_TESTS=1 to skip): {}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    the_tenant_lifecycle(Some(&format!("postgres://postgres@127.0.0.1:5432/{database}"))).await;
-    psql(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
+    the_tenant_lifecycle(Some(&format!("postgres://postgres@127.0.0.1:5432/{}", database.name))).await;
 }
 
 #[tokio::test]
@@ -344,31 +315,9 @@ impl Drop for Outage {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_loses_no_usage_and_counts_none_twice() {
-    if std::env::var("SLUICE_SKIP_POSTGRES_TESTS").is_ok_and(|v| v == "1") {
-        eprintln!("SKIPPED: the PostgreSQL outage test (SLUICE_SKIP_POSTGRES_TESTS=1)");
+    let Some(database) = FreshDatabase::create("sluice_outage") else {
         return;
-    }
-    let database = format!("sluice_outage_{}", std::process::id());
-    let psql = |sql: String| {
-        std::process::Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-qc",
-            ])
-            .arg(sql)
-            .output()
-            .unwrap()
     };
-    psql(format!("DROP DATABASE IF EXISTS {database}"));
-    let created = psql(format!("CREATE DATABASE {database}"));
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
 
     let proxy = Outage::start("127.0.0.1:5432").await;
     let upstream = SimServer::start(SimConfig {
@@ -376,7 +325,7 @@ async fn a_database_outage_loses_no_usage_and_counts_none_twice() {
         ..SimConfig::default()
     })
     .await;
-    let url = format!("postgres://postgres@{}/{database}", proxy.addr);
+    let url = format!("postgres://postgres@{}/{}", proxy.addr, database.name);
     let gateway = GatewayServer::start(&config(&upstream.base_url(), Some(&url))).await;
     let (key, _) = new_key(&gateway, json!({"name": "steady"})).await;
 
@@ -435,7 +384,6 @@ async fn a_database_outage_loses_no_usage_and_counts_none_twice() {
     );
     drop(gateway);
     drop(proxy);
-    psql(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
 }
 
 #[tokio::test]
@@ -471,4 +419,53 @@ async fn an_expired_key_stops_working_and_a_tenant_sees_only_its_own_usage() {
     assert_eq!(response.status(), 400);
     tokio::time::sleep(Duration::from_millis(1600)).await;
     assert_eq!(chat(&gateway, &key, "m", false).await.status(), 401, "expired");
+}
+
+/// A throwaway PostgreSQL database, dropped with the value; `None` when the PostgreSQL tests are skipped.
+struct FreshDatabase {
+    name: String,
+}
+
+impl FreshDatabase {
+    fn create(prefix: &str) -> Option<Self> {
+        if std::env::var("SLUICE_SKIP_POSTGRES_TESTS").is_ok_and(|v| v == "1") {
+            eprintln!("SKIPPED: a PostgreSQL test (SLUICE_SKIP_POSTGRES_TESTS=1)");
+            return None;
+        }
+        let name = format!("{prefix}_{}", std::process::id());
+        psql(&format!("DROP DATABASE IF EXISTS {name}"));
+        let created = psql(&format!("CREATE DATABASE {name}"));
+        assert!(
+            created.status.success(),
+            "PostgreSQL at 127.0.0.1:5432 is needed (set SLUICE_SKIP_POSTGRES_TESTS=1 to skip): {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        Some(Self { name })
+    }
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+fn psql(sql: &str) -> std::process::Output {
+    std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            sql,
+        ])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("psql is needed for the PostgreSQL tests ({e}); set SLUICE_SKIP_POSTGRES_TESTS=1 to skip them")
+        })
 }

@@ -73,12 +73,14 @@ pub struct Tenancy {
 }
 
 impl AppState {
-    /// State over `router`, `auth` and, when prompt templates are published, their `prompts`.
+    /// State over `router`, `auth` and, when they are on, the published `prompts` and the `tenancy`
+    /// (tenants, virtual keys and the usage ledger).
     pub fn new(
         router: Arc<Router>,
         auth: Arc<dyn Authenticator>,
         settings: HttpSettings,
         prompts: Option<Arc<PromptWatcher>>,
+        tenancy: Option<Tenancy>,
     ) -> Self {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -95,25 +97,7 @@ impl AppState {
                 settings,
                 models_body,
                 prompts,
-                tenancy: None,
-            }),
-        }
-    }
-
-    /// The same state with tenants, virtual keys and the usage ledger.
-    pub fn with_tenancy(self, tenancy: Tenancy) -> Self {
-        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| StateInner {
-            router: Arc::clone(&shared.router),
-            auth: Arc::clone(&shared.auth),
-            settings: shared.settings,
-            models_body: shared.models_body.clone(),
-            prompts: shared.prompts.clone(),
-            tenancy: None,
-        });
-        Self {
-            inner: Arc::new(StateInner {
-                tenancy: Some(tenancy),
-                ..inner
+                tenancy,
             }),
         }
     }

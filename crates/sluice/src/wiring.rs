@@ -400,10 +400,7 @@ pub fn app(gateway: &Gateway, config: &Config) -> axum::Router {
             request_timeout: config.request_timeout,
         },
         Some(Arc::clone(&gateway.prompts)),
+        gateway.tenancy.clone(),
     );
-    let state = match &gateway.tenancy {
-        Some(tenancy) => state.with_tenancy(tenancy.clone()),
-        None => state,
-    };
     sluice_server::build_router(state)
 }

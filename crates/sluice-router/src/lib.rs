@@ -492,7 +492,7 @@ fn settle_when_known(reply: ChatReply, reservation: Reservation, meter: Meter) -
             events,
             reservation: Some(reservation),
             usage: None,
-            chunks: Vec::new(),
+            tally: CompletionTally::new(meter.encoding),
             pending_error: None,
             ended: false,
             meter,
@@ -523,9 +523,8 @@ struct Metered {
     events: EventStream,
     reservation: Option<Reservation>,
     usage: Option<Usage>,
-    /// The chunks so far, kept (by reference count, not copied) only until a usage report arrives, for
-    /// counting if none does.
-    chunks: Vec<bytes::Bytes>,
+    /// What is needed to count the completion if no usage report arrives.
+    tally: CompletionTally,
     pending_error: Option<ProviderError>,
     /// The inner stream has ended; it must not be polled again.
     ended: bool,
@@ -541,11 +540,10 @@ impl Metered {
 
     /// The gateway's own usage chunk, when the vendor sent none and there is something to count.
     fn estimated_usage(&mut self) -> Option<StreamEvent> {
-        if self.usage.is_some() || self.chunks.is_empty() {
+        if self.usage.is_some() || self.tally.is_empty() {
             return None;
         }
-        let counted = count_completion(&self.chunks, self.meter.encoding);
-        self.chunks = Vec::new();
+        let counted = std::mem::replace(&mut self.tally, CompletionTally::new(self.meter.encoding)).finish();
         let usage = Usage::new(self.meter.prompt_tokens, counted.tokens);
         self.usage = Some(usage);
         let chunk = serde_json::json!({
@@ -565,6 +563,77 @@ impl Metered {
     }
 }
 
+/// Chunks kept unparsed before the tally starts counting as they pass. Most vendors report usage in the
+/// last chunk, so most streams are never parsed for counting; a long stream costs at most this much memory
+/// before its chunks are counted and let go.
+const KEPT_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The completion of a stream, for when the vendor reports no usage. Short streams keep their chunks (by
+/// reference count, not copied) and are counted only if needed; past [`KEPT_CHUNK_BYTES`] chunks are
+/// counted as they pass, so a stream of any length holds a bounded amount of memory.
+struct CompletionTally {
+    kept: Vec<bytes::Bytes>,
+    kept_bytes: usize,
+    counting: Option<Counting>,
+    encoding: sluice_tokens::Encoding,
+}
+
+/// A tally that counts as chunks pass.
+struct Counting {
+    counter: sluice_tokens::CompletionCounter,
+    found: CountedCompletion,
+}
+
+impl CompletionTally {
+    fn new(encoding: sluice_tokens::Encoding) -> Self {
+        Self {
+            kept: Vec::new(),
+            kept_bytes: 0,
+            counting: None,
+            encoding,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.kept.is_empty() && self.counting.is_none()
+    }
+
+    /// Takes one OpenAI-format chunk.
+    fn push(&mut self, data: &bytes::Bytes) {
+        if let Some(counting) = &mut self.counting {
+            counting.add(data);
+            return;
+        }
+        self.kept_bytes += data.len();
+        self.kept.push(data.clone());
+        if self.kept_bytes > KEPT_CHUNK_BYTES {
+            let mut counting = Counting::new(self.encoding);
+            for kept in self.kept.drain(..) {
+                counting.add(&kept);
+            }
+            self.kept = Vec::new();
+            self.kept_bytes = 0;
+            self.counting = Some(counting);
+        }
+    }
+
+    /// A usage report arrived: nothing needs counting.
+    fn clear(&mut self) {
+        self.kept = Vec::new();
+        self.kept_bytes = 0;
+        self.counting = None;
+    }
+
+    fn finish(self) -> CountedCompletion {
+        let mut counting = self.counting.unwrap_or_else(|| Counting::new(self.encoding));
+        for kept in &self.kept {
+            counting.add(kept);
+        }
+        counting.found.tokens = counting.counter.tokens();
+        counting.found
+    }
+}
+
 /// What counting a stream's text found.
 struct CountedCompletion {
     tokens: u64,
@@ -573,42 +642,49 @@ struct CountedCompletion {
     created: u64,
 }
 
-/// Counts the completion tokens of OpenAI-format chunks: their text and tool call arguments.
-fn count_completion(chunks: &[bytes::Bytes], encoding: sluice_tokens::Encoding) -> CountedCompletion {
-    #[derive(serde::Deserialize)]
-    struct Chunk<'a> {
-        #[serde(default, borrow)]
-        id: std::borrow::Cow<'a, str>,
-        #[serde(default, borrow)]
-        model: std::borrow::Cow<'a, str>,
-        #[serde(default)]
-        created: u64,
-        #[serde(default, borrow)]
-        choices: Vec<Choice<'a>>,
+impl Counting {
+    fn new(encoding: sluice_tokens::Encoding) -> Self {
+        Self {
+            counter: sluice_tokens::CompletionCounter::new(encoding),
+            found: CountedCompletion {
+                tokens: 0,
+                id: String::new(),
+                model: String::new(),
+                created: 0,
+            },
+        }
     }
-    #[derive(serde::Deserialize)]
-    struct Choice<'a> {
-        #[serde(default, borrow)]
-        delta: Option<Delta<'a>>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Delta<'a> {
-        #[serde(default, borrow)]
-        content: Option<std::borrow::Cow<'a, str>>,
-        #[serde(default)]
-        tool_calls: Option<Vec<serde_json::Value>>,
-    }
-    let mut counter = sluice_tokens::CompletionCounter::new(encoding);
-    let mut found = CountedCompletion {
-        tokens: 0,
-        id: String::new(),
-        model: String::new(),
-        created: 0,
-    };
-    for data in chunks {
+
+    /// Counts one chunk's text and tool call arguments; the first chunk also gives the id, model and time
+    /// the estimated usage chunk carries.
+    fn add(&mut self, data: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct Chunk<'a> {
+            #[serde(default, borrow)]
+            id: std::borrow::Cow<'a, str>,
+            #[serde(default, borrow)]
+            model: std::borrow::Cow<'a, str>,
+            #[serde(default)]
+            created: u64,
+            #[serde(default, borrow)]
+            choices: Vec<Choice<'a>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Choice<'a> {
+            #[serde(default, borrow)]
+            delta: Option<Delta<'a>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Delta<'a> {
+            #[serde(default, borrow)]
+            content: Option<std::borrow::Cow<'a, str>>,
+            #[serde(default)]
+            tool_calls: Option<Vec<serde_json::Value>>,
+        }
         let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
-            continue;
+            return;
         };
+        let found = &mut self.found;
         if found.id.is_empty() {
             found.id = chunk.id.into_owned();
             found.model = chunk.model.into_owned();
@@ -616,17 +692,15 @@ fn count_completion(chunks: &[bytes::Bytes], encoding: sluice_tokens::Encoding) 
         }
         for delta in chunk.choices.into_iter().filter_map(|c| c.delta) {
             if let Some(text) = delta.content {
-                counter.push(&text);
+                self.counter.push(&text);
             }
             for call in delta.tool_calls.iter().flatten() {
                 if let Some(arguments) = call.pointer("/function/arguments").and_then(serde_json::Value::as_str) {
-                    counter.push(arguments);
+                    self.counter.push(arguments);
                 }
             }
         }
     }
-    found.tokens = counter.tokens();
-    found
 }
 
 impl Stream for Metered {
@@ -647,9 +721,9 @@ impl Stream for Metered {
                 match event.usage {
                     Some(usage) => {
                         self.usage = Some(usage);
-                        self.chunks = Vec::new();
+                        self.tally.clear();
                     }
-                    None if self.usage.is_none() => self.chunks.push(event.data.clone()),
+                    None if self.usage.is_none() => self.tally.push(&event.data),
                     None => {}
                 }
                 Poll::Ready(Some(Ok(event)))

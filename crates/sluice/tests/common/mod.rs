@@ -339,3 +339,347 @@ pub async fn get_json(gateway: &GatewayServer, path: &str, key: &str) -> serde_j
         .await
         .unwrap()
 }
+
+impl GatewayServer {
+    /// The gateway's store; panics when no store is attached.
+    pub fn store(&self) -> &sluice_store::Store {
+        &self.gateway.tenancy.as_ref().expect("a store is attached").store
+    }
+
+    /// The usage writer's counters now; panics when no store is attached.
+    pub fn writer_stats(&self) -> sluice_store::WriterStats {
+        self.gateway
+            .tenancy
+            .as_ref()
+            .expect("a store is attached")
+            .ledger
+            .writer()
+            .stats()
+    }
+}
+
+/// The prompt and completion tokens a simulated vendor reported, summed over its keys.
+pub fn sim_token_totals(stats: &SimStats) -> (u64, u64) {
+    stats.keys.values().fold((0, 0), |(prompt, completion), key| {
+        (prompt + key.prompt_tokens, completion + key.completion_tokens)
+    })
+}
+
+/// A throwaway PostgreSQL database at 127.0.0.1:5432 (trust authentication), dropped with the value even
+/// when the test fails; `None` when `SLUICE_SKIP_POSTGRES_TESTS=1`.
+pub struct FreshDatabase {
+    pub name: String,
+}
+
+impl FreshDatabase {
+    pub fn create(prefix: &str) -> Option<Self> {
+        if std::env::var("SLUICE_SKIP_POSTGRES_TESTS").is_ok_and(|v| v == "1") {
+            eprintln!("SKIPPED: a PostgreSQL test (SLUICE_SKIP_POSTGRES_TESTS=1)");
+            return None;
+        }
+        let name = format!("{prefix}_{}", std::process::id());
+        psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        let created = psql(&format!("CREATE DATABASE {name}"));
+        assert!(
+            created.status.success(),
+            "PostgreSQL at 127.0.0.1:5432 is needed (set SLUICE_SKIP_POSTGRES_TESTS=1 to skip): {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        Some(Self { name })
+    }
+
+    /// The database's URL, directly or through `host` (a [`TcpOutage`] proxy's address, say).
+    pub fn url(&self, host: &str) -> String {
+        format!("postgres://postgres@{host}/{}", self.name)
+    }
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+pub fn psql(sql: &str) -> std::process::Output {
+    std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            sql,
+        ])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("psql is needed for the PostgreSQL tests ({e}); set SLUICE_SKIP_POSTGRES_TESTS=1 to skip them")
+        })
+}
+
+/// A TCP proxy in front of a database that can cut every connection and refuse new ones (accepting and
+/// closing them at once, as a host whose database process died), then come back.
+pub struct TcpOutage {
+    pub addr: SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpOutage {
+    pub async fn start(target: SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let (flag, held) = (up.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !flag.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                held.lock().unwrap().push(relay);
+            }
+        });
+        Self {
+            addr,
+            up,
+            connections,
+            task,
+        }
+    }
+
+    /// Closes every relayed connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for relay in self.connections.lock().unwrap().drain(..) {
+            relay.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpOutage {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+/// Another process (the `sqlite3` shell) holding a write transaction (`BEGIN EXCLUSIVE`) on a SQLite
+/// database, as an operator's shell, a backup or a migration would: the gateway can still read, and its
+/// writes fail with SQLITE_BUSY once their busy timeout has passed. Released by [`SqliteLock::release`],
+/// or by killing the shell when dropped.
+pub struct SqliteLock {
+    shell: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+}
+
+impl SqliteLock {
+    /// Returns once the lock is held.
+    pub async fn hold(database: &Path) -> Self {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let mut shell = tokio::process::Command::new("sqlite3")
+            .arg(database)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("the sqlite3 shell is needed for the SQLite outage tests ({e})"));
+        let mut stdin = shell.stdin.take().unwrap();
+        // `.bail on`: a BEGIN that fails ends the shell instead of printing `locked` anyway.
+        stdin
+            .write_all(b".bail on\n.timeout 10000\nBEGIN EXCLUSIVE;\nSELECT 'locked';\n")
+            .await
+            .unwrap();
+        stdin.flush().await.unwrap();
+        let mut stdout = tokio::io::BufReader::new(shell.stdout.take().unwrap());
+        let mut line = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(15), stdout.read_line(&mut line)).await;
+        if !matches!(read, Ok(Ok(_))) || line.trim() != "locked" {
+            let mut stderr = String::new();
+            if let Some(mut err) = shell.stderr.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), err.read_to_string(&mut stderr)).await;
+            }
+            panic!(
+                "sqlite3 could not lock {}: {line:?} {read:?} {stderr}",
+                database.display()
+            );
+        }
+        Self {
+            shell,
+            stdin: Some(stdin),
+        }
+    }
+
+    /// Rolls the transaction back and waits for the shell to exit.
+    pub async fn release(mut self) {
+        use tokio::io::AsyncWriteExt;
+        if let Some(mut stdin) = self.stdin.take() {
+            stdin.write_all(b"ROLLBACK;\n.quit\n").await.unwrap();
+            stdin.flush().await.unwrap();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(10), self.shell.wait())
+            .await
+            .expect("the sqlite3 shell exits after ROLLBACK")
+            .unwrap();
+        assert!(status.success(), "sqlite3 holding the lock failed: {status}");
+    }
+}
+
+/// The `sluice` binary cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// A loopback port free now (for a child process to bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An empty scratch folder under the target directory, unique to this test process and `name`.
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A child process of the real binary, killed when dropped so a failing test leaves nothing running, with
+/// its standard error collected line by line for failure messages.
+pub struct BinProcess {
+    pub child: std::process::Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl BinProcess {
+    /// Starts `sluice` with `args`, and `RUST_LOG` set to `log`.
+    pub fn spawn(args: &[&str], log: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", log)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, log: lines }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last `n` lines it logged so far.
+    pub fn log_tail(&self, n: usize) -> String {
+        let lines = self.log.lock().unwrap();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Whether any logged line so far contains `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(text))
+    }
+
+    /// Sends SIGTERM, as a container runtime or systemd does.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits at most `limit` for the process to exit.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until `GET /healthz` on `port` answers 200, for at most 20 s; fails at once, with the log, if
+    /// the process exits first.
+    pub async fn wait_healthy(&mut self, port: u16) {
+        let client = client();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("sluice exited ({status}) before serving:\n{}", self.log_tail(30));
+            }
+            if let Ok(response) = client.get(format!("http://127.0.0.1:{port}/healthz")).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("nothing became healthy on port {port}:\n{}", self.log_tail(30));
+    }
+
+    /// Its resident memory now, in KiB (Linux only: `/proc/PID/status`).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+impl Drop for BinProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Serves `app` on a listener the test prepared (socket options, say) until dropped.
+pub fn serve_listener(listener: tokio::net::TcpListener, app: axum::Router, grace: Duration) -> Running {
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(sluice_server::serve(
+        listener,
+        app,
+        async {
+            let _ = stopped.await;
+        },
+        grace,
+    ));
+    Running {
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}

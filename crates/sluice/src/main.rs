@@ -301,20 +301,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::json!({ "data": rows }));
                 return Ok(());
             }
-            println!(
-                "{:<32} {:>10} {:>14} {:>14} {:>14}",
-                "group", "requests", "prompt", "completion", "cost_usd"
+            let table = rows
+                .iter()
+                .map(|row| {
+                    vec![
+                        row.group.clone(),
+                        row.requests.to_string(),
+                        row.prompt_tokens.to_string(),
+                        row.completion_tokens.to_string(),
+                        sluice_store::format_usd(row.cost_micros),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            print!(
+                "{}",
+                table_text(
+                    &[
+                        ("group", Align::Left),
+                        ("requests", Align::Right),
+                        ("prompt", Align::Right),
+                        ("completion", Align::Right),
+                        ("cost_usd", Align::Right),
+                    ],
+                    &table
+                )
             );
-            for row in rows {
-                println!(
-                    "{:<32} {:>10} {:>14} {:>14} {:>14}",
-                    row.group,
-                    row.requests,
-                    row.prompt_tokens,
-                    row.completion_tokens,
-                    sluice_store::format_usd(row.cost_micros)
-                );
-            }
             Ok(())
         }
         Command::Tokens(TokensCommand::Count { model, file }) => {
@@ -400,20 +411,33 @@ async fn tenants(store: &sluice_store::Store, command: TenantsCommand) -> anyhow
             println!("created tenant {}", tenant.name);
         }
         TenantsCommand::List => {
-            println!(
-                "{:<24} {:>8} {:>10} {:>14} {:>7}",
-                "tenant", "rpm", "tpm", "budget_usd", "period"
+            let rows = store
+                .list_tenants()
+                .await?
+                .into_iter()
+                .map(|tenant| {
+                    vec![
+                        tenant.name,
+                        tenant.rpm.map_or("-".to_owned(), |v| v.to_string()),
+                        tenant.tpm.map_or("-".to_owned(), |v| v.to_string()),
+                        tenant.budget_micros.map_or("-".to_owned(), sluice_store::format_usd),
+                        tenant.budget_period.to_string(),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            print!(
+                "{}",
+                table_text(
+                    &[
+                        ("tenant", Align::Left),
+                        ("rpm", Align::Right),
+                        ("tpm", Align::Right),
+                        ("budget_usd", Align::Right),
+                        ("period", Align::Left),
+                    ],
+                    &rows
+                )
             );
-            for tenant in store.list_tenants().await? {
-                println!(
-                    "{:<24} {:>8} {:>10} {:>14} {:>7}",
-                    tenant.name,
-                    tenant.rpm.map_or("-".to_owned(), |v| v.to_string()),
-                    tenant.tpm.map_or("-".to_owned(), |v| v.to_string()),
-                    tenant.budget_micros.map_or("-".to_owned(), sluice_store::format_usd),
-                    tenant.budget_period.to_string()
-                );
-            }
         }
     }
     Ok(())
@@ -429,15 +453,38 @@ async fn keys(store: &sluice_store::Store, command: KeysCommand) -> anyhow::Resu
             eprintln!("The key is shown once; store it now.");
         }
         KeysCommand::List { tenant } => {
-            for key in store.list_keys(&tenant).await? {
-                println!(
-                    "{} {} {} {:?}",
-                    key.id,
-                    key.prefix,
-                    key.name.as_deref().unwrap_or("-"),
-                    key.state(chrono::Utc::now())
-                );
-            }
+            let now = chrono::Utc::now();
+            let time = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+            let rows = store
+                .list_keys(&tenant)
+                .await?
+                .into_iter()
+                .map(|key| {
+                    let state = format!("{:?}", key.state(now));
+                    vec![
+                        key.id,
+                        key.prefix,
+                        key.name.unwrap_or_else(|| "-".to_owned()),
+                        state,
+                        time(key.created_at),
+                        key.expires_at.map_or("-".to_owned(), time),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            print!(
+                "{}",
+                table_text(
+                    &[
+                        ("id", Align::Left),
+                        ("prefix", Align::Left),
+                        ("name", Align::Left),
+                        ("state", Align::Left),
+                        ("created", Align::Left),
+                        ("expires", Align::Left),
+                    ],
+                    &rows
+                )
+            );
         }
         KeysCommand::Revoke { id } => {
             store.revoke_key(&id).await?;
@@ -445,6 +492,51 @@ async fn keys(store: &sluice_store::Store, command: KeysCommand) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// How a table column lines its cells up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Align {
+    /// Text: padded on the right.
+    Left,
+    /// Numbers: padded on the left.
+    Right,
+}
+
+/// `rows` under `columns` as lines of text: each column as wide as its widest cell (header included),
+/// two spaces between columns, no trailing spaces. Widths count characters.
+fn table_text(columns: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+    let width = |text: &str| text.chars().count();
+    let mut widths: Vec<usize> = columns.iter().map(|(name, _)| width(name)).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(width(cell));
+        }
+    }
+    let header: Vec<String> = columns.iter().map(|(name, _)| (*name).to_owned()).collect();
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, ((cell, w), (_, align))) in row.iter().zip(&widths).zip(columns).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = " ".repeat(w - width(cell));
+            match align {
+                Align::Left => {
+                    line.push_str(cell);
+                    line.push_str(&pad);
+                }
+                Align::Right => {
+                    line.push_str(&pad);
+                    line.push_str(cell);
+                }
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

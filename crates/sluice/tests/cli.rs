@@ -302,3 +302,182 @@ fn tokens_count_prints_the_prompt_tokens_of_a_request() {
         .unwrap();
     assert!(String::from_utf8_lossy(&output.stdout).contains("estimate"));
 }
+
+/// The cells of `table` by line, after checking that each sits in its header's column: a left-aligned
+/// column's cells start where its header starts, a right-aligned one's end where its header ends. Cells
+/// must hold no spaces.
+fn aligned_cells(table: &str, right: &[bool]) -> Vec<Vec<String>> {
+    let cells = |line: &str| -> Vec<(usize, usize, String)> {
+        let mut found = Vec::new();
+        let mut start = None;
+        for (i, c) in line.chars().chain(std::iter::once(' ')).enumerate() {
+            match (c == ' ', start) {
+                (false, None) => start = Some(i),
+                (true, Some(s)) => {
+                    found.push((s, i, line.chars().skip(s).take(i - s).collect()));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        found
+    };
+    let mut lines = table.lines();
+    let header = cells(lines.next().expect("a header line"));
+    assert_eq!(header.len(), right.len(), "{table}");
+    lines
+        .map(|line| {
+            assert_eq!(line.trim_end(), line, "no trailing spaces:\n{table}");
+            let row = cells(line);
+            assert_eq!(row.len(), header.len(), "{line:?} in\n{table}");
+            for ((cell, head), right) in row.iter().zip(&header).zip(right) {
+                if *right {
+                    assert_eq!(cell.1, head.1, "{:?} ends under {:?}:\n{table}", cell.2, head.2);
+                } else {
+                    assert_eq!(cell.0, head.0, "{:?} starts under {:?}:\n{table}", cell.2, head.2);
+                }
+            }
+            row.into_iter().map(|(_, _, text)| text).collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn tenants_keys_and_spend_print_tables_aligned_to_their_widest_cells() {
+    // Self-contained (the binary's path and a scratch folder of its own).
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-tables-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = dir.join("tables.db");
+    let _ = std::fs::remove_file(&database);
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"sqlite://{}\"\n[[providers]]\nname = \"demo\"\nkind = \"simulated\"\n[[models]]\nname = \"m\"\n[[models.deployments]]\nprovider = \"demo\"\nmodel = \"m\"\n",
+            database.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        text
+    };
+    run(&["migrate"]);
+    // Names and numbers wider than any fixed column width would be.
+    let long = "a-tenant-whose-name-is-much-longer-than-the-others";
+    run(&["tenants", "create", "a"]);
+    run(&[
+        "tenants",
+        "create",
+        long,
+        "--rpm",
+        "1234567890",
+        "--tpm",
+        "5",
+        "--budget-usd",
+        "123456789.5",
+    ]);
+    run(&["tenants", "create", "team-x", "--rpm", "10", "--budget-period", "day"]);
+    let tenants = aligned_cells(&run(&["tenants", "list"]), &[false, true, true, true, false]);
+    assert_eq!(
+        tenants,
+        [
+            ["a", "-", "-", "-", "month"],
+            [long, "1234567890", "5", "123456789.500000", "month"],
+            ["team-x", "10", "-", "-", "day"],
+        ]
+    );
+
+    let id = |created: &str| {
+        created
+            .lines()
+            .find_map(|l| l.strip_prefix("id:  "))
+            .unwrap()
+            .to_owned()
+    };
+    let first = id(&run(&[
+        "keys",
+        "create",
+        long,
+        "--name",
+        "a-rather-long-key-label-for-the-build-server",
+    ]));
+    let second = id(&run(&["keys", "create", long]));
+    run(&["keys", "revoke", &second]);
+    let keys = aligned_cells(
+        &run(&["keys", "list", long]),
+        &[false, false, false, false, false, false],
+    );
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(
+        (
+            keys[0][0].as_str(),
+            keys[0][2].as_str(),
+            keys[0][3].as_str(),
+            keys[0][5].as_str()
+        ),
+        (
+            first.as_str(),
+            "a-rather-long-key-label-for-the-build-server",
+            "Active",
+            "-"
+        )
+    );
+    assert_eq!(
+        (keys[1][0].as_str(), keys[1][2].as_str(), keys[1][3].as_str()),
+        (second.as_str(), "-", "Revoked")
+    );
+    assert!(keys[0][1].starts_with("sk-sluice-"), "{keys:?}");
+
+    // Usage from two tenants, one with very large counts, written as the gateway's writer does.
+    let store = sluice_store::Store::open(&format!("sqlite://{}", database.display()))
+        .await
+        .unwrap();
+    let row = |id: &str, tenant: &str, prompt: u64, completion: u64, cost: i64| sluice_store::UsageRow {
+        request_id: id.to_owned(),
+        tenant: tenant.to_owned(),
+        key_id: None,
+        model: "m".to_owned(),
+        provider: "demo".to_owned(),
+        vendor_model: "m".to_owned(),
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        cached_tokens: 0,
+        estimated: false,
+        cost_micros: Some(cost),
+        latency_ms: 1,
+        status: 200,
+        attempts: 1,
+        prompt_name: None,
+        prompt_version: None,
+        created_at: chrono::Utc::now(),
+    };
+    store
+        .insert_usage(&[
+            row("r1", "a", 3, 4, 7),
+            row("r2", long, 123_456_789_012_345, 9_876_543_210_987, 1_234_567_890_123),
+            row("r3", long, 5, 6, 0),
+        ])
+        .await
+        .unwrap();
+    store.close().await;
+    let spend = aligned_cells(&run(&["spend"]), &[false, true, true, true, true]);
+    assert_eq!(
+        spend,
+        [
+            ["a", "1", "3", "4", "0.000007"],
+            [long, "2", "123456789012350", "9876543210993", "1234567.890123"],
+        ]
+    );
+}

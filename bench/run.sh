@@ -5,7 +5,8 @@
 #
 #   bash bench/run.sh [options]          # from the repository root: about 4 minutes of measuring with the
 #                                        # defaults (plus the build, and up to 15 minutes waiting for a quiet
-#                                        # machine; each installed peer adds about a minute)
+#                                        # machine; each installed peer adds about a minute, LiteLLM's
+#                                        # start-up up to a minute more)
 #
 # What it does:
 #   1. Installs wrk and nginx from Debian (apt-get) when missing. wrk is the load generator (no compile
@@ -22,7 +23,13 @@
 #        sluice full           the same with rpm/tpm budgets (set high, so the budget code runs but never
 #                              refuses) and a prompt template registry
 #        sluice full, prompt   POST /v1/prompts/bench: the template rendered with a ~500-token variable
-#        litellm, portkey      when installed
+#        litellm               LiteLLM's proxy (Python, uvicorn, one worker), when installed: a config.yaml with
+#                              one `openai/bench-model` deployment on the simulator, a master key, no database,
+#                              LITELLM_LOG=ERROR, the bundled model cost map (no fetch from the internet)
+#        portkey               Portkey's gateway (Node, `build/start-server.js --headless`), when installed:
+#                              no config, the provider and upstream in each request's headers
+#                              (x-portkey-provider: openai, x-portkey-custom-host: the simulator's /v1)
+#                              A peer's CPU and peak RSS are summed over its process tree.
 #   5. Load: a chat completion POST with a ~500-token prompt (wrk with a Lua script for the body and the
 #      Authorization header), non-streaming and streaming (wrk measures whole responses):
 #        paced   11 connections, each waiting 10 ms after every answer: about 1,000 requests/s, the
@@ -33,6 +40,11 @@
 #      divided by the requests; for direct it is the simulator's), the share of its core it used, peak
 #      RSS (VmHWM), and for streams the time to first byte (`curl -w %{time_starttransfer}` over 200
 #      sequential requests on one keep-alive connection, p50/p99, and the overhead versus direct).
+#      Before each run the target must be idle: a slow one (LiteLLM) goes on serving the requests that
+#      were in flight when wrk stopped. A paced run under 90% of the direct call's paced rate is marked †
+#      (its figures are at the rate it reached); a run after which the target was still busy for a second
+#      or more is marked ‡ and its CPU/req given as a range (the requests in flight at the end used CPU
+#      that is in the run but are not counted).
 #   6. Prints one Markdown table and writes it with the machine, the date, the tool versions and the exact
 #      commands into docs/benchmarks.md, section "End-to-end proxy benchmark" (replaced on every run;
 #      other sections are kept).
@@ -52,9 +64,12 @@
 #                         gateway's temporary folder)
 #   --only LIST           comma-separated targets to run among direct,nginx,bare,full,prompt,litellm,portkey
 #                         (direct always runs: it is the baseline)
-#   --with-peers          install the peers if missing: LiteLLM (`pip install 'litellm[proxy]'` into a venv
-#                         under target/bench-peers/venv) and Portkey (`npm install @portkey-ai/gateway`
-#                         under target/bench-peers); this downloads a lot and takes minutes
+#   --with-peers          install the peers if missing: LiteLLM (`pip install 'litellm[proxy]==VERSION'` into
+#                         a venv under target/bench-peers/venv; about 5 minutes and 760 MB) and Portkey's
+#                         gateway (`npm install @portkey-ai/gateway@VERSION` under target/bench-peers, with
+#                         @hono/node-server overridden to 2.x, see install_peers; about 30 s and 25 MB); the
+#                         versions are the ones this script was checked with (LITELLM_SPEC and PORTKEY_SPEC in
+#                         the environment override them)
 #   --no-build            use the existing target/release/sluice
 #   --sluice PATH         measure this sluice binary instead (implies --no-build), e.g. a copy that other
 #                         builds in the same target/ cannot replace during the run
@@ -190,6 +205,24 @@ wait_http() {
     die "$name did not answer on $url within ${seconds}s"
 }
 
+# wait_peer URL SECONDS PID NAME: as wait_http, but a peer that fails to start is skipped, not fatal.
+wait_peer() {
+    local url=$1 seconds=$2 pid=$3 name=$4
+    local deadline=$((SECONDS + seconds))
+    while ((SECONDS < deadline)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "$TMP/$name.log" >&2 || true
+            log "$name exited during start-up (log above)"
+            return 1
+        fi
+        [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true) != 000 ]] && return 0
+        sleep 0.5
+    done
+    tail -n 20 "$TMP/$name.log" >&2 || true
+    log "$name did not answer on $url within ${seconds}s"
+    return 1
+}
+
 # The PID and its descendants (LiteLLM and Portkey may fork).
 proc_tree() {
     local pid=$1 child
@@ -197,7 +230,8 @@ proc_tree() {
     for child in $(pgrep -P "$pid" 2>/dev/null || true); do proc_tree "$child"; done
 }
 
-# utime+stime, in clock ticks, of a process tree.
+# utime+stime, in clock ticks, of a process tree, with cutime+cstime: the time of the children that
+# exited and were waited for (a worker that a peer replaced during the run still counts).
 cpu_ticks() {
     local total=0 pid stat
     for pid in $(proc_tree "$1"); do
@@ -205,12 +239,13 @@ cpu_ticks() {
         stat=${stat##*) }
         # shellcheck disable=SC2086
         set -- $stat
-        total=$((total + ${12} + ${13}))
+        total=$((total + ${12} + ${13} + ${14} + ${15}))
     done
     echo "$total"
 }
 
-# Peak resident memory (VmHWM), in kB, of a process tree.
+# Peak resident memory (VmHWM), in kB, of a process tree: each live process's peak, summed (pages that
+# forked processes share count once per process, so for a tree it is an upper bound).
 peak_rss_kb() {
     local total=0 pid kb
     for pid in $(proc_tree "$1"); do
@@ -262,16 +297,35 @@ install_tools() {
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
+# The peers' versions this script was checked with (override with LITELLM_SPEC / PORTKEY_SPEC).
+LITELLM_SPEC=${LITELLM_SPEC:-'litellm[proxy]==1.108.7'}
+PORTKEY_SPEC=${PORTKEY_SPEC:-'@portkey-ai/gateway@1.15.2'}
+# The gateway asks for @hono/node-server ^1.3.3, which resolves to a 1.x whose Response keeps the immutable
+# headers of the upstream's fetch() answer; the gateway then appends its x-portkey-* headers to them and
+# every stream fails with a 500 ("TypeError: immutable", Portkey-AI/gateway issue 1389). 2.x copies the
+# headers (honojs/node-server pull request 382), so the install pins it with an npm override.
+PORTKEY_HONO=2.1.9
+
 install_peers() {
     mkdir -p "$PEERS_DIR"
+    local t0
     if ! litellm_cmd >/dev/null; then
-        log "installing LiteLLM into $PEERS_DIR/venv (pip; takes minutes)"
+        command -v python3 >/dev/null || die "python3 is missing: install it or drop --with-peers"
+        log "installing $LITELLM_SPEC into $PEERS_DIR/venv (pip; about 5 minutes, 760 MB)"
+        t0=$SECONDS
         python3 -m venv "$PEERS_DIR/venv"
-        "$PEERS_DIR/venv/bin/pip" install -q 'litellm[proxy]' >&2
+        "$PEERS_DIR/venv/bin/pip" install -q "$LITELLM_SPEC" >&2
+        log "LiteLLM installed in $((SECONDS - t0)) s"
     fi
-    if ! portkey_entry >/dev/null; then
-        log "installing Portkey's gateway under $PEERS_DIR (npm; takes a minute or two)"
-        (cd "$PEERS_DIR" && npm install --no-audit --no-fund --silent @portkey-ai/gateway >&2)
+    if [[ ! -f $PEERS_DIR/node_modules/@portkey-ai/gateway/build/start-server.js ]] || ! portkey_hono_ok; then
+        command -v npm >/dev/null || die "npm is missing: install Node.js (apt-get install nodejs npm) or drop --with-peers"
+        log "installing $PORTKEY_SPEC under $PEERS_DIR (npm; about 30 s, 25 MB)"
+        t0=$SECONDS
+        printf '{\n  "private": true,\n  "description": "Peers of the end-to-end benchmark (bench/run.sh --with-peers)",\n  "overrides": { "@hono/node-server": "%s" }\n}\n' \
+            "$PORTKEY_HONO" >"$PEERS_DIR/package.json"
+        (cd "$PEERS_DIR" && npm install --no-audit --no-fund --loglevel=error "$PORTKEY_SPEC" >&2)
+        portkey_hono_ok || die "Portkey's gateway resolves @hono/node-server $(portkey_hono_version || echo '?'), not 2.x: its streams would fail"
+        log "Portkey's gateway installed in $((SECONDS - t0)) s"
     fi
 }
 
@@ -289,6 +343,7 @@ litellm_cmd() {
 # Portkey's start-server.js, if installed (under target/bench-peers, or globally for npx).
 portkey_entry() {
     local dir
+    command -v node >/dev/null || return 1
     for dir in "$PEERS_DIR/node_modules/@portkey-ai/gateway" "$(npm root -g 2>/dev/null || echo /nonexistent)/@portkey-ai/gateway"; do
         if [[ -f "$dir/build/start-server.js" ]]; then
             echo "$dir/build/start-server.js"
@@ -296,6 +351,24 @@ portkey_entry() {
         fi
     done
     return 1
+}
+
+# The version of @hono/node-server that the installed gateway loads (Node's own lookup from its folder).
+portkey_hono_version() {
+    local entry
+    entry=$(portkey_entry) || return 1
+    (cd "$(dirname "$entry")" && node -e '
+        const fs = require("fs"), path = require("path");
+        let dir = path.dirname(require.resolve("@hono/node-server"));
+        while (!fs.existsSync(path.join(dir, "package.json"))) dir = path.dirname(dir);
+        console.log(JSON.parse(fs.readFileSync(path.join(dir, "package.json"), "utf8")).version)' 2>/dev/null)
+}
+
+# Whether the gateway can stream with it (see PORTKEY_HONO): 2.x or later.
+portkey_hono_ok() {
+    local version
+    version=$(portkey_hono_version) || return 1
+    [[ ${version%%.*} =~ ^[0-9]+$ ]] && ((${version%%.*} >= 2))
 }
 
 # === load ===
@@ -370,6 +443,24 @@ write_bodies() {
 # Current target: its URL, body files, key, extra headers and the PID whose CPU and memory are measured.
 T_NAME="" T_URL="" T_BODY="" T_BODY_STREAM="" T_AUTH="" T_HEADERS="" T_PID=""
 
+# wait_idle: until the target is idle (under 5% of a core over half a second; at most 60 s), with the
+# milliseconds it was still busy in IDLE_MS. wrk stops by closing its connections, and a slow target
+# (LiteLLM) goes on with what it had accepted: seconds of backlog that would otherwise fall into the next run.
+wait_idle() {
+    local start now before after
+    start=$(date +%s%N)
+    while :; do
+        before=$(cpu_ticks "$T_PID")
+        sleep 0.5
+        after=$(cpu_ticks "$T_PID")
+        now=$(date +%s%N)
+        IDLE_MS=$(((now - start) / 1000000 - 500))
+        if (((after - before) * 40 <= CLK_TCK)); then break; fi
+        if ((IDLE_MS >= 60000)); then log "  $T_NAME still busy after 60 s: going on anyway"; break; fi
+    done
+    ((IDLE_MS >= 0)) || IDLE_MS=0
+}
+
 # run_wrk MODE(nonstream|stream) LOAD(paced|max): one measured run; appends a result line.
 run_wrk() {
     local mode=$1 load=$2 body conns delay out ticks0 ticks1 sim0 sim1 t0 t1 busy0 busy1 status=0
@@ -377,6 +468,8 @@ run_wrk() {
     if [[ $mode == stream ]]; then body=$T_BODY_STREAM; fi
     if [[ $load == paced ]]; then conns=$PACED_CONNS delay=$PACED_DELAY_MS; else conns=$MAX_CONNS delay=0; fi
     out="$TMP/wrk-$T_NAME-$mode-$load.txt"
+    wait_idle
+    if ((IDLE_MS >= 1000)); then log "  $T_NAME was busy for $((IDLE_MS / 1000)) s more with the requests of the previous run"; fi
     busy0=$(core_busy)
     ticks0=$(cpu_ticks "$T_PID")
     sim0=$(cpu_ticks "$SIM_PID")
@@ -391,6 +484,11 @@ run_wrk() {
     ticks1=$(cpu_ticks "$T_PID")
     sim1=$(cpu_ticks "$SIM_PID")
     busy1=$(core_busy)
+    # Requests still in flight when wrk stopped: their CPU is in this run but they are not counted.
+    local drain_ms
+    wait_idle
+    drain_ms=$IDLE_MS
+    if ((drain_ms >= 1000)); then log "  $T_NAME was still busy $((drain_ms / 1000)) s after the run (requests in flight at its end)"; fi
     CMDS+=("BENCH_BODY=$(basename "$body") BENCH_AUTH=$T_AUTH BENCH_HEADERS='$T_HEADERS' BENCH_DELAY_MS=$delay taskset -c 1 wrk -t1 -c$conns -d${DURATION}s --timeout 10s -s post.lua $T_URL")
     local line
     line=$(grep '^BENCH ' "$out") || { cat "$out" >&2; die "no result from wrk against $T_NAME"; }
@@ -408,11 +506,11 @@ run_wrk() {
             # Clamped: the two readings of /proc/stat bracket the run by a few ticks.
             printf "%.0f %.0f\n", (o0 < 0 ? 0 : (o0 > 100 ? 100 : o0)), (o1 < 0 ? 0 : (o1 > 100 ? 100 : o1))
         }' "$out.time")
-    # name mode load requests duration_us errors p50 p90 p99 cpu_ticks wall_ns other0% other1%
+    # name mode load requests duration_us errors p50 p90 p99 cpu_ticks wall_ns other0% other1% drain_ms conns
     awk -v name="$T_NAME" -v mode="$mode" -v kind="$load" -v ticks=$((ticks1 - ticks0)) -v wall=$((t1 - t0)) \
-        -v o0="$other0" -v o1="$other1" '
+        -v o0="$other0" -v o1="$other1" -v drain="$drain_ms" -v conns="$conns" '
         { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
-        END { print name, mode, kind, v["requests"], v["duration_us"], v["errors"], v["p50"], v["p90"], v["p99"], ticks, wall, o0, o1 }
+        END { print name, mode, kind, v["requests"], v["duration_us"], v["errors"], v["p50"], v["p90"], v["p99"], ticks, wall, o0, o1, drain, conns }
     ' <<<"$line" >>"$TMP/results.txt"
     log "  $T_NAME $mode $load: $(awk '{printf "%.0f req/s, p50 %.2f ms, p99 %.2f ms, errors %d, other work on cores 0/1 %d%%/%d%%", $4 / ($5 / 1e6), $7 / 1000, $9 / 1000, $6, $12, $13}' <<<"$(tail -n1 "$TMP/results.txt")")"
 }
@@ -421,6 +519,7 @@ run_wrk() {
 run_oha() {
     command -v oha >/dev/null || return 0
     local out="$TMP/oha-$T_NAME.txt"
+    wait_idle
     extra_headers
     taskset -c 1 oha --no-tui -z "${DURATION}s" -q 1000 -c "$PACED_CONNS" -m POST \
         -H "Authorization: Bearer $T_AUTH" -H 'Content-Type: application/json' "${EXTRA_H[@]}" \
@@ -445,25 +544,28 @@ run_ttfb() {
     local bad
     bad=$(awk '$1 != 200' "$out" | wc -l)
     ((bad == 0)) || log "  $T_NAME TTFB: $bad of $TTFB_REQUESTS answers were not 200"
-    awk '$1 == 200 {print $2 * 1000}' "$out" | sort -n | awk -v name="$T_NAME" '
+    awk '$1 == 200 {print $2 * 1000}' "$out" | sort -n | awk -v name="$T_NAME" -v bad="$bad" '
         { v[++n] = $1 }
         END {
-            if (n == 0) { print name, "nan", "nan"; exit }
-            print name, v[int((n - 1) * 0.50) + 1], v[int((n - 1) * 0.99) + 1]
+            if (n == 0) { print name, "nan", "nan", bad; exit }
+            print name, v[int((n - 1) * 0.50) + 1], v[int((n - 1) * 0.99) + 1], bad
         }' >>"$TMP/ttfb.txt"
     log "  $T_NAME TTFB: $(tail -n1 "$TMP/ttfb.txt" | awk '{printf "p50 %.3f ms, p99 %.3f ms", $2, $3}')"
 }
 
-# One request of each kind must succeed before any load: a misconfigured target fails loudly.
+# One request of each kind must succeed before any load: a misconfigured target fails loudly. The first
+# request may be slow (LiteLLM imports lazily), hence the generous time limit.
 check_target() {
-    local reply
+    local reply events
     extra_headers
-    reply=$(curl -s --max-time 10 -H "Authorization: Bearer $T_AUTH" -H 'Content-Type: application/json' \
+    reply=$(curl -s --max-time 60 -H "Authorization: Bearer $T_AUTH" -H 'Content-Type: application/json' \
         "${EXTRA_H[@]}" --data-binary "@$T_BODY" -w '\n%{http_code}' "$T_URL" 2>&1 || true)
     [[ ${reply##*$'\n'} == 200 && $reply == *'"choices"'* ]] || { echo "$reply" | tail -c 600 >&2; return 1; }
-    reply=$(curl -s --max-time 10 -H "Authorization: Bearer $T_AUTH" -H 'Content-Type: application/json' \
+    reply=$(curl -s --max-time 60 -H "Authorization: Bearer $T_AUTH" -H 'Content-Type: application/json' \
         "${EXTRA_H[@]}" --data-binary "@$T_BODY_STREAM" -w '\n%{http_code}' "$T_URL" 2>&1 || true)
     [[ ${reply##*$'\n'} == 200 && $reply == *'[DONE]'* ]] || { echo "$reply" | tail -c 600 >&2; return 1; }
+    events=$(grep -c '^data: ' <<<"$reply" || true)
+    log "  $T_NAME answers: a completion, and a stream of $events events ending in [DONE]"
 }
 
 # measure: the whole series against the current target.
@@ -477,6 +579,7 @@ measure() {
     run_wrk stream paced
     run_wrk stream max
     run_oha
+    wait_idle
     run_ttfb
     echo "$T_NAME $(peak_rss_kb "$T_PID")" >>"$TMP/rss.txt"
 }
@@ -642,39 +745,77 @@ target_sluice() {
 }
 
 target_litellm() {
-    local cmd
+    local cmd dir="$TMP/litellm"
     cmd=$(litellm_cmd) || { PEER_NOTES+=("LiteLLM: not installed (\`--with-peers\` installs it)"); return 0; }
+    mkdir -p "$dir"
     free_port
-    cat >"$TMP/litellm.yaml" <<EOF
+    cat >"$dir/config.yaml" <<EOF
+# Generated by bench/run.sh: LiteLLM's proxy in front of the simulator, one deployment, no database.
 model_list:
   - model_name: bench
     litellm_params:
       model: openai/bench-model
       api_base: http://127.0.0.1:$SIM_PORT/v1
       api_key: sk-upstream
+litellm_settings:
+  set_verbose: false
 general_settings:
   master_key: sk-bench
 EOF
-    start litellm 0 "$cmd" --config "$TMP/litellm.yaml" --host 127.0.0.1 --port "$PORT" --num_workers 1
+    # No database or cache from the environment; the model cost map bundled with the package instead of
+    # fetching it from the internet at start; no telemetry; no admin UI; errors only in the log (uvicorn's
+    # access log is off at that level). One uvicorn worker: a single Python process.
+    start litellm 0 env -u DATABASE_URL -u DIRECT_URL -u LITELLM_MASTER_KEY -u REDIS_HOST -u REDIS_URL -C "$dir" \
+        LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_TELEMETRY_DISABLED=True DISABLE_ADMIN_UI=True LITELLM_LOG=ERROR \
+        "$cmd" --config "$dir/config.yaml" --host 127.0.0.1 --port "$PORT" --num_workers 1
     T_PID=$PID
-    wait_http "http://127.0.0.1:$PORT/health/liveliness" 180 "$T_PID" litellm
+    local t0=$SECONDS
+    # Its start-up imports a lot: 10-30 s on a quiet machine, more on a busy one.
+    if ! wait_peer "http://127.0.0.1:$PORT/health/liveliness" 300 "$T_PID" litellm; then
+        PEER_NOTES+=("LiteLLM: did not start (log: $TMP/litellm.log; --keep-tmp keeps it); skipped")
+        stop "$T_PID"
+        return 0
+    fi
+    log "  litellm ready after $((SECONDS - t0)) s"
     T_NAME=litellm T_URL="http://127.0.0.1:$PORT/v1/chat/completions" T_AUTH=sk-bench T_HEADERS=""
     T_BODY="$TMP/chat-bench.json" T_BODY_STREAM="$TMP/chat-stream-bench.json"
-    if check_target; then measure; else PEER_NOTES+=("LiteLLM: started but did not answer as expected; skipped"); fi
+    if check_target; then
+        measure
+        log "  litellm: $(proc_tree "$T_PID" | wc -l) process(es) at the end"
+    else
+        tail -n 20 "$TMP/litellm.log" >&2 || true
+        PEER_NOTES+=("LiteLLM: started but did not answer as expected; skipped")
+    fi
     stop "$T_PID"
 }
 
 target_portkey() {
     local entry
     entry=$(portkey_entry) || { PEER_NOTES+=("Portkey: not installed (\`--with-peers\` installs it)"); return 0; }
+    if ! portkey_hono_ok; then
+        PEER_NOTES+=("Portkey: its @hono/node-server is $(portkey_hono_version || echo '?'), whose streams fail with a 500 (TypeError: immutable); \`--with-peers\` reinstalls it with 2.x; skipped")
+        return 0
+    fi
     free_port
-    start portkey 0 node "$entry" "--port=$PORT" --headless
+    # No configuration: each request names the provider and the upstream in its headers. --headless: no
+    # console UI (and no log capture for it).
+    start portkey 0 env -C "$TMP" node "$entry" "--port=$PORT" --headless
     T_PID=$PID
-    wait_http "http://127.0.0.1:$PORT/" 60 "$T_PID" portkey
+    if ! wait_peer "http://127.0.0.1:$PORT/" 60 "$T_PID" portkey; then
+        PEER_NOTES+=("Portkey: did not start (log: $TMP/portkey.log; --keep-tmp keeps it); skipped")
+        stop "$T_PID"
+        return 0
+    fi
     T_NAME=portkey T_URL="http://127.0.0.1:$PORT/v1/chat/completions" T_AUTH=sk-upstream
     T_HEADERS="x-portkey-provider: openai|x-portkey-custom-host: http://127.0.0.1:$SIM_PORT/v1"
     T_BODY="$TMP/chat-bench-model.json" T_BODY_STREAM="$TMP/chat-stream-bench-model.json"
-    if check_target; then measure; else PEER_NOTES+=("Portkey: started but did not answer as expected; skipped"); fi
+    if check_target; then
+        measure
+        log "  portkey: $(proc_tree "$T_PID" | wc -l) process(es) at the end"
+    else
+        tail -n 20 "$TMP/portkey.log" >&2 || true
+        PEER_NOTES+=("Portkey: started but did not answer as expected; skipped")
+    fi
     stop "$T_PID"
 }
 
@@ -687,10 +828,10 @@ versions() {
     echo "- curl: $(curl --version | head -n1 | cut -d' ' -f1-2)"
     local cmd
     if cmd=$(litellm_cmd); then
-        echo "- LiteLLM: $("$(dirname "$cmd")/python" -c 'import importlib.metadata as m; print(m.version("litellm"))' 2>/dev/null || python3 -c 'import importlib.metadata as m; print(m.version("litellm"))' 2>/dev/null || echo '?')"
+        echo "- LiteLLM: $("$(dirname "$cmd")/python" -c 'import importlib.metadata as m, platform; print(m.version("litellm"), "with uvicorn", m.version("uvicorn") + ", Python", platform.python_version())' 2>/dev/null || echo '?')"
     fi
     if cmd=$(portkey_entry); then
-        echo "- Portkey gateway: $(node -p "require('$(dirname "$(dirname "$cmd")")/package.json').version" 2>/dev/null || echo '?'), node $(node --version)"
+        echo "- Portkey gateway: $(node -p "require('$(dirname "$(dirname "$cmd")")/package.json').version" 2>/dev/null || echo '?') with @hono/node-server $(portkey_hono_version || echo '?'), node $(node --version)"
     fi
 }
 
@@ -725,7 +866,7 @@ table() {
         awk -v name="$name" -v label="$(label_of "$name")" -v tck="$CLK_TCK" -v paced="$PACED_CONNS conns, ${PACED_DELAY_MS} ms pause" -v maxc="$MAX_CONNS conns" '
             FILENAME ~ /results/ { key = $1 " " $2 " " $3; req[key] = $4; dur[key] = $5; err[key] = $6
                 p50[key] = $7; p90[key] = $8; p99[key] = $9; ticks[key] = $10; wall[key] = $11
-                o0[key] = $12; o1[key] = $13; next }
+                o0[key] = $12; o1[key] = $13; drain[key] = $14; conns[key] = $15; next }
             FILENAME ~ /ttfb/ { t50[$1] = $2; t99[$1] = $3; next }
             FILENAME ~ /rss/ { rss[$1] = $2; next }
             END {
@@ -735,10 +876,19 @@ table() {
                     key = name " " mode " " kind; base = "direct " mode " " kind
                     if (!(key in req)) continue
                     rps = req[key] / (dur[key] / 1e6)
+                    # A paced run under 90% of the paced rate of the direct call: its figures are at the rate shown.
+                    slow = ""
+                    if (kind == "paced" && name != "direct" && (base in req) && rps < 0.9 * req[base] / (dur[base] / 1e6)) slow = " †"
                     cpu = req[key] > 0 ? ticks[key] / tck * 1e6 / req[key] : 0
                     used = ticks[key] / tck / (wall[key] / 1e9) * 100
                     d50 = "–"; d99 = "–"; tt = "–"; dt = "–"
-                    if (kind == "paced" && name != "direct" && (base in req)) {
+                    # No request completed within the run: no latency to give.
+                    l50 = "–"; l90 = "–"; l99 = "–"
+                    if (req[key] > 0) {
+                        l50 = sprintf("%.2f", p50[key] / 1000); l90 = sprintf("%.2f", p90[key] / 1000)
+                        l99 = sprintf("%.2f", p99[key] / 1000)
+                    }
+                    if (kind == "paced" && name != "direct" && (base in req) && req[key] > 0) {
                         d50 = sprintf("%+.2f", (p50[key] - p50[base]) / 1000)
                         d99 = sprintf("%+.2f", (p99[key] - p99[base]) / 1000)
                     }
@@ -747,11 +897,17 @@ table() {
                         if (name != "direct" && ("direct" in t50))
                             dt = sprintf("%+.2f / %+.2f", t50[name] - t50["direct"], t99[name] - t99["direct"])
                     }
-                    cpucell = sprintf("%.0f", cpu); if (name == "direct") cpucell = cpucell " (simulator)"
+                    cpucell = (req[key] > 0 ? sprintf("%.0f", cpu) : "–"); if (name == "direct") cpucell = cpucell " (simulator)"
+                    # Still busy after the run: up to one request per connection was in flight, its CPU
+                    # counted but not the request, so the figure lies between these two bounds.
+                    if (drain[key] >= 1000) {
+                        lo = ticks[key] / tck * 1e6 / (req[key] + conns[key])
+                        cpucell = (req[key] > 0 ? sprintf("%.0f–%.0f ‡", lo, cpu) : sprintf("≥ %.0f ‡", lo))
+                    }
                     busy = (o0[key] > 10 || o1[key] > 10) ? " ⚠" : ""
-                    printf "| %s | %s | %s | %.0f | %.2f | %.2f | %.2f | %s | %s | %s | %.0f%% | %s | %s | %.1f | %d | %d%% / %d%%%s |\n",
-                        label, (mode == "stream" ? "yes" : "no"), (kind == "paced" ? paced : maxc), rps,
-                        p50[key] / 1000, p90[key] / 1000, p99[key] / 1000, d50, d99, cpucell, used, tt, dt,
+                    printf "| %s | %s | %s | %.0f%s | %s | %s | %s | %s | %s | %s | %.0f%% | %s | %s | %.1f | %d | %d%% / %d%%%s |\n",
+                        label, (mode == "stream" ? "yes" : "no"), (kind == "paced" ? paced : maxc), rps, slow,
+                        l50, l90, l99, d50, d99, cpucell, used, tt, dt,
                         rss[name] / 1024, err[key], o0[key], o1[key], busy
                 }
             }' "$TMP/results.txt" "$TMP/ttfb.txt" "$TMP/rss.txt"
@@ -763,6 +919,36 @@ disturbed_note() {
     awk '$12 > 10 || $13 > 10 {n++} END {
         if (n) printf "- ⚠ marks the %d run(s) during which other processes (not the benchmark) took more than 10%% of core 0 or core 1: their figures are disturbed, latency and throughput most.\n", n
     }' "$TMP/results.txt"
+}
+
+# A note for the paced runs that fell short of the pace, and one for every run or TTFB series with errors.
+load_notes() {
+    awk -v tck="$CLK_TCK" -v ttfbn="$TTFB_REQUESTS" '
+        FILENAME ~ /results/ { key = $1 " " $2 " " $3; req[key] = $4; dur[key] = $5; err[key] = $6
+            drain[key] = $14; conns[key] = $15; order[++n] = key; next }
+        FILENAME ~ /ttfb/ { bad[$1] = $4; next }
+        END {
+            for (i = 1; i <= n; i++) {
+                k = order[i]; split(k, p, " "); base = "direct " p[2] " " p[3]
+                rps = req[k] / (dur[k] / 1e6)
+                if (p[3] == "paced" && p[1] != "direct" && (base in req) && rps < 0.9 * req[base] / (dur[base] / 1e6))
+                    short = short sprintf("%s%s %s (%.0f of %.0f req/s)", (short == "" ? "" : ", "), p[1],
+                        (p[2] == "stream" ? "streaming" : "non-streaming"), rps, req[base] / (dur[base] / 1e6))
+                if (drain[k] >= 1000)
+                    busy = busy sprintf("%s%s %s %s (%.1f s, %d connections)", (busy == "" ? "" : ", "), p[1],
+                        (p[2] == "stream" ? "streaming" : "non-streaming"), p[3], drain[k] / 1000, conns[k])
+                if (err[k] > 0)
+                    errs = errs sprintf("%s%s %s %s: %d of %d", (errs == "" ? "" : "; "), p[1],
+                        (p[2] == "stream" ? "streaming" : "non-streaming"), p[3], err[k], req[k])
+            }
+            for (t in bad) if (bad[t] > 0) errs = errs sprintf("%s%s TTFB: %d of %d answers not 200", (errs == "" ? "" : "; "), t, bad[t], ttfbn)
+            if (short != "")
+                print "- † the paced run reached under 90% of the direct call'"'"'s paced rate (" short "): each connection waits for its answer before its pause, so slower answers lower the rate, and these latency, overhead and CPU figures are at the rate shown, not at ~1,000 req/s."
+            if (busy != "")
+                print "- ‡ still serving requests after the run ended (" busy "): up to one request per connection was in flight at the end, its CPU time counted but the request not, so CPU/req is given as a range (CPU over requests + connections, CPU over requests) and req/s is low by up to connections / duration. A longer --duration narrows it."
+            if (errs != "")
+                print "- Errors (answers other than 2xx/3xx, socket errors and 10 s timeouts, counted by wrk; latencies include them): " errs "."
+        }' "$TMP/results.txt" "$TMP/ttfb.txt"
 }
 
 # How each Sluice path fares against the issue's targets.
@@ -814,6 +1000,19 @@ section() {
     echo "the target's series. *other work core 0/1*: CPU time that processes other than the benchmark's used on each core"
     echo "during the run (from /proc/stat, less the proxy's, the simulator's and wrk's own time), in % of the run."
     echo "Sluice logs every request at \`$LOG_LEVEL\` (JSON, to a file) and nginx writes its access log."
+    if grep -q '^litellm ' "$TMP/results.txt"; then
+        echo "LiteLLM's proxy runs as shipped with one uvicorn worker, a config.yaml with one \`openai/bench-model\` deployment"
+        echo "on the simulator, a master key and no database, logging errors only (\`LITELLM_LOG=ERROR\`: no line per request)."
+    fi
+    if grep -q '^portkey ' "$TMP/results.txt"; then
+        echo "Portkey's gateway runs on Node with no configuration: each request names the provider and the upstream in its"
+        echo "headers (\`x-portkey-provider: openai\`, \`x-portkey-custom-host\`); it keeps no request log. It holds back the"
+        echo "first event of every stream by 25 ms (a fixed \`setTimeout\` in its stream handler): its streaming latencies"
+        echo "include that wait; its time to first byte does not (the headers go out before it)."
+    fi
+    if grep -qE '^(litellm|portkey) ' "$TMP/results.txt"; then
+        echo "The peers are pinned to core 0 like Sluice; their CPU and peak RSS are summed over their process tree."
+    fi
     echo
     if [[ -n ${LOAD_NOTE:-} ]]; then echo "**Note:** $LOAD_NOTE"; echo; fi
     table
@@ -828,6 +1027,7 @@ section() {
     echo
     targets_summary
     disturbed_note
+    load_notes
     if [[ -n $LOAD_NOTE ]]; then
         echo "- With other work on the machine, p99 latencies swing by milliseconds from run to run (a negative"
         echo "  overhead is that noise), so the p99 and TTFB verdicts need a rerun on a quiet machine; CPU per request,"
@@ -906,6 +1106,7 @@ echo "$TABLE"
 echo
 targets_summary
 disturbed_note
+load_notes
 for note in "${PEER_NOTES[@]}"; do echo "- $note"; done
 ((WRITE_DOCS)) && write_docs
 exit 0

@@ -19,10 +19,25 @@
 #      core 1, and measures each target in turn:
 #        direct                the simulator itself, the baseline every overhead is taken against
 #        nginx                 plain reverse proxy: keepalive upstream, proxy_buffering off (the floor)
-#        sluice bare           one openai_compatible provider, no budgets
-#        sluice full           the same with rpm/tpm budgets (set high, so the budget code runs but never
-#                              refuses) and a prompt template registry
-#        sluice full, prompt   POST /v1/prompts/bench: the template rendered with a ~500-token variable
+#        sluice bare           one openai_compatible provider, a static key from `[auth] keys`, no budgets
+#                              (the usage ledger goes to the store's default, a SQLite file in its folder)
+#        sluice full           everything on, as issue 7 defines the full path: a tenant with rpm, tpm and a
+#                              USD budget (set high, so the checks run but never refuse) and a virtual key
+#                              of that tenant, both made with the CLI before the gateway starts (`sluice
+#                              tenants create bench ...`, `sluice keys create bench`), the requests carrying
+#                              that key; token counting for the budgets; rpm/tpm budgets on the upstream key;
+#                              a price on the deployment, so every request is costed and charged to the
+#                              tenant's budget; a prompt template registry; and the usage ledger in
+#                              PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth), in a database made
+#                              for the run (sluice_bench_PID) and dropped at exit. PostgreSQL's processes are
+#                              pinned to core 1 during it (restored to every core at exit), with the simulator
+#                              and the load generator, and their CPU per request is reported in a note. When
+#                              PostgreSQL is not reachable the ledger goes to a SQLite file, and a note says
+#                              so. After the series the ledger is checked: rows written, spooled and write
+#                              errors (GET /metrics), and the rows in usage_ledger against the gateway's
+#                              upstream calls and the answers the load generator received.
+#        sluice full, prompt   POST /v1/prompts/bench on the same gateway and key: the template rendered with
+#                              a ~500-token variable
 #        litellm               LiteLLM's proxy (Python, uvicorn, one worker), when installed: a config.yaml with
 #                              one `openai/bench-model` deployment on the simulator, a master key, no database,
 #                              LITELLM_LOG=ERROR, the bundled model cost map (no fetch from the internet)
@@ -48,7 +63,8 @@
 #   6. Prints one Markdown table and writes it with the machine, the date, the tool versions and the exact
 #      commands into docs/benchmarks.md, section "End-to-end proxy benchmark" (replaced on every run;
 #      other sections are kept).
-#   7. Stops every process it started (trap on EXIT) and deletes its temporary folder.
+#   7. Stops every process it started (trap on EXIT), drops the full path's throwaway database, puts
+#      PostgreSQL's processes back on every core, and deletes its temporary folder.
 #
 # Options:
 #   --duration SECS       length of each measured run (default 10)
@@ -59,9 +75,14 @@
 #   --paced-delay-ms N    pause of each connection after each answer in the paced runs (default 10)
 #   --max-conns N         connections of the max-throughput runs (default 64)
 #   --log-level LEVEL     the gateway's log level (default info, as shipped; logs go to a file)
-#   --full-store-url URL  [store] url of the full path, e.g. postgres://postgres@127.0.0.1:5432/test for the
-#                         usage ledger in PostgreSQL (default: the store's default, a SQLite file in the
-#                         gateway's temporary folder)
+#   --full-store KIND     where the full path's usage ledger goes: postgres (a throwaway database on
+#                         127.0.0.1:5432; fail if PostgreSQL is not reachable) or sqlite (a file in the
+#                         gateway's temporary folder). Default: postgres, falling back to sqlite with a note
+#                         when PostgreSQL is not reachable
+#   --full-store-url URL  [store] url of the full path instead, used as given (no database is created or
+#                         dropped; the tenant gets a unique name), e.g.
+#                         postgres://postgres@127.0.0.1:5432/test; PostgreSQL's processes are pinned to core 1
+#                         when the URL's host is this machine
 #   --only LIST           comma-separated targets to run among direct,nginx,bare,full,prompt,litellm,portkey
 #                         (direct always runs: it is the baseline)
 #   --with-peers          install the peers if missing: LiteLLM (`pip install 'litellm[proxy]==VERSION'` into
@@ -94,6 +115,7 @@ PACED_DELAY_MS=10
 MAX_CONNS=64
 LOG_LEVEL=info
 FULL_STORE_URL=""
+FULL_STORE=""
 ONLY="direct,nginx,bare,full,prompt,litellm,portkey"
 WITH_PEERS=0
 BUILD=1
@@ -116,6 +138,9 @@ while (($#)); do
         --max-conns) MAX_CONNS=$2; shift ;;
         --log-level) LOG_LEVEL=$2; shift ;;
         --full-store-url) FULL_STORE_URL=$2; shift ;;
+        --full-store)
+            [[ $2 == sqlite || $2 == postgres ]] || { echo "bench/run.sh: --full-store takes sqlite or postgres" >&2; exit 2; }
+            FULL_STORE=$2; shift ;;
         --only) ONLY=$2; shift ;;
         --with-peers) WITH_PEERS=1 ;;
         --no-build) BUILD=0 ;;
@@ -157,11 +182,80 @@ cleanup() {
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL -- "-$pid" 2>/dev/null || true
     done
+    # The gateway is stopped: its database can go (FORCE ends any session left), then PostgreSQL gets
+    # every core back.
+    if [[ -n ${PG_CREATED:-} ]]; then
+        if pg_admin -c "DROP DATABASE IF EXISTS $PG_CREATED WITH (FORCE)" >/dev/null 2>&1; then
+            log "dropped the database $PG_CREATED"
+        else
+            log "could not drop the database $PG_CREATED: drop it by hand (psql -h $PG_HOST -U $PG_USER -d postgres -c 'DROP DATABASE $PG_CREATED WITH (FORCE)')"
+        fi
+    fi
+    unpin_postgres
     if ((KEEP_TMP)); then log "kept $TMP"; else rm -rf "$TMP"; fi
     exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# === PostgreSQL, for the full path's usage ledger ===
+
+PG_HOST=127.0.0.1 PG_PORT=5432 PG_USER=postgres
+# The database this run created (dropped at exit), and whether PostgreSQL's processes were pinned to core 1.
+PG_CREATED="" PG_PINNED=0
+# The full path's database, when it is on this machine's PostgreSQL: its CPU is measured.
+PG_DB=""
+
+# psql as the superuser on the maintenance database; never prompts for a password.
+pg_admin() { PGCONNECT_TIMEOUT=5 psql -X -w -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres "$@"; }
+
+pg_reachable() { command -v psql >/dev/null && pg_admin -Atc 'SELECT 1' >/dev/null 2>&1; }
+
+# Pins every PostgreSQL process to core 1 (-a: all its threads); backends forked later inherit it from
+# the postmaster.
+pin_postgres() {
+    local pid n=0
+    for pid in $(pgrep -x postgres || true); do
+        taskset -a -cp 1 "$pid" >/dev/null 2>&1 && n=$((n + 1))
+    done
+    PG_PINNED=1
+    CMDS+=("for p in \$(pgrep -x postgres); do taskset -a -cp 1 \$p; done")
+    log "pinned $n PostgreSQL process(es) to core 1"
+}
+
+# Every PostgreSQL process back on every core (those forked while pinned included).
+unpin_postgres() {
+    ((${PG_PINNED:-0})) || return 0
+    local pid
+    for pid in $(pgrep -x postgres || true); do
+        taskset -a -cp "0-$(($(nproc) - 1))" "$pid" >/dev/null 2>&1 || true
+    done
+    PG_PINNED=0
+    log "PostgreSQL's processes are back on cores 0-$(($(nproc) - 1))"
+}
+
+# utime+stime, in clock ticks, of PostgreSQL's live processes, as two numbers: the benchmark's share (the
+# backends of $PG_DB and the server's own processes: postmaster, WAL writer, checkpointer, background
+# writer, autovacuum) and the rest (other databases' backends: other work).
+pg_ticks() {
+    local pid stat cmd ours=0 rest=0 t
+    # A client backend's title: "postgres: [CLUSTER: ]USER DATABASE HOST(PORT) STATE" (or [local]).
+    local backend='^postgres: ([^ ]+: )?[^ ]+ ([^ ]+) ([^ ]+\([0-9]+\)|\[local\])'
+    for pid in $(pgrep -x postgres || true); do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
+        stat=${stat##*) }
+        # shellcheck disable=SC2086
+        set -- $stat
+        t=$((${12} + ${13}))
+        if [[ $cmd =~ $backend && ${BASH_REMATCH[2]} != "$PG_DB" ]]; then
+            rest=$((rest + t))
+        else
+            ours=$((ours + t))
+        fi
+    done
+    echo "$ours $rest"
+}
 
 # start NAME CORE CMD...: runs CMD pinned to CORE in its own session, output in $TMP/NAME.log; sets PID.
 start() {
@@ -407,9 +501,9 @@ if pause > 0 then
 end
 function done(summary, latency, requests)
     local e = summary.errors
-    io.write(string.format("BENCH requests=%d duration_us=%d errors=%d p50=%d p90=%d p99=%d\n",
+    io.write(string.format("BENCH requests=%d duration_us=%d errors=%d p50=%d p90=%d p99=%d non2xx=%d\n",
         summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
-        latency:percentile(50), latency:percentile(90), latency:percentile(99)))
+        latency:percentile(50), latency:percentile(90), latency:percentile(99), e.status))
 end
 EOF
 }
@@ -442,6 +536,8 @@ write_bodies() {
 
 # Current target: its URL, body files, key, extra headers and the PID whose CPU and memory are measured.
 T_NAME="" T_URL="" T_BODY="" T_BODY_STREAM="" T_AUTH="" T_HEADERS="" T_PID=""
+# Non-empty while the target's usage ledger is in this machine's PostgreSQL: its CPU is measured too.
+T_PG=""
 
 # wait_idle: until the target is idle (under 5% of a core over half a second; at most 60 s), with the
 # milliseconds it was still busy in IDLE_MS. wrk stops by closing its connections, and a slow target
@@ -463,7 +559,7 @@ wait_idle() {
 
 # run_wrk MODE(nonstream|stream) LOAD(paced|max): one measured run; appends a result line.
 run_wrk() {
-    local mode=$1 load=$2 body conns delay out ticks0 ticks1 sim0 sim1 t0 t1 busy0 busy1 status=0
+    local mode=$1 load=$2 body conns delay out ticks0 ticks1 sim0 sim1 t0 t1 busy0 busy1 status=0 pg0="0 0" pg1="0 0"
     body=$T_BODY
     if [[ $mode == stream ]]; then body=$T_BODY_STREAM; fi
     if [[ $load == paced ]]; then conns=$PACED_CONNS delay=$PACED_DELAY_MS; else conns=$MAX_CONNS delay=0; fi
@@ -473,6 +569,7 @@ run_wrk() {
     busy0=$(core_busy)
     ticks0=$(cpu_ticks "$T_PID")
     sim0=$(cpu_ticks "$SIM_PID")
+    if [[ -n $T_PG ]]; then pg0=$(pg_ticks); fi
     t0=$(date +%s%N)
     # `time` gives wrk's own CPU time, so the other work on core 1 can be told apart from the load's.
     local TIMEFORMAT='%U %S'
@@ -483,6 +580,7 @@ run_wrk() {
     t1=$(date +%s%N)
     ticks1=$(cpu_ticks "$T_PID")
     sim1=$(cpu_ticks "$SIM_PID")
+    if [[ -n $T_PG ]]; then pg1=$(pg_ticks); fi
     busy1=$(core_busy)
     # Requests still in flight when wrk stopped: their CPU is in this run but they are not counted.
     local drain_ms
@@ -492,17 +590,24 @@ run_wrk() {
     CMDS+=("BENCH_BODY=$(basename "$body") BENCH_AUTH=$T_AUTH BENCH_HEADERS='$T_HEADERS' BENCH_DELAY_MS=$delay taskset -c 1 wrk -t1 -c$conns -d${DURATION}s --timeout 10s -s post.lua $T_URL")
     local line
     line=$(grep '^BENCH ' "$out") || { cat "$out" >&2; die "no result from wrk against $T_NAME"; }
+    count_answered "$out" "$conns"
+    # PostgreSQL's CPU for the benchmark's database (and the server's own processes), on core 1.
+    local pg=0
+    if [[ -n $T_PG ]]; then
+        pg=$((${pg1%% *} - ${pg0%% *}))
+        echo "$T_NAME $mode $load $pg $(sed -n 's/.* requests=\([0-9]*\).*/\1/p' <<<"$line") $((t1 - t0))" >>"$TMP/pgcpu.txt"
+    fi
     # Other work on each core, in % of the run: core 0's busy time less the target's (when the target is
-    # on core 0), core 1's less the simulator's and wrk's.
+    # on core 0), core 1's less the simulator's, wrk's and (for the full path) PostgreSQL's for its ledger.
     local other0 other1 on_core0=1
     if [[ $T_PID == "$SIM_PID" ]]; then on_core0=0; fi
     read -r other0 other1 < <(awk -v tck="$CLK_TCK" -v wall=$((t1 - t0)) -v b0="$busy0" -v b1="$busy1" \
-        -v target=$((ticks1 - ticks0)) -v sim=$((sim1 - sim0)) -v on0="$on_core0" '
+        -v target=$((ticks1 - ticks0)) -v sim=$((sim1 - sim0)) -v on0="$on_core0" -v pg="$pg" '
         { wrk = ($1 + $2) * tck }
         END {
             split(b0, a, " "); split(b1, b, " "); span = wall / 1e9 * tck
             o0 = (b[1] - a[1] - (on0 ? target : 0)) / span * 100
-            o1 = (b[2] - a[2] - sim - wrk) / span * 100
+            o1 = (b[2] - a[2] - sim - wrk - pg) / span * 100
             # Clamped: the two readings of /proc/stat bracket the run by a few ticks.
             printf "%.0f %.0f\n", (o0 < 0 ? 0 : (o0 > 100 ? 100 : o0)), (o1 < 0 ? 0 : (o1 > 100 ? 100 : o1))
         }' "$out.time")
@@ -544,6 +649,7 @@ run_ttfb() {
     local bad
     bad=$(awk '$1 != 200' "$out" | wc -l)
     ((bad == 0)) || log "  $T_NAME TTFB: $bad of $TTFB_REQUESTS answers were not 200"
+    echo "$T_NAME $(awk '$1 == 200' "$out" | wc -l) 0" >>"$TMP/answered.txt"
     awk '$1 == 200 {print $2 * 1000}' "$out" | sort -n | awk -v name="$T_NAME" -v bad="$bad" '
         { v[++n] = $1 }
         END {
@@ -565,15 +671,24 @@ check_target() {
         "${EXTRA_H[@]}" --data-binary "@$T_BODY_STREAM" -w '\n%{http_code}' "$T_URL" 2>&1 || true)
     [[ ${reply##*$'\n'} == 200 && $reply == *'[DONE]'* ]] || { echo "$reply" | tail -c 600 >&2; return 1; }
     events=$(grep -c '^data: ' <<<"$reply" || true)
+    echo "$T_NAME 2 0" >>"$TMP/answered.txt"
     log "  $T_NAME answers: a completion, and a stream of $events events ending in [DONE]"
+}
+
+# count_answered WRK_OUTPUT CONNS: adds the run's answers with a 2xx status to the target's tally in
+# $TMP/answered.txt (name answers connections), which the full path's ledger check compares with the rows.
+count_answered() {
+    sed -n 's/^BENCH .*requests=\([0-9]*\).* non2xx=\([0-9]*\).*/\1 \2/p' "$1" |
+        awk -v name="$T_NAME" -v conns="$2" '{print name, $1 - $2, conns}' >>"$TMP/answered.txt"
 }
 
 # measure: the whole series against the current target.
 measure() {
     log "measuring $T_NAME"
-    # Warm-up: connection pools, allocator, caches; not recorded.
+    # Warm-up: connection pools, allocator, caches; not recorded (its answers are counted for the ledger check).
     BENCH_BODY=$T_BODY BENCH_AUTH=$T_AUTH BENCH_HEADERS=$T_HEADERS BENCH_DELAY_MS=0 \
-        taskset -c 1 wrk -t1 -c"$MAX_CONNS" -d2s --timeout 10s -s "$WRK_LUA" "$T_URL" >/dev/null 2>&1 || true
+        taskset -c 1 wrk -t1 -c"$MAX_CONNS" -d2s --timeout 10s -s "$WRK_LUA" "$T_URL" >"$TMP/wrk-$T_NAME-warmup.txt" 2>&1 || true
+    count_answered "$TMP/wrk-$T_NAME-warmup.txt" "$MAX_CONNS"
     run_wrk nonstream paced
     run_wrk nonstream max
     run_wrk stream paced
@@ -650,11 +765,183 @@ EOF
     stop "$T_PID"
 }
 
+# === the full path's store: where its usage ledger goes ===
+
+# Set by setup_full_store: the full path's [store] url, its kind (postgres|sqlite), the tenant's name, how
+# the docs describe the store; after the tenant and key are made: the key, its id, and the ledger's last
+# row id before the gateway started.
+FULL_URL="" FULL_KIND="" TENANT=bench STORE_DESC="" VKEY="" VKEY_ID="" LEDGER_ID0=0 PG_VERSION=""
+
+# A URL with its password, if any, hidden.
+redact_url() { sed -E 's#(//[^:/@]*):[^@/]*@#\1:***@#' <<<"$1"; }
+
+setup_full_store() {
+    if [[ -n $FULL_STORE_URL ]]; then
+        FULL_URL=$FULL_STORE_URL
+        case $FULL_URL in
+            postgres:* | postgresql:*) FULL_KIND=postgres ;;
+            sqlite:*) FULL_KIND=sqlite ;;
+            *) die "--full-store-url takes a postgres:// or sqlite:// URL, not $(redact_url "$FULL_URL")" ;;
+        esac
+        # An existing database may hold a tenant `bench` already: this run's has a name of its own.
+        TENANT="bench-$$-$(date +%s)"
+        STORE_DESC="the store at \`$(redact_url "$FULL_URL")\` (\`--full-store-url\`)"
+        if [[ $FULL_KIND == postgres ]]; then
+            local rest host db
+            rest=${FULL_URL#*://}
+            rest=${rest#*@}
+            host=${rest%%/*}
+            host=${host%:*}
+            db=${rest#*/}
+            db=${db%%\?*}
+            if [[ $host == 127.0.0.1 || $host == localhost ]] && pgrep -x postgres >/dev/null; then
+                PG_DB=$db
+            else
+                STORE_NOTES+=("The full path's usage ledger went to PostgreSQL on $host (\`--full-store-url\`): not this machine's, so its processes were not pinned and their CPU is not counted here.")
+            fi
+        fi
+        return 0
+    fi
+    if [[ $FULL_STORE != sqlite ]]; then
+        if pg_reachable; then
+            pg_admin -c "CREATE DATABASE sluice_bench_$$" >/dev/null || die "could not create the database sluice_bench_$$"
+            PG_CREATED="sluice_bench_$$"
+            CMDS+=("psql -h $PG_HOST -U $PG_USER -d postgres -c 'CREATE DATABASE $PG_CREATED'   # dropped at exit: DROP DATABASE $PG_CREATED WITH (FORCE)")
+            log "created the database $PG_CREATED for the full path's usage ledger"
+            FULL_URL="postgres://$PG_USER@$PG_HOST:$PG_PORT/$PG_CREATED" FULL_KIND=postgres PG_DB=$PG_CREATED
+            PG_VERSION=$(pg_admin -Atc 'SHOW server_version' 2>/dev/null | cut -d' ' -f1 || true)
+            STORE_DESC="PostgreSQL ${PG_VERSION:-?} on this machine ($PG_HOST:$PG_PORT, the server's own settings), in a database created for the run and dropped after it"
+            return 0
+        fi
+        [[ $FULL_STORE == postgres ]] && die "PostgreSQL is not reachable at $PG_HOST:$PG_PORT as $PG_USER (--full-store postgres)"
+        local why="PostgreSQL was not reachable at $PG_HOST:$PG_PORT as user $PG_USER"
+        command -v psql >/dev/null || why="psql is not installed"
+        log "$why: the full path's usage ledger goes to a SQLite file instead"
+        STORE_NOTES+=("$why, so the full path's usage ledger went to a SQLite file in the gateway's folder instead of PostgreSQL: this is not issue 7's full path (ledger in Postgres), and the full-path figures are for SQLite.")
+        STORE_DESC="a SQLite file in the gateway's folder (PostgreSQL was not reachable: see the notes)"
+    else
+        STORE_DESC="a SQLite file in the gateway's folder (\`--full-store sqlite\`)"
+    fi
+    FULL_URL="sqlite://data/sluice.db" FULL_KIND=sqlite
+}
+
+# The sluice command line against the gateway's configuration, in its folder (for the store's relative paths).
+sluice_cli() {
+    local dir=$1
+    shift
+    env -u SLUICE_LISTEN -u SLUICE_DATABASE_URL -u SLUICE_CONFIG -u RUST_LOG -C "$dir" "$SLUICE" --config "$dir/sluice.toml" "$@"
+}
+
+# ledger_sql DIR SQL: runs SQL on the full path's store, fields separated by spaces.
+ledger_sql() {
+    local dir=$1 sql=$2 file
+    if [[ $FULL_KIND == postgres ]]; then
+        command -v psql >/dev/null || return 1
+        PGCONNECT_TIMEOUT=5 psql -X -w -At -F ' ' -v ON_ERROR_STOP=1 "$FULL_URL" -c "$sql"
+    else
+        command -v sqlite3 >/dev/null || return 1
+        file=${FULL_URL#sqlite:}
+        file=${file#//}
+        file=${file%%\?*}
+        [[ $file == /* ]] || file="$dir/$file"
+        sqlite3 -separator ' ' "$file" "$sql"
+    fi
+}
+
+# The tenant and its virtual key, made with the CLI against the gateway's configuration before it starts.
+make_tenant_and_key() {
+    local dir=$1 out="$TMP/keys-create.txt"
+    sluice_cli "$dir" tenants create "$TENANT" --rpm 1000000000 --tpm 1000000000000 --budget-usd 1000000 \
+        >"$TMP/tenants-create.txt" 2>&1 || { cat "$TMP/tenants-create.txt" >&2; die "sluice tenants create failed"; }
+    sluice_cli "$dir" keys create "$TENANT" --name bench >"$out" 2>&1 || { cat "$out" >&2; die "sluice keys create failed"; }
+    VKEY=$(sed -n 's/^key: *//p' "$out" | head -n1)
+    VKEY_ID=$(sed -n 's/^id: *//p' "$out" | head -n1)
+    [[ $VKEY == sk-* && -n $VKEY_ID ]] || { cat "$out" >&2; die "no key in the output of sluice keys create"; }
+    CMDS+=("env -C \$TMP/sluice-full $SLUICE --config \$TMP/sluice-full/sluice.toml tenants create $TENANT --rpm 1000000000 --tpm 1000000000000 --budget-usd 1000000")
+    CMDS+=("env -C \$TMP/sluice-full $SLUICE --config \$TMP/sluice-full/sluice.toml keys create $TENANT --name bench   # prints key: \$BENCH_KEY")
+    LEDGER_ID0=$(ledger_sql "$dir" 'SELECT coalesce(max(id), 0) FROM usage_ledger' 2>/dev/null || echo 0)
+    log "tenant $TENANT and its virtual key ${VKEY:0:14}… (id $VKEY_ID) created in the $FULL_KIND store"
+}
+
+# The sum of a metric's samples in a /metrics answer.
+metric() { awk -v n="$1" '$1 == n || index($1, n "{") == 1 {s += $2} END {printf "%.0f\n", s}' "$2"; }
+
+# After the full path's series: the ledger must hold one row per request the gateway handled, with the
+# tenant and the key, and nothing spooled or failed.
+ledger_check() {
+    local port=$1 dir=$2 prev="" now file="$TMP/metrics-full.txt" _
+    # The writer sends a batch every 200 ms or 500 rows: until its queue is empty and the counts settle.
+    for _ in $(seq 60); do
+        curl -s --max-time 5 -o "$file" "http://127.0.0.1:$port/metrics" || true
+        now="$(metric sluice_ledger_queue_depth "$file") $(metric sluice_ledger_rows_written_total "$file") $(metric sluice_ledger_rows_spooled_total "$file")"
+        [[ ${now%% *} == 0 && $now == "$prev" ]] && break
+        prev=$now
+        sleep 0.5
+    done
+    local depth written spooled pending errors up attempts failovers
+    depth=$(metric sluice_ledger_queue_depth "$file")
+    written=$(metric sluice_ledger_rows_written_total "$file")
+    spooled=$(metric sluice_ledger_rows_spooled_total "$file")
+    pending=$(metric sluice_ledger_spool_pending "$file")
+    errors=$(metric sluice_ledger_write_errors_total "$file")
+    up=$(metric sluice_ledger_database_up "$file")
+    attempts=$(metric sluice_upstream_attempts_total "$file")
+    failovers=$(metric sluice_failovers_total "$file")
+    local answered conns
+    read -r answered conns < <(awk '$1 ~ /^sluice-full/ {a += $2; c += $3} END {print a + 0, c + 0}' "$TMP/answered.txt")
+    local where="PostgreSQL ${PG_VERSION:-}, database ${PG_DB:-?}"
+    [[ $FULL_KIND == sqlite ]] && where="SQLite, $(sed 's/^sqlite:\/\///' <<<"$FULL_URL") in the gateway's folder"
+    [[ -n $FULL_STORE_URL ]] && where="$(redact_url "$FULL_URL")"
+    local note="Usage ledger of the full path ($where; every request of the gateway's life: warm-ups, checks, runs and TTFB series$(wants prompt && echo ", the prompt template's included")), from its /metrics: $written rows written, $spooled spooled ($pending pending), $errors write errors, queue $depth at the end, database up: $up."
+    local ok=1 rows r200 r499 rother keyed costed cost sql
+    sql="SELECT count(*), coalesce(sum(CASE WHEN status = 200 THEN 1 ELSE 0 END), 0),
+        coalesce(sum(CASE WHEN status = 499 THEN 1 ELSE 0 END), 0),
+        coalesce(sum(CASE WHEN status NOT IN (200, 499) THEN 1 ELSE 0 END), 0),
+        coalesce(sum(CASE WHEN tenant = '$TENANT' AND key_id = '$VKEY_ID' THEN 1 ELSE 0 END), 0),
+        count(cost_micros), coalesce(sum(cost_micros), 0)
+        FROM usage_ledger WHERE id > $LEDGER_ID0"
+    if read -r rows r200 r499 rother keyed costed cost < <(ledger_sql "$dir" "$sql" 2>"$TMP/ledger-sql.err") && [[ -n $rows ]]; then
+        note+=" The table usage_ledger holds $rows new rows: $r200 with status 200, $r499 with 499 (requests in flight when a wrk run stopped and closed its connections), $rother other; $keyed carry the tenant $TENANT and the virtual key's id; $costed have a cost (\$$(awk -v c="$cost" 'BEGIN {printf "%.2f", c / 1e6}') in all, charged to the tenant's budget)."
+        note+=" One row per upstream call: $rows rows for $attempts calls (sluice_upstream_attempts_total, $failovers failovers)"
+        if ((rows == attempts && failovers == 0 && written + spooled == rows && keyed == rows)); then note+=", as it should."; else note+=": MISMATCH."; ok=0; fi
+        note+=" The load generator and curl counted $answered answers with status 200"
+        if ((r200 >= answered && r200 - answered <= conns)); then
+            note+="; the ledger's $((r200 - answered)) more are answers sent as a wrk run stopped, which it did not count (at most one per connection per run: $conns)."
+        else
+            note+=", against $r200 rows with status 200: MISMATCH (the difference can only be up to one request per connection per run, $conns)."
+            ok=0
+        fi
+    else
+        note+=" The rows could not be counted in the database ($(head -c 200 "$TMP/ledger-sql.err" | tr '\n' ' ')): the gateway's own counts only: $attempts upstream calls ($failovers failovers)."
+        if ((written + spooled + depth != attempts)); then note+=" Rows written and spooled do not match them: MISMATCH."; ok=0; fi
+    fi
+    if ((errors > 0 || spooled > 0)); then ok=0; fi
+    ((ok)) || note="⚠ $note"
+    STORE_NOTES+=("$note")
+    log "  ledger: $written rows written, $spooled spooled, $errors write errors$([[ -n ${rows:-} ]] && echo "; $rows rows in usage_ledger for $attempts upstream calls")$( ((ok)) && echo ": consistent" || echo ": MISMATCH, see the notes")"
+}
+
+# PostgreSQL's CPU per request during each full-path run, as a note.
+pg_cpu_note() {
+    [[ -s $TMP/pgcpu.txt ]] || return 0
+    local figures
+    figures=$(awk -v tck="$CLK_TCK" '
+        { key = $1; per = $5 > 0 ? $4 / tck * 1e6 / $5 : 0; share = $4 / tck / ($6 / 1e9) * 100
+          cell = sprintf("%s %s %.0f µs (%.0f%% of core 1)", ($2 == "stream" ? "streaming" : "non-streaming"), $3, per, share)
+          if (!(key in list)) order[++n] = key
+          list[key] = list[key] (list[key] == "" ? "" : ", ") cell }
+        END { for (i = 1; i <= n; i++) printf "%s%s: %s", (i > 1 ? "; " : ""), (order[i] == "sluice-full" ? "full path" : "prompt template"), list[order[i]] }
+    ' "$TMP/pgcpu.txt")
+    STORE_NOTES+=("PostgreSQL ran on core 1 with the simulator and the load generator: all its processes were pinned there (\`taskset -a -cp 1\`; backends forked later inherit it) for the full path, and put back on every core at the end. Its CPU for the ledger (utime+stime of the live backends of the benchmark's database and of the server's own processes, before and after each run; clock ticks of $((1000 / CLK_TCK)) ms), per request of the run: $figures. It is in neither *CPU/req* (the gateway's process only) nor *other work core 1*; other databases' backends would count as other work.")
+}
+
 # write_sluice_config FILE PORT full(0|1)
 write_sluice_config() {
     local file=$1 port=$2 full=$3 budgets="" prompts_dir="$TMP/no-prompts"
     if ((full)); then
-        budgets=$'rpm = 1000000000\ntpm = 1000000000000'
+        # Upstream-key budgets set high (the budget code runs but never refuses), and a price (gpt-4o's list
+        # price) so every request is costed and charged to the tenant's budget.
+        budgets=$'rpm = 1000000000\ntpm = 1000000000000\nprice = { input = 2.50, output = 10.00, cached_input = 1.25 }'
         prompts_dir="$TMP/prompts"
         mkdir -p "$prompts_dir"
         cat >"$prompts_dir/bench.toml" <<'EOF'
@@ -679,10 +966,15 @@ role = "user"
 content = "{{ text }}"
 EOF
     fi
-    local store="# [store]: the defaults"
-    if ((full)) && [[ -n $FULL_STORE_URL ]]; then store=$'[store]\nurl = "'"$FULL_STORE_URL"'"'; fi
+    # The bare proxy: the store's defaults (a SQLite file) and a static key. The full path: the store
+    # chosen by setup_full_store, and only virtual keys (made with the CLI) get in.
+    local store="# [store]: the defaults" keys='["sk-bench"]'
+    if ((full)); then
+        store=$'[store]\nurl = "'"$FULL_URL"'"'
+        keys='[]   # virtual keys only: sluice keys create'
+    fi
     cat >"$file" <<EOF
-# Generated by bench/run.sh: $([[ $full == 1 ]] && echo "full path (budgets, prompt templates)" || echo "bare proxy").
+# Generated by bench/run.sh: $([[ $full == 1 ]] && echo "full path (a tenant and its virtual key, budgets, prices, usage ledger in $FULL_KIND, prompt templates)" || echo "bare proxy").
 # The gateway runs in a folder of its own, so relative defaults (the store's files) land there.
 [server]
 listen = "127.0.0.1:$port"
@@ -690,7 +982,7 @@ listen = "127.0.0.1:$port"
 $store
 
 [auth]
-keys = ["sk-bench"]
+keys = $keys
 
 [log]
 format = "json"
@@ -721,13 +1013,23 @@ target_sluice() {
     mkdir -p "$dir/data" "$dir/config"
     if [[ -f $ROOT/config/prices.toml ]]; then ln -s "$ROOT/config/prices.toml" "$dir/config/prices.toml"; fi
     free_port
+    T_AUTH=sk-bench T_HEADERS="" T_PG=""
+    if ((full)); then
+        setup_full_store
+        # PostgreSQL off the gateway's core before anything connects to it.
+        if [[ -n $PG_DB ]]; then pin_postgres; fi
+    fi
     write_sluice_config "$dir/sluice.toml" "$PORT" "$full"
+    if ((full)); then
+        make_tenant_and_key "$dir"
+        T_AUTH=$VKEY
+        if [[ -n $PG_DB ]]; then T_PG=1; fi
+    fi
     # Variables that would override the generated configuration are left out.
     start "sluice-$variant" 0 env -u SLUICE_LISTEN -u SLUICE_DATABASE_URL -u SLUICE_CONFIG -u RUST_LOG -C "$dir" \
         "$SLUICE" --config "$dir/sluice.toml" serve
     T_PID=$PID
     wait_http "http://127.0.0.1:$PORT/healthz" 30 "$T_PID" "sluice-$variant"
-    T_AUTH=sk-bench T_HEADERS=""
     if wants "$variant"; then
         T_NAME="sluice-$variant" T_URL="http://127.0.0.1:$PORT/v1/chat/completions"
         T_BODY="$TMP/chat-bench.json" T_BODY_STREAM="$TMP/chat-stream-bench.json"
@@ -741,7 +1043,15 @@ target_sluice() {
         check_target || { tail -n 30 "$TMP/sluice-$variant.log" >&2; die "sluice's prompt endpoint does not answer as expected"; }
         measure
     fi
+    if ((full)); then
+        wait_idle
+        ledger_check "$PORT" "$dir"
+        pg_cpu_note
+    fi
     stop "$T_PID"
+    T_PG=""
+    # PostgreSQL gets every core back as soon as the full path is done (and at exit in any case).
+    unpin_postgres
 }
 
 target_litellm() {
@@ -1000,6 +1310,23 @@ section() {
     echo "the target's series. *other work core 0/1*: CPU time that processes other than the benchmark's used on each core"
     echo "during the run (from /proc/stat, less the proxy's, the simulator's and wrk's own time), in % of the run."
     echo "Sluice logs every request at \`$LOG_LEVEL\` (JSON, to a file) and nginx writes its access log."
+    if grep -q '^sluice-bare ' "$TMP/results.txt"; then
+        echo "*Sluice bare proxy*: one \`openai_compatible\` provider on the simulator, a static key from \`[auth] keys\`, no"
+        echo "tenant and no budgets; it still records every request in the usage ledger of the store's default, a SQLite file."
+    fi
+    if grep -qE '^sluice-full(-prompt)? ' "$TMP/results.txt"; then
+        echo "*Sluice full path*: everything on, as issue 7 defines it. A tenant with rpm, tpm and a USD budget (set high, so"
+        echo "the checks run but never refuse) and a virtual key of it, both made with the CLI before the gateway starts"
+        echo "(\`sluice tenants create\`, \`sluice keys create\`); the requests carry that key (no static keys are configured)."
+        echo "Token counting for the budgets, rpm/tpm budgets on the upstream key, routing, a price on the deployment (so every"
+        echo "request is costed and charged to the tenant's budget), the prompt template registry, and the usage ledger in"
+        echo "$STORE_DESC."
+        if [[ -s $TMP/pgcpu.txt ]]; then
+            echo "PostgreSQL's processes ran on core 1 with the upstream and the load generator, so the gateway's core is its own;"
+            echo "the database's CPU per request is in the notes below."
+        fi
+        echo "After the series the ledger is checked against the gateway's upstream calls and the answers received (notes)."
+    fi
     if grep -q '^litellm ' "$TMP/results.txt"; then
         echo "LiteLLM's proxy runs as shipped with one uvicorn worker, a config.yaml with one \`openai/bench-model\` deployment"
         echo "on the simulator, a master key and no database, logging errors only (\`LITELLM_LOG=ERROR\`: no line per request)."
@@ -1033,7 +1360,7 @@ section() {
         echo "  overhead is that noise), so the p99 and TTFB verdicts need a rerun on a quiet machine; CPU per request,"
         echo "  the share of the core used and RSS are the figures that hold up."
     fi
-    for note in "${PEER_NOTES[@]}"; do echo "- $note"; done
+    for note in "${STORE_NOTES[@]}" "${PEER_NOTES[@]}"; do echo "- $note"; done
     echo
     echo "### Machine and tools"
     echo
@@ -1043,7 +1370,8 @@ section() {
     echo "### Commands"
     echo
     echo '```sh'
-    printf '%s\n' "${CMDS[@]}" | sed "s#$TMP#\$TMP#g; s#$ROOT/##g"
+    # The virtual key is a secret of a database dropped at exit; the commands show its name only.
+    printf '%s\n' "${CMDS[@]}" | sed "s#$TMP#\$TMP#g; s#$ROOT/##g${VKEY:+; s#$VKEY#\$BENCH_KEY#g}"
     echo '```'
     echo
 }
@@ -1070,6 +1398,7 @@ write_docs() {
 # === main ===
 
 PEER_NOTES=()
+STORE_NOTES=()
 LOAD_NOTE=""
 LOAD_AT_START=""
 
@@ -1092,6 +1421,8 @@ write_bodies
 : >"$TMP/results.txt"
 : >"$TMP/ttfb.txt"
 : >"$TMP/rss.txt"
+: >"$TMP/answered.txt"
+: >"$TMP/pgcpu.txt"
 start_simulator
 target_direct
 wants nginx && target_nginx
@@ -1107,6 +1438,6 @@ echo
 targets_summary
 disturbed_note
 load_notes
-for note in "${PEER_NOTES[@]}"; do echo "- $note"; done
+for note in "${STORE_NOTES[@]}" "${PEER_NOTES[@]}"; do echo "- $note"; done
 ((WRITE_DOCS)) && write_docs
 exit 0

@@ -136,6 +136,8 @@ pub(super) async fn lookup_key(pool: &PgPool, hash: &KeyHash) -> Result<Option<(
 }
 
 pub(super) async fn insert_usage(pool: &PgPool, rows: &[UsageRow]) -> Result<u64, StoreError> {
+    // The statements below are not cached: their text depends on the batch's size, and each cached
+    // multi-row insert would stay prepared, on the client and in the server, for every batch size seen.
     let mut tx = pool.begin().await?;
     let mut new: HashSet<String> = HashSet::with_capacity(rows.len());
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
@@ -164,7 +166,7 @@ pub(super) async fn insert_usage(pool: &PgPool, rows: &[UsageRow]) -> Result<u64
                 .push_bind(r.created_at);
         });
         query.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
-        let ids: Vec<String> = query.build_query_scalar().fetch_all(&mut *tx).await?;
+        let ids: Vec<String> = query.build_query_scalar().persistent(false).fetch_all(&mut *tx).await?;
         new.extend(ids);
     }
     let sums: Vec<_> = rollups(rows.iter().filter(|r| new.contains(&r.request_id)))
@@ -194,7 +196,7 @@ pub(super) async fn insert_usage(pool: &PgPool, rows: &[UsageRow]) -> Result<u64
              cached_tokens = usage_daily.cached_tokens + EXCLUDED.cached_tokens, \
              cost_micros = usage_daily.cost_micros + EXCLUDED.cost_micros",
         );
-        query.build().execute(&mut *tx).await?;
+        query.build().persistent(false).execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(new.len() as u64)

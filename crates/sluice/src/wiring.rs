@@ -214,7 +214,9 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
         None => None,
     };
     if client_keys.is_empty() && admin_key.is_none() {
-        let message = "no client key and no admin key is set: every /v1 request will be refused".to_owned();
+        let message =
+            "no client key and no admin key is set: only tenants' virtual keys (`sluice keys create`) are accepted"
+                .to_owned();
         tracing::warn!("{message}");
         warnings.push(message);
     }

@@ -253,73 +253,13 @@ async fn a_stream_the_client_leaves_is_recorded_with_what_was_produced() {
     assert_eq!(row["requests"], 1, "{row}");
 }
 
-/// A TCP proxy in front of PostgreSQL that can cut every connection and refuse new ones, then come back.
-struct Outage {
-    addr: std::net::SocketAddr,
-    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Outage {
-    async fn start(target: &'static str) -> Self {
-        use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (flag, held) = (up.clone(), connections.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if !flag.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let relay = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                held.lock().unwrap().push(relay);
-            }
-        });
-        Self {
-            addr,
-            up,
-            connections,
-            task,
-        }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
-        for relay in self.connections.lock().unwrap().drain(..) {
-            relay.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Drop for Outage {
-    fn drop(&mut self) {
-        self.cut();
-        self.task.abort();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_loses_no_usage_and_counts_none_twice() {
     let Some(database) = FreshDatabase::create("sluice_outage") else {
         return;
     };
 
-    let proxy = Outage::start("127.0.0.1:5432").await;
+    let proxy = TcpOutage::start("127.0.0.1:5432".parse().unwrap()).await;
     let upstream = SimServer::start(SimConfig {
         reply_tokens: 5,
         ..SimConfig::default()
@@ -419,53 +359,4 @@ async fn an_expired_key_stops_working_and_a_tenant_sees_only_its_own_usage() {
     assert_eq!(response.status(), 400);
     tokio::time::sleep(Duration::from_millis(1600)).await;
     assert_eq!(chat(&gateway, &key, "m", false).await.status(), 401, "expired");
-}
-
-/// A throwaway PostgreSQL database, dropped with the value; `None` when the PostgreSQL tests are skipped.
-struct FreshDatabase {
-    name: String,
-}
-
-impl FreshDatabase {
-    fn create(prefix: &str) -> Option<Self> {
-        if std::env::var("SLUICE_SKIP_POSTGRES_TESTS").is_ok_and(|v| v == "1") {
-            eprintln!("SKIPPED: a PostgreSQL test (SLUICE_SKIP_POSTGRES_TESTS=1)");
-            return None;
-        }
-        let name = format!("{prefix}_{}", std::process::id());
-        psql(&format!("DROP DATABASE IF EXISTS {name}"));
-        let created = psql(&format!("CREATE DATABASE {name}"));
-        assert!(
-            created.status.success(),
-            "PostgreSQL at 127.0.0.1:5432 is needed (set SLUICE_SKIP_POSTGRES_TESTS=1 to skip): {}",
-            String::from_utf8_lossy(&created.stderr)
-        );
-        Some(Self { name })
-    }
-}
-
-impl Drop for FreshDatabase {
-    fn drop(&mut self) {
-        psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
-    }
-}
-
-fn psql(sql: &str) -> std::process::Output {
-    std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-qc",
-            sql,
-        ])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("psql is needed for the PostgreSQL tests ({e}); set SLUICE_SKIP_POSTGRES_TESTS=1 to skip them")
-        })
 }

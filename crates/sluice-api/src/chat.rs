@@ -394,7 +394,8 @@ impl Usage {
         Self {
             prompt_tokens,
             completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
+            // Saturating: counts come from vendors, and a sum past `u64::MAX` must not wrap (or panic).
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
             prompt_tokens_details: None,
         }
     }
@@ -578,5 +579,13 @@ mod tests {
             err.to_string().contains("a string or an array of content parts"),
             "{err}"
         );
+    }
+
+    /// A fuzzing regression (an input of the `gemini_response` target, `fuzz/`): vendor counts whose sum
+    /// passes `u64::MAX` panicked with overflow checks and wrapped to a tiny total without.
+    #[test]
+    fn usage_total_saturates() {
+        assert_eq!(Usage::new(u64::MAX, 1).total_tokens, u64::MAX);
+        assert_eq!(Usage::new(2, 3).total_tokens, 5);
     }
 }

@@ -1,32 +1,31 @@
 //! Stream translation per vendor: a 20-chunk answer in OpenAI, Anthropic and Gemini format, as the
 //! gateway receives it and turns it into OpenAI chunks. Results: `docs/benchmarks.md`.
 //!
-//! The translators (`openai::stream`, `anthropic::stream`, `gemini::stream`) are crate-private, so they
-//! are measured through the public adapters: each adapter's `chat` against a loopback server that answers
-//! every request with a canned stream, drained to the end. Beside it, `raw_http` fetches the same bytes
-//! with the same HTTP client and no SSE parsing or translation; the difference is the adapter's own
-//! work per stream (building the request, SSE parsing, translation). `chunk` measures the public pieces
-//! of that work one event at a time: the OpenAI chunk probe (what the OpenAI translator deserialises from
-//! each event) and encoding an OpenAI chunk (what the Anthropic and Gemini translators do per event).
+//! `stream_20_chunks` measures the public adapters: each adapter's `chat` against a loopback server that
+//! answers every request with a canned stream, drained to the end. Beside it, `raw_http` fetches the same
+//! bytes with the same HTTP client and no SSE parsing or translation; the difference is the adapter's own
+//! work per stream (building the request, SSE parsing, translation). `chunk` measures that work one event
+//! at a time: each vendor's real stream translator (`openai::stream`, `anthropic::stream`,
+//! `gemini::stream`, reached through `sluice_providers::internals`) on one content event of these
+//! streams, and encoding and decoding an OpenAI chunk.
 //!
 //! `cargo bench -p sluice-providers --bench stream -- --warm-up-time 1 --measurement-time 2`
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark")]
 
-use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::StreamExt;
 use secrecy::SecretString;
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::json;
-use sluice_api::{ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, ChunkDelta, Role, Usage};
+use sluice_api::{ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, ChunkDelta, Role};
+use sluice_providers::internals::{Translator, Vendor};
 use sluice_providers::{
     AnthropicAdapter, ChatCall, ChatProvider, GeminiAdapter, OpenAiAdapter, OpenAiFlavor, ReplyBody, Timeouts,
     UpstreamKey,
@@ -216,23 +215,6 @@ async fn raw(client: &reqwest::Client, url: &str, body: &[u8]) -> usize {
     total
 }
 
-/// What the OpenAI translator deserialises from each event (a copy of its private probe's shape).
-#[derive(Deserialize)]
-struct ChunkProbe<'a> {
-    #[serde(default, borrow)]
-    choices: Vec<ChoiceProbe<'a>>,
-    #[serde(default)]
-    usage: Option<Usage>,
-    #[serde(default)]
-    error: Option<IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-struct ChoiceProbe<'a> {
-    #[serde(default, borrow)]
-    finish_reason: Option<Cow<'a, str>>,
-}
-
 fn bench_adapters(c: &mut Criterion) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -293,25 +275,49 @@ fn bench_adapters(c: &mut Criterion) {
     group.finish();
 }
 
-fn bench_chunks(c: &mut Criterion) {
-    let stream = openai_stream();
-    let event = stream
+/// The data of the `data:` lines of `stream`, in order.
+fn data_lines(stream: &str) -> Vec<String> {
+    stream
         .lines()
-        .nth(2)
-        .and_then(|l| l.strip_prefix("data: "))
-        .unwrap()
-        .to_owned();
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn bench_chunks(c: &mut Criterion) {
+    let event = data_lines(&openai_stream())[2].clone();
     let mut group = c.benchmark_group("chunk");
-    group.bench_function("openai_probe", |b| {
-        b.iter(|| {
-            let probe: ChunkProbe<'_> = serde_json::from_str(black_box(&event)).unwrap();
-            black_box((
-                probe.choices.iter().any(|c| c.finish_reason.is_some()),
-                probe.usage,
-                probe.error.is_some(),
-            ))
+    // Each vendor's translator on one content event, with the state the events before it left (the
+    // event's `String` is made outside the measurement, as the SSE parser hands it over).
+    let vendors = [
+        (Vendor::OpenAi, data_lines(&openai_stream()), 2),
+        (Vendor::Anthropic, data_lines(&anthropic_stream()), 3),
+        (Vendor::Gemini, data_lines(&gemini_stream()), 1),
+    ];
+    for (vendor, events, at) in vendors {
+        let mut translator = Translator::new(vendor);
+        let mut out = VecDeque::new();
+        for earlier in &events[..at] {
+            translator.event(earlier.clone(), &mut out).unwrap();
+        }
+        let name = match vendor {
+            Vendor::OpenAi => "openai_event",
+            Vendor::Anthropic => "anthropic_event",
+            Vendor::Gemini => "gemini_event",
+        };
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || events[at].clone(),
+                |data| {
+                    out.clear();
+                    translator.event(data, &mut out).unwrap();
+                    assert_eq!(out.len(), 1);
+                    black_box(&out);
+                },
+                BatchSize::SmallInput,
+            );
         });
-    });
+    }
     let chunk = ChatCompletionChunk {
         id: "msg_bench".to_owned(),
         object: "chat.completion.chunk".to_owned(),

@@ -180,3 +180,198 @@ pub struct StreamEvent {
     /// True when the usage was counted by the gateway because the upstream reported none.
     pub estimated: bool,
 }
+
+/// The crate's private machinery, exposed for the fuzz targets (`fuzz/`) and the benchmarks only: the
+/// SSE driver every HTTP adapter uses, each vendor's stream translator, and the pure translations of
+/// requests and complete responses. Not an API: it changes with the code it exposes.
+#[doc(hidden)]
+pub mod internals {
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures_util::Stream;
+    use secrecy::SecretString;
+    use sluice_api::{ChatCompletionRequest, ChatCompletionResponse, EmbeddingRequest, Usage};
+
+    use crate::params::Unsupported;
+    use crate::transport::{self, Flow, SseTranslator};
+    use crate::{ChatCall, EventStream, ProviderError, RateLimitSnapshot, StreamEvent, UpstreamKey};
+
+    /// The Unix time the translators here report as `created`.
+    pub const CREATED: u64 = 1_700_000_000;
+    /// The model Gemini's translators report when the vendor names none.
+    pub const GEMINI_MODEL: &str = "gemini-model";
+    /// The random token Gemini's translators make ids from.
+    pub const GEMINI_SEED: &str = "seed";
+
+    /// A vendor stream format.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Vendor {
+        /// OpenAI, Azure OpenAI and compatible servers.
+        OpenAi,
+        /// Anthropic Messages.
+        Anthropic,
+        /// Gemini's `streamGenerateContent?alt=sse`.
+        Gemini,
+    }
+
+    /// A vendor's stream translator with a fresh state, or the raw one that hands each event's data on
+    /// as it is (to exercise the SSE parser alone).
+    pub struct Translator(Inner);
+
+    enum Inner {
+        Raw,
+        OpenAi(crate::openai::stream::StreamState),
+        Anthropic(crate::anthropic::stream::StreamState),
+        Gemini(crate::gemini::stream::StreamState),
+    }
+
+    impl Translator {
+        /// `vendor`'s translator, as its adapter starts it for one stream (with [`CREATED`] as the time).
+        pub fn new(vendor: Vendor) -> Self {
+            Self(match vendor {
+                Vendor::OpenAi => Inner::OpenAi(crate::openai::stream::StreamState::default()),
+                Vendor::Anthropic => Inner::Anthropic(crate::anthropic::stream::StreamState::new(CREATED)),
+                Vendor::Gemini => Inner::Gemini(crate::gemini::stream::StreamState::new(gemini_context())),
+            })
+        }
+
+        /// A translator that makes one event of each SSE event's data, unchanged, and never ends the stream.
+        pub fn raw() -> Self {
+            Self(Inner::Raw)
+        }
+
+        /// Translates one event's data, appending the chunks it means to `out`; true when it was the
+        /// vendor's end marker.
+        pub fn event(&mut self, data: String, out: &mut VecDeque<StreamEvent>) -> Result<bool, ProviderError> {
+            SseTranslator::event(self, data, out).map(|flow| flow == Flow::End)
+        }
+
+        /// The connection closed without an end marker.
+        pub fn close(&mut self, out: &mut VecDeque<StreamEvent>) -> Result<(), ProviderError> {
+            SseTranslator::close(self, out)
+        }
+    }
+
+    impl SseTranslator for Translator {
+        fn event(&mut self, data: String, out: &mut VecDeque<StreamEvent>) -> Result<Flow, ProviderError> {
+            match &mut self.0 {
+                Inner::Raw => {
+                    out.push_back(StreamEvent {
+                        data: Bytes::from(data),
+                        usage: None,
+                        usage_only: false,
+                        estimated: false,
+                    });
+                    Ok(Flow::Continue)
+                }
+                Inner::OpenAi(state) => state.event(data, out),
+                Inner::Anthropic(state) => state.event(data, out),
+                Inner::Gemini(state) => state.event(data, out),
+            }
+        }
+
+        fn close(&mut self, out: &mut VecDeque<StreamEvent>) -> Result<(), ProviderError> {
+            match &mut self.0 {
+                Inner::Raw => Ok(()),
+                Inner::OpenAi(state) => state.close(out),
+                Inner::Anthropic(state) => state.close(out),
+                Inner::Gemini(state) => state.close(out),
+            }
+        }
+    }
+
+    /// The adapters' stream driver: `body` through the SSE parser and `translator`, waiting at most
+    /// `idle` between events.
+    pub fn sse_events<S, B, E>(body: S, idle: Duration, translator: Translator) -> EventStream
+    where
+        S: Stream<Item = Result<B, E>> + Send + 'static,
+        B: AsRef<[u8]> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        transport::sse_events(body, idle, translator)
+    }
+
+    fn gemini_context() -> crate::gemini::response::Context<'static> {
+        crate::gemini::response::Context {
+            model: GEMINI_MODEL,
+            created: CREATED,
+            seed: GEMINI_SEED.to_owned(),
+        }
+    }
+
+    /// A complete Anthropic Messages body as the OpenAI body and usage the client gets.
+    pub fn anthropic_response(body: &[u8]) -> Result<(Bytes, Option<Usage>), ProviderError> {
+        crate::anthropic::response::translate(body, CREATED)
+    }
+
+    /// A complete Gemini `GenerateContentResponse` as the OpenAI completion the client gets.
+    pub fn gemini_response(body: &[u8]) -> Result<ChatCompletionResponse, ProviderError> {
+        crate::gemini::response::translate(body, &gemini_context())
+    }
+
+    /// The body the Anthropic adapter sends for `request`.
+    pub fn anthropic_request(
+        request: &ChatCompletionRequest,
+        model: &str,
+        default_max_tokens: Option<u32>,
+        drop_unsupported: bool,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let key = UpstreamKey::new("internals#0", SecretString::from(String::new()));
+        let call = ChatCall {
+            request,
+            model,
+            key: &key,
+            default_max_tokens,
+            drop_unsupported,
+        };
+        let translated = crate::anthropic::request::translate(&call, drop_unsupported)?;
+        transport::json_body(&translated.body)
+    }
+
+    /// The body the Gemini adapter sends for `request`.
+    pub fn gemini_request(
+        request: &ChatCompletionRequest,
+        default_max_tokens: Option<u32>,
+        drop_unsupported: bool,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let mut unsupported = Unsupported::new("Gemini", drop_unsupported);
+        unsupported.check_extra(request, crate::gemini::TRANSLATED, crate::gemini::IGNORED)?;
+        let translated = crate::gemini::request::translate(request, default_max_tokens)?;
+        transport::json_body(&translated)
+    }
+
+    /// The `batchEmbedContents` body the Gemini adapter sends for `request` on `model` (`models/...`).
+    pub fn gemini_embed_request(request: &EmbeddingRequest, model: &str) -> Result<Vec<u8>, ProviderError> {
+        crate::gemini::embed::translate(request, model)
+    }
+
+    /// What `vendor`'s adapter makes of a failed response with `status`, `headers` and `body`: the error,
+    /// and the limits it reads from the headers (Anthropic's at [`CREATED`]).
+    pub fn upstream_error(
+        vendor: Vendor,
+        status: u16,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> (ProviderError, RateLimitSnapshot) {
+        match vendor {
+            Vendor::OpenAi => (
+                crate::openai::error::classify(status, crate::limits::retry_after(headers), body),
+                RateLimitSnapshot::from_openai_headers(headers),
+            ),
+            Vendor::Anthropic => {
+                let now = std::time::UNIX_EPOCH + Duration::from_secs(CREATED);
+                let retry = crate::anthropic::error::retry_after(headers, now);
+                (
+                    crate::anthropic::error::classify(status, retry, body),
+                    crate::anthropic::error::rate_limit_snapshot(headers, now),
+                )
+            }
+            Vendor::Gemini => (
+                crate::gemini::error::classify(status, crate::limits::retry_after(headers), body),
+                RateLimitSnapshot::default(),
+            ),
+        }
+    }
+}

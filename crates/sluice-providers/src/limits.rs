@@ -36,16 +36,16 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 /// The retry time a vendor gave on a 429 or 503: `retry-after-ms`, then `retry-after` (seconds or an HTTP
 /// date), then the later of OpenAI's reset headers.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    // `try_from_secs_f64`, not `from_secs_f64`, which panics on a time too long for a `Duration` ("1e300").
     if let Some(ms) = header_str(headers, "retry-after-ms").and_then(|v| v.parse::<f64>().ok())
-        && ms.is_finite()
-        && ms >= 0.0
+        && let Ok(retry) = Duration::try_from_secs_f64(ms / 1000.0)
     {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+        return Some(retry);
     }
     if let Some(value) = header_str(headers, "retry-after") {
         if let Ok(secs) = value.parse::<f64>() {
-            if secs.is_finite() && secs >= 0.0 {
-                return Some(Duration::from_secs_f64(secs));
+            if let Ok(retry) = Duration::try_from_secs_f64(secs) {
+                return Some(retry);
             }
         } else if let Ok(when) = httpdate::parse_http_date(value) {
             return Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO));
@@ -89,7 +89,7 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
         total += number * scale;
         rest = &rest[unit_len..];
     }
-    total.is_finite().then(|| Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).ok()
 }
 
 #[cfg(test)]

@@ -142,7 +142,7 @@ where
         ended: bool,
     }
     let driver = Driver {
-        sse: Box::pin(body.eventsource()),
+        sse: Box::pin(skip_bom(body).eventsource()),
         translator,
         pending: VecDeque::new(),
         ended: false,
@@ -183,4 +183,102 @@ where
             }
         }
     }))
+}
+
+/// The UTF-8 byte order mark, which the SSE format allows once at the start of a stream.
+const BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// A piece of an SSE body as the SSE parser gets it from [`skip_bom`].
+enum Piece<B> {
+    /// The comment line that starts every stream.
+    Comment,
+    /// A piece as it came.
+    Whole(B),
+    /// A piece past its first bytes (a byte order mark).
+    From(B, usize),
+    /// The start of the stream, gathered while it could still be a byte order mark.
+    Owned(Vec<u8>),
+}
+
+impl<B: AsRef<[u8]>> AsRef<[u8]> for Piece<B> {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Piece::Comment => b":\n",
+            Piece::Whole(bytes) => bytes.as_ref(),
+            Piece::From(bytes, at) => bytes.as_ref().get(*at..).unwrap_or_default(),
+            Piece::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// `body` without the byte order mark it may start with, however its first bytes are cut, and with an
+/// empty comment line (which the SSE format ignores) before it.
+///
+/// eventsource-stream 0.2.3 panics on a stream whose first text starts with U+FEFF: it skips the 3-byte
+/// mark as if it were 1 byte, slicing inside a character. So the mark is skipped here, as the SSE format
+/// says, and the comment makes sure the parser never sees one at the start: a second mark, which the
+/// format treats as part of the first field's name, stays so.
+fn skip_bom<S, B, E>(body: S) -> impl Stream<Item = Result<Piece<B>, E>> + Send + 'static
+where
+    S: Stream<Item = Result<B, E>> + Send + 'static,
+    B: AsRef<[u8]> + Send + 'static,
+    E: Send + 'static,
+{
+    struct State<S> {
+        body: std::pin::Pin<Box<S>>,
+        started: bool,
+        /// The first bytes while they could be the start of a mark; `None` once decided.
+        head: Option<Vec<u8>>,
+        ended: bool,
+    }
+    let state = State {
+        body: Box::pin(body),
+        started: false,
+        head: Some(Vec::new()),
+        ended: false,
+    };
+    futures_util::stream::unfold(state, |mut s| async move {
+        if !s.started {
+            s.started = true;
+            return Some((Ok(Piece::Comment), s));
+        }
+        if s.ended {
+            return None;
+        }
+        let piece = match s.body.next().await {
+            Some(Ok(chunk)) => match s.head.take() {
+                None => Piece::Whole(chunk),
+                Some(held) if held.is_empty() && chunk.as_ref().len() >= BOM.len() => {
+                    if chunk.as_ref().starts_with(BOM) {
+                        Piece::From(chunk, BOM.len())
+                    } else {
+                        Piece::Whole(chunk)
+                    }
+                }
+                Some(mut held) => {
+                    held.extend_from_slice(chunk.as_ref());
+                    if held.len() < BOM.len() && BOM.starts_with(&held) {
+                        s.head = Some(held);
+                        Piece::Owned(Vec::new())
+                    } else {
+                        if held.starts_with(BOM) {
+                            held.drain(..BOM.len());
+                        }
+                        Piece::Owned(held)
+                    }
+                }
+            },
+            Some(Err(e)) => return Some((Err(e), s)),
+            None => {
+                // A body that ends inside what could have been a mark: hand those bytes on, for the
+                // parser to report them as the incomplete UTF-8 they are.
+                s.ended = true;
+                match s.head.take() {
+                    Some(held) if !held.is_empty() => Piece::Owned(held),
+                    _ => return None,
+                }
+            }
+        };
+        Some((Ok(piece), s))
+    })
 }

@@ -6,10 +6,10 @@
 //! classification ([`error`]). The client cannot tell, but by the text, that Anthropic answered.
 
 mod content;
-mod error;
-mod request;
-mod response;
-mod stream;
+pub(crate) mod error;
+pub(crate) mod request;
+pub(crate) mod response;
+pub(crate) mod stream;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

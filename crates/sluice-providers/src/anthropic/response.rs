@@ -42,7 +42,12 @@ impl AnthropicUsage {
     /// are also reported as `cached_tokens`.
     pub(crate) fn to_openai(self) -> Usage {
         let cache_read = self.cache_read_input_tokens.unwrap_or(0);
-        let prompt = self.input_tokens.unwrap_or(0) + cache_read + self.cache_creation_input_tokens.unwrap_or(0);
+        // Saturating: the counts are the vendor's, and a sum past `u64::MAX` must not wrap (or panic).
+        let prompt = self
+            .input_tokens
+            .unwrap_or(0)
+            .saturating_add(cache_read)
+            .saturating_add(self.cache_creation_input_tokens.unwrap_or(0));
         let mut usage = Usage::new(prompt, self.output_tokens.unwrap_or(0));
         usage.prompt_tokens_details = self
             .cache_read_input_tokens

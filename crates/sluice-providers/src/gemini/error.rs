@@ -63,7 +63,8 @@ impl GoogleStatus {
 /// A protobuf `Duration` in JSON: seconds with up to nine decimals and an `s`.
 fn parse_protobuf_duration(text: &str) -> Option<Duration> {
     let seconds: f64 = text.trim().strip_suffix('s')?.parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    // Not `from_secs_f64`, which panics on a delay too long for a `Duration` ("1e300s").
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// Turns a non-2xx Gemini response into a classified error.

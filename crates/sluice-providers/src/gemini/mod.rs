@@ -21,11 +21,11 @@
 //! restrict tool call ids. A signature makes the id long (hundreds of bytes).
 
 mod content;
-mod embed;
-mod error;
-mod request;
-mod response;
-mod stream;
+pub(crate) mod embed;
+pub(crate) mod error;
+pub(crate) mod request;
+pub(crate) mod response;
+pub(crate) mod stream;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -37,9 +37,9 @@ use crate::transport::{self, MAX_RESPONSE_BYTES, Timeouts};
 use crate::{BoxFuture, ChatCall, ChatProvider, ChatReply, EmbedCall, EmbedReply, ProviderError, ReplyBody};
 
 /// Client parameters the translation reads from `extra`.
-const TRANSLATED: &[&str] = &["seed", "presence_penalty", "frequency_penalty"];
+pub(crate) const TRANSLATED: &[&str] = &["seed", "presence_penalty", "frequency_penalty"];
 /// Client parameters with no Gemini equivalent that change nothing in the answer, left out silently.
-const IGNORED: &[&str] = &["parallel_tool_calls", "safety_identifier"];
+pub(crate) const IGNORED: &[&str] = &["parallel_tool_calls", "safety_identifier"];
 
 /// The Gemini API's public endpoint, for configurations that give no `base_url`.
 pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";

@@ -156,8 +156,15 @@ pub(crate) fn finish_reason(reason: &str, called_tools: bool) -> &'static str {
 /// completion tokens; tool-use prompt tokens (search results and the like) are billed as input. The
 /// prompt count already includes cached tokens, as OpenAI's does.
 pub(crate) fn usage(meta: &GeminiUsage) -> Usage {
-    let prompt = meta.prompt_token_count.unwrap_or(0) + meta.tool_use_prompt_token_count.unwrap_or(0);
-    let completion = meta.candidates_token_count.unwrap_or(0) + meta.thoughts_token_count.unwrap_or(0);
+    // Saturating: the counts are the vendor's, and a sum past `u64::MAX` must not wrap (or panic).
+    let prompt = meta
+        .prompt_token_count
+        .unwrap_or(0)
+        .saturating_add(meta.tool_use_prompt_token_count.unwrap_or(0));
+    let completion = meta
+        .candidates_token_count
+        .unwrap_or(0)
+        .saturating_add(meta.thoughts_token_count.unwrap_or(0));
     let mut usage = Usage::new(prompt, completion);
     if let Some(cached) = meta.cached_content_token_count {
         usage.prompt_tokens_details = Some(PromptTokensDetails { cached_tokens: cached });

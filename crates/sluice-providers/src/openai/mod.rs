@@ -9,8 +9,8 @@
 //! key in `api-key` (bearer tokens there are for Entra ID). The deployment is the deployment's vendor
 //! `model`; Azure's `retry-after-ms` is honoured by [`crate::limits`].
 
-mod error;
-mod stream;
+pub(crate) mod error;
+pub(crate) mod stream;
 
 use std::borrow::Cow;
 

@@ -72,6 +72,12 @@ pub(crate) fn step(data: String, state: &mut StreamState) -> Result<Step, Provid
     }
     let usage_only = probe.usage.is_some() && probe.choices.is_empty();
     let usage = probe.usage;
+    // The chunk goes on as the JSON that was read, and as one line, the `data:` line the server frames it
+    // in: without the spaces around it that `trim` takes and JSON does not allow (a form feed, U+00A0...),
+    // and with the line breaks of an event spread over several `data:` lines (joined with `\n` by the SSE
+    // parser; JSON allows none inside a string, so they are whitespace between tokens) made spaces.
+    let cleaned = (trimmed.len() != data.len() || trimmed.contains('\n')).then(|| trimmed.replace('\n', " "));
+    let data = cleaned.unwrap_or(data);
     Ok(Step::Chunk(StreamEvent {
         data: Bytes::from(data),
         usage,

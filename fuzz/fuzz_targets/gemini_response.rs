@@ -1,0 +1,22 @@
+//! Gemini's complete `GenerateContentResponse` -> the OpenAI `chat.completion` the client gets: any
+//! bytes. No panic; an answer serialises to a completion the gateway can read back; a refusal is a
+//! protocol error.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sluice_api::ChatCompletionResponse;
+use sluice_providers::ProviderError;
+use sluice_providers::internals;
+
+fuzz_target!(|data: &[u8]| {
+    match internals::gemini_response(data) {
+        Ok(completion) => {
+            assert!(!completion.choices.is_empty());
+            let body = serde_json::to_vec(&completion).expect("serialisable");
+            let back: ChatCompletionResponse = serde_json::from_slice(&body).expect("an OpenAI completion");
+            assert_eq!(back.usage, completion.usage);
+        }
+        Err(ProviderError::Protocol { .. }) => {}
+        Err(other) => panic!("unexpected error kind: {other:?}"),
+    }
+});

@@ -26,6 +26,36 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// Runs the binary's commands against a fresh SQLite store at `database` (its configuration written
+/// beside it) and a simulated model: each call asserts success and returns standard output.
+fn sqlite_cli(database: &std::path::Path) -> impl Fn(&[&str]) -> String + use<> {
+    let _ = std::fs::remove_file(database);
+    let config = database.with_file_name("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"sqlite://{}\"\n[[providers]]\nname = \"demo\"\nkind = \"simulated\"\n[[models]]\nname = \"m\"\n[[models.deployments]]\nprovider = \"demo\"\nmodel = \"m\"\n",
+            database.display()
+        ),
+    )
+    .unwrap();
+    move |args: &[&str]| {
+        let output = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        text
+    }
+}
+
 /// A child process killed when dropped, so a failing test leaves nothing running.
 struct Proc(Child);
 
@@ -210,31 +240,7 @@ model = "vendor-m"
 
 #[tokio::test]
 async fn tenants_keys_and_spend_from_the_command_line() {
-    let dir = scratch("tenants");
-    let config = dir.join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\nurl = \"sqlite://{}\"\n[[providers]]\nname = \"demo\"\nkind = \"simulated\"\n[[models]]\nname = \"m\"\n[[models.deployments]]\nprovider = \"demo\"\nmodel = \"m\"\n",
-            dir.join("cli.db").display()
-        ),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let output = Command::new(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "{args:?}: {text}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        text
-    };
+    let run = sqlite_cli(&scratch("tenants").join("cli.db"));
     run(&["migrate"]);
     assert!(run(&["tenants", "create", "team-x", "--rpm", "10", "--budget-usd", "2.5"]).contains("team-x"));
     let listed = run(&["tenants", "list"]);
@@ -344,35 +350,8 @@ fn aligned_cells(table: &str, right: &[bool]) -> Vec<Vec<String>> {
 
 #[tokio::test]
 async fn tenants_keys_and_spend_print_tables_aligned_to_their_widest_cells() {
-    // Self-contained (the binary's path and a scratch folder of its own).
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-tables-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let database = dir.join("tables.db");
-    let _ = std::fs::remove_file(&database);
-    let config = dir.join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\nurl = \"sqlite://{}\"\n[[providers]]\nname = \"demo\"\nkind = \"simulated\"\n[[models]]\nname = \"m\"\n[[models.deployments]]\nprovider = \"demo\"\nmodel = \"m\"\n",
-            database.display()
-        ),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "{args:?}: {text}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        text
-    };
+    let database = scratch("tables").join("tables.db");
+    let run = sqlite_cli(&database);
     run(&["migrate"]);
     // Names and numbers wider than any fixed column width would be.
     let long = "a-tenant-whose-name-is-much-longer-than-the-others";

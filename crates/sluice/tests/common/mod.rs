@@ -47,21 +47,7 @@ impl Drop for Running {
 
 pub async fn serve(app: axum::Router, grace: Duration) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(sluice_server::serve(
-        listener,
-        app,
-        async {
-            let _ = stopped.await;
-        },
-        grace,
-    ));
-    Running {
-        addr,
-        stop: Some(stop),
-        task: Some(task),
-    }
+    serve_listener(listener, app, grace)
 }
 
 /// A `sluice simulate` server, as the binary runs it.

@@ -10,20 +10,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{BIN, free_port, scratch_dir};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    scratch_dir(&format!("cli-{name}"))
 }
 
 /// Runs the binary's commands against a fresh SQLite store at `database` (its configuration written

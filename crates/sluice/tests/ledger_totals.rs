@@ -70,10 +70,7 @@ impl Database {
 
 /// A fresh folder for one test's database and spool.
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("ledger-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    scratch_dir(&format!("ledger-{name}"))
 }
 
 fn config(upstream: &str, database: &Database, spool_dir: &str) -> String {

@@ -378,6 +378,9 @@ pub struct Usage {
     /// Prompt tokens served from the vendor's cache, where reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_details: Option<PromptTokensDetails>,
+    /// Completion tokens spent on reasoning, where reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
 }
 
 /// Breakdown of prompt tokens.
@@ -386,6 +389,14 @@ pub struct PromptTokensDetails {
     /// Tokens read from the vendor's prompt cache.
     #[serde(default)]
     pub cached_tokens: u64,
+}
+
+/// Breakdown of completion tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CompletionTokensDetails {
+    /// Tokens the model spent reasoning, included in `completion_tokens`.
+    #[serde(default)]
+    pub reasoning_tokens: u64,
 }
 
 impl Usage {
@@ -397,6 +408,7 @@ impl Usage {
             // Saturating: counts come from vendors, and a sum past `u64::MAX` must not wrap (or panic).
             total_tokens: prompt_tokens.saturating_add(completion_tokens),
             prompt_tokens_details: None,
+            completion_tokens_details: None,
         }
     }
 }

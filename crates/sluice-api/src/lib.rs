@@ -9,11 +9,13 @@ pub mod embeddings;
 pub mod error;
 pub mod models;
 pub mod parse;
+pub mod usage;
 
 pub use chat::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, Choice, ChunkChoice, ChunkDelta,
-    ContentPart, Extra, FunctionCall, FunctionDefinition, ImageUrl, MessageContent, PromptTokensDetails,
-    ResponseMessage, Role, Stop, StreamOptions, Tool, ToolCall, ToolChoice, UpstreamChatRequest, Usage,
+    CompletionTokensDetails, ContentPart, Extra, FunctionCall, FunctionDefinition, ImageUrl, MessageContent,
+    PromptTokensDetails, ResponseMessage, Role, Stop, StreamOptions, Tool, ToolCall, ToolChoice, UpstreamChatRequest,
+    Usage,
 };
 pub use embeddings::{
     Embedding, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, UpstreamEmbeddingRequest,
@@ -21,3 +23,4 @@ pub use embeddings::{
 pub use error::{ErrorBody, ErrorObject};
 pub use models::{Model, ModelList};
 pub use parse::{ParseError, parse_json};
+pub use usage::{TokenUsage, UsageSource};

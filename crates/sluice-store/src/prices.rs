@@ -348,6 +348,7 @@ mod tests {
             completion_tokens: completion,
             total_tokens: prompt + completion,
             prompt_tokens_details: Some(PromptTokensDetails { cached_tokens: cached }),
+            completion_tokens_details: None,
         }
     }
 

@@ -88,6 +88,18 @@ impl EmbeddingInput {
         }
     }
 
+    /// How many inputs there are (texts, or lists of token ids).
+    pub fn len(&self) -> usize {
+        match self {
+            EmbeddingInput::Text(_) => 1,
+            EmbeddingInput::Texts(texts) => texts.len(),
+            EmbeddingInput::Tokens(tokens) => match tokens.as_array() {
+                Some(items) if items.iter().all(serde_json::Value::is_array) => items.len(),
+                _ => 1,
+            },
+        }
+    }
+
     /// Whether there is nothing to embed.
     pub fn is_empty(&self) -> bool {
         match self {

@@ -1,16 +1,17 @@
 //! Providers with their key pools, deployments with their per-key budgets, and models.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use sluice_budget::{BudgetBackend, Limits, RateBudget};
 use sluice_providers::{ChatProvider, UpstreamKey};
 use sluice_tokens::{Encoding, EncodingName};
 use tokio::time::Instant;
 
 use crate::breaker::{Breaker, BreakerPolicy};
-use crate::budget::{KeyBudget, Limits};
 use crate::estimate::CompletionEstimate;
+use crate::operation::Completion;
 
 // === impl ProviderPool ===
 
@@ -19,8 +20,8 @@ pub struct ProviderPool {
     pub(crate) name: Arc<str>,
     pub(crate) adapter: Arc<dyn ChatProvider>,
     pub(crate) keys: Vec<UpstreamKey>,
-    /// Per key: the upstream refused it (401/403), so it is out of the pool until restart.
-    rejected: Vec<AtomicBool>,
+    /// Per key: whether the vendor refused it, and when it is tried again.
+    health: Vec<KeyHealth>,
     pub(crate) missing: Vec<String>,
     next_key: AtomicUsize,
 }
@@ -37,7 +38,7 @@ impl std::fmt::Debug for ProviderPool {
 
 impl ProviderPool {
     /// A provider named `name` served by `adapter` with `keys`. `missing` names the environment
-    /// variables of keys that were not set, so a request can say what to set.
+    /// variables of keys that were not set, so the log and the admin can say what to set.
     pub fn new(
         name: impl Into<Arc<str>>,
         adapter: Arc<dyn ChatProvider>,
@@ -47,7 +48,7 @@ impl ProviderPool {
         Self {
             name: name.into(),
             adapter,
-            rejected: keys.iter().map(|_| AtomicBool::new(false)).collect(),
+            health: keys.iter().map(|_| KeyHealth::default()).collect(),
             keys,
             missing,
             next_key: AtomicUsize::new(0),
@@ -59,40 +60,139 @@ impl ProviderPool {
         &self.name
     }
 
-    /// Whether the provider has at least one usable key.
-    pub fn is_enabled(&self) -> bool {
-        self.rejected.iter().any(|r| !r.load(Ordering::Relaxed))
+    /// The provider's keys.
+    pub fn keys(&self) -> &[UpstreamKey] {
+        &self.keys
     }
 
-    pub(crate) fn is_usable(&self, index: usize) -> bool {
-        !self.rejected[index].load(Ordering::Relaxed)
+    /// Whether the provider has a key at all (a provider whose keys are all unset is disabled).
+    pub fn is_enabled(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// How long key `index` stays out of the pool (zero when its probe is due and unclaimed), or `None`
+    /// when it is in good standing.
+    pub(crate) fn is_out(&self, index: usize, now: Instant) -> Option<Duration> {
+        self.health[index].out_for(now)
+    }
+
+    /// Claims the probe of key `index`, out and due for one: true for one caller until it answers.
+    pub(crate) fn claim_probe(&self, index: usize, now: Instant) -> bool {
+        self.health[index].claim(now)
+    }
+
+    /// Gives back a claimed probe that will not be sent.
+    pub(crate) fn release_probe(&self, index: usize) {
+        self.health[index].release();
     }
 
     /// Key indexes starting from a rotating position, so load spreads over the pool.
-    pub(crate) fn key_order(&self) -> impl Iterator<Item = usize> {
+    pub(crate) fn key_order(&self) -> impl Iterator<Item = usize> + use<> {
         let start = self.next_key.fetch_add(1, Ordering::Relaxed);
         let len = self.keys.len();
         (0..len).map(move |i| (start + i) % len)
     }
 
-    /// Takes a key the upstream refused out of the pool. Its value is never logged, only its id.
-    pub(crate) fn reject(&self, index: usize) {
-        if !self.rejected[index].swap(true, Ordering::Relaxed) {
-            tracing::error!(
-                provider = %self.name,
-                key = self.keys[index].id(),
-                "the upstream refused this key; it is out of the pool until the gateway restarts"
-            );
+    /// The vendor refused key `index` as invalid: it is out until a probe on a growing backoff (a minute,
+    /// doubling up to an hour) finds it good again. Its value is never logged, only its id.
+    pub(crate) fn refuse(&self, index: usize, now: Instant) {
+        let out_for = self.health[index].refuse(now);
+        tracing::error!(
+            provider = %self.name,
+            key = self.keys[index].id(),
+            probe_in_s = out_for.as_secs(),
+            "the upstream refused this key as invalid; it is out of the pool until a probe finds it good"
+        );
+    }
+
+    /// Key `index` answered: if it was out, it is back.
+    pub(crate) fn answered(&self, index: usize) {
+        if self.health[index].heal() {
+            tracing::info!(provider = %self.name, key = self.keys[index].id(), "the key is good again");
         }
     }
 
-    /// Ids of the keys the upstream refused.
-    pub(crate) fn rejected_ids(&self) -> impl Iterator<Item = &str> {
+    /// Ids of the keys out of the pool now.
+    pub(crate) fn out_ids(&self, now: Instant) -> impl Iterator<Item = &str> {
         self.keys
             .iter()
-            .zip(&self.rejected)
-            .filter(|(_, r)| r.load(Ordering::Relaxed))
+            .zip(&self.health)
+            .filter(move |(_, h)| h.out_for(now).is_some())
             .map(|(k, _)| k.id())
+    }
+}
+
+/// A key's standing with its vendor.
+#[derive(Debug, Default)]
+struct KeyHealth {
+    state: Mutex<Option<KeyOut>>,
+}
+
+/// A key the vendor refused.
+#[derive(Debug, Clone, Copy)]
+struct KeyOut {
+    /// When one request may probe it.
+    probe_at: Instant,
+    /// Refusals in a row, for the backoff.
+    strikes: u32,
+    /// A probe is out.
+    probing: bool,
+}
+
+/// The first wait before probing a refused key, doubled per refusal up to [`KEY_PROBE_MAX`].
+const KEY_PROBE_BASE: Duration = Duration::from_secs(60);
+const KEY_PROBE_MAX: Duration = Duration::from_secs(3600);
+
+impl KeyHealth {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<KeyOut>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn claim(&self, now: Instant) -> bool {
+        let mut state = self.lock();
+        match state.as_mut() {
+            None => true,
+            Some(out) if !out.probing && now >= out.probe_at => {
+                out.probing = true;
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    fn release(&self) {
+        if let Some(out) = self.lock().as_mut() {
+            out.probing = false;
+        }
+    }
+
+    fn out_for(&self, now: Instant) -> Option<Duration> {
+        self.lock().map(|out| {
+            if out.probing {
+                // Out until the probe answers; checked again shortly.
+                Duration::from_millis(100).max(out.probe_at.saturating_duration_since(now))
+            } else {
+                out.probe_at.saturating_duration_since(now)
+            }
+        })
+    }
+
+    fn refuse(&self, now: Instant) -> Duration {
+        let mut state = self.lock();
+        let strikes = state.map_or(1, |out| out.strikes.saturating_add(1));
+        let wait = KEY_PROBE_BASE
+            .saturating_mul(1 << strikes.saturating_sub(1).min(6))
+            .min(KEY_PROBE_MAX);
+        *state = Some(KeyOut {
+            probe_at: now + wait,
+            strikes,
+            probing: false,
+        });
+        wait
+    }
+
+    fn heal(&self) -> bool {
+        self.lock().take().is_some()
     }
 }
 
@@ -101,6 +201,9 @@ impl ProviderPool {
 /// How a deployment is configured.
 #[derive(Debug, Clone)]
 pub struct DeploymentSpec {
+    /// Its position among its model's deployments in the configuration, which names its budgets and
+    /// lets callers keep per-deployment settings (prices) beside the route.
+    pub ordinal: usize,
     /// Who serves it.
     pub provider: Arc<ProviderPool>,
     /// The vendor's model id.
@@ -134,13 +237,15 @@ pub struct DeploymentCounters {
 /// One way to serve a model: a provider, the vendor's model id, and a budget per key of the provider.
 #[derive(Debug)]
 pub struct Deployment {
+    pub(crate) ordinal: usize,
     pub(crate) provider: Arc<ProviderPool>,
     pub(crate) model: Arc<str>,
     pub(crate) max_tokens: Option<u32>,
     pub(crate) priority: u32,
     pub(crate) weight: u32,
     pub(crate) drop_unsupported: bool,
-    pub(crate) budgets: Vec<Arc<KeyBudget>>,
+    /// One budget per key of the provider, as the vendor counts them.
+    pub(crate) budgets: Vec<Arc<dyn RateBudget>>,
     pub(crate) breaker: Breaker,
     pub(crate) estimate: Arc<CompletionEstimate>,
     pub(crate) counters: DeploymentCounters,
@@ -153,20 +258,21 @@ pub struct Deployment {
 const DEFAULT_COMPLETION_ESTIMATE: u64 = 512;
 
 impl Deployment {
-    /// A deployment with full budgets for each key of its provider.
-    pub fn new(spec: DeploymentSpec) -> Self {
-        let now = Instant::now();
+    /// A deployment of model `model_name` with a budget from `budgets` for each key of its provider,
+    /// named `key/{model}/{ordinal}/{key id}` so every replica names it alike.
+    pub fn new(model_name: &str, spec: DeploymentSpec, budgets: &dyn BudgetBackend) -> Self {
         let budgets = spec
             .provider
             .keys
             .iter()
-            .map(|_| Arc::new(KeyBudget::new(spec.limits, now)))
+            .map(|key| budgets.rate(&format!("key/{model_name}/{}/{}", spec.ordinal, key.id()), spec.limits))
             .collect();
         let default_estimate = spec.max_tokens.map_or(DEFAULT_COMPLETION_ESTIMATE, |m| {
             u64::from(m).min(DEFAULT_COMPLETION_ESTIMATE)
         });
         let encoding = Encoding::for_model(&spec.model, EncodingName::O200kBase);
         Self {
+            ordinal: spec.ordinal,
             provider: spec.provider,
             model: spec.model,
             max_tokens: spec.max_tokens,
@@ -179,6 +285,11 @@ impl Deployment {
             counters: DeploymentCounters::default(),
             encoding,
         }
+    }
+
+    /// Its position among its model's deployments in the configuration.
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
     }
 
     /// The provider serving it.
@@ -211,9 +322,15 @@ impl Deployment {
     }
 
     /// Tokens to reserve for a request: its prompt and its completion cap, or the learned estimate.
-    pub(crate) fn cost(&self, prompt_tokens: u64, completion_cap: Option<u32>) -> u64 {
-        let completion = completion_cap.map_or_else(|| self.estimate.tokens(), u64::from);
-        prompt_tokens + completion
+    pub(crate) fn cost(&self, prompt_tokens: u64, completion: Completion) -> u64 {
+        let per_choice = completion.cap.unwrap_or_else(|| self.estimate.tokens());
+        prompt_tokens.saturating_add(per_choice.saturating_mul(completion.choices))
+    }
+
+    /// The completion tokens a request is expected to generate here: its cap, or the learned estimate,
+    /// times its choices.
+    pub fn expected_completion(&self, completion: Completion) -> u64 {
+        self.cost(0, completion)
     }
 }
 

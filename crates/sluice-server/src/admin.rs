@@ -10,10 +10,10 @@ use serde::Deserialize;
 use serde_json::json;
 use sluice_store::{BudgetPeriod, GroupBy, NewTenant, SpendFilter, StoreError, usd_to_micros};
 
-use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::{AppState, Tenancy};
+use sluice_pipeline::Principal;
 
 fn tenancy(state: &AppState) -> Result<&Tenancy, ApiError> {
     state.tenancy().ok_or_else(|| {

@@ -1,92 +1,13 @@
-//! Who is calling. The seam the tenant store plugs into: anything that maps a bearer token to a
-//! [`Principal`].
-
-use std::collections::HashMap;
-use std::sync::Arc;
+//! Who is calling: the middleware that asks the pipeline's [`sluice_pipeline::Authenticator`] who holds a
+//! bearer key, and keeps `/admin` to the admin key.
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::header::AUTHORIZATION;
-use secrecy::{ExposeSecret, SecretString};
 
 use crate::AppState;
 use crate::error::ApiError;
-
-/// An authenticated caller.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    /// A name for logs: the key's id or label, never its value.
-    pub name: Arc<str>,
-    /// Whether the caller holds the admin key.
-    pub admin: bool,
-    /// The virtual key's id, for the usage ledger; `None` for configured keys.
-    pub key_id: Option<Arc<str>>,
-    /// The caller's tenant; `None` for configured keys, which belong to no tenant and have no limits.
-    pub tenant: Option<Arc<crate::tenancy::TenantState>>,
-}
-
-impl Principal {
-    /// The tenant name the ledger records: the tenant's, or `default` for configured keys.
-    pub fn tenant_name(&self) -> &str {
-        self.tenant
-            .as_ref()
-            .map_or(crate::tenancy::DEFAULT_TENANT, |t| t.name())
-    }
-}
-
-/// Maps a bearer token to a caller.
-pub trait Authenticator: Send + Sync + 'static {
-    /// The caller presenting `token`, or `None` if the token is unknown.
-    fn authenticate(&self, token: &str) -> Option<Principal>;
-}
-
-/// The minimal authenticator: a fixed list of client keys and the admin key, from the configuration.
-pub struct StaticKeys {
-    keys: HashMap<String, Principal>,
-}
-
-impl std::fmt::Debug for StaticKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StaticKeys").field("keys", &self.keys.len()).finish()
-    }
-}
-
-impl StaticKeys {
-    /// Accepts each of `client_keys`, named by their label for logs, and `admin_key`.
-    pub fn new(client_keys: &[(String, SecretString)], admin_key: Option<&SecretString>) -> Self {
-        let mut keys = HashMap::with_capacity(client_keys.len() + 1);
-        for (label, key) in client_keys {
-            keys.insert(
-                key.expose_secret().to_owned(),
-                Principal {
-                    name: label.as_str().into(),
-                    admin: false,
-                    key_id: None,
-                    tenant: None,
-                },
-            );
-        }
-        if let Some(admin) = admin_key {
-            keys.insert(
-                admin.expose_secret().to_owned(),
-                Principal {
-                    name: "admin".into(),
-                    admin: true,
-                    key_id: None,
-                    tenant: None,
-                },
-            );
-        }
-        Self { keys }
-    }
-}
-
-impl Authenticator for StaticKeys {
-    fn authenticate(&self, token: &str) -> Option<Principal> {
-        self.keys.get(token).cloned()
-    }
-}
 
 /// Middleware for admin routes: only the admin key passes.
 pub(crate) async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use sluice_api::{ErrorBody, ParseError};
+use sluice_pipeline::{PipelineError, TenantRefusal};
 use sluice_providers::{ProviderError, TimeoutPhase};
 use sluice_router::RouteError;
 
@@ -123,9 +124,17 @@ impl ApiError {
         Self::new(status, kind, message, None, Some(code))
     }
 
+    /// How a refusal of the pipeline reaches the client.
+    pub fn from_pipeline(err: &PipelineError) -> Self {
+        match err {
+            PipelineError::Invalid { message, param } => Self::invalid_request(message.clone(), Some(param)),
+            PipelineError::Tenant { refusal, tenant, model } => Self::from_tenant(refusal, tenant, model),
+            PipelineError::Route(err) => Self::from_route(err),
+        }
+    }
+
     /// How a tenant's refusal reaches the client.
-    pub fn from_tenant(refusal: &crate::tenancy::TenantRefusal, tenant: &str, model: &str) -> Self {
-        use crate::tenancy::TenantRefusal;
+    pub fn from_tenant(refusal: &TenantRefusal, tenant: &str, model: &str) -> Self {
         match refusal {
             TenantRefusal::ModelNotAllowed => Self::new(
                 StatusCode::FORBIDDEN,
@@ -148,6 +157,16 @@ impl ApiError {
                 error.retry_after = Some(*retry_after);
                 error
             }
+            TenantRefusal::NotPriced => Self::new(
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                format!(
+                    "The model `{model}` has no price, and the tenant `{tenant}` has a spend budget, so its cost could \
+                     not be counted against it. The gateway's operator must give the model a price or mark it free."
+                ),
+                Some("model"),
+                Some("model_not_priced"),
+            ),
             TenantRefusal::TooLarge { tpm } => Self::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
@@ -157,16 +176,29 @@ impl ApiError {
             ),
             TenantRefusal::OverBudget {
                 budget_micros,
+                committed,
+                request_micros,
                 resets_at,
             } => {
+                let resets = resets_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                let budget = sluice_store::format_usd(*budget_micros);
+                let message = if committed >= budget_micros || *request_micros == 0 {
+                    format!(
+                        "The tenant `{tenant}` has used its budget of ${budget} for this period; it resets at {resets}."
+                    )
+                } else {
+                    format!(
+                        "This request could cost up to ${}, more than is left of the tenant `{tenant}`'s budget of \
+                         ${budget} for this period (${} spent or held by requests in flight); lower max_tokens, or \
+                         wait until the budget resets at {resets}.",
+                        sluice_store::format_usd(*request_micros),
+                        sluice_store::format_usd(*committed),
+                    )
+                };
                 let mut error = Self::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "insufficient_quota",
-                    format!(
-                        "The tenant `{tenant}` has used its budget of ${} for this period; it resets at {}.",
-                        sluice_store::format_usd(*budget_micros),
-                        resets_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    ),
+                    message,
                     None,
                     Some("insufficient_quota"),
                 );
@@ -178,7 +210,7 @@ impl ApiError {
     }
 
     /// How a routing failure reaches the client.
-    pub fn from_route(err: RouteError) -> Self {
+    pub fn from_route(err: &RouteError) -> Self {
         match err {
             RouteError::UnknownModel { model, known } => {
                 let known: Vec<&str> = known.iter().map(|m| m.as_ref()).collect();
@@ -228,12 +260,12 @@ impl ApiError {
                     "rate_limit_error",
                     format!(
                         "Every upstream key for `{model}` is at its rate limit. Retry after {} s.",
-                        retry_after_secs(retry_after).max(1)
+                        retry_after_secs(*retry_after).max(1)
                     ),
                     None,
                     Some("rate_limit_exceeded"),
                 );
-                error.retry_after = Some(retry_after);
+                error.retry_after = Some(*retry_after);
                 error
             }
             RouteError::TooLarge { model, tokens, largest } => Self::new(
@@ -247,7 +279,7 @@ impl ApiError {
                 Some("messages"),
                 Some("request_too_large"),
             ),
-            RouteError::Upstream { last, provider, .. } => Self::from_provider(&last, &provider),
+            RouteError::Upstream { last, provider, .. } => Self::from_provider(last, provider),
         }
     }
 

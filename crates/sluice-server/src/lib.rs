@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use sluice_api::ModelList;
+use sluice_pipeline::{Authenticator, Directory, Pipeline, Principal};
 use sluice_prompts::PromptWatcher;
 use sluice_router::Router;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -23,17 +24,15 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub mod admin;
+mod answer;
 pub mod auth;
 mod chat;
 mod embeddings;
 pub mod error;
 pub mod extract;
-pub mod ledger;
 mod prompts;
 pub mod serve;
-pub mod tenancy;
 
-pub use auth::{Authenticator, Principal, StaticKeys};
 pub use error::ApiError;
 pub use serve::{serve, shutdown_signal};
 
@@ -53,7 +52,7 @@ pub struct AppState {
 }
 
 struct StateInner {
-    router: Arc<Router>,
+    pipeline: Arc<Pipeline>,
     auth: Arc<dyn Authenticator>,
     settings: HttpSettings,
     models_body: Bytes,
@@ -61,22 +60,20 @@ struct StateInner {
     tenancy: Option<Tenancy>,
 }
 
-/// What tenant features need: the store, the key and tenant directory, and the ledger.
+/// What tenant features need: the store and the key and tenant directory.
 #[derive(Clone, Debug)]
 pub struct Tenancy {
     /// The database.
     pub store: sluice_store::Store,
     /// Keys and tenants in memory.
-    pub directory: Arc<tenancy::Directory>,
-    /// Where usage goes.
-    pub ledger: Arc<ledger::Ledger>,
+    pub directory: Arc<Directory>,
 }
 
 impl AppState {
-    /// State over `router`, `auth` and, when they are on, the published `prompts` and the `tenancy`
-    /// (tenants, virtual keys and the usage ledger).
+    /// State over the request `pipeline`, `auth` and, when they are on, the published `prompts` and the
+    /// `tenancy` (tenants and virtual keys).
     pub fn new(
-        router: Arc<Router>,
+        pipeline: Arc<Pipeline>,
         auth: Arc<dyn Authenticator>,
         settings: HttpSettings,
         prompts: Option<Arc<PromptWatcher>>,
@@ -87,12 +84,12 @@ impl AppState {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         // The model list only changes with the configuration, so it is serialised once.
-        let models_body = serde_json::to_vec(&ModelList::from_names(router.model_names(), created))
+        let models_body = serde_json::to_vec(&ModelList::from_names(pipeline.router().model_names(), created))
             .map(Bytes::from)
             .unwrap_or_default();
         Self {
             inner: Arc::new(StateInner {
-                router,
+                pipeline,
                 auth,
                 settings,
                 models_body,
@@ -111,7 +108,11 @@ impl extract::BodyLimit for AppState {
 
 impl AppState {
     pub(crate) fn router(&self) -> &Router {
-        &self.inner.router
+        self.inner.pipeline.router()
+    }
+
+    pub(crate) fn pipeline(&self) -> &Pipeline {
+        &self.inner.pipeline
     }
 
     pub(crate) fn auth(&self) -> &dyn Authenticator {
@@ -126,8 +127,8 @@ impl AppState {
         self.inner.tenancy.as_ref()
     }
 
-    pub(crate) fn ledger(&self) -> Option<Arc<ledger::Ledger>> {
-        self.inner.tenancy.as_ref().map(|t| Arc::clone(&t.ledger))
+    pub(crate) fn ledger(&self) -> Option<&Arc<sluice_pipeline::Ledger>> {
+        self.inner.pipeline.ledger()
     }
 }
 
@@ -233,9 +234,9 @@ async fn admin_limits(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut body = String::with_capacity(4096);
     sluice_router::metrics::render(state.router(), &mut body);
-    if let Some(tenancy) = state.tenancy() {
+    if let Some(ledger) = state.ledger() {
         use std::fmt::Write;
-        let stats = tenancy.ledger.writer().stats();
+        let stats = ledger.writer().stats();
         for (name, kind, help, value) in [
             (
                 "sluice_ledger_queue_depth",

@@ -13,9 +13,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sluice_prompts::{PromptRegistry, RenderError};
 
+use sluice_pipeline::{Caller, Chat, Principal};
+
 use crate::AppState;
-use crate::auth::Principal;
-use crate::chat::{Caller, answer};
+use crate::answer::client_request_id;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 
@@ -140,8 +141,9 @@ pub(crate) async fn run(
         prompt_version = prompt.version(),
         "prompt rendered"
     );
-    let caller = Caller::new(principal, &headers, Some((prompt.name().to_owned(), prompt.version())));
-    answer(&state, &caller, &request).await
+    let caller = Caller::new(principal, client_request_id(&headers)).with_prompt(prompt.name(), prompt.version());
+    let forward_usage = request.wants_stream_usage();
+    Ok(crate::answer::run(&state, &caller, &Chat::new(request), forward_usage).await)
 }
 
 fn render_error(err: &RenderError) -> ApiError {

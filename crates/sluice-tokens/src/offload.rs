@@ -30,8 +30,19 @@ static BLOCKING: Semaphore = Semaphore::const_new(BLOCKING_PERMITS);
 pub async fn count_chat_offloaded(request: Arc<ChatCompletionRequest>, encoding: impl Into<Encoding>) -> TokenCount {
     let encoding = encoding.into();
     let bound = upper_bound(&request, encoding);
+    count_offloaded(bound, encoding, move || count_chat(&request, encoding)).await
+}
+
+/// Runs `count`, whose answer is at most `bound` tokens, as [`count_chat_offloaded`] counts a prompt: inline
+/// when it is small and its encoding is loaded, else on the bounded blocking pool; `bound` as an estimate if
+/// the pool cannot finish it.
+pub async fn count_offloaded(
+    bound: u64,
+    encoding: Encoding,
+    count: impl FnOnce() -> TokenCount + Send + 'static,
+) -> TokenCount {
     if bound <= INLINE_MAX && encoding.name.is_loaded() {
-        return count_chat(&request, encoding);
+        return count();
     }
     let fallback = TokenCount {
         tokens: bound,
@@ -44,9 +55,9 @@ pub async fn count_chat_offloaded(request: Arc<ChatCompletionRequest>, encoding:
     // The permit moves into the task: should this future be dropped, the count still holds its permit
     // until it ends, so no more than `BLOCKING_PERMITS` counts ever run.
     let task = tokio::task::spawn_blocking(move || {
-        let count = count_chat(&request, encoding);
+        let counted = count();
         drop(permit);
-        count
+        counted
     });
     task.await.unwrap_or(fallback)
 }

@@ -6,17 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
+use sluice_budget::{Backoff, BudgetBackend, Limits, LocalBudgets};
+use sluice_pipeline::{Authenticator, Directory, Ledger, Pipeline, PriceBook, PriceChoice, StaticKeys};
 use sluice_prompts::PromptWatcher;
 use sluice_providers::{
     AnthropicAdapter, ChatProvider, GeminiAdapter, OpenAiAdapter, OpenAiFlavor, SimConfig, SimulatedAdapter, Simulator,
     UpstreamKey, gemini,
 };
 use sluice_router::breaker::BreakerPolicy;
-use sluice_router::budget::{Backoff, Limits};
 use sluice_router::{Deployment, DeploymentSpec, ModelRoute, ProviderPool, Router, RouterSettings};
-use sluice_server::ledger::Ledger;
-use sluice_server::tenancy::Directory;
-use sluice_server::{AppState, HttpSettings, StaticKeys, Tenancy};
+use sluice_server::{AppState, HttpSettings, Tenancy};
 use sluice_store::{Prices, Store, UsageWriter, WriterConfig};
 
 use crate::config::{Config, ProviderKind, RawProvider, RawSimulate, Secret, resolve_secret};
@@ -50,7 +49,11 @@ pub struct Gateway {
     /// The router over every configured model.
     pub router: Arc<Router>,
     /// Who may call: the configured keys, and virtual keys once the store is attached.
-    pub auth: Arc<dyn sluice_server::Authenticator>,
+    pub auth: Arc<dyn Authenticator>,
+    /// Every budget: upstream keys' and tenants'.
+    pub budgets: Arc<dyn BudgetBackend>,
+    /// Where usage is recorded, once [`attach_store`] ran.
+    pub ledger: Option<Arc<Ledger>>,
     /// The configured client and admin keys, also accepted with a store.
     configured: Option<StaticKeys>,
     /// Tenants, virtual keys and the usage ledger, once [`attach_store`] ran.
@@ -144,6 +147,7 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
         failures: upstream.breaker_failures,
         cool_off: Duration::from_millis(upstream.breaker_cooloff_ms),
     };
+    let budgets: Arc<dyn BudgetBackend> = Arc::new(LocalBudgets::new());
     let models = config
         .raw
         .models
@@ -152,9 +156,11 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
             let deployments = model
                 .deployments
                 .iter()
-                .filter_map(|d| {
+                .enumerate()
+                .filter_map(|(ordinal, d)| {
                     pools.get(d.provider.as_str()).map(|pool| {
-                        Deployment::new(DeploymentSpec {
+                        let spec = DeploymentSpec {
+                            ordinal,
                             provider: Arc::clone(pool),
                             model: d.model.as_str().into(),
                             max_tokens: d.max_tokens,
@@ -167,7 +173,8 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
                             },
                             breaker,
                             drop_unsupported: d.drop_unsupported,
-                        })
+                        };
+                        Deployment::new(&model.name, spec, budgets.as_ref())
                     })
                 })
                 .collect();
@@ -226,6 +233,8 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
     Ok(Gateway {
         router,
         auth,
+        budgets,
+        ledger: None,
         configured,
         tenancy: None,
         simulators,
@@ -264,15 +273,14 @@ pub async fn attach_store(
 ) -> Result<(), WiringError> {
     let store = open_store(config, env).await?;
     let configured = gateway.configured.take().unwrap_or_else(|| StaticKeys::new(&[], None));
-    let directory =
-        Arc::new(
-            Directory::load(store.clone(), configured)
-                .await
-                .map_err(|source| WiringError::Store {
-                    what: "load keys and tenants",
-                    source,
-                })?,
-        );
+    let directory = Arc::new(
+        Directory::load(store.clone(), configured, Arc::clone(&gateway.budgets))
+            .await
+            .map_err(|source| WiringError::Store {
+                what: "load keys and tenants",
+                source,
+            })?,
+    );
     let prices = match Prices::load(&config.raw.store.prices) {
         Ok(prices) => Some(prices),
         Err(err) => {
@@ -282,26 +290,41 @@ pub async fn attach_store(
             None
         }
     };
-    let overrides = config
-        .raw
-        .models
-        .iter()
-        .flat_map(|m| &m.deployments)
-        .filter_map(|d| d.price.map(|price| ((d.provider.clone(), d.model.clone()), price)))
-        .collect();
+    let book = price_book(config, prices.as_ref());
     let writer = UsageWriter::start(store.clone(), WriterConfig::new(&config.raw.store.spool)).map_err(|source| {
         WiringError::Store {
             what: "start the usage writer",
             source,
         }
     })?;
-    gateway.auth = Arc::clone(&directory) as Arc<dyn sluice_server::Authenticator>;
-    gateway.tenancy = Some(Tenancy {
-        store,
-        directory,
-        ledger: Arc::new(Ledger::new(writer, prices, overrides)),
-    });
+    gateway.auth = Arc::clone(&directory) as Arc<dyn Authenticator>;
+    gateway.tenancy = Some(Tenancy { store, directory });
+    gateway.ledger = Some(Arc::new(Ledger::new(writer, book)));
     Ok(())
+}
+
+/// Every deployment's price, by the deployment's position in its model's configuration: its own `price`,
+/// else its vendor model's list price, else none. A deployment's price applies to it alone.
+pub fn price_book(config: &Config, prices: Option<&Prices>) -> PriceBook {
+    let mut book = PriceBook::new();
+    for model in &config.raw.models {
+        let choices = model
+            .deployments
+            .iter()
+            .map(|d| {
+                match (
+                    d.price,
+                    prices.and_then(|p| p.get(&d.model).map(|price| (price, p.taken()))),
+                ) {
+                    (Some(price), _) => PriceChoice::Override(price),
+                    (None, Some((price, taken))) => PriceChoice::List(*price, taken),
+                    (None, None) => PriceChoice::Unknown,
+                }
+            })
+            .collect();
+        book.set(&model.name, choices);
+    }
+    book
 }
 
 impl Gateway {
@@ -314,8 +337,8 @@ impl Gateway {
 
     /// Flushes the usage ledger, within `grace`.
     pub async fn flush(&self, grace: Duration) {
-        if let Some(tenancy) = &self.tenancy {
-            let stats = tenancy.ledger.writer().shutdown(grace).await;
+        if let Some(ledger) = &self.ledger {
+            let stats = ledger.writer().shutdown(grace).await;
             tracing::info!(?stats, "usage ledger flushed");
         }
     }
@@ -394,8 +417,9 @@ fn sim_config(raw: Option<&RawSimulate>) -> SimConfig {
 
 /// The gateway's HTTP app for `config`.
 pub fn app(gateway: &Gateway, config: &Config) -> axum::Router {
+    let pipeline = Arc::new(Pipeline::new(Arc::clone(&gateway.router), gateway.ledger.clone()));
     let state = AppState::new(
-        Arc::clone(&gateway.router),
+        pipeline,
         Arc::clone(&gateway.auth),
         HttpSettings {
             max_body_bytes: config.max_body_bytes,

@@ -335,10 +335,9 @@ impl GatewayServer {
     /// The usage writer's counters now; panics when no store is attached.
     pub fn writer_stats(&self) -> sluice_store::WriterStats {
         self.gateway
-            .tenancy
+            .ledger
             .as_ref()
             .expect("a store is attached")
-            .ledger
             .writer()
             .stats()
     }

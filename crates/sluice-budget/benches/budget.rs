@@ -1,8 +1,8 @@
-//! Budget reservation: `KeyBudget::try_reserve` then `Reservation::settle`, the two locked steps every
-//! request takes on its key. Single-threaded, then two threads hammering one budget (the contended case)
+//! Budget reservation: `RateBudget::reserve` then `RateBudget::settle` on an in-memory budget, the two
+//! locked steps every request takes on its key. Single-threaded, then two threads hammering one budget (the contended case)
 //! beside two threads on two budgets (the same work without contention). Results: `docs/benchmarks.md`.
 //!
-//! `cargo bench -p sluice-router --bench budget -- --warm-up-time 1 --measurement-time 2`
+//! `cargo bench -p sluice-budget --bench budget -- --warm-up-time 1 --measurement-time 2`
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark")]
 
@@ -11,8 +11,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant as StdInstant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sluice_router::budget::{KeyBudget, Limits};
-use tokio::time::Instant;
+use sluice_budget::{BudgetBackend, End, Limits, LocalBudgets, RateBudget};
 
 /// Budgets high enough never to refuse, so every call takes the full path (refill, check, take).
 const LIMITS: Limits = Limits {
@@ -22,14 +21,14 @@ const LIMITS: Limits = Limits {
 };
 
 /// One request's budget work: reserve a ~500-token prompt plus a 64-token cap, settle with what was used.
-fn reserve_and_settle(budget: &Arc<KeyBudget>) {
-    let reservation = budget.try_reserve(black_box(564), Instant::now()).unwrap();
-    reservation.settle(black_box(520), Instant::now());
+fn reserve_and_settle(budget: &Arc<dyn RateBudget>) {
+    budget.reserve(black_box(564)).now().unwrap().unwrap();
+    budget.settle(564, End::Used(black_box(520)));
 }
 
 /// Runs `iters` operations split over two threads, on `budgets` (one shared, or one each), and returns
 /// the wall time: per operation, that is half the single-thread cost if nothing is shared.
-fn two_threads(iters: u64, budgets: [&Arc<KeyBudget>; 2]) -> Duration {
+fn two_threads(iters: u64, budgets: [&Arc<dyn RateBudget>; 2]) -> Duration {
     let start = Barrier::new(3);
     std::thread::scope(|scope| {
         for (i, budget) in budgets.into_iter().enumerate() {
@@ -52,19 +51,20 @@ fn two_threads(iters: u64, budgets: [&Arc<KeyBudget>; 2]) -> Duration {
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("budget");
-    let limited = Arc::new(KeyBudget::new(LIMITS, Instant::now()));
+    let backend = LocalBudgets::new();
+    let limited = backend.rate("limited", LIMITS);
     group.bench_function("reserve_settle/single_thread", |b| {
         b.iter(|| reserve_and_settle(&limited))
     });
-    let unlimited = Arc::new(KeyBudget::new(Limits::default(), Instant::now()));
+    let unlimited = backend.rate("unlimited", Limits::default());
     group.bench_function("reserve_settle/single_thread_no_limits", |b| {
         b.iter(|| reserve_and_settle(&unlimited))
     });
-    let shared = Arc::new(KeyBudget::new(LIMITS, Instant::now()));
+    let shared = backend.rate("shared", LIMITS);
     group.bench_function("reserve_settle/2_threads_one_budget", |b| {
         b.iter_custom(|iters| two_threads(iters, [&shared, &shared]))
     });
-    let other = Arc::new(KeyBudget::new(LIMITS, Instant::now()));
+    let other = backend.rate("other", LIMITS);
     group.bench_function("reserve_settle/2_threads_two_budgets", |b| {
         b.iter_custom(|iters| two_threads(iters, [&shared, &other]))
     });

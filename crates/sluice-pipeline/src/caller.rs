@@ -1,0 +1,148 @@
+//! Who is calling: anything that maps a bearer token to a [`Principal`], and the caller of one request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::tenancy::TenantState;
+
+/// The tenant name the ledger records for configured (non-virtual) keys. Reserved: no tenant may take it.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// A name for logs: the key's id or label, never its value.
+    pub name: Arc<str>,
+    /// Whether the caller holds the admin key.
+    pub admin: bool,
+    /// The virtual key's id, for the usage ledger; `None` for configured keys.
+    pub key_id: Option<Arc<str>>,
+    /// The caller's tenant; `None` for configured keys, which belong to no tenant and have no limits.
+    pub tenant: Option<Arc<TenantState>>,
+}
+
+impl Principal {
+    /// The tenant name the ledger records: the tenant's, or `default` for configured keys.
+    pub fn tenant_name(&self) -> &str {
+        self.tenant.as_ref().map_or(DEFAULT_TENANT, |t| t.name())
+    }
+}
+
+/// Maps a bearer token to a caller.
+pub trait Authenticator: Send + Sync + 'static {
+    /// The caller presenting `token`, or `None` if the token is unknown.
+    fn authenticate(&self, token: &str) -> Option<Principal>;
+}
+
+/// The minimal authenticator: a fixed list of client keys and the admin key, from the configuration.
+pub struct StaticKeys {
+    keys: HashMap<String, Principal>,
+}
+
+impl std::fmt::Debug for StaticKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticKeys").field("keys", &self.keys.len()).finish()
+    }
+}
+
+impl StaticKeys {
+    /// Accepts each of `client_keys`, named by their label for logs, and `admin_key`.
+    pub fn new(client_keys: &[(String, SecretString)], admin_key: Option<&SecretString>) -> Self {
+        let mut keys = HashMap::with_capacity(client_keys.len() + 1);
+        for (label, key) in client_keys {
+            keys.insert(
+                key.expose_secret().to_owned(),
+                Principal {
+                    name: label.as_str().into(),
+                    admin: false,
+                    key_id: None,
+                    tenant: None,
+                },
+            );
+        }
+        if let Some(admin) = admin_key {
+            keys.insert(
+                admin.expose_secret().to_owned(),
+                Principal {
+                    name: "admin".into(),
+                    admin: true,
+                    key_id: None,
+                    tenant: None,
+                },
+            );
+        }
+        Self { keys }
+    }
+}
+
+impl Authenticator for StaticKeys {
+    fn authenticate(&self, token: &str) -> Option<Principal> {
+        self.keys.get(token).cloned()
+    }
+}
+
+/// The longest client request id kept: longer ones are cut (on a character boundary). It is the client's
+/// label for its request, echoed back and stored beside the gateway's own id, never an identity.
+pub const MAX_CLIENT_REQUEST_ID: usize = 128;
+
+/// The caller of one request, for limits and the ledger.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who is calling.
+    pub principal: Principal,
+    /// The client's `x-request-id`, capped at [`MAX_CLIENT_REQUEST_ID`] bytes.
+    pub client_request_id: Option<String>,
+    /// The prompt template's name and version, for prompt endpoint calls.
+    pub prompt: Option<(String, u32)>,
+}
+
+impl Caller {
+    /// A caller `principal` whose request carried `client_request_id`.
+    pub fn new(principal: Principal, client_request_id: Option<&str>) -> Self {
+        Self {
+            principal,
+            client_request_id: client_request_id.map(|id| truncate(id, MAX_CLIENT_REQUEST_ID).to_owned()),
+            prompt: None,
+        }
+    }
+
+    /// The same caller running prompt template `name` at `version`.
+    pub fn with_prompt(mut self, name: &str, version: u32) -> Self {
+        self.prompt = Some((name.to_owned(), version));
+        self
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_client_ids_are_cut_on_a_character_boundary() {
+        let id = "é".repeat(100);
+        let principal = Principal {
+            name: "k".into(),
+            admin: false,
+            key_id: None,
+            tenant: None,
+        };
+        let caller = Caller::new(principal, Some(&id));
+        let kept = caller.client_request_id.unwrap();
+        assert_eq!(kept.len(), 128);
+        assert!(kept.chars().all(|c| c == 'é'));
+    }
+}

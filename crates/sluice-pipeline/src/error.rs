@@ -1,0 +1,49 @@
+//! Why the pipeline did not serve a request.
+
+use std::sync::Arc;
+
+use sluice_router::RouteError;
+
+use crate::tenancy::TenantRefusal;
+
+/// Why a request was not served. The HTTP edge turns each into the caller's protocol's error.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The request parsed but makes no sense, or asks for more work than the gateway takes.
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong.
+        message: String,
+        /// The field at fault.
+        param: &'static str,
+    },
+    /// The caller's tenant may not make this request now.
+    #[error("tenant `{tenant}` may not call `{model}` now: {refusal:?}")]
+    Tenant {
+        /// Why.
+        refusal: TenantRefusal,
+        /// The tenant.
+        tenant: Arc<str>,
+        /// The model asked for.
+        model: String,
+    },
+    /// The router could not serve it.
+    #[error(transparent)]
+    Route(Box<RouteError>),
+}
+
+impl From<RouteError> for PipelineError {
+    fn from(err: RouteError) -> Self {
+        Self::Route(Box::new(err))
+    }
+}
+
+impl PipelineError {
+    /// A request that makes no sense, `param` naming the field.
+    pub fn invalid(message: impl Into<String>, param: &'static str) -> Self {
+        Self::Invalid {
+            message: message.into(),
+            param,
+        }
+    }
+}

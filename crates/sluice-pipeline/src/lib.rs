@@ -1,0 +1,260 @@
+//! The path of one request, between the HTTP edge and the router, the same for every operation.
+//!
+//! [`Pipeline::run`] takes a [`Caller`] (who is calling, already authenticated by an [`Authenticator`])
+//! and an [`Operation`] (a chat completion, embeddings, a prompt run, an inbound protocol translated to
+//! chat), and goes, cheapest check first:
+//!
+//! 1. **Validate**: what parsing cannot check, and bounds on the work a request may ask for.
+//! 2. **Route exists**: an unknown model is refused (and recorded under a fixed label) before any work.
+//! 3. **Tenant precheck**: the model is allowed, the request rate and the spend budget have room now.
+//! 4. **Count** the input's tokens with the model's encoding, large inputs off the executor.
+//! 5. **Reserve** the tenant's rate (one request, the prompt and the expected completion) and its spend
+//!    (the worst-case cost), each one atomic step on the [`sluice_budget::BudgetBackend`].
+//! 6. **Open the ledger entry**, which holds those reservations.
+//! 7. **Route** through the [`sluice_router::Router`], which reserves a key's budget, calls the vendor
+//!    and fails over; every call it makes lands in the entry's trail as it is made.
+//! 8. **Settle and record**: a complete answer at once; a stream as it ends, breaks or is dropped, through
+//!    [`Metered`], where its usage is read once for the key, the tenant and the ledger.
+//!
+//! A refusal after step 2 comes back as [`Refused`], which the edge records with the status it answers.
+//! A cache, a new endpoint or a new inbound protocol is one more [`Operation`] or one more step here.
+
+mod caller;
+mod error;
+mod ledger;
+mod meter;
+mod operation;
+mod tally;
+pub mod tenancy;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sluice_api::{TokenUsage, UsageSource};
+use sluice_budget::{Reservation, SpendReservation};
+use sluice_providers::ReplyBody;
+use sluice_router::{ModelRoute, Router};
+
+pub use crate::caller::{Authenticator, Caller, DEFAULT_TENANT, MAX_CLIENT_REQUEST_ID, Principal, StaticKeys};
+pub use crate::error::PipelineError;
+pub use crate::ledger::{Ledger, MAX_MODEL_NAME, PriceBook, PriceChoice};
+pub use crate::meter::Metered;
+pub use crate::operation::{Chat, Embeddings, MAX_EMBEDDING_INPUTS, MAX_MESSAGES, Operation};
+pub use crate::tenancy::{Directory, TenantRefusal, TenantState};
+
+use crate::ledger::Entry;
+use crate::tally::estimate_complete;
+
+/// The label the ledger records for a model name no configured model has.
+pub const UNKNOWN_MODEL: &str = "(unknown model)";
+
+/// Runs requests: see the crate docs for the steps.
+#[derive(Debug)]
+pub struct Pipeline {
+    router: Arc<Router>,
+    ledger: Option<Arc<Ledger>>,
+}
+
+/// A request served.
+#[derive(Debug)]
+pub struct Answer {
+    /// The answer's body.
+    pub body: AnswerBody,
+    /// The provider that answered.
+    pub provider: Arc<str>,
+    /// Upstream calls made, the answering one included.
+    pub attempts: u32,
+    /// Client parameters dropped because the vendor cannot honour them.
+    pub dropped: Vec<String>,
+}
+
+/// An answer's body.
+#[derive(Debug)]
+pub enum AnswerBody {
+    /// A complete body (OpenAI's format for OpenAI-format operations), already settled and recorded.
+    Complete {
+        /// The body.
+        body: Bytes,
+        /// Its usage, as recorded.
+        usage: TokenUsage,
+    },
+    /// A stream of chunks, settled and recorded when it ends or is dropped.
+    Stream(Box<Metered>),
+}
+
+/// A request the pipeline did not serve. The edge answers `error` in the caller's protocol and records
+/// the request with the status it answers ([`Refused::record`]).
+#[derive(Debug)]
+pub struct Refused {
+    /// Why.
+    pub error: PipelineError,
+    entry: Option<Box<Entry>>,
+}
+
+impl Refused {
+    fn unrecorded(error: impl Into<PipelineError>) -> Self {
+        Self {
+            error: error.into(),
+            entry: None,
+        }
+    }
+
+    /// Records the request with the HTTP `status` its caller got (when it is one the ledger keeps), and
+    /// hands back why it failed.
+    pub fn record(self, status: u16) -> PipelineError {
+        if let Some(mut entry) = self.entry {
+            entry.finish(status);
+        }
+        self.error
+    }
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry").finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// A pipeline routing through `router` and recording in `ledger` when there is one.
+    pub fn new(router: Arc<Router>, ledger: Option<Arc<Ledger>>) -> Self {
+        Self { router, ledger }
+    }
+
+    /// The router.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The ledger, when requests are recorded.
+    pub fn ledger(&self) -> Option<&Arc<Ledger>> {
+        self.ledger.as_ref()
+    }
+
+    /// Serves `operation` for `caller`: see the crate docs for the steps.
+    pub async fn run<O: Operation>(&self, caller: &Caller, operation: &O) -> Result<Answer, Refused> {
+        operation.validate().map_err(Refused::unrecorded)?;
+        let model = operation.model();
+        let route = match self.router.route(model) {
+            Ok(route) => route,
+            Err(err) => {
+                let entry = Entry::new(self.ledger.clone(), caller, UNKNOWN_MODEL, 0, None, None);
+                return Err(Refused {
+                    error: err.into(),
+                    entry: Some(Box::new(entry)),
+                });
+            }
+        };
+        let tenant = caller.principal.tenant.as_ref();
+        let refusal = |refusal: TenantRefusal| {
+            Refused::unrecorded(PipelineError::Tenant {
+                refusal,
+                tenant: tenant.map_or_else(|| Arc::from(DEFAULT_TENANT), |t| Arc::from(t.name())),
+                model: model.to_owned(),
+            })
+        };
+        if let Some(tenant) = tenant {
+            tenant.precheck(model).map_err(refusal)?;
+        }
+        let encoding = route
+            .deployments()
+            .first()
+            .map_or_else(|| sluice_tokens::EncodingName::O200kBase.into(), |d| d.encoding());
+        let prompt_tokens = operation.count(encoding).await;
+        let (rate, spend) = match tenant {
+            Some(tenant) => self
+                .reserve(tenant, route, operation, prompt_tokens)
+                .await
+                .map_err(refusal)?,
+            None => (None, None),
+        };
+        let mut entry = Entry::new(self.ledger.clone(), caller, model, prompt_tokens, rate, spend);
+        let routed = match operation.route(&self.router, prompt_tokens, &mut entry.trail).await {
+            Ok(routed) => routed,
+            Err(err) => {
+                return Err(Refused {
+                    error: err.into(),
+                    entry: Some(Box::new(entry)),
+                });
+            }
+        };
+        let provider = Arc::clone(&routed.provider);
+        let attempts = routed.attempts;
+        let reply = routed.reply;
+        let body = match reply.body {
+            ReplyBody::Complete { body, usage } => {
+                let (usage, source) = match usage.as_ref().map(TokenUsage::from_openai) {
+                    Some(usage) => (usage, UsageSource::Vendor),
+                    None => (
+                        TokenUsage::new(prompt_tokens, estimate_complete(&body, routed.encoding)),
+                        UsageSource::Estimated,
+                    ),
+                };
+                routed.settlement.settle(Some(&usage), source == UsageSource::Vendor);
+                entry.observe(usage, source);
+                entry.finish(200);
+                AnswerBody::Complete { body, usage }
+            }
+            ReplyBody::Stream(events) => AnswerBody::Stream(Box::new(Metered::new(
+                events,
+                routed.settlement,
+                entry,
+                routed.encoding,
+                prompt_tokens,
+            ))),
+        };
+        Ok(Answer {
+            body,
+            provider,
+            attempts,
+            dropped: reply.dropped,
+        })
+    }
+
+    /// Reserves the tenant's rate (one request, the prompt and the completion the most generous
+    /// deployment expects) and its spend (the request's worst-case cost over the deployments it may go to).
+    async fn reserve<O: Operation>(
+        &self,
+        tenant: &TenantState,
+        route: &ModelRoute,
+        operation: &O,
+        prompt_tokens: u64,
+    ) -> Result<(Option<Reservation>, Option<SpendReservation>), TenantRefusal> {
+        let completion = operation.completion();
+        let expected = route
+            .deployments()
+            .iter()
+            .map(|d| d.expected_completion(completion))
+            .max()
+            .unwrap_or(0);
+        let worst = self.worst_case(route, prompt_tokens, expected);
+        if worst.is_none() && tenant.has_budget() {
+            return Err(TenantRefusal::NotPriced);
+        }
+        let rate = tenant.reserve_rate(prompt_tokens.saturating_add(expected)).await?;
+        match tenant.reserve_spend(worst.unwrap_or(0)).await {
+            Ok(spend) => Ok((rate, Some(spend))),
+            Err(refusal) => {
+                // Refused before any vendor saw it: the request costs nothing, its rate slot included.
+                if let Some(rate) = rate {
+                    rate.cancel();
+                }
+                Err(refusal)
+            }
+        }
+    }
+
+    /// The most the request can cost on any deployment of `route`; `None` when one has no price.
+    fn worst_case(&self, route: &ModelRoute, prompt_tokens: u64, completion_tokens: u64) -> Option<i64> {
+        let prices = self.ledger.as_ref()?.prices();
+        route
+            .deployments()
+            .iter()
+            .map(|d| {
+                prices
+                    .price(route.name(), d.ordinal())
+                    .worst_case(prompt_tokens, completion_tokens)
+            })
+            .try_fold(0i64, |worst, cost| cost.map(|c| worst.max(c)))
+    }
+}

@@ -1,0 +1,218 @@
+//! What the pipeline needs of one kind of request, and the kinds there are: chat completions (prompt
+//! runs and the inbound protocols translated to chat included) and embeddings.
+
+use std::sync::Arc;
+
+use sluice_api::{ChatCompletionRequest, EmbeddingRequest};
+use sluice_providers::{BoxFuture, ChatReply, ReplyBody};
+use sluice_router::{
+    Attempt, ChatOperation, Completion, EmbedOperation, Operation as RouteOperation, RouteError, Routed, Router,
+};
+use sluice_tokens::Encoding;
+
+use crate::error::PipelineError;
+
+/// The most messages one chat request may carry. Counting and translating are linear in them, but an
+/// unbounded number lets one request buy unbounded work; OpenAI's own limit is of this order.
+pub const MAX_MESSAGES: usize = 2048;
+/// The most inputs one embeddings request may carry: OpenAI's documented limit.
+pub const MAX_EMBEDDING_INPUTS: usize = 2048;
+
+/// One kind of request as the pipeline drives it: admission, counting, the ledger entry and settling are
+/// the pipeline's, the same for every operation.
+pub trait Operation: Send + Sync {
+    /// The model name the client asked for.
+    fn model(&self) -> &str;
+
+    /// Checks what parsing cannot: values that parse but make no sense, and bounds on the work a request
+    /// may ask for. Cheap: it runs before anything else.
+    fn validate(&self) -> Result<(), PipelineError>;
+
+    /// The input's tokens with `encoding`. Large inputs are counted off the executor.
+    fn count(&self, encoding: Encoding) -> BoxFuture<'_, u64>;
+
+    /// What the request may generate, for reserving it.
+    fn completion(&self) -> Completion;
+
+    /// Routes the request, appending every upstream call to `trail`.
+    fn route<'a>(
+        &'a self,
+        router: &'a Router,
+        prompt_tokens: u64,
+        trail: &'a mut Vec<Attempt>,
+    ) -> BoxFuture<'a, Result<Routed<ChatReply>, RouteError>>;
+}
+
+// === impl Chat ===
+
+/// A chat completion: a client's, a rendered prompt template, or an inbound protocol translated to chat.
+#[derive(Debug, Clone)]
+pub struct Chat {
+    request: Arc<ChatCompletionRequest>,
+}
+
+impl Chat {
+    /// The operation for `request`.
+    pub fn new(request: ChatCompletionRequest) -> Self {
+        Self {
+            request: Arc::new(request),
+        }
+    }
+
+    /// The request.
+    pub fn request(&self) -> &ChatCompletionRequest {
+        &self.request
+    }
+}
+
+impl Operation for Chat {
+    fn model(&self) -> &str {
+        &self.request.model
+    }
+
+    fn validate(&self) -> Result<(), PipelineError> {
+        let request = &self.request;
+        if request.messages.is_empty() {
+            return Err(PipelineError::invalid(
+                "`messages` must contain at least one message.",
+                "messages",
+            ));
+        }
+        if request.messages.len() > MAX_MESSAGES {
+            return Err(PipelineError::invalid(
+                format!(
+                    "`messages` has {} messages; at most {MAX_MESSAGES} are accepted.",
+                    request.messages.len()
+                ),
+                "messages",
+            ));
+        }
+        if request.n == Some(0) {
+            return Err(PipelineError::invalid("`n` must be at least 1.", "n"));
+        }
+        if let Some(t) = request.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            return Err(PipelineError::invalid(
+                format!("`temperature` must be between 0 and 2; got {t}."),
+                "temperature",
+            ));
+        }
+        if request.stream_options.is_some() && !request.is_stream() {
+            return Err(PipelineError::invalid(
+                "`stream_options` is only allowed when `stream` is true.",
+                "stream_options",
+            ));
+        }
+        Ok(())
+    }
+
+    fn count(&self, encoding: Encoding) -> BoxFuture<'_, u64> {
+        Box::pin(async move {
+            sluice_tokens::count_chat_offloaded(Arc::clone(&self.request), encoding)
+                .await
+                .tokens
+        })
+    }
+
+    fn completion(&self) -> Completion {
+        RouteOperation::completion(&ChatOperation { request: &self.request })
+    }
+
+    fn route<'a>(
+        &'a self,
+        router: &'a Router,
+        prompt_tokens: u64,
+        trail: &'a mut Vec<Attempt>,
+    ) -> BoxFuture<'a, Result<Routed<ChatReply>, RouteError>> {
+        Box::pin(router.chat(&self.request, prompt_tokens, trail))
+    }
+}
+
+// === impl Embeddings ===
+
+/// An embeddings request.
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    request: Arc<EmbeddingRequest>,
+}
+
+impl Embeddings {
+    /// The operation for `request`.
+    pub fn new(request: EmbeddingRequest) -> Self {
+        Self {
+            request: Arc::new(request),
+        }
+    }
+}
+
+impl Operation for Embeddings {
+    fn model(&self) -> &str {
+        &self.request.model
+    }
+
+    fn validate(&self) -> Result<(), PipelineError> {
+        if self.request.input.is_empty() {
+            return Err(PipelineError::invalid(
+                "`input` must not be empty, nor contain an empty string.",
+                "input",
+            ));
+        }
+        let inputs = self.request.input.len();
+        if inputs > MAX_EMBEDDING_INPUTS {
+            return Err(PipelineError::invalid(
+                format!("`input` has {inputs} entries; at most {MAX_EMBEDDING_INPUTS} are accepted."),
+                "input",
+            ));
+        }
+        Ok(())
+    }
+
+    fn count(&self, encoding: Encoding) -> BoxFuture<'_, u64> {
+        Box::pin(async move {
+            let bytes = self.request.input.text_bytes() as u64;
+            if self.request.input.texts().is_none() {
+                // Token ids: one token each, and the JSON text is a generous bound on their number.
+                return bytes.max(1);
+            }
+            let request = Arc::clone(&self.request);
+            // A token is at least a byte, so the bytes bound the count.
+            let counted = sluice_tokens::count_offloaded(bytes, encoding, move || {
+                let texts = request.input.texts().unwrap_or_default();
+                let tokens = texts
+                    .iter()
+                    .map(|text| sluice_tokens::count_text(text, encoding).tokens)
+                    .fold(0u64, u64::saturating_add);
+                sluice_tokens::TokenCount {
+                    tokens,
+                    exactness: encoding.exactness,
+                }
+            })
+            .await;
+            counted.tokens.max(1)
+        })
+    }
+
+    fn completion(&self) -> Completion {
+        RouteOperation::completion(&EmbedOperation { request: &self.request })
+    }
+
+    fn route<'a>(
+        &'a self,
+        router: &'a Router,
+        prompt_tokens: u64,
+        trail: &'a mut Vec<Attempt>,
+    ) -> BoxFuture<'a, Result<Routed<ChatReply>, RouteError>> {
+        Box::pin(async move {
+            let routed = router.embed(&self.request, prompt_tokens, trail).await?;
+            Ok(routed.map_reply(|reply| ChatReply {
+                body: ReplyBody::Complete {
+                    body: reply.body,
+                    usage: reply.usage,
+                },
+                limits: reply.limits,
+                dropped: Vec::new(),
+            }))
+        })
+    }
+}

@@ -1,0 +1,217 @@
+//! Running an operation through the pipeline and writing what comes back: a JSON body or an event stream
+//! with the gateway's headers, or the error in OpenAI's shape, recorded with the status it answers.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use sluice_api::ErrorBody;
+use sluice_pipeline::{Answer, AnswerBody, Caller, Metered, Operation, PipelineError, TenantState};
+use sluice_providers::ProviderError;
+use sluice_router::RouteError;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+static X_SLUICE_PROVIDER: HeaderName = HeaderName::from_static("x-sluice-provider");
+static X_SLUICE_ATTEMPTS: HeaderName = HeaderName::from_static("x-sluice-attempts");
+static X_SLUICE_DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-sluice-dropped-params");
+
+/// The client's `x-request-id`, as the request id layer left it.
+pub(crate) fn client_request_id(headers: &HeaderMap) -> Option<&str> {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok())
+}
+
+/// Runs `operation` for `caller` and answers in OpenAI's format; a stream drops the usage-only chunk
+/// unless `forward_usage`.
+pub(crate) async fn run<O: Operation>(
+    state: &AppState,
+    caller: &Caller,
+    operation: &O,
+    forward_usage: bool,
+) -> Response {
+    let tenant = caller.principal.tenant.as_ref();
+    let mut response = match state.pipeline().run(caller, operation).await {
+        Ok(answer) => respond(answer, forward_usage),
+        Err(refused) => {
+            let (status, response) = refusal_response(&refused.error);
+            drop(refused.record(status.as_u16()));
+            response
+        }
+    };
+    add_tenant_headers(response.headers_mut(), tenant);
+    response
+}
+
+fn respond(answer: Answer, forward_usage: bool) -> Response {
+    let Answer {
+        body,
+        provider,
+        attempts,
+        dropped,
+    } = answer;
+    let mut response = match body {
+        AnswerBody::Complete { body, .. } => {
+            let mut response = (StatusCode::OK, body).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        AnswerBody::Stream(events) => sse_response(events, forward_usage),
+    };
+    add_route_headers(response.headers_mut(), &provider, attempts);
+    if !dropped.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&dropped.join(", "))
+    {
+        response.headers_mut().insert(X_SLUICE_DROPPED_PARAMS.clone(), value);
+    }
+    response
+}
+
+/// A refusal as an answer, with the attempts made when there were some (they explain a slow error).
+fn refusal_response(error: &PipelineError) -> (StatusCode, Response) {
+    let tried = match error {
+        PipelineError::Route(err) => match err.as_ref() {
+            RouteError::Upstream { provider, attempts, .. } => Some((Arc::clone(provider), *attempts)),
+            RouteError::Exhausted { attempts, .. } if *attempts > 0 => Some((Arc::from("none"), *attempts)),
+            _ => None,
+        },
+        _ => None,
+    };
+    let error = ApiError::from_pipeline(error);
+    let status = error.status;
+    let mut response = error.into_response();
+    if let Some((provider, attempts)) = tried {
+        add_route_headers(response.headers_mut(), &provider, attempts);
+    }
+    (status, response)
+}
+
+fn add_route_headers(headers: &mut HeaderMap, provider: &str, attempts: u32) {
+    if let Ok(value) = HeaderValue::from_str(provider) {
+        headers.insert(X_SLUICE_PROVIDER.clone(), value);
+    }
+    headers.insert(X_SLUICE_ATTEMPTS.clone(), HeaderValue::from(attempts));
+}
+
+/// The tenant's `x-ratelimit-*` headers, in OpenAI's format, when the tenant has rate limits.
+fn add_tenant_headers(headers: &mut HeaderMap, tenant: Option<&Arc<TenantState>>) {
+    let Some(view) = tenant.and_then(|t| t.rate_view()) else {
+        return;
+    };
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    if let (Some(limit), Some(remaining)) = (view.rpm, view.remaining_requests) {
+        put("x-ratelimit-limit-requests", limit.to_string());
+        put("x-ratelimit-remaining-requests", remaining.to_string());
+        let missing = limit.saturating_sub(remaining) as f64;
+        put(
+            "x-ratelimit-reset-requests",
+            go_duration(missing * 60.0 / limit.max(1) as f64),
+        );
+    }
+    if let (Some(limit), Some(remaining)) = (view.tpm, view.remaining_tokens) {
+        put("x-ratelimit-limit-tokens", limit.to_string());
+        put("x-ratelimit-remaining-tokens", remaining.to_string());
+        let missing = limit.saturating_sub(remaining) as f64;
+        put(
+            "x-ratelimit-reset-tokens",
+            go_duration(missing * 60.0 / limit.max(1) as f64),
+        );
+    }
+}
+
+/// Seconds in the duration format OpenAI's reset headers use: `20ms`, `1s`, `6m0s`.
+fn go_duration(seconds: f64) -> String {
+    if seconds < 1.0 {
+        return format!("{}ms", (seconds * 1000.0).ceil() as u64);
+    }
+    let whole = seconds.ceil() as u64;
+    if whole < 60 {
+        format!("{whole}s")
+    } else {
+        format!("{}m{}s", whole / 60, whole % 60)
+    }
+}
+
+/// The client's event stream. Chunks are framed and sent as they arrive, one at a time: nothing is
+/// buffered. The upstream's usage-only chunk is dropped unless the client asked for it. A stream that
+/// ends cleanly gets `data: [DONE]`; one that breaks gets an error event and no `[DONE]`, so a cut
+/// answer never looks complete. Dropping the body (the client went away) drops the metered stream, which
+/// records what was billed and drops the upstream stream, closing its connection: the upstream request
+/// is cancelled.
+fn sse_response(events: Box<Metered>, forward_usage: bool) -> Response {
+    let span = tracing::Span::current();
+    let frames = futures_util::stream::unfold(Some(events), move |events| {
+        let span = span.clone();
+        async move {
+            let mut events = events?;
+            loop {
+                match events.next().await {
+                    Some(Ok(event)) => {
+                        if event.usage_only && !forward_usage {
+                            continue;
+                        }
+                        return Some((Ok::<Bytes, Infallible>(data_frame(&event.data)), Some(events)));
+                    }
+                    Some(Err(err)) => {
+                        span.in_scope(|| {
+                            tracing::warn!(error = %err, detail = ?err, "upstream stream broke after the first byte");
+                        });
+                        return Some((Ok(error_frame(&err)), None));
+                    }
+                    None => return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None)),
+                }
+            }
+        }
+    });
+    let mut response = Response::new(Body::from_stream(frames));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-style proxies in front of the gateway not to buffer the stream either.
+    headers.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    response
+}
+
+fn data_frame(data: &[u8]) -> Bytes {
+    let mut frame = BytesMut::with_capacity(data.len() + 8);
+    frame.put_slice(b"data: ");
+    frame.put_slice(data);
+    frame.put_slice(b"\n\n");
+    frame.freeze()
+}
+
+/// The error event that ends a broken stream, in the shape OpenAI's SDKs raise as an API error.
+fn error_frame(err: &ProviderError) -> Bytes {
+    let (code, message) = match err {
+        ProviderError::Timeout { after, .. } => (
+            "upstream_timeout",
+            format!(
+                "The upstream stopped sending for {} ms; the answer is incomplete.",
+                after.as_millis()
+            ),
+        ),
+        ProviderError::Protocol { .. } => (
+            "upstream_error",
+            "The upstream sent a malformed event; the answer is incomplete.".to_owned(),
+        ),
+        _ => (
+            "upstream_error",
+            "The upstream connection broke; the answer is incomplete.".to_owned(),
+        ),
+    };
+    let body = ErrorBody::new("server_error", message, None, Some(code.to_owned()));
+    data_frame(&body.to_bytes())
+}

@@ -158,10 +158,11 @@ async fn the_tenant_lifecycle(store: Option<&str>) {
     assert_eq!(usage["data"][0]["group"], "m");
     assert_eq!(usage["data"][0]["requests"], 2);
 
-    // A budget: the deployment costs 10 cents a token, so one answer (over 10 tokens) uses up $1.
+    // A budget: the deployment costs 10 cents a token. An answer's worst case (its prompt and its 4-token
+    // cap, over 10 tokens) fits in $2; once one is spent, the next one's worst case no longer fits.
     let (rich, _) = new_key(
         &gateway,
-        json!({"name": "team-b", "budget_usd": 1.0, "budget_period": "day"}),
+        json!({"name": "team-b", "budget_usd": 2.0, "budget_period": "day"}),
     )
     .await;
     assert_eq!(chat(&gateway, &rich, "m", false).await.status(), 200);

@@ -20,6 +20,7 @@
 //! A cache, a new endpoint or a new inbound protocol is one more [`Operation`] or one more step here.
 
 mod caller;
+mod directory;
 mod error;
 mod ledger;
 mod meter;
@@ -36,11 +37,12 @@ use sluice_providers::ReplyBody;
 use sluice_router::{ModelRoute, Router};
 
 pub use crate::caller::{Authenticator, Caller, DEFAULT_TENANT, MAX_CLIENT_REQUEST_ID, Principal, StaticKeys};
+pub use crate::directory::Directory;
 pub use crate::error::PipelineError;
 pub use crate::ledger::{Ledger, MAX_MODEL_NAME, PriceBook, PriceChoice};
 pub use crate::meter::Metered;
 pub use crate::operation::{Chat, Embeddings, MAX_EMBEDDING_INPUTS, MAX_MESSAGES, Operation};
-pub use crate::tenancy::{Directory, TenantRefusal, TenantState};
+pub use crate::tenancy::{TenantRefusal, TenantState};
 
 use crate::ledger::Entry;
 use crate::tally::estimate_complete;

@@ -1,13 +1,9 @@
-//! Tenants at the edge: which tenant a virtual key belongs to, what it may call, its rate limits and its
-//! spend budget.
+//! A tenant at the edge: what it may call, its rate limits and its spend budget.
 //!
-//! Keys and tenants are read from the store into memory and refreshed every few seconds, so the request
-//! path never waits on the database and a revoked key stops working within one refresh. A tenant's rate
-//! limit and its spend for the current period are budgets of the [`BudgetBackend`]: its spend is seeded
-//! from the ledger once, when the tenant is first seen, then moved by each request's reservation of its
-//! worst-case cost and the settlement of its real cost.
+//! A tenant's rate limit and its spend for the current period are budgets of the [`BudgetBackend`]: its
+//! spend is seeded from the ledger once, when the tenant is first seen (by the [`crate::Directory`]), then
+//! moved by each request's reservation of its worst-case cost and the settlement of its real cost.
 
-use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -16,9 +12,7 @@ use sluice_budget::{
     BudgetBackend, BudgetView, Limits, OverBudget, Period, RateBudget, Refusal, Reservation, SpendBudget,
     SpendReservation,
 };
-use sluice_store::{KeyHash, Store, StoreError, Tenant};
-
-use crate::caller::{Authenticator, Principal, StaticKeys};
+use sluice_store::Tenant;
 
 /// One tenant's live state: its settings and its budgets.
 #[derive(Debug)]
@@ -69,12 +63,12 @@ fn rate_limits(tenant: &Tenant) -> Option<Limits> {
 }
 
 /// The spend period containing `now` for `tenant`.
-fn period(tenant: &Tenant, now: DateTime<Utc>) -> Period {
+pub(crate) fn period(tenant: &Tenant, now: DateTime<Utc>) -> Period {
     Period(tenant.budget_period.start(now).timestamp())
 }
 
 impl TenantState {
-    fn new(tenant: Tenant, budgets: &dyn BudgetBackend) -> Self {
+    pub(crate) fn new(tenant: Tenant, budgets: &dyn BudgetBackend) -> Self {
         let name: Arc<str> = tenant.name.as_str().into();
         Self {
             rate: RwLock::new(rate_limits(&tenant).map(|limits| budgets.rate(&format!("tenant/{name}"), limits))),
@@ -99,7 +93,7 @@ impl TenantState {
     }
 
     /// Applies changed settings; a changed rate limit starts a fresh budget.
-    fn update(&self, tenant: Tenant, budgets: &dyn BudgetBackend) {
+    pub(crate) fn update(&self, tenant: Tenant, budgets: &dyn BudgetBackend) {
         let current = self.settings();
         if current.rpm != tenant.rpm || current.tpm != tenant.tpm {
             *self.rate.write().unwrap_or_else(PoisonError::into_inner) =
@@ -176,144 +170,13 @@ impl TenantState {
             })
     }
 
+    /// Starts the current period's spend at `micros` (read from the ledger) unless it already started.
+    pub(crate) async fn seed_spend(&self, micros: i64, now: DateTime<Utc>) {
+        self.spend.seed(period(&self.settings(), now), micros).await;
+    }
+
     /// The rate budget as the `x-ratelimit-*` headers report it, if the tenant has one.
     pub fn rate_view(&self) -> Option<BudgetView> {
         self.rate().map(|rate| rate.view())
-    }
-}
-
-/// A virtual key as the cache holds it.
-#[derive(Debug, Clone)]
-struct CachedKey {
-    id: Arc<str>,
-    tenant: String,
-    expires_at: Option<DateTime<Utc>>,
-}
-
-/// The authenticator backed by the store: configured keys first, then virtual keys by their hash.
-pub struct Directory {
-    store: Store,
-    configured: StaticKeys,
-    budgets: Arc<dyn BudgetBackend>,
-    keys: RwLock<HashMap<KeyHash, CachedKey>>,
-    tenants: RwLock<HashMap<String, Arc<TenantState>>>,
-}
-
-impl std::fmt::Debug for Directory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Directory").finish_non_exhaustive()
-    }
-}
-
-impl Directory {
-    /// A directory over `store`, accepting the `configured` keys too, with tenants' budgets in `budgets`;
-    /// loaded once before serving.
-    pub async fn load(
-        store: Store,
-        configured: StaticKeys,
-        budgets: Arc<dyn BudgetBackend>,
-    ) -> Result<Self, StoreError> {
-        let directory = Self {
-            store,
-            configured,
-            budgets,
-            keys: RwLock::new(HashMap::new()),
-            tenants: RwLock::new(HashMap::new()),
-        };
-        directory.refresh().await?;
-        Ok(directory)
-    }
-
-    /// Reloads keys and tenants from the store. A tenant seen for the first time has its spend for the
-    /// current period seeded from the ledger.
-    pub async fn refresh(&self) -> Result<(), StoreError> {
-        let now = Utc::now();
-        let tenants = self.store.list_tenants().await?;
-        let mut fresh = HashMap::with_capacity(tenants.len());
-        for tenant in tenants {
-            let existing = self.tenant(&tenant.name);
-            let state = match existing {
-                Some(state) => {
-                    state.update(tenant, self.budgets.as_ref());
-                    state
-                }
-                None => {
-                    let since = tenant.budget_period.start(now);
-                    let spent = self.store.tenant_spend_since(&tenant.name, since).await?;
-                    let state = TenantState::new(tenant, self.budgets.as_ref());
-                    state.spend.seed(period(&state.settings(), now), spent).await;
-                    Arc::new(state)
-                }
-            };
-            fresh.insert(state.name().to_owned(), state);
-        }
-        let keys = self
-            .store
-            .list_active_keys()
-            .await?
-            .into_iter()
-            .map(|active| {
-                (
-                    active.hash,
-                    CachedKey {
-                        id: active.key.id.as_str().into(),
-                        tenant: active.key.tenant.clone(),
-                        expires_at: active.key.expires_at,
-                    },
-                )
-            })
-            .collect();
-        *self.tenants.write().unwrap_or_else(PoisonError::into_inner) = fresh;
-        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
-        Ok(())
-    }
-
-    /// Refreshes every `every` until the task is dropped; a failed refresh keeps the last good view.
-    pub fn spawn_refresh(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if let Err(err) = self.refresh().await {
-                    tracing::warn!(%err, "could not refresh keys and tenants; serving the last known ones");
-                }
-            }
-        })
-    }
-
-    /// A tenant's live state by name.
-    pub fn tenant(&self, name: &str) -> Option<Arc<TenantState>> {
-        self.tenants
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .cloned()
-    }
-}
-
-impl Authenticator for Directory {
-    fn authenticate(&self, token: &str) -> Option<Principal> {
-        if let Some(principal) = self.configured.authenticate(token) {
-            return Some(principal);
-        }
-        let hash = KeyHash::of(token);
-        let key = self
-            .keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&hash)
-            .cloned()?;
-        if key.expires_at.is_some_and(|at| at <= Utc::now()) {
-            return None;
-        }
-        let tenant = self.tenant(&key.tenant)?;
-        Some(Principal {
-            name: Arc::clone(&key.id),
-            admin: false,
-            key_id: Some(key.id),
-            tenant: Some(tenant),
-        })
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use sluice_budget::{Refusal, Reservation};
 use tokio::time::Instant;
 
-use crate::ModelRoute;
 use crate::operation::Completion;
+use crate::pool::ModelRoute;
 
 /// One candidate: a deployment (by its index in the route) and one of its provider's keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

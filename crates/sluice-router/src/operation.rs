@@ -6,7 +6,7 @@ use sluice_providers::{
     BoxFuture, ChatCall, ChatReply, EmbedCall, EmbedReply, ProviderError, RateLimitSnapshot, ReplyBody, UpstreamKey,
 };
 
-use crate::Deployment;
+use crate::pool::Deployment;
 
 /// One kind of upstream call, as the routing loop drives it: budgets, cooldowns, breakers and failover
 /// are the loop's, the same for every operation.

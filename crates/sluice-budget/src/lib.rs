@@ -103,8 +103,8 @@ pub struct BudgetView {
 
 /// A rate budget: requests and tokens per minute, requests in flight, a cooldown.
 ///
-/// Only [`RateBudget::reserve`] and [`RateBudget::settle`] are required; a budget that learns nothing
-/// from vendors or shows nothing to admins can leave the rest to their defaults.
+/// Only [`RateBudget::reserve`], [`RateBudget::settle`] and [`RateBudget::available_in`] are required; a
+/// budget that learns nothing from vendors or shows nothing to admins can leave the rest to their defaults.
 pub trait RateBudget: Send + Sync + Debug + 'static {
     /// Takes one request and `tokens` tokens if the budget has them now, or says how long until it will.
     /// Check and take are one atomic step.
@@ -113,11 +113,9 @@ pub trait RateBudget: Send + Sync + Debug + 'static {
     /// Ends a reservation of `reserved` tokens; see [`End`].
     fn settle(&self, reserved: u64, end: End);
 
-    /// How long until the budget could take a request of `tokens`, without taking anything.
-    fn available_in(&self, tokens: u64) -> Result<Duration, Refusal> {
-        let _ = tokens;
-        Ok(Duration::ZERO)
-    }
+    /// How long until the budget could take a request of `tokens`, without taking anything: what an
+    /// honest `retry-after` is made of.
+    fn available_in(&self, tokens: u64) -> Result<Duration, Refusal>;
 
     /// Tightens the budget to what the vendor says is left; never loosens it.
     fn learn_remaining(&self, requests: Option<u64>, tokens: Option<u64>) {

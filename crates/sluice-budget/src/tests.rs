@@ -227,7 +227,7 @@ async fn concurrent_spend_never_exceeds_the_cap() {
     assert_eq!(spend.spent(MAY), 9_900);
 }
 
-/// A fake backend for tests elsewhere: the two required methods.
+/// A fake budget: the three required methods.
 #[derive(Debug, Default)]
 struct Unlimited;
 
@@ -237,10 +237,14 @@ impl RateBudget for Unlimited {
     }
 
     fn settle(&self, _reserved: u64, _end: End) {}
+
+    fn available_in(&self, _tokens: u64) -> Result<Duration, Refusal> {
+        Ok(Duration::ZERO)
+    }
 }
 
 #[tokio::test]
-async fn a_budget_needs_only_reserve_and_settle() {
+async fn a_budget_needs_three_methods() {
     let budget: Arc<dyn RateBudget> = Arc::new(Unlimited);
     take(&budget, u64::MAX).await.unwrap().settle(1);
     assert_eq!(budget.view(), BudgetView::default());

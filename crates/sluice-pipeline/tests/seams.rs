@@ -1,6 +1,8 @@
 //! The pipeline's two seams, each exercised with a stand-in written in a few lines: an operation of its
 //! own, and a budget backend of its own.
 
+#![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -153,6 +155,12 @@ impl RateBudget for Countdown {
     }
     fn settle(&self, reserved: u64, end: End) {
         self.settled.lock().unwrap().push((reserved, end));
+    }
+    fn available_in(&self, _tokens: u64) -> Result<Duration, Refusal> {
+        match self.left.load(Ordering::SeqCst) {
+            0 => Ok(Duration::from_secs(9)),
+            _ => Ok(Duration::ZERO),
+        }
     }
 }
 

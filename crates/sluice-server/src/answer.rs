@@ -104,28 +104,36 @@ fn add_tenant_headers(headers: &mut HeaderMap, tenant: Option<&Arc<TenantState>>
     let Some(view) = tenant.and_then(|t| t.rate_view()) else {
         return;
     };
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
+    let limits = [
+        (
+            [
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            ],
+            view.rpm,
+            view.remaining_requests,
+        ),
+        (
+            [
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ],
+            view.tpm,
+            view.remaining_tokens,
+        ),
+    ];
+    for ([limit_name, remaining_name, reset_name], limit, remaining) in limits {
+        let (Some(limit), Some(remaining)) = (limit, remaining) else {
+            continue;
+        };
+        let missing = limit.saturating_sub(remaining) as f64;
+        headers.insert(HeaderName::from_static(limit_name), HeaderValue::from(limit));
+        headers.insert(HeaderName::from_static(remaining_name), HeaderValue::from(remaining));
+        if let Ok(reset) = HeaderValue::from_str(&go_duration(missing * 60.0 / limit.max(1) as f64)) {
+            headers.insert(HeaderName::from_static(reset_name), reset);
         }
-    };
-    if let (Some(limit), Some(remaining)) = (view.rpm, view.remaining_requests) {
-        put("x-ratelimit-limit-requests", limit.to_string());
-        put("x-ratelimit-remaining-requests", remaining.to_string());
-        let missing = limit.saturating_sub(remaining) as f64;
-        put(
-            "x-ratelimit-reset-requests",
-            go_duration(missing * 60.0 / limit.max(1) as f64),
-        );
-    }
-    if let (Some(limit), Some(remaining)) = (view.tpm, view.remaining_tokens) {
-        put("x-ratelimit-limit-tokens", limit.to_string());
-        put("x-ratelimit-remaining-tokens", remaining.to_string());
-        let missing = limit.saturating_sub(remaining) as f64;
-        put(
-            "x-ratelimit-reset-tokens",
-            go_duration(missing * 60.0 / limit.max(1) as f64),
-        );
     }
 }
 

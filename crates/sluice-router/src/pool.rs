@@ -87,7 +87,13 @@ impl ProviderPool {
     }
 
     /// Ids of the keys the upstream refused.
-    pub(crate) fn rejected_ids(&self) -> impl Iterator<Item = &str> {
+    /// The environment variables of keys that were not set, which would enable them.
+    pub fn missing(&self) -> &[String] {
+        &self.missing
+    }
+
+    /// The ids of keys the vendor refused, out of the pool until restart.
+    pub fn rejected_ids(&self) -> impl Iterator<Item = &str> {
         self.keys
             .iter()
             .zip(&self.rejected)

@@ -19,5 +19,13 @@ COPY migrations migrations
 RUN mkdir -p data && chown sluice data
 USER sluice
 EXPOSE 8080
+# Keys come from the environment, never from the image: SLUICE_ADMIN_KEY (at least 32 characters) for the
+# admin API, vendor keys such as OPENAI_API_KEY, and optionally SLUICE_API_KEY as a client key. The
+# gateway refuses to listen beyond loopback while a client key is written literally in its configuration.
+# The first virtual key, with the container running:
+#   docker exec CONTAINER sluice tenants create team && docker exec CONTAINER sluice keys create team
+# Shutdown drains for up to 20 s, then flushes the usage ledger for up to 5 s: stop with a grace of 30 s
+# (`docker stop -t 30`, `docker run --stop-timeout 30`; Kubernetes' default of 30 s fits).
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["sluice"]
 CMD ["serve", "--listen", "0.0.0.0:8080"]

@@ -1,4 +1,4 @@
-//! The SSE parser the adapters share (eventsource-stream behind `transport::sse_events`), alone: any
+//! The SSE parser the adapters share (`sse::SseParser` behind `transport::sse_events`), alone: any
 //! bytes, cut into pieces as the input says (see `sluice_fuzz::split_input`). The events must not depend
 //! on the cut, must be those a WHATWG parser dispatches for the body's valid UTF-8 prefix, and invalid
 //! UTF-8 must end the stream with one error.

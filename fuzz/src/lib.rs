@@ -101,8 +101,9 @@ pub fn check_items(items: &[Item]) {
 /// The data of the events a WHATWG-conforming parser dispatches for `text` (a connection that closes
 /// there: an event not ended by a blank line is dropped).
 ///
-/// One known difference with eventsource-stream is kept: a CR as the very last byte may be the first half
-/// of a CRLF, so eventsource-stream waits for the next byte and never ends that line if the stream closes.
+/// One known difference with the gateway's parser (`sluice_providers::sse`) is kept: a CR as the very last
+/// byte may be the first half of a CRLF, so the parser waits for the next byte and never ends that line if
+/// the stream closes.
 pub fn reference_events(text: &str) -> Vec<String> {
     let mut rest = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut events = Vec::new();

@@ -175,8 +175,13 @@ impl PromptRegistry {
     /// and `stream`; it answers a chat completion, or its server-sent event stream. `server_url`, when
     /// known, becomes the document's server.
     pub fn openapi(&self, server_url: Option<&str>) -> Value {
+        self.openapi_of(server_url, |_| true)
+    }
+
+    /// [`Self::openapi`] with only the prompts whose name `include` accepts (those a caller may use).
+    pub fn openapi_of(&self, server_url: Option<&str>, include: impl Fn(&str) -> bool) -> Value {
         let mut paths = Map::new();
-        for summary in self.list() {
+        for summary in self.list().into_iter().filter(|p| include(&p.name)) {
             let Some(prompt) = self.get(&summary.name, None) else {
                 continue;
             };

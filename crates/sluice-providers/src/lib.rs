@@ -22,6 +22,7 @@ pub mod limits;
 pub mod openai;
 mod params;
 pub mod simulated;
+pub mod sse;
 mod transport;
 
 pub use anthropic::AnthropicAdapter;

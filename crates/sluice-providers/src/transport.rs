@@ -1,16 +1,17 @@
 //! What every HTTP adapter does the same way: serialise, send within the first-byte timeout, read a
-//! bounded body within the idle timeout, and drive an SSE stream through a vendor's translator.
+//! bounded body within the idle timeout, and drive an SSE stream through [`crate::sse`]'s parser and a
+//! vendor's translator.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt};
 use http::HeaderValue;
 use serde::Serialize;
 
 use crate::error::error_chain;
+use crate::sse::SseParser;
 use crate::{EventStream, ProviderError, StreamEvent, TimeoutPhase, UpstreamKey};
 
 /// How long to wait for each phase of an upstream call.
@@ -126,8 +127,9 @@ pub(crate) trait SseTranslator: Send + 'static {
     fn close(&mut self, out: &mut VecDeque<StreamEvent>) -> Result<(), ProviderError>;
 }
 
-/// The client-facing chunks of an SSE body translated by `translator`, waiting at most `idle` between
-/// events. After an error item the stream ends, so a cut answer never looks complete.
+/// The client-facing chunks of an SSE body translated by `translator`, waiting at most `idle` for each
+/// event. After an error item the stream ends, so a cut answer never looks complete: a read error, an
+/// idle timeout, a malformed event, or a line or event past [`crate::sse::MAX_EVENT_BYTES`].
 pub(crate) fn sse_events<S, B, E, T>(body: S, idle: Duration, translator: T) -> EventStream
 where
     S: Stream<Item = Result<B, E>> + Send + 'static,
@@ -135,14 +137,12 @@ where
     E: std::error::Error + Send + Sync + 'static,
     T: SseTranslator,
 {
-    struct Driver<P, T> {
-        sse: P,
-        translator: T,
-        pending: VecDeque<StreamEvent>,
-        ended: bool,
-    }
     let driver = Driver {
-        sse: Box::pin(skip_bom(body).eventsource()),
+        body: Box::pin(body),
+        parser: SseParser::new(),
+        events: VecDeque::new(),
+        failed: None,
+        body_ended: false,
         translator,
         pending: VecDeque::new(),
         ended: false,
@@ -155,12 +155,8 @@ where
             if d.ended {
                 return None;
             }
-            let result = match tokio::time::timeout(idle, d.sse.next()).await {
-                Err(_) => Err(ProviderError::Timeout {
-                    phase: TimeoutPhase::Idle,
-                    after: idle,
-                }),
-                Ok(Some(Ok(event))) => match d.translator.event(event.data, &mut d.pending) {
+            let result = match d.next_event(idle).await {
+                Ok(Some(data)) => match d.translator.event(data, &mut d.pending) {
                     Ok(Flow::Continue) => Ok(()),
                     Ok(Flow::End) => {
                         d.ended = true;
@@ -168,13 +164,11 @@ where
                     }
                     Err(err) => Err(err),
                 },
-                Ok(Some(Err(e))) => Err(ProviderError::Truncated {
-                    detail: error_chain(&e),
-                }),
                 Ok(None) => {
                     d.ended = true;
                     d.translator.close(&mut d.pending)
                 }
+                Err(err) => Err(err),
             };
             if let Err(err) = result {
                 d.ended = true;
@@ -185,100 +179,63 @@ where
     }))
 }
 
-/// The UTF-8 byte order mark, which the SSE format allows once at the start of a stream.
-const BOM: &[u8] = b"\xef\xbb\xbf";
-
-/// A piece of an SSE body as the SSE parser gets it from [`skip_bom`].
-enum Piece<B> {
-    /// The comment line that starts every stream.
-    Comment,
-    /// A piece as it came.
-    Whole(B),
-    /// A piece past its first bytes (a byte order mark).
-    From(B, usize),
-    /// The start of the stream, gathered while it could still be a byte order mark.
-    Owned(Vec<u8>),
+/// An SSE body on its way through the parser and a translator.
+struct Driver<S, T> {
+    body: std::pin::Pin<Box<S>>,
+    parser: SseParser,
+    /// Events' data the parser dispatched and the translator has not had yet.
+    events: VecDeque<String>,
+    /// The parser's error, told once the events before it are through.
+    failed: Option<ProviderError>,
+    body_ended: bool,
+    translator: T,
+    pending: VecDeque<StreamEvent>,
+    ended: bool,
 }
 
-impl<B: AsRef<[u8]>> AsRef<[u8]> for Piece<B> {
-    fn as_ref(&self) -> &[u8] {
-        match self {
-            Piece::Comment => b":\n",
-            Piece::Whole(bytes) => bytes.as_ref(),
-            Piece::From(bytes, at) => bytes.as_ref().get(*at..).unwrap_or_default(),
-            Piece::Owned(bytes) => bytes,
-        }
-    }
-}
-
-/// `body` without the byte order mark it may start with, however its first bytes are cut, and with an
-/// empty comment line (which the SSE format ignores) before it.
-///
-/// eventsource-stream 0.2.3 panics on a stream whose first text starts with U+FEFF: it skips the 3-byte
-/// mark as if it were 1 byte, slicing inside a character. So the mark is skipped here, as the SSE format
-/// says, and the comment makes sure the parser never sees one at the start: a second mark, which the
-/// format treats as part of the first field's name, stays so.
-fn skip_bom<S, B, E>(body: S) -> impl Stream<Item = Result<Piece<B>, E>> + Send + 'static
+impl<S, B, E, T> Driver<S, T>
 where
     S: Stream<Item = Result<B, E>> + Send + 'static,
     B: AsRef<[u8]> + Send + 'static,
-    E: Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
 {
-    struct State<S> {
-        body: std::pin::Pin<Box<S>>,
-        started: bool,
-        /// The first bytes while they could be the start of a mark; `None` once decided.
-        head: Option<Vec<u8>>,
-        ended: bool,
-    }
-    let state = State {
-        body: Box::pin(body),
-        started: false,
-        head: Some(Vec::new()),
-        ended: false,
-    };
-    futures_util::stream::unfold(state, |mut s| async move {
-        if !s.started {
-            s.started = true;
-            return Some((Ok(Piece::Comment), s));
-        }
-        if s.ended {
-            return None;
-        }
-        let piece = match s.body.next().await {
-            Some(Ok(chunk)) => match s.head.take() {
-                None => Piece::Whole(chunk),
-                Some(held) if held.is_empty() && chunk.as_ref().len() >= BOM.len() => {
-                    if chunk.as_ref().starts_with(BOM) {
-                        Piece::From(chunk, BOM.len())
-                    } else {
-                        Piece::Whole(chunk)
+    /// The next event's data, read within `idle`; `None` at the end of the body.
+    async fn next_event(&mut self, idle: Duration) -> Result<Option<String>, ProviderError> {
+        let deadline = tokio::time::Instant::now() + idle;
+        loop {
+            if let Some(data) = self.events.pop_front() {
+                return Ok(Some(data));
+            }
+            if let Some(err) = self.failed.take() {
+                return Err(err);
+            }
+            if self.body_ended {
+                return Ok(None);
+            }
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Err(_) => {
+                    return Err(ProviderError::Timeout {
+                        phase: TimeoutPhase::Idle,
+                        after: idle,
+                    });
+                }
+                Ok(Some(Ok(chunk))) => {
+                    if let Err(err) = self.parser.feed(chunk.as_ref(), &mut self.events) {
+                        self.failed = Some(err);
                     }
                 }
-                Some(mut held) => {
-                    held.extend_from_slice(chunk.as_ref());
-                    if held.len() < BOM.len() && BOM.starts_with(&held) {
-                        s.head = Some(held);
-                        Piece::Owned(Vec::new())
-                    } else {
-                        if held.starts_with(BOM) {
-                            held.drain(..BOM.len());
-                        }
-                        Piece::Owned(held)
-                    }
+                Ok(Some(Err(e))) => {
+                    return Err(ProviderError::Truncated {
+                        detail: error_chain(&e),
+                    });
                 }
-            },
-            Some(Err(e)) => return Some((Err(e), s)),
-            None => {
-                // A body that ends inside what could have been a mark: hand those bytes on, for the
-                // parser to report them as the incomplete UTF-8 they are.
-                s.ended = true;
-                match s.head.take() {
-                    Some(held) if !held.is_empty() => Piece::Owned(held),
-                    _ => return None,
+                Ok(None) => {
+                    self.body_ended = true;
+                    if let Err(err) = self.parser.finish() {
+                        self.failed = Some(err);
+                    }
                 }
             }
-        };
-        Some((Ok(piece), s))
-    })
+        }
+    }
 }

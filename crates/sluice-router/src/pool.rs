@@ -112,8 +112,13 @@ impl ProviderPool {
         }
     }
 
-    /// Ids of the keys out of the pool now.
-    pub(crate) fn out_ids(&self, now: Instant) -> impl Iterator<Item = &str> {
+    /// The environment variables of keys that were not set, which would enable them.
+    pub fn missing(&self) -> &[String] {
+        &self.missing
+    }
+
+    /// Ids of the keys out of the pool now: the vendor refused them and their probe has not found them good.
+    pub fn out_ids(&self, now: Instant) -> impl Iterator<Item = &str> {
         self.keys
             .iter()
             .zip(&self.health)

@@ -230,25 +230,20 @@ impl ApiError {
                 missing,
                 rejected,
             } => {
-                let mut hints = Vec::new();
-                if !missing.is_empty() {
-                    hints.push(format!("set {} in the gateway's environment", missing.join(" or ")));
-                }
-                if !rejected.is_empty() {
-                    hints.push(format!(
-                        "the upstream refused the keys {}, so they were taken out of the pool",
-                        rejected.join(", ")
-                    ));
-                }
-                if hints.is_empty() {
-                    hints.push("add a key to one of its providers in the gateway's configuration".to_owned());
-                }
+                // The variables and key ids are the operator's business: logged here and shown on
+                // `/admin/limits`, never told to a client.
+                tracing::warn!(
+                    model = %model,
+                    missing = ?missing,
+                    rejected = ?rejected,
+                    "no provider of the model has a usable key"
+                );
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "server_error",
                     format!(
-                        "The model `{model}` is configured, but none of its providers has a usable API key: {}.",
-                        hints.join("; ")
+                        "The model `{model}` is configured, but none of its providers has a usable API key. \
+                         The gateway's operator can see why in its log and on /admin/limits."
                     ),
                     Some("model"),
                     Some("provider_not_configured"),

@@ -32,9 +32,10 @@ pub mod error;
 pub mod extract;
 mod prompts;
 pub mod serve;
+pub mod throttle;
 
 pub use error::ApiError;
-pub use serve::{serve, shutdown_signal};
+pub use serve::{PeerAddr, ServeSettings, ServeStats, serve, serve_with, shutdown_signal};
 
 /// Settings of the HTTP surface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,8 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// The longest a request may take to get its response head.
     pub request_timeout: Duration,
+    /// How failed authentication is throttled per client address.
+    pub auth_throttle: throttle::ThrottleSettings,
 }
 
 /// What every handler shares.
@@ -145,12 +148,15 @@ impl AppState {
 ///    method) get OpenAI's error shape.
 /// 6. `Timeout`: bounds the time to a response head (streams run on after it).
 /// 7. `RequestBodyLimit`: refuses bodies over `max_body_bytes`, by `content-length` or while reading.
+///    It is the one body limit: axum's own default (2 MiB) is turned off.
 ///
 /// Under `/v1`, `require_key` authenticates the caller and adds its [`Principal`] as an extension; under
-/// `/admin`, `require_admin` lets only the admin key through. `/healthz`, `/readyz` and `/metrics` are
+/// `/admin`, `require_admin` lets only the admin key through. Before either, `throttle::guard` answers
+/// 429 to an address with too many failed authentications. `/healthz`, `/readyz` and `/metrics` are
 /// public.
 pub fn build_router(state: AppState) -> AxumRouter {
     let settings = state.inner.settings;
+    let throttle = Arc::new(throttle::AuthThrottle::new(settings.auth_throttle));
     let api = AxumRouter::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
@@ -159,7 +165,8 @@ pub fn build_router(state: AppState) -> AxumRouter {
         .route("/v1/prompts/{name}", get(prompts::describe).post(prompts::run))
         .route("/v1/openapi.json", get(prompts::openapi))
         .route("/v1/usage", get(admin::usage))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&throttle), throttle::guard));
     let admin = AxumRouter::new()
         .route("/admin/limits", get(admin_limits))
         .route("/admin/tenants", post(admin::create_tenant).get(admin::list_tenants))
@@ -169,7 +176,8 @@ pub fn build_router(state: AppState) -> AxumRouter {
         )
         .route("/admin/keys/{id}", axum::routing::delete(admin::revoke_key))
         .route("/admin/spend", get(admin::spend))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin))
+        .route_layer(middleware::from_fn_with_state(throttle, throttle::guard));
     let sensitive = Arc::from([header::AUTHORIZATION, header::PROXY_AUTHORIZATION]);
     AxumRouter::new()
         .merge(api)
@@ -179,6 +187,7 @@ pub fn build_router(state: AppState) -> AxumRouter {
         .route("/readyz", get(readyz))
         .fallback(fallback)
         .with_state(state.clone())
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
@@ -225,15 +234,32 @@ async fn list_models(
     }
 }
 
-/// Every key's budget, cooldown and breaker state (key ids, never key values).
+/// Every key's budget, cooldown and breaker state (key ids, never key values), and per provider what
+/// keeps keys out of its pool: the environment variables not set and the keys the vendor refused.
 async fn admin_limits(State(state): State<AppState>) -> Response {
-    axum::Json(serde_json::json!({"data": state.router().limits()})).into_response()
+    let mut providers = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for deployment in state.router().models().iter().flat_map(|m| m.deployments()) {
+        let pool = deployment.provider();
+        if seen.insert(pool.name()) {
+            providers.push(serde_json::json!({
+                "provider": pool.name(),
+                "enabled": pool.is_enabled(),
+                "missing_env": pool.missing(),
+                "rejected_keys": pool.out_ids(tokio::time::Instant::now()).collect::<Vec<_>>(),
+            }));
+        }
+    }
+    axum::Json(serde_json::json!({"data": state.router().limits(), "providers": providers})).into_response()
 }
 
 /// Prometheus metrics.
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, served: Option<axum::Extension<Arc<ServeStats>>>) -> Response {
     let mut body = String::with_capacity(4096);
     sluice_router::metrics::render(state.router(), &mut body);
+    if let Some(axum::Extension(stats)) = served {
+        serve::render_metrics(&stats, &mut body);
+    }
     if let Some(ledger) = state.ledger() {
         use std::fmt::Write;
         let stats = ledger.writer().stats();

@@ -40,7 +40,29 @@ fn registry(state: &AppState) -> Arc<PromptRegistry> {
         .map_or_else(|| Arc::new(PromptRegistry::empty()), |watcher| watcher.current())
 }
 
-fn not_found(name: &str, version: Option<u32>, registry: &PromptRegistry) -> ApiError {
+/// Whether `principal` may use the prompt `name`: a tenant only those on its list, a configured key all.
+fn allowed(principal: &Principal, name: &str) -> bool {
+    principal
+        .tenant
+        .as_ref()
+        .is_none_or(|tenant| tenant.settings().allows_prompt(name))
+}
+
+fn not_allowed(principal: &Principal, name: &str) -> Option<ApiError> {
+    let tenant = principal.tenant.as_ref()?;
+    (!tenant.settings().allows_prompt(name)).then(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            format!("The tenant `{}` may not use the prompt `{name}`.", tenant.name()),
+            None,
+            Some("prompt_not_allowed"),
+        )
+    })
+}
+
+/// A 404 for `name`, listing only the prompts `principal` may use.
+fn not_found(name: &str, version: Option<u32>, registry: &PromptRegistry, principal: &Principal) -> ApiError {
     let (message, code) = match (version, registry.get(name, None)) {
         (Some(version), Some(latest)) => {
             let versions = registry
@@ -55,7 +77,12 @@ fn not_found(name: &str, version: Option<u32>, registry: &PromptRegistry) -> Api
             )
         }
         _ => {
-            let names: Vec<String> = registry.list().into_iter().map(|p| p.name).collect();
+            let names: Vec<String> = registry
+                .list()
+                .into_iter()
+                .map(|p| p.name)
+                .filter(|p| allowed(principal, p))
+                .collect();
             (
                 format!(
                     "The prompt `{name}` does not exist. Available prompts: {}.",
@@ -79,20 +106,26 @@ fn not_found(name: &str, version: Option<u32>, registry: &PromptRegistry) -> Api
 }
 
 pub(crate) async fn list(State(state): State<AppState>, Extension(principal): Extension<Principal>) -> Response {
-    let allowed = principal.tenant.as_ref().map(|t| t.settings());
     let prompts: Vec<_> = registry(&state)
         .list()
         .into_iter()
-        .filter(|p| allowed.as_ref().is_none_or(|t| t.allows_prompt(&p.name)))
+        .filter(|p| allowed(&principal, &p.name))
         .collect();
     axum::Json(json!({"object": "list", "data": prompts})).into_response()
 }
 
-pub(crate) async fn describe(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn describe(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    if let Some(refusal) = not_allowed(&principal, &name) {
+        return Err(refusal);
+    }
     let registry = registry(&state);
     let prompt = registry
         .get(&name, None)
-        .ok_or_else(|| not_found(&name, None, &registry))?;
+        .ok_or_else(|| not_found(&name, None, &registry, &principal))?;
     let versions = registry
         .list()
         .into_iter()
@@ -118,21 +151,13 @@ pub(crate) async fn run(
     Path(name): Path<String>,
     ApiJson(call): ApiJson<PromptCall>,
 ) -> Result<Response, ApiError> {
-    if let Some(tenant) = &principal.tenant
-        && !tenant.settings().allows_prompt(&name)
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "permission_error",
-            format!("The tenant `{}` may not use the prompt `{name}`.", tenant.name()),
-            None,
-            Some("prompt_not_allowed"),
-        ));
+    if let Some(refusal) = not_allowed(&principal, &name) {
+        return Err(refusal);
     }
     let registry = registry(&state);
     let prompt = registry
         .get(&name, call.version)
-        .ok_or_else(|| not_found(&name, call.version, &registry))?;
+        .ok_or_else(|| not_found(&name, call.version, &registry, &principal))?;
     let mut request = prompt.render(&call.variables).map_err(|err| render_error(&err))?;
     request.stream = call.stream;
     request.stream_options = call.stream_options;
@@ -151,6 +176,6 @@ fn render_error(err: &RenderError) -> ApiError {
     ApiError::invalid_request(err.to_string(), param.as_deref())
 }
 
-pub(crate) async fn openapi(State(state): State<AppState>) -> Response {
-    axum::Json(registry(&state).openapi(None)).into_response()
+pub(crate) async fn openapi(State(state): State<AppState>, Extension(principal): Extension<Principal>) -> Response {
+    axum::Json(registry(&state).openapi_of(None, |name| allowed(&principal, name))).into_response()
 }

@@ -19,9 +19,11 @@
 //!   by row; the rows refused again go to the `.rejected` file beside the spool, and everything else is
 //!   written. An error of unknown kind is told apart by a ping: database reachable means the rows are at
 //!   fault, unreachable means an outage.
-//! - [`UsageWriter::shutdown`] drains the queue, writes what it can within three quarters of its grace,
-//!   spools the rest, and tries one replay if time remains. Spooled rows are replayed by the next start.
+//! - [`UsageWriter::shutdown`] drains the queue, writes what it can within three quarters of its grace
+//!   (a write already under way when it is called is cut at that point too), spools the rest, and tries
+//!   one replay if time remains; it returns within its grace. Spooled rows are replayed by the next start.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -135,6 +137,7 @@ struct Shared {
 pub struct UsageWriter {
     tx: mpsc::Sender<UsageRow>,
     shared: Arc<Shared>,
+    /// Set by `shutdown` to the time database work must end by.
     stop: watch::Sender<Option<Instant>>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -173,6 +176,7 @@ impl UsageWriter {
         let (stop, stop_rx) = watch::channel(None);
         let task = Task {
             store,
+            cutoff: stop_rx.clone(),
             shared: shared.clone(),
             backoff: config.retry_min,
             next_retry: Instant::now(),
@@ -244,19 +248,19 @@ impl UsageWriter {
 
     /// Stops the writer within `grace`: later `try_record` calls spool; queued rows are written, or
     /// spooled if the database cannot take them in time; one replay is tried if time remains. Returns
-    /// the final counters. Calling it again returns at once.
+    /// the final counters, within `grace`. Calling it again returns at once.
     pub async fn shutdown(&self, grace: Duration) -> WriterStats {
-        let deadline = Instant::now() + grace;
+        let now = Instant::now();
+        let deadline = now + grace;
+        // Database work ends at three quarters of the grace; the last quarter is for the spool.
         self.shared.stopping.store(true, Ordering::Relaxed);
-        self.stop.send_replace(Some(deadline));
+        self.stop.send_replace(Some(now + grace.mul_f64(0.75)));
         let handle = self.task.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(mut handle) = handle {
-            // The task bounds its own database work by the deadline; the margin covers the final spooling.
-            let bound = deadline + Duration::from_secs(2);
-            if tokio::time::timeout_at(bound, &mut handle).await.is_err() {
-                handle.abort();
-                tracing::error!("usage writer did not finish within its grace; rows it still held are lost");
-            }
+        if let Some(mut handle) = handle
+            && tokio::time::timeout_at(deadline, &mut handle).await.is_err()
+        {
+            handle.abort();
+            tracing::error!("usage writer did not finish within its grace; rows it still held are lost");
         }
         self.stats()
     }
@@ -284,6 +288,8 @@ enum Origin {
 
 struct Task {
     store: Store,
+    /// When shutdown began, the time database work must end by: a write under way is cut then.
+    cutoff: watch::Receiver<Option<Instant>>,
     shared: Arc<Shared>,
     config: WriterConfig,
     down: bool,
@@ -310,11 +316,11 @@ impl Task {
                         }
                     }
                     // The handle was dropped without shutdown.
-                    Err(_) => break Instant::now() + DEFAULT_DRAIN,
+                    Err(_) => break Instant::now() + DEFAULT_DRAIN.mul_f64(0.75),
                 },
                 received = rx.recv_many(&mut batch, room) => {
                     if received == 0 {
-                        break Instant::now() + DEFAULT_DRAIN;
+                        break Instant::now() + DEFAULT_DRAIN.mul_f64(0.75);
                     }
                     if batch.len() >= batch_size {
                         self.flush(std::mem::replace(&mut batch, Vec::with_capacity(batch_size))).await;
@@ -390,9 +396,27 @@ impl Task {
     /// One bounded insert. A timed-out insert may still have committed: the rows are then spooled and
     /// replayed, and the replay ignores them.
     async fn insert(&self, rows: &[UsageRow]) -> Result<InsertOutcome, StoreError> {
-        match tokio::time::timeout(self.config.write_timeout, self.store.insert_usage(rows)).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Timeout(self.config.write_timeout)),
+        self.bounded(self.store.insert_usage(rows)).await
+    }
+
+    /// `work` within `write_timeout`, and cut at the shutdown's cutoff once shutdown has begun.
+    async fn bounded<T>(&self, work: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        let timeout = self.config.write_timeout;
+        let mut cutoff = self.cutoff.clone();
+        let cut = async move {
+            let at = loop {
+                if let Some(at) = *cutoff.borrow_and_update() {
+                    break at;
+                }
+                if cutoff.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::time::sleep_until(at).await;
+        };
+        tokio::select! {
+            result = tokio::time::timeout(timeout, work) => result.unwrap_or(Err(StoreError::Timeout(timeout))),
+            () = cut => Err(StoreError::Timeout(timeout)),
         }
     }
 
@@ -400,9 +424,9 @@ impl Task {
     /// database is the rows' fault.
     async fn diagnose(&self, error: &StoreError) -> Failure {
         match error.classify() {
-            Failure::Unknown => match tokio::time::timeout(self.config.write_timeout, self.store.ping()).await {
-                Ok(Ok(())) => Failure::Data,
-                _ => Failure::Transient,
+            Failure::Unknown => match self.bounded(self.store.ping()).await {
+                Ok(()) => Failure::Data,
+                Err(_) => Failure::Transient,
             },
             known => known,
         }
@@ -559,14 +583,12 @@ impl Task {
         true
     }
 
-    /// Shutdown: everything queued is written or spooled before `deadline`.
-    async fn drain(mut self, mut rx: mpsc::Receiver<UsageRow>, mut rows: Vec<UsageRow>, deadline: Instant) {
+    /// Shutdown: everything queued is written by `db_deadline`, or spooled.
+    async fn drain(mut self, mut rx: mpsc::Receiver<UsageRow>, mut rows: Vec<UsageRow>, db_deadline: Instant) {
         rx.close();
         while let Ok(row) = rx.try_recv() {
             rows.push(row);
         }
-        let now = Instant::now();
-        let db_deadline = now + deadline.saturating_duration_since(now).mul_f64(0.75);
         let mut failed = false;
         let mut chunks = Vec::new();
         while !rows.is_empty() {

@@ -51,15 +51,41 @@ pub struct RawServer {
     pub request_timeout_ms: u64,
     /// How long in-flight requests may run on after a shutdown signal.
     pub shutdown_grace_ms: u64,
+    /// How long the usage ledger may take to flush after draining; what is left is spooled.
+    pub shutdown_flush_ms: u64,
+    /// Longest time from a request head's first byte (or a new connection) to the whole head.
+    pub header_timeout_ms: u64,
+    /// Longest time a connection may stay open with no request in flight.
+    pub keep_alive_timeout_ms: u64,
+    /// Longest time an answer may wait on a client that reads none of it.
+    pub send_timeout_ms: u64,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Requests in flight at once.
+    pub max_in_flight: usize,
+    /// HTTP/2 streams in flight at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// The largest request head (HTTP/1.1) or header list (HTTP/2).
+    pub max_header_bytes: usize,
 }
 
 impl Default for RawServer {
     fn default() -> Self {
+        let serve = sluice_server::ServeSettings::default();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Self {
             listen: "127.0.0.1:8080".to_owned(),
             max_body_bytes: 8 * 1024 * 1024,
             request_timeout_ms: 600_000,
-            shutdown_grace_ms: 30_000,
+            shutdown_grace_ms: ms(serve.grace),
+            shutdown_flush_ms: 5_000,
+            header_timeout_ms: ms(serve.header_timeout),
+            keep_alive_timeout_ms: ms(serve.keep_alive_timeout),
+            send_timeout_ms: ms(serve.send_timeout),
+            max_connections: serve.max_connections,
+            max_in_flight: serve.max_in_flight,
+            max_concurrent_streams: serve.max_concurrent_streams,
+            max_header_bytes: serve.max_header_bytes,
         }
     }
 }
@@ -90,13 +116,29 @@ impl Default for RawStore {
 }
 
 /// `[auth]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAuth {
     /// The admin key (`env:VAR` or literal).
     pub admin_key: Option<String>,
     /// Client keys accepted on `/v1` (`env:VAR` or literal).
     pub keys: Vec<String>,
+    /// Failed authentications one client address may make per window before it is answered 429; 0
+    /// turns the throttle off.
+    pub max_failures: u32,
+    /// The window `max_failures` counts over.
+    pub failure_window_ms: u64,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            admin_key: None,
+            keys: Vec::new(),
+            max_failures: 20,
+            failure_window_ms: 60_000,
+        }
+    }
 }
 
 /// `[upstream]`: how upstream calls are bounded.
@@ -396,6 +438,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
+    /// How long the ledger may take to flush at shutdown.
+    pub shutdown_flush: Duration,
+    /// How the server bounds its clients.
+    pub serve: sluice_server::ServeSettings,
     /// Upstream timeouts.
     pub timeouts: sluice_providers::Timeouts,
     /// Upstream calls per request.
@@ -468,6 +514,17 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     }
     for (key, value) in [
         ("server.request_timeout_ms", raw.server.request_timeout_ms),
+        ("server.shutdown_flush_ms", raw.server.shutdown_flush_ms),
+        ("server.header_timeout_ms", raw.server.header_timeout_ms),
+        ("server.keep_alive_timeout_ms", raw.server.keep_alive_timeout_ms),
+        ("server.send_timeout_ms", raw.server.send_timeout_ms),
+        ("server.max_connections", raw.server.max_connections as u64),
+        ("server.max_in_flight", raw.server.max_in_flight as u64),
+        (
+            "server.max_concurrent_streams",
+            u64::from(raw.server.max_concurrent_streams),
+        ),
+        ("auth.failure_window_ms", raw.auth.failure_window_ms),
         ("upstream.connect_timeout_ms", raw.upstream.connect_timeout_ms),
         ("upstream.first_byte_timeout_ms", raw.upstream.first_byte_timeout_ms),
         ("upstream.idle_timeout_ms", raw.upstream.idle_timeout_ms),
@@ -475,6 +532,9 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         if value == 0 {
             problem(key.to_owned(), "must be greater than 0".to_owned());
         }
+    }
+    if raw.server.max_header_bytes < 1024 {
+        problem("server.max_header_bytes".to_owned(), "must be at least 1024".to_owned());
     }
     if raw.store.refresh_ms == 0 {
         problem("store.refresh_ms".to_owned(), "must be greater than 0".to_owned());
@@ -641,6 +701,17 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         max_body_bytes: raw.server.max_body_bytes,
         request_timeout: Duration::from_millis(raw.server.request_timeout_ms),
         shutdown_grace: Duration::from_millis(raw.server.shutdown_grace_ms),
+        shutdown_flush: Duration::from_millis(raw.server.shutdown_flush_ms),
+        serve: sluice_server::ServeSettings {
+            header_timeout: Duration::from_millis(raw.server.header_timeout_ms),
+            keep_alive_timeout: Duration::from_millis(raw.server.keep_alive_timeout_ms),
+            send_timeout: Duration::from_millis(raw.server.send_timeout_ms),
+            max_connections: raw.server.max_connections,
+            max_in_flight: raw.server.max_in_flight,
+            max_concurrent_streams: raw.server.max_concurrent_streams,
+            max_header_bytes: raw.server.max_header_bytes,
+            grace: Duration::from_millis(raw.server.shutdown_grace_ms),
+        },
         timeouts: sluice_providers::Timeouts {
             connect: Duration::from_millis(raw.upstream.connect_timeout_ms),
             first_byte: Duration::from_millis(raw.upstream.first_byte_timeout_ms),
@@ -820,6 +891,33 @@ model = "m"
         match resolve_secret("sk-literal", &env) {
             Secret::Value(v) => assert_eq!(v.expose_secret(), "sk-literal"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_edge_bounds_have_defaults_and_refuse_zero() {
+        let config = Config::parse(Path::new("x.toml"), MINIMAL).unwrap();
+        assert_eq!(config.serve, sluice_server::ServeSettings::default());
+        assert_eq!(config.serve.header_timeout, Duration::from_secs(10));
+        assert_eq!(
+            (config.shutdown_grace, config.shutdown_flush),
+            (Duration::from_secs(20), Duration::from_secs(5))
+        );
+        assert_eq!(
+            (config.raw.auth.max_failures, config.raw.auth.failure_window_ms),
+            (20, 60_000)
+        );
+        let text = format!(
+            "[server]\nheader_timeout_ms = 0\nmax_connections = 0\nmax_header_bytes = 10\n[auth]\nfailure_window_ms = 0\n{MINIMAL}"
+        );
+        let message = error_of(&text);
+        for key in [
+            "server.header_timeout_ms: must be greater than 0",
+            "server.max_connections: must be greater than 0",
+            "server.max_header_bytes: must be at least 1024",
+            "auth.failure_window_ms: must be greater than 0",
+        ] {
+            assert!(message.contains(key), "{message}");
         }
     }
 

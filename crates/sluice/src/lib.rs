@@ -2,6 +2,7 @@
 //! integration tests assemble exactly the gateway the binary runs.
 
 pub mod config;
+pub mod exposure;
 pub mod wiring;
 
 pub use config::{Config, ConfigError};

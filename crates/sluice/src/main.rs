@@ -224,8 +224,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => {
             let config = Config::load(&cli.config)?;
             init_logging(cli.log_format, Some(&config));
+            sluice::exposure::check_listen(&config)?;
             let gateway = sluice::build(&config, &env_var)?;
             println!("{}: ok", config.path.display());
+            println!(
+                "  store {}",
+                sluice::exposure::redact_url(&sluice::wiring::store_url(&config, &env_var))
+            );
             for model in &config.raw.models {
                 let providers: Vec<&str> = model.deployments.iter().map(|d| d.provider.as_str()).collect();
                 println!("  model {} -> {}", model.name, providers.join(", "));
@@ -267,10 +272,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sluice::wiring::open_store(&config, &env_var).await?;
             println!(
                 "{}: migrations applied",
-                sluice::wiring::store_url(&config, &env_var)
-                    .split('?')
-                    .next()
-                    .unwrap_or_default()
+                sluice::exposure::redact_url(&sluice::wiring::store_url(&config, &env_var))
             );
             Ok(())
         }
@@ -540,6 +542,7 @@ fn table_text(columns: &[(&str, Align)], rows: &[Vec<String>]) -> String {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    sluice::exposure::check_listen(&config)?;
     let mut gateway = sluice::build(&config, &env_var)?;
     sluice::wiring::attach_store(&mut gateway, &config, &env_var).await?;
     let _refreshing = gateway.refresh_tenancy(&config);
@@ -553,9 +556,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         )
     })?;
     let models: Vec<&str> = gateway.router.model_names().collect();
+    if let Some(warning) = sluice::exposure::open_files_warning(&config.serve) {
+        tracing::warn!("{warning}");
+    }
     tracing::info!(address = %config.listen, models = ?models, "sluice is listening");
-    sluice_server::serve(listener, app, sluice_server::shutdown_signal(), config.shutdown_grace).await?;
-    gateway.flush(config.shutdown_grace).await;
+    sluice_server::serve_with(listener, app, sluice_server::shutdown_signal(), config.serve).await?;
+    gateway.flush(config.shutdown_flush).await;
     tracing::info!("sluice stopped");
     Ok(())
 }

@@ -34,6 +34,9 @@ pub enum WiringError {
         /// Why it failed.
         source: sluice_store::StoreError,
     },
+    /// The admin and client keys break a rule (see [`crate::exposure::check_keys`]).
+    #[error(transparent)]
+    Keys(#[from] crate::exposure::ExposureError),
     /// The prompt templates do not load; each problem names its file and line.
     #[error("the prompt templates in {dir} do not load:\n{source}")]
     Prompts {
@@ -220,6 +223,7 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
         }
         None => None,
     };
+    crate::exposure::check_keys(&client_keys, admin_key.as_ref())?;
     if client_keys.is_empty() && admin_key.is_none() {
         let message =
             "no client key and no admin key is set: only tenants' virtual keys (`sluice keys create`) are accepted"
@@ -424,6 +428,10 @@ pub fn app(gateway: &Gateway, config: &Config) -> axum::Router {
         HttpSettings {
             max_body_bytes: config.max_body_bytes,
             request_timeout: config.request_timeout,
+            auth_throttle: sluice_server::throttle::ThrottleSettings {
+                max_failures: config.raw.auth.max_failures,
+                window: Duration::from_millis(config.raw.auth.failure_window_ms),
+            },
         },
         Some(Arc::clone(&gateway.prompts)),
         gateway.tenancy.clone(),

@@ -10,7 +10,7 @@ use common::*;
 use serde_json::{Value, json};
 use sluice_providers::SimConfig;
 
-const ADMIN_KEY: &str = "sk-test-admin";
+const ADMIN_KEY: &str = "sk-test-admin-0123456789abcdefghijklmn";
 
 fn provider(name: &str, base_url: &str, keys: &[&str]) -> String {
     let keys: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();

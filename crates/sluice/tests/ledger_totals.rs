@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sluice_providers::SimConfig;
 use sluice_store::{GroupBy, SpendFilter, SpendRow, WriterStats};
 
-const ADMIN: &str = "sk-ledger-admin";
+const ADMIN: &str = "sk-ledger-admin-0123456789abcdefghijklmn";
 
 /// Micro-dollars per prompt and per completion token of the deployment (2 and 8 USD per million).
 const INPUT_MICROS: u64 = 2;

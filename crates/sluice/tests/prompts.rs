@@ -225,12 +225,8 @@ async fn the_shipped_prompts_run_against_the_demo_model() {
             "dir = \"prompts\"",
             &format!("dir = \"{}\"", root.join("prompts").display()),
         )
-        .replace(
-            r#"keys = ["env:SLUICE_API_KEY", "sk-sluice-dev"]"#,
-            &format!(r#"keys = ["{CLIENT_KEY}"]"#),
-        )
         .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"");
-    let gateway = GatewayServer::start(&text).await;
+    let gateway = GatewayServer::start_with_env(&text, &[("SLUICE_API_KEY", CLIENT_KEY)]).await;
     let response = call(
         &gateway,
         "summarize",

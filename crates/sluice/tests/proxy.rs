@@ -374,7 +374,10 @@ async fn a_vendor_401_is_the_gateways_problem_not_the_clients() {
     let (status, error) = error_of(post_chat(&gateway, &chat_body(false)).await).await;
     assert_eq!(status, 503);
     assert_eq!(error["code"], "provider_not_configured");
-    assert!(error["message"].as_str().unwrap().contains("up#0"), "{error}");
+    // Which key was refused is the operator's to know (the log, `/admin/limits`), not the client's.
+    assert!(!error["message"].as_str().unwrap().contains("up#0"), "{error}");
+    let pool = gateway.gateway.router.models()[0].deployments()[0].provider();
+    assert_eq!(pool.out_ids(tokio::time::Instant::now()).collect::<Vec<_>>(), ["up#0"]);
     assert_eq!(capture.requests.lock().unwrap().len(), 1);
 }
 
@@ -402,11 +405,13 @@ async fn a_missing_or_wrong_client_key_is_a_401() {
 }
 
 #[tokio::test]
-async fn a_provider_without_keys_answers_naming_the_variable_and_never_falls_back() {
+async fn a_provider_without_keys_answers_503_and_never_falls_back() {
+    const ADMIN: &str = "sk-proxy-admin-0123456789abcdefghijklmn";
     let config = format!(
         r#"
 [auth]
 keys = ["{CLIENT_KEY}"]
+admin_key = "{ADMIN}"
 [[providers]]
 name = "openai"
 kind = "openai"
@@ -437,10 +442,20 @@ model = "sluice-demo"
     let (status, error) = error_of(post_chat(&gateway, &body).await).await;
     assert_eq!(status, 503);
     assert_eq!(error["code"], "provider_not_configured");
+    // The variable to set is the operator's to know: told on `/admin/limits`, never to a client.
     assert!(
-        error["message"].as_str().unwrap().contains("SLUICE_TEST_UNSET_KEY"),
+        !error["message"].as_str().unwrap().contains("SLUICE_TEST_UNSET_KEY"),
         "{error}"
     );
+    let limits = get_json(&gateway, "/admin/limits", ADMIN).await;
+    let openai = limits["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["provider"] == "openai")
+        .unwrap();
+    assert_eq!(openai["missing_env"], json!(["SLUICE_TEST_UNSET_KEY"]), "{limits}");
+    assert_eq!(openai["enabled"], false);
     // The simulated model still works.
     body["model"] = json!("sluice-demo");
     let response = post_chat(&gateway, &body).await;

@@ -10,7 +10,7 @@ use common::*;
 use serde_json::{Value, json};
 use sluice_providers::SimConfig;
 
-const ADMIN: &str = "sk-tenants-admin";
+const ADMIN: &str = "sk-tenants-admin-0123456789abcdefghijklmn";
 
 fn config(upstream: &str, store: Option<&str>) -> String {
     let store = store.map_or_else(String::new, |url| {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::Stream;
 use secrecy::{ExposeSecret, SecretString};
-use sluice_api::{ChatCompletionRequest, EmbeddingRequest, Usage};
+use sluice_api::{ChatCompletionRequest, EmbeddingRequest, TokenUsage};
 
 pub mod anthropic;
 pub mod error;
@@ -76,8 +76,8 @@ pub struct EmbedCall<'a> {
 pub struct EmbedReply {
     /// The OpenAI-format JSON body.
     pub body: Bytes,
-    /// Tokens read, as `prompt_tokens`, when the vendor reported them.
-    pub usage: Option<Usage>,
+    /// Tokens read (as uncached input), when the vendor reported them.
+    pub usage: Option<TokenUsage>,
     /// What the vendor said about the key's remaining limits.
     pub limits: RateLimitSnapshot,
 }
@@ -147,8 +147,8 @@ pub enum ReplyBody {
     Complete {
         /// The OpenAI-format JSON body.
         body: Bytes,
-        /// The usage the vendor reported, if it did.
-        usage: Option<Usage>,
+        /// The usage the vendor reported, by billing category, if it did.
+        usage: Option<TokenUsage>,
     },
     /// A stream of `chat.completion.chunk`s.
     Stream(EventStream),
@@ -172,8 +172,9 @@ impl std::fmt::Debug for ReplyBody {
 pub struct StreamEvent {
     /// The chunk's JSON, in OpenAI's `chat.completion.chunk` format, without SSE framing.
     pub data: Bytes,
-    /// The usage the chunk carries, if any.
-    pub usage: Option<Usage>,
+    /// The usage the chunk carries, by billing category, if any. The chunk's JSON carries the same usage
+    /// in OpenAI's shape.
+    pub usage: Option<TokenUsage>,
     /// True for the final chunk that only carries usage (no choices). It is sent to the client only if
     /// the client asked for `stream_options.include_usage`.
     pub usage_only: bool,
@@ -192,7 +193,7 @@ pub mod internals {
     use bytes::Bytes;
     use futures_util::Stream;
     use secrecy::SecretString;
-    use sluice_api::{ChatCompletionRequest, ChatCompletionResponse, EmbeddingRequest, Usage};
+    use sluice_api::{ChatCompletionRequest, ChatCompletionResponse, EmbeddingRequest, TokenUsage};
 
     use crate::params::Unsupported;
     use crate::transport::{self, Flow, SseTranslator};
@@ -301,13 +302,15 @@ pub mod internals {
         }
     }
 
-    /// A complete Anthropic Messages body as the OpenAI body and usage the client gets.
-    pub fn anthropic_response(body: &[u8]) -> Result<(Bytes, Option<Usage>), ProviderError> {
+    /// A complete Anthropic Messages body as the OpenAI body the client gets and the usage by billing
+    /// category.
+    pub fn anthropic_response(body: &[u8]) -> Result<(Bytes, Option<TokenUsage>), ProviderError> {
         crate::anthropic::response::translate(body, CREATED)
     }
 
-    /// A complete Gemini `GenerateContentResponse` as the OpenAI completion the client gets.
-    pub fn gemini_response(body: &[u8]) -> Result<ChatCompletionResponse, ProviderError> {
+    /// A complete Gemini `GenerateContentResponse` as the OpenAI completion the client gets and the usage
+    /// by billing category.
+    pub fn gemini_response(body: &[u8]) -> Result<(ChatCompletionResponse, Option<TokenUsage>), ProviderError> {
         crate::gemini::response::translate(body, &gemini_context())
     }
 

@@ -9,8 +9,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
-use sluice_api::Usage;
+use sluice_api::TokenUsage;
 use sluice_providers::internals::{self, Translator, Vendor};
+use sluice_providers::limits::MAX_WAIT;
 use sluice_providers::{ProviderError, StreamEvent};
 
 /// Runs `pieces` through the adapters' SSE driver and `translator`, to the end of the stream.
@@ -127,7 +128,7 @@ async fn openai_chunks_go_on_as_the_json_read_on_one_line() {
     assert!(second.starts_with(b"{") && second.ends_with(b"}"), "{second:?}");
     let last = events[2].as_ref().unwrap();
     assert!(last.usage_only);
-    assert_eq!(last.usage, Some(Usage::new(2, 1)));
+    assert_eq!(last.usage, Some(TokenUsage::new(2, 1)));
 }
 
 /// `anthropic_response`, `gemini_response`: token counts whose sum passes `u64::MAX` panicked with
@@ -138,7 +139,7 @@ async fn token_counts_past_u64_max_saturate() {
         "usage": {"input_tokens": u64::MAX, "cache_read_input_tokens": 1, "output_tokens": 2}});
     let (_, usage) = internals::anthropic_response(body.to_string().as_bytes()).unwrap();
     let usage = usage.unwrap();
-    assert_eq!((usage.prompt_tokens, usage.total_tokens), (u64::MAX, u64::MAX));
+    assert_eq!((usage.prompt_tokens(), usage.total()), (u64::MAX, u64::MAX));
 
     for meta in [
         json!({"promptTokenCount": u64::MAX, "toolUsePromptTokenCount": 1}),
@@ -147,8 +148,9 @@ async fn token_counts_past_u64_max_saturate() {
     ] {
         let body = json!({"candidates": [{"content": {"parts": [{"text": "a"}]}, "finishReason": "STOP"}],
             "usageMetadata": meta});
-        let completion = internals::gemini_response(body.to_string().as_bytes()).unwrap();
+        let (completion, usage) = internals::gemini_response(body.to_string().as_bytes()).unwrap();
         assert_eq!(completion.usage.unwrap().total_tokens, u64::MAX, "{meta}");
+        assert_eq!(usage.unwrap().total(), u64::MAX, "{meta}");
     }
 
     let stream = format!(
@@ -159,15 +161,15 @@ async fn token_counts_past_u64_max_saturate() {
     );
     let events = drive(vec![stream.into_bytes()], Translator::new(Vendor::Anthropic)).await;
     assert_eq!(
-        events.last().unwrap().as_ref().unwrap().usage.unwrap().prompt_tokens,
+        events.last().unwrap().as_ref().unwrap().usage.unwrap().prompt_tokens(),
         u64::MAX
     );
 }
 
 /// `gemini_stream` and `upstream_error`: a `RetryInfo` delay too long for a `Duration` ("1e300s") panicked
-/// in `Duration::from_secs_f64`; it is now no retry time at all.
+/// in `Duration::from_secs_f64`; it is now the longest wait the gateway takes, an hour.
 #[tokio::test]
-async fn a_gemini_retry_delay_too_long_for_a_duration_is_ignored() {
+async fn a_gemini_retry_delay_too_long_for_a_duration_is_an_hour() {
     let error = json!({"code": 429, "message": "Resource exhausted", "status": "RESOURCE_EXHAUSTED",
         "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1e300s"}]});
     let stream = format!("data: {}\n\n", json!({"error": error}));
@@ -177,22 +179,19 @@ async fn a_gemini_retry_delay_too_long_for_a_duration_is_ignored() {
         events[0]
             .as_ref()
             .unwrap_err()
-            .starts_with("RateLimited { retry_after: None"),
+            .starts_with("RateLimited { retry_after: Some(3600s)"),
         "{events:?}"
     );
 
     let body = json!({"error": error}).to_string();
     let (error, _) = internals::upstream_error(Vendor::Gemini, 429, &HeaderMap::new(), body.as_bytes());
-    assert!(
-        matches!(error, ProviderError::RateLimited { retry_after: None, .. }),
-        "{error:?}"
-    );
+    assert_eq!(error.retry_after(), Some(MAX_WAIT), "{error:?}");
 }
 
 /// `upstream_error`: the same panic from rate-limit headers: `retry-after`, `retry-after-ms` and OpenAI's
-/// Go-style reset durations too long for a `Duration`.
+/// Go-style reset durations too long for a `Duration`. They are now an hour, the longest wait taken.
 #[test]
-fn retry_headers_too_long_for_a_duration_are_ignored() {
+fn retry_headers_too_long_for_a_duration_are_an_hour() {
     let mut headers = HeaderMap::new();
     headers.insert("retry-after-ms", HeaderValue::from_static("1e300"));
     headers.insert("retry-after", HeaderValue::from_static("1e300"));
@@ -205,13 +204,13 @@ fn retry_headers_too_long_for_a_duration_are_ignored() {
         let (error, _) = internals::upstream_error(vendor, 429, &headers, b"{}");
         match error {
             ProviderError::RateLimited { retry_after, .. } => {
-                assert_eq!(retry_after, Some(Duration::from_millis(20)), "{vendor:?}");
+                assert_eq!(retry_after, Some(MAX_WAIT), "{vendor:?}");
             }
             other => panic!("{vendor:?}: {other:?}"),
         }
     }
     assert_eq!(
         sluice_providers::limits::parse_go_duration("99999999999999999999999h"),
-        None
+        Some(MAX_WAIT)
     );
 }

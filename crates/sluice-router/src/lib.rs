@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
-use sluice_api::{ChatCompletionRequest, EmbeddingRequest, Usage};
+use sluice_api::{ChatCompletionRequest, EmbeddingRequest, TokenUsage};
 use sluice_providers::{
     BoxFuture, ChatCall, ChatReply, EmbedCall, EmbedReply, EventStream, ProviderError, RateLimitSnapshot, ReplyBody,
     StreamEvent, UpstreamKey,
@@ -501,11 +501,11 @@ fn settle_when_known(reply: ChatReply, reservation: Reservation, meter: Meter) -
     ChatReply { body, limits, dropped }
 }
 
-fn settle(reservation: Reservation, usage: Option<&Usage>, estimate: &estimate::CompletionEstimate) {
+fn settle(reservation: Reservation, usage: Option<&TokenUsage>, estimate: &estimate::CompletionEstimate) {
     match usage {
         Some(usage) => {
-            estimate.record(usage.completion_tokens);
-            reservation.settle(usage.prompt_tokens + usage.completion_tokens, Instant::now());
+            estimate.record(usage.output);
+            reservation.settle(usage.total(), Instant::now());
         }
         // Without any count, what was reserved stays counted.
         None => {
@@ -522,7 +522,7 @@ fn settle(reservation: Reservation, usage: Option<&Usage>, estimate: &estimate::
 struct Metered {
     events: EventStream,
     reservation: Option<Reservation>,
-    usage: Option<Usage>,
+    usage: Option<TokenUsage>,
     /// What is needed to count the completion if no usage report arrives.
     tally: CompletionTally,
     pending_error: Option<ProviderError>,
@@ -544,7 +544,7 @@ impl Metered {
             return None;
         }
         let counted = std::mem::replace(&mut self.tally, CompletionTally::new(self.meter.encoding)).finish();
-        let usage = Usage::new(self.meter.prompt_tokens, counted.tokens);
+        let usage = TokenUsage::new(self.meter.prompt_tokens, counted.tokens);
         self.usage = Some(usage);
         let chunk = serde_json::json!({
             "id": counted.id,
@@ -552,7 +552,7 @@ impl Metered {
             "created": counted.created,
             "model": counted.model,
             "choices": [],
-            "usage": usage,
+            "usage": usage.to_openai(),
         });
         Some(StreamEvent {
             data: serde_json::to_vec(&chunk).map(bytes::Bytes::from).unwrap_or_default(),
@@ -860,7 +860,7 @@ impl Operation for EmbedOperation<'_> {
     }
 
     fn settle(reply: EmbedReply, reservation: Reservation, _meter: Meter) -> EmbedReply {
-        let used = reply.usage.map_or_else(|| reservation.tokens(), |u| u.prompt_tokens);
+        let used = reply.usage.map_or_else(|| reservation.tokens(), |u| u.prompt_tokens());
         reservation.settle(used, Instant::now());
         reply
     }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use sluice_api::{ChatCompletionRequest, ErrorBody, Usage};
+use sluice_api::{ChatCompletionRequest, ErrorBody, TokenUsage};
 use sluice_providers::{EventStream, ProviderError, ReplyBody};
 use sluice_router::RouteError;
 
@@ -236,11 +236,11 @@ async fn count_prompt(state: &AppState, request: &ChatCompletionRequest) -> u64 
 
 /// The usage of one answer, at `debug`: the ledger is the record of usage, and a second `info` line per
 /// request (next to the access line) cost about 5% of the gateway's CPU under load.
-fn log_usage(usage: Option<&Usage>, interrupted: bool) {
+fn log_usage(usage: Option<&TokenUsage>, interrupted: bool) {
     match usage {
         Some(u) => tracing::debug!(
-            prompt_tokens = u.prompt_tokens,
-            completion_tokens = u.completion_tokens,
+            prompt_tokens = u.prompt_tokens(),
+            completion_tokens = u.output,
             interrupted,
             "usage"
         ),

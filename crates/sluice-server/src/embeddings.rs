@@ -65,7 +65,7 @@ pub(crate) async fn embeddings(
     };
     entry.routed(&routed.provider, &routed.vendor_model, routed.attempts);
     if let Some(usage) = routed.reply.usage {
-        tracing::info!(prompt_tokens = usage.prompt_tokens, "usage");
+        tracing::info!(prompt_tokens = usage.prompt_tokens(), "usage");
         entry.observe(usage, false);
     }
     entry.finish(200);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
-use sluice_api::Usage;
+use sluice_api::{TokenUsage, Usage};
 use sluice_router::budget::Reservation;
 use sluice_store::{Price, Prices, UsageRow, UsageWriter};
 
@@ -67,7 +67,7 @@ pub(crate) struct Entry {
     prompt: Option<(String, u32)>,
     started: Instant,
     reservation: Option<Reservation>,
-    usage: Option<Usage>,
+    usage: Option<TokenUsage>,
     /// The usage was counted by the gateway, not reported by the vendor.
     estimated: bool,
     written: bool,
@@ -114,13 +114,13 @@ impl Entry {
     }
 
     /// Remembers the latest usage reported: by the vendor, or `estimated` by the gateway's count.
-    pub(crate) fn observe(&mut self, usage: Usage, estimated: bool) {
+    pub(crate) fn observe(&mut self, usage: TokenUsage, estimated: bool) {
         self.usage = Some(usage);
         self.estimated = estimated;
     }
 
     /// The usage reported so far.
-    pub(crate) fn usage(&self) -> Option<&Usage> {
+    pub(crate) fn usage(&self) -> Option<&TokenUsage> {
         self.usage.as_ref()
     }
 
@@ -130,8 +130,9 @@ impl Entry {
             return;
         }
         self.written = true;
-        let usage = self.usage;
-        let tokens = usage.map_or(0, |u| u.prompt_tokens + u.completion_tokens);
+        // Priced and stored in OpenAI's shape for now: cache writes count as prompt tokens.
+        let usage = self.usage.as_ref().map(TokenUsage::to_openai);
+        let tokens = usage.map_or(0, |u| u.prompt_tokens.saturating_add(u.completion_tokens));
         if let Some(reservation) = self.reservation.take() {
             let used = if usage.is_some() { tokens } else { reservation.tokens() };
             reservation.settle(used, tokio::time::Instant::now());

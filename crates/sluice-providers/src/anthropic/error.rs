@@ -148,10 +148,10 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     header_str(headers, name).and_then(|v| v.parse().ok())
 }
 
-/// Time from `now` until the RFC 3339 timestamp in header `name`.
+/// Time from `now` until the RFC 3339 timestamp in header `name`, at most [`crate::limits::MAX_WAIT`].
 fn header_reset(headers: &HeaderMap, name: &str, now: SystemTime) -> Option<Duration> {
     let when = parse_rfc3339(header_str(headers, name)?)?;
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(crate::limits::until(when, now))
 }
 
 /// The limits Anthropic reported on one response. `tokens` is the most restrictive token limit in
@@ -435,6 +435,20 @@ mod tests {
         let map = headers(&[("anthropic-ratelimit-requests-reset", "2025-08-21T12:39:00Z")]);
         assert_eq!(retry_after(&map, now), Some(Duration::ZERO));
         assert_eq!(retry_after(&headers(&[]), now), None);
+        // A reset years away is an hour; so is a `retry-after` past what a deadline can hold.
+        let map = headers(&[
+            ("anthropic-ratelimit-tokens-remaining", "0"),
+            ("anthropic-ratelimit-tokens-reset", "9999-12-31T23:59:59Z"),
+        ]);
+        assert_eq!(retry_after(&map, now), Some(crate::limits::MAX_WAIT));
+        assert_eq!(
+            rate_limit_snapshot(&map, now).reset_tokens,
+            Some(crate::limits::MAX_WAIT)
+        );
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "1e19")]), now),
+            Some(crate::limits::MAX_WAIT)
+        );
     }
 
     #[test]

@@ -60,11 +60,11 @@ impl GoogleStatus {
     }
 }
 
-/// A protobuf `Duration` in JSON: seconds with up to nine decimals and an `s`.
+/// A protobuf `Duration` in JSON: seconds with up to nine decimals and an `s`; at most
+/// [`crate::limits::MAX_WAIT`] (a daily quota's delay of hours is retried within the hour).
 fn parse_protobuf_duration(text: &str) -> Option<Duration> {
     let seconds: f64 = text.trim().strip_suffix('s')?.parse().ok()?;
-    // Not `from_secs_f64`, which panics on a delay too long for a `Duration` ("1e300s").
-    Duration::try_from_secs_f64(seconds).ok()
+    crate::limits::wait_from_secs(seconds)
 }
 
 /// Turns a non-2xx Gemini response into a classified error.
@@ -215,6 +215,8 @@ mod tests {
         );
         assert_eq!(parse_protobuf_duration("13"), None);
         assert_eq!(parse_protobuf_duration("-1s"), None);
+        assert_eq!(parse_protobuf_duration("86400s"), Some(crate::limits::MAX_WAIT));
+        assert_eq!(parse_protobuf_duration("1e300s"), Some(crate::limits::MAX_WAIT));
     }
 
     #[test]

@@ -150,8 +150,7 @@ impl ChatProvider for GeminiAdapter {
                 });
             }
             let body = transport::read_body(response, self.timeouts.idle, MAX_RESPONSE_BYTES).await?;
-            let completion = response::translate(&body, &context)?;
-            let usage = completion.usage;
+            let (completion, usage) = response::translate(&body, &context)?;
             let body = serde_json::to_vec(&completion).map_err(|e| ProviderError::Protocol {
                 detail: format!("could not serialise the completion: {e}"),
             })?;

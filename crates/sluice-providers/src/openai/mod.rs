@@ -16,7 +16,7 @@ use std::borrow::Cow;
 
 use http::header::{ACCEPT, CONTENT_TYPE};
 use serde::Deserialize;
-use sluice_api::{UpstreamChatRequest, UpstreamEmbeddingRequest, Usage};
+use sluice_api::{TokenUsage, UpstreamChatRequest, UpstreamEmbeddingRequest, Usage};
 
 use crate::limits::RateLimitSnapshot;
 use crate::transport::{self, MAX_RESPONSE_BYTES, Timeouts};
@@ -177,15 +177,17 @@ impl OpenAiAdapter {
     }
 }
 
-/// Reads the usage of a complete body, and checks on the way that the body is JSON at all.
-fn parse_usage(body: &[u8]) -> Result<Option<Usage>, ProviderError> {
+/// Reads the usage of a complete body by billing category (`prompt_tokens_details.cached_tokens` as cache
+/// reads, `completion_tokens_details.reasoning_tokens` as reasoning), and checks on the way that the body is
+/// JSON at all.
+fn parse_usage(body: &[u8]) -> Result<Option<TokenUsage>, ProviderError> {
     #[derive(Deserialize)]
     struct UsageOnly {
         #[serde(default)]
         usage: Option<Usage>,
     }
     serde_json::from_slice::<UsageOnly>(body)
-        .map(|u| u.usage)
+        .map(|u| u.usage.as_ref().map(TokenUsage::from_openai))
         .map_err(|e| ProviderError::Protocol {
             detail: format!("the response body is not a chat completion: {e}"),
         })
@@ -267,7 +269,26 @@ mod tests {
     fn usage_is_read_from_complete_bodies() {
         let body = br#"{"id": "c", "object": "chat.completion", "choices": [],
             "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}"#;
-        assert_eq!(parse_usage(body).unwrap(), Some(Usage::new(3, 4)));
+        assert_eq!(parse_usage(body).unwrap(), Some(TokenUsage::new(3, 4)));
         assert!(matches!(parse_usage(b"<html>"), Err(ProviderError::Protocol { .. })));
+    }
+
+    #[test]
+    fn documented_usage_is_read_by_billing_category() {
+        // OpenAI's documented chat completion of a reasoning model with a cached prompt prefix.
+        let body = include_str!("../../../../tests/fixtures/openai/chat_completion_cached_reasoning.json");
+        let usage = parse_usage(body.as_bytes()).unwrap().unwrap();
+        assert_eq!(
+            usage,
+            TokenUsage {
+                input: 86,
+                cache_read: 1920,
+                cache_write_5m: 0,
+                cache_write_1h: 0,
+                output: 300,
+                reasoning: 256,
+            }
+        );
+        assert_eq!((usage.prompt_tokens(), usage.total()), (2006, 2306));
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use sluice_api::TokenUsage;
 
 use super::{Fault, SimFrame, SimRejection, Simulator};
 use crate::limits::RateLimitSnapshot;
@@ -68,7 +69,7 @@ impl ChatProvider for SimulatedAdapter {
                 return Ok(ChatReply {
                     body: ReplyBody::Complete {
                         body: body.into(),
-                        usage: Some(answer.usage()),
+                        usage: Some(TokenUsage::from_openai(&answer.usage())),
                     },
                     limits,
                     dropped: Vec::new(),
@@ -109,7 +110,7 @@ fn frames_to_events(
                     usage_only,
                 })) => Ok(StreamEvent {
                     data,
-                    usage,
+                    usage: usage.as_ref().map(TokenUsage::from_openai),
                     usage_only,
                     estimated: false,
                 }),

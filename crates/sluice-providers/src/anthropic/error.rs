@@ -55,7 +55,9 @@ impl AnthropicError {
     }
 }
 
-/// Classifies an Anthropic error by status and body.
+/// Classifies an Anthropic error by status and body. Only a 401 or an `authentication_error` (the key is
+/// invalid, revoked or its organisation disabled) is the key's problem; a 403 `permission_error` is about
+/// what the request asks for (a model, a feature or a file the key may not use) and reaches the client.
 pub(crate) fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> ProviderError {
     #[derive(Deserialize)]
     struct Envelope {
@@ -75,7 +77,11 @@ pub(crate) fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) 
         },
         // The key's organisation has no credit left: other keys may still work.
         402 => ProviderError::QuotaExhausted { message: error.message },
-        401 | 403 => ProviderError::Authentication {
+        401 => ProviderError::Authentication {
+            status,
+            detail: error.message,
+        },
+        400..=499 if error.kind == "authentication_error" => ProviderError::Authentication {
             status,
             detail: error.message,
         },
@@ -374,8 +380,27 @@ mod tests {
             ProviderError::Authentication { status: 401, .. }
         ));
         assert!(matches!(
-            classify(403, None, body("permission_error", "no").as_bytes()),
+            classify(403, None, body("authentication_error", "key disabled").as_bytes()),
             ProviderError::Authentication { status: 403, .. }
+        ));
+        // A permission error is about the request: the client gets the vendor's 403 and message.
+        let denied = body(
+            "permission_error",
+            "Your API key does not have permission to use the specified resource.",
+        );
+        match classify(403, None, denied.as_bytes()) {
+            ProviderError::Rejected { status: 403, error } => {
+                assert_eq!(
+                    error.error.message,
+                    "Your API key does not have permission to use the specified resource."
+                );
+                assert_eq!(error.error.code.as_deref(), Some("permission_error"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify(403, None, b"<html>Forbidden</html>"),
+            ProviderError::Rejected { status: 403, .. }
         ));
         match classify(500, None, body("api_error", "Internal server error").as_bytes()) {
             ProviderError::Server { status: 500, message } => assert_eq!(message, "Internal server error"),

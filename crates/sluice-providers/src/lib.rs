@@ -21,7 +21,6 @@ pub mod gemini;
 pub mod limits;
 pub mod openai;
 mod params;
-pub mod simulated;
 mod transport;
 
 pub use anthropic::AnthropicAdapter;
@@ -29,7 +28,6 @@ pub use error::{ProviderError, TimeoutPhase};
 pub use gemini::GeminiAdapter;
 pub use limits::RateLimitSnapshot;
 pub use openai::{AZURE_DEFAULT_API_VERSION, OpenAiAdapter, OpenAiFlavor};
-pub use simulated::{Fault, SimConfig, SimStats, SimulatedAdapter, Simulator};
 pub use transport::Timeouts;
 
 /// A boxed future, as returned by [`ChatProvider::chat`].

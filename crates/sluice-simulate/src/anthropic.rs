@@ -28,6 +28,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::{
+    SimAnswer, SimCallMade, SimLimits, SimRejection, SimReply, SimRequest, SimRole, SimTool, SimToolChoice, SimTurn,
+    Simulator,
+};
 use axum::Router;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -36,10 +40,6 @@ use axum::routing::post;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Map, Value, json};
-use sluice_providers::Simulator;
-use sluice_providers::simulated::{
-    SimAnswer, SimCallMade, SimLimits, SimRejection, SimReply, SimRequest, SimRole, SimTool, SimToolChoice, SimTurn,
-};
 
 use crate::{add_headers, before_answer, header_str, json_response, paced_sse, sse_event, whole_seconds};
 

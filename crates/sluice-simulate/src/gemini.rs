@@ -23,6 +23,9 @@
 
 use std::sync::Arc;
 
+use crate::{
+    SimAnswer, SimCallMade, SimRejection, SimReply, SimRequest, SimRole, SimTool, SimToolChoice, SimTurn, Simulator,
+};
 use axum::Router;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -31,10 +34,6 @@ use axum::routing::post;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
-use sluice_providers::Simulator;
-use sluice_providers::simulated::{
-    SimAnswer, SimCallMade, SimRejection, SimReply, SimRequest, SimRole, SimTool, SimToolChoice, SimTurn,
-};
 
 use crate::{before_answer, header_str, json_response, paced_sse, sse_event, whole_seconds};
 

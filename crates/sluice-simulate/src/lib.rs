@@ -1,22 +1,39 @@
-//! The simulated vendors' HTTP faces, served by `sluice simulate --vendor openai|anthropic|gemini`.
+//! The simulated vendor: the [`Simulator`] (deterministic answers, per-key limits, faults, stats), its
+//! in-process adapter ([`SimulatedAdapter`], `kind = "simulated"` in the configuration), and its HTTP faces,
+//! served by `sluice simulate --vendor openai|anthropic|gemini`.
 //!
-//! One [`Simulator`] (deterministic answers, per-key limits, faults, stats) sits behind each face; the
-//! face speaks one vendor's wire format, checks what that vendor checks, and renders the simulator's
-//! answers, refusals and streams as that vendor would:
+//! The simulator sits behind each face; the face speaks one vendor's wire format, checks what that vendor
+//! checks, and renders the simulator's answers, refusals and streams as that vendor would:
 //!
 //! - [`openai`]: `POST /v1/chat/completions` (and `/chat/completions`), `GET /v1/models`.
 //! - [`anthropic`]: `POST /v1/messages` with `x-api-key` and `anthropic-version`.
 //! - [`gemini`]: `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse` with
 //!   `x-goog-api-key`.
 //!
-//! Every face also serves `GET /sim/stats` (the simulator's [`sluice_providers::SimStats`], for tests and
-//! drills) and `GET /healthz`. A request a face refuses as invalid is counted in
-//! [`sluice_providers::SimStats::invalid_requests`], so a test driving a gateway can assert that none of
-//! its translations tripped the vendor's validation.
+//! Every face also serves `GET /sim/stats` (the simulator's [`SimStats`], for tests and drills) and
+//! `GET /healthz`. A request a face refuses as invalid is counted in [`SimStats::invalid_requests`], so a
+//! test driving a gateway can assert that none of its translations tripped the vendor's validation.
 
+mod adapter;
 pub mod anthropic;
+mod config;
+mod conversation;
 pub mod gemini;
+mod limiter;
 pub mod openai;
+mod render;
+pub mod reply;
+mod simulator;
+mod stats;
+mod text;
+
+pub use adapter::SimulatedAdapter;
+pub use config::{Fault, SimConfig};
+pub use conversation::{SimCallMade, SimRequest, SimRole, SimTool, SimToolChoice, SimTurn};
+pub use limiter::{LimitState, SimLimits};
+pub use reply::{SimFinish, SimReply, SimToolCall};
+pub use simulator::{Paced, SimAnswer, SimFrame, SimRejection, Simulator};
+pub use stats::{KeyStats, SimStats};
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,8 +47,6 @@ use axum::routing::get;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, header};
-use sluice_providers::simulated::Paced;
-use sluice_providers::{Fault, Simulator};
 
 /// The largest request body a face reads: Anthropic's documented limit for the Messages API.
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use crate::{SimRejection, SimRequest, Simulator};
 use axum::Router;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -20,8 +21,6 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use sluice_api::{ChatCompletionRequest, ErrorBody, ModelList, Role};
-use sluice_providers::Simulator;
-use sluice_providers::simulated::{SimRejection, SimRequest};
 
 use crate::{add_headers, before_answer, json_response, paced_sse, sse_event, whole_seconds};
 

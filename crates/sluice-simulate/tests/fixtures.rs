@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use serde_json::Value;
-use sluice_providers::{SimConfig, Simulator};
+use sluice_simulate::{SimConfig, Simulator};
 use sluice_simulate::{Vendor, router};
 use tower::ServiceExt;
 

@@ -542,7 +542,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
                     problem(at("simulate.tokens_per_sec"), "must be greater than 0".to_owned());
                 }
                 if let Some(fault) = &sim.fault
-                    && let Err(message) = fault.parse::<sluice_providers::Fault>()
+                    && let Err(message) = fault.parse::<sluice_simulate::Fault>()
                 {
                     problem(at("simulate.fault"), message);
                 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use sluice::config::{Config, LogFormat};
-use sluice_providers::{Fault, SimConfig, Simulator};
+use sluice_simulate::{Fault, SimConfig, Simulator};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -8,8 +8,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use sluice_prompts::PromptWatcher;
 use sluice_providers::{
-    AnthropicAdapter, ChatProvider, GeminiAdapter, OpenAiAdapter, OpenAiFlavor, SimConfig, SimulatedAdapter, Simulator,
-    UpstreamKey, gemini,
+    AnthropicAdapter, ChatProvider, GeminiAdapter, OpenAiAdapter, OpenAiFlavor, UpstreamKey, gemini,
 };
 use sluice_router::breaker::BreakerPolicy;
 use sluice_router::budget::{Backoff, Limits};
@@ -17,6 +16,7 @@ use sluice_router::{Deployment, DeploymentSpec, ModelRoute, ProviderPool, Router
 use sluice_server::ledger::Ledger;
 use sluice_server::tenancy::Directory;
 use sluice_server::{AppState, HttpSettings, StaticKeys, Tenancy};
+use sluice_simulate::{SimConfig, SimulatedAdapter, Simulator};
 use sluice_store::{Prices, Store, UsageWriter, WriterConfig};
 
 use crate::config::{Config, ProviderKind, RawProvider, RawSimulate, Secret, resolve_secret};

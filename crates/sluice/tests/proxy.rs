@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use sluice_providers::{Fault, SimConfig};
+use sluice_simulate::{Fault, SimConfig};
 
 fn sim(config: SimConfig) -> SimConfig {
     config

@@ -14,8 +14,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_providers::{SimConfig, Simulator};
 use sluice_simulate::Vendor;
+use sluice_simulate::{SimConfig, Simulator};
 
 /// One simulated vendor served over HTTP, as `sluice simulate --vendor` serves it.
 struct SimulatedVendor {

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::post;
 use bytes::Bytes;
-use sluice_providers::{SimConfig, SimStats, Simulator};
+use sluice_simulate::{SimConfig, SimStats, Simulator};
 use tokio::sync::oneshot;
 
 /// A server running in this process until dropped.

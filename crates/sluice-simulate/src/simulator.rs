@@ -10,107 +10,22 @@
 //! The answer depends only on a vendor-neutral [`SimRequest`], so every face answers a conversation the
 //! same way ([`reply`] has the rules): deterministic words, one call to a declared tool when the user spoke
 //! last, `Tool said: ...` when a tool result comes back, `I see an image.` when the user sent one. The
-//! OpenAI rendering of an answer is here; the other vendors' renderings live with their faces.
-
-mod adapter;
-mod conversation;
-mod limiter;
-mod openai;
-pub mod reply;
-mod text;
+//! OpenAI rendering of an answer is in `render.rs`; the other vendors' renderings live with their faces.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use serde::Serialize;
 use sluice_api::{ChatCompletionRequest, Usage};
 
-pub use adapter::SimulatedAdapter;
-pub use conversation::{SimCallMade, SimRequest, SimRole, SimTool, SimToolChoice, SimTurn};
-use limiter::KeyLimiter;
-pub use limiter::{LimitState, SimLimits};
-pub use reply::{SimFinish, SimReply, SimToolCall};
-
-/// How the simulated vendor behaves.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SimConfig {
-    /// Requests per minute each key may make; `None` for no limit.
-    pub rpm: Option<u32>,
-    /// Tokens (prompt + completion) per minute each key may use; `None` for no limit.
-    pub tpm: Option<u32>,
-    /// Delay before the response head.
-    pub latency: Duration,
-    /// Streaming speed; `None` sends every chunk at once.
-    pub tokens_per_sec: Option<f64>,
-    /// Share of requests answered with a 500, from 0 to 1.
-    pub error_rate: f64,
-    /// Completion length in tokens when the client sets no smaller cap.
-    pub reply_tokens: u32,
-    /// A fault to inject into every request.
-    pub fault: Option<Fault>,
-    /// Seed of the error draw, so runs repeat.
-    pub seed: u64,
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        Self {
-            rpm: None,
-            tpm: None,
-            latency: Duration::ZERO,
-            tokens_per_sec: None,
-            error_rate: 0.0,
-            reply_tokens: 16,
-            fault: None,
-            seed: 7,
-        }
-    }
-}
-
-/// A fault the simulated vendor injects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// Accept the request and never answer.
-    Hang,
-    /// Send this many chunks, then reset the connection.
-    ResetAfter(u32),
-    /// Send this many chunks, then go silent without closing.
-    StallAfter(u32),
-    /// Send this many chunks, then an event that is not JSON.
-    MalformedAfter(u32),
-}
-
-impl FromStr for Fault {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (name, count) = match text.split_once('=') {
-            Some((name, count)) => (
-                name,
-                Some(
-                    count
-                        .parse::<u32>()
-                        .map_err(|_| format!("`{count}` is not a chunk count in fault `{text}`"))?,
-                ),
-            ),
-            None => (text, None),
-        };
-        match (name, count) {
-            ("hang", None) => Ok(Fault::Hang),
-            ("reset-after", Some(n)) => Ok(Fault::ResetAfter(n)),
-            ("stall-after", Some(n)) => Ok(Fault::StallAfter(n)),
-            ("malformed-after", Some(n)) => Ok(Fault::MalformedAfter(n)),
-            _ => Err(format!(
-                "unknown fault `{text}`: expected hang, reset-after=N, stall-after=N or malformed-after=N"
-            )),
-        }
-    }
-}
+use crate::conversation::SimRequest;
+use crate::limiter::{KeyLimiter, SimLimits};
+use crate::reply::{self, SimFinish, SimReply};
+use crate::stats::{Counters, KeyStats, SimStats};
+use crate::{Fault, SimConfig, text};
 
 /// Why the simulated vendor refused a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,14 +46,14 @@ pub enum SimRejection {
 /// One accepted request: the answer the simulated vendor will give.
 #[derive(Debug, Clone)]
 pub struct SimAnswer {
-    serial: u64,
-    id: String,
-    model: String,
-    created: u64,
-    reply: SimReply,
-    finish: SimFinish,
-    prompt_tokens: u64,
-    limits: SimLimits,
+    pub(crate) serial: u64,
+    pub(crate) id: String,
+    pub(crate) model: String,
+    pub(crate) created: u64,
+    pub(crate) reply: SimReply,
+    pub(crate) finish: SimFinish,
+    pub(crate) prompt_tokens: u64,
+    pub(crate) limits: SimLimits,
     /// The key's limit headers after this request, in OpenAI's `x-ratelimit-*` format.
     pub headers: Vec<(&'static str, String)>,
 }
@@ -219,54 +134,6 @@ pub enum SimFrame {
     Malformed,
     /// Reset the connection now.
     Reset,
-}
-
-/// Counters of what one key was served.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct KeyStats {
-    /// Requests accepted.
-    pub requests: u64,
-    /// Tokens (prompt + completion) accepted.
-    pub tokens: u64,
-    /// Requests refused for a rate limit.
-    pub rate_limited: u64,
-    /// Prompt tokens of the accepted requests, as their usage reported them.
-    pub prompt_tokens: u64,
-    /// Completion tokens of the accepted requests, as their usage reported them.
-    pub completion_tokens: u64,
-}
-
-/// What the simulated vendor has done since it started.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct SimStats {
-    /// Requests received.
-    pub requests: u64,
-    /// Requests refused with a 429.
-    pub rate_limited: u64,
-    /// Requests answered with a drawn 500.
-    pub server_errors: u64,
-    /// Requests a face refused as invalid, as the real vendor would (a 400 for a malformed or
-    /// inconsistent conversation). Through the gateway this stays zero unless a translation is wrong.
-    pub invalid_requests: u64,
-    /// Streams begun.
-    pub streams_started: u64,
-    /// Streams sent to the end.
-    pub streams_completed: u64,
-    /// Streams whose reader went away before the end.
-    pub streams_cancelled: u64,
-    /// Per key, by [`Simulator::key_label`].
-    pub keys: HashMap<String, KeyStats>,
-}
-
-#[derive(Default)]
-struct Counters {
-    requests: AtomicU64,
-    rate_limited: AtomicU64,
-    server_errors: AtomicU64,
-    invalid_requests: AtomicU64,
-    streams_started: AtomicU64,
-    streams_completed: AtomicU64,
-    streams_cancelled: AtomicU64,
 }
 
 /// The simulated vendor.
@@ -523,6 +390,7 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::LimitState;
     use serde_json::json;
 
     fn request(text: &str) -> ChatCompletionRequest {
@@ -659,13 +527,5 @@ mod tests {
         assert_eq!((stats.streams_started, stats.streams_completed), (1, 1));
         drop(sim.paced(vec![1]));
         assert_eq!(sim.stats().streams_cancelled, 1);
-    }
-
-    #[test]
-    fn faults_parse() {
-        assert_eq!("hang".parse::<Fault>(), Ok(Fault::Hang));
-        assert_eq!("reset-after=3".parse::<Fault>(), Ok(Fault::ResetAfter(3)));
-        assert!("reset-after=x".parse::<Fault>().is_err());
-        assert!("explode".parse::<Fault>().unwrap_err().contains("unknown fault"));
     }
 }

@@ -3,7 +3,7 @@
 //! Each HTTP face of the simulator (OpenAI, Anthropic, Gemini) reads its own wire format into a
 //! [`SimRequest`], so the three answer the same conversation the same way: the same text, the same tool
 //! call, the same reading of a tool result or an image. [`SimRequest::from_openai`] is the OpenAI reading,
-//! used by the OpenAI face and by the in-process [`super::SimulatedAdapter`].
+//! used by the OpenAI face and by the in-process [`crate::SimulatedAdapter`].
 
 use serde_json::Value;
 use sluice_api::{ChatCompletionRequest, MessageContent, Role, ToolChoice};

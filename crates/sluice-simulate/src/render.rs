@@ -6,7 +6,7 @@ use sluice_api::{
     ResponseMessage, Role, ToolCall,
 };
 
-use super::{SimAnswer, SimReply, SimToolCall};
+use crate::{SimAnswer, SimReply, SimToolCall};
 
 impl SimAnswer {
     /// The id OpenAI-format faces give the answer's tool call.

@@ -21,6 +21,7 @@ pub mod gemini;
 pub mod limits;
 pub mod openai;
 mod params;
+pub mod registry;
 mod transport;
 
 pub use anthropic::AnthropicAdapter;
@@ -28,6 +29,7 @@ pub use error::{ProviderError, TimeoutPhase};
 pub use gemini::GeminiAdapter;
 pub use limits::RateLimitSnapshot;
 pub use openai::{AZURE_DEFAULT_API_VERSION, OpenAiAdapter, OpenAiFlavor};
+pub use registry::{Field, ProviderSettings, VENDORS, VendorSpec, WireFormat, vendor};
 pub use transport::Timeouts;
 
 /// A boxed future, as returned by [`ChatProvider::chat`].
@@ -181,8 +183,9 @@ pub struct StreamEvent {
 }
 
 /// The crate's private machinery, exposed for the fuzz targets (`fuzz/`) and the benchmarks only: the
-/// SSE driver every HTTP adapter uses, each vendor's stream translator, and the pure translations of
-/// requests and complete responses. Not an API: it changes with the code it exposes.
+/// SSE driver every HTTP adapter uses, the stream translator type (each vendor's is
+/// [`VendorSpec::translator`]), and the pure translations of requests and complete responses. Not an
+/// API: it changes with the code it exposes.
 #[doc(hidden)]
 pub mod internals {
     use std::collections::VecDeque;
@@ -195,7 +198,7 @@ pub mod internals {
 
     use crate::params::Unsupported;
     use crate::transport::{self, Flow, SseTranslator};
-    use crate::{ChatCall, EventStream, ProviderError, RateLimitSnapshot, StreamEvent, UpstreamKey};
+    use crate::{ChatCall, EventStream, ProviderError, StreamEvent, UpstreamKey};
 
     /// The Unix time the translators here report as `created`.
     pub const CREATED: u64 = 1_700_000_000;
@@ -204,36 +207,19 @@ pub mod internals {
     /// The random token Gemini's translators make ids from.
     pub const GEMINI_SEED: &str = "seed";
 
-    /// A vendor stream format.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Vendor {
-        /// OpenAI, Azure OpenAI and compatible servers.
-        OpenAi,
-        /// Anthropic Messages.
-        Anthropic,
-        /// Gemini's `streamGenerateContent?alt=sse`.
-        Gemini,
-    }
-
-    /// A vendor's stream translator with a fresh state, or the raw one that hands each event's data on
-    /// as it is (to exercise the SSE parser alone).
+    /// A vendor's stream translator with a fresh state ([`crate::VendorSpec::translator`]), or the raw one
+    /// that hands each event's data on as it is (to exercise the SSE parser alone).
     pub struct Translator(Inner);
 
     enum Inner {
         Raw,
-        OpenAi(crate::openai::stream::StreamState),
-        Anthropic(crate::anthropic::stream::StreamState),
-        Gemini(crate::gemini::stream::StreamState),
+        Vendor(Box<dyn SseTranslator>),
     }
 
     impl Translator {
-        /// `vendor`'s translator, as its adapter starts it for one stream (with [`CREATED`] as the time).
-        pub fn new(vendor: Vendor) -> Self {
-            Self(match vendor {
-                Vendor::OpenAi => Inner::OpenAi(crate::openai::stream::StreamState::default()),
-                Vendor::Anthropic => Inner::Anthropic(crate::anthropic::stream::StreamState::new(CREATED)),
-                Vendor::Gemini => Inner::Gemini(crate::gemini::stream::StreamState::new(gemini_context())),
-            })
+        /// The translator of one vendor's stream state.
+        pub(crate) fn of(state: impl SseTranslator) -> Self {
+            Self(Inner::Vendor(Box::new(state)))
         }
 
         /// A translator that makes one event of each SSE event's data, unchanged, and never ends the stream.
@@ -265,18 +251,14 @@ pub mod internals {
                     });
                     Ok(Flow::Continue)
                 }
-                Inner::OpenAi(state) => state.event(data, out),
-                Inner::Anthropic(state) => state.event(data, out),
-                Inner::Gemini(state) => state.event(data, out),
+                Inner::Vendor(state) => state.event(data, out),
             }
         }
 
         fn close(&mut self, out: &mut VecDeque<StreamEvent>) -> Result<(), ProviderError> {
             match &mut self.0 {
                 Inner::Raw => Ok(()),
-                Inner::OpenAi(state) => state.close(out),
-                Inner::Anthropic(state) => state.close(out),
-                Inner::Gemini(state) => state.close(out),
+                Inner::Vendor(state) => state.close(out),
             }
         }
     }
@@ -292,7 +274,8 @@ pub mod internals {
         transport::sse_events(body, idle, translator)
     }
 
-    fn gemini_context() -> crate::gemini::response::Context<'static> {
+    /// What Gemini's translators are started with here.
+    pub(crate) fn gemini_context() -> crate::gemini::response::Context<'static> {
         crate::gemini::response::Context {
             model: GEMINI_MODEL,
             created: CREATED,
@@ -346,33 +329,5 @@ pub mod internals {
     /// The `batchEmbedContents` body the Gemini adapter sends for `request` on `model` (`models/...`).
     pub fn gemini_embed_request(request: &EmbeddingRequest, model: &str) -> Result<Vec<u8>, ProviderError> {
         crate::gemini::embed::translate(request, model)
-    }
-
-    /// What `vendor`'s adapter makes of a failed response with `status`, `headers` and `body`: the error,
-    /// and the limits it reads from the headers (Anthropic's at [`CREATED`]).
-    pub fn upstream_error(
-        vendor: Vendor,
-        status: u16,
-        headers: &http::HeaderMap,
-        body: &[u8],
-    ) -> (ProviderError, RateLimitSnapshot) {
-        match vendor {
-            Vendor::OpenAi => (
-                crate::openai::error::classify(status, crate::limits::retry_after(headers), body),
-                RateLimitSnapshot::from_openai_headers(headers),
-            ),
-            Vendor::Anthropic => {
-                let now = std::time::UNIX_EPOCH + Duration::from_secs(CREATED);
-                let retry = crate::anthropic::error::retry_after(headers, now);
-                (
-                    crate::anthropic::error::classify(status, retry, body),
-                    crate::anthropic::error::rate_limit_snapshot(headers, now),
-                )
-            }
-            Vendor::Gemini => (
-                crate::gemini::error::classify(status, crate::limits::retry_after(headers), body),
-                RateLimitSnapshot::default(),
-            ),
-        }
     }
 }

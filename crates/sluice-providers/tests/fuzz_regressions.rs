@@ -10,9 +10,17 @@ use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 use sluice_api::TokenUsage;
-use sluice_providers::internals::{self, Translator, Vendor};
+use sluice_providers::internals::{self, Translator};
 use sluice_providers::limits::MAX_WAIT;
-use sluice_providers::{ProviderError, StreamEvent};
+use sluice_providers::{ProviderError, StreamEvent, VENDORS, VendorSpec};
+
+fn spec(kind: &str) -> &'static VendorSpec {
+    sluice_providers::vendor(kind).unwrap()
+}
+
+fn translator(kind: &str) -> Translator {
+    spec(kind).translator()
+}
 
 /// Runs `pieces` through the adapters' SSE driver and `translator`, to the end of the stream.
 async fn drive(pieces: Vec<Vec<u8>>, translator: Translator) -> Vec<Result<StreamEvent, String>> {
@@ -44,28 +52,17 @@ const OPENAI_STREAM: &str = concat!(
 /// byte long and panics slicing inside it. The SSE format allows one mark at the start, to be skipped.
 #[tokio::test]
 async fn a_stream_starting_with_a_byte_order_mark_is_read_not_a_panic() {
-    let plain = drive(vec![OPENAI_STREAM.as_bytes().to_vec()], Translator::new(Vendor::OpenAi)).await;
+    let plain = drive(vec![OPENAI_STREAM.as_bytes().to_vec()], translator("openai")).await;
     assert_eq!(plain.len(), 2);
     assert!(plain.iter().all(Result::is_ok), "{plain:?}");
     let marked = [BOM, OPENAI_STREAM.as_bytes()].concat();
-    assert_eq!(
-        drive(vec![marked.clone()], Translator::new(Vendor::OpenAi)).await,
-        plain
-    );
+    assert_eq!(drive(vec![marked.clone()], translator("openai")).await, plain);
     for at in 1..=5 {
         let pieces = vec![marked[..at].to_vec(), marked[at..].to_vec()];
-        assert_eq!(
-            drive(pieces, Translator::new(Vendor::OpenAi)).await,
-            plain,
-            "cut at {at}"
-        );
+        assert_eq!(drive(pieces, translator("openai")).await, plain, "cut at {at}");
     }
     let bytes = marked.iter().map(|b| vec![*b]).collect();
-    assert_eq!(
-        drive(bytes, Translator::new(Vendor::OpenAi)).await,
-        plain,
-        "one byte at a time"
-    );
+    assert_eq!(drive(bytes, translator("openai")).await, plain, "one byte at a time");
 
     // The fuzzer's input: pieces of 1 and 6 bytes, over a body of every kind of line.
     let body = "\u{feff}: comment\r\nevent: e\rid: 1\nretry: 10\ndata\ndata:x\ndata:  two spaces\r\n\r\n\
@@ -116,7 +113,7 @@ async fn openai_chunks_go_on_as_the_json_read_on_one_line() {
         "data: {\"id\":\"c1\",\"choices\":[],\ndata: \"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1,",
         "\"total_tokens\":3}}\n\n",
     );
-    let events = drive(vec![body.as_bytes().to_vec()], Translator::new(Vendor::OpenAi)).await;
+    let events = drive(vec![body.as_bytes().to_vec()], translator("openai")).await;
     assert_eq!(events.len(), 3, "{events:?}");
     for event in events.iter().map(|e| e.as_ref().unwrap()) {
         assert!(!event.data.contains(&b'\n'), "{event:?}");
@@ -159,7 +156,7 @@ async fn token_counts_past_u64_max_saturate() {
             "usage": {"input_tokens": u64::MAX, "cache_creation_input_tokens": u64::MAX}}}),
         json!({"type": "message_stop"}),
     );
-    let events = drive(vec![stream.into_bytes()], Translator::new(Vendor::Anthropic)).await;
+    let events = drive(vec![stream.into_bytes()], translator("anthropic")).await;
     assert_eq!(
         events.last().unwrap().as_ref().unwrap().usage.unwrap().prompt_tokens(),
         u64::MAX
@@ -173,7 +170,7 @@ async fn a_gemini_retry_delay_too_long_for_a_duration_is_an_hour() {
     let error = json!({"code": 429, "message": "Resource exhausted", "status": "RESOURCE_EXHAUSTED",
         "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1e300s"}]});
     let stream = format!("data: {}\n\n", json!({"error": error}));
-    let events = drive(vec![stream.into_bytes()], Translator::new(Vendor::Gemini)).await;
+    let events = drive(vec![stream.into_bytes()], translator("gemini")).await;
     assert_eq!(events.len(), 1);
     assert!(
         events[0]
@@ -184,7 +181,7 @@ async fn a_gemini_retry_delay_too_long_for_a_duration_is_an_hour() {
     );
 
     let body = json!({"error": error}).to_string();
-    let (error, _) = internals::upstream_error(Vendor::Gemini, 429, &HeaderMap::new(), body.as_bytes());
+    let (error, _) = spec("gemini").upstream_error(429, &HeaderMap::new(), body.as_bytes());
     assert_eq!(error.retry_after(), Some(MAX_WAIT), "{error:?}");
 }
 
@@ -200,8 +197,8 @@ fn retry_headers_too_long_for_a_duration_are_an_hour() {
         HeaderValue::from_static("99999999999999999999999h"),
     );
     headers.insert("x-ratelimit-reset-tokens", HeaderValue::from_static("20ms"));
-    for vendor in [Vendor::OpenAi, Vendor::Anthropic, Vendor::Gemini] {
-        let (error, _) = internals::upstream_error(vendor, 429, &headers, b"{}");
+    for vendor in VENDORS {
+        let (error, _) = vendor.upstream_error(429, &headers, b"{}");
         match error {
             ProviderError::RateLimited { retry_after, .. } => {
                 assert_eq!(retry_after, Some(MAX_WAIT), "{vendor:?}");

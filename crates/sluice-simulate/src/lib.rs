@@ -1,6 +1,6 @@
 //! The simulated vendor: the [`Simulator`] (deterministic answers, per-key limits, faults, stats), its
 //! in-process adapter ([`SimulatedAdapter`], `kind = "simulated"` in the configuration), and its HTTP faces,
-//! served by `sluice simulate --vendor openai|anthropic|gemini`.
+//! served by `sluice simulate --vendor <kind>` for any vendor of the registry ([`vendor`]).
 //!
 //! The simulator sits behind each face; the face speaks one vendor's wire format, checks what that vendor
 //! checks, and renders the simulator's answers, refusals and streams as that vendor would:
@@ -35,8 +35,6 @@ pub use reply::{SimFinish, SimReply, SimToolCall};
 pub use simulator::{Paced, SimAnswer, SimFrame, SimRejection, Simulator};
 pub use stats::{KeyStats, SimStats};
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -47,58 +45,28 @@ use axum::routing::get;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, header};
+use sluice_providers::VendorSpec;
+pub use sluice_providers::WireFormat;
+
+/// The vendor of the registry named `kind`, for `sluice simulate --vendor`; the error lists the known kinds.
+pub fn vendor(kind: &str) -> Result<&'static VendorSpec, String> {
+    sluice_providers::vendor(kind.trim()).ok_or_else(|| {
+        let kinds: Vec<&str> = sluice_providers::VENDORS.iter().map(|v| v.kind).collect();
+        format!("unknown vendor `{kind}`: expected one of {}", kinds.join(", "))
+    })
+}
 
 /// The largest request body a face reads: Anthropic's documented limit for the Messages API.
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
-/// Which vendor's wire format a simulated server speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Vendor {
-    /// OpenAI's chat completions.
-    OpenAi,
-    /// Anthropic's Messages API.
-    Anthropic,
-    /// Google's Gemini API.
-    Gemini,
-}
-
-impl Vendor {
-    /// The name used on the command line: `openai`, `anthropic` or `gemini`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Vendor::OpenAi => "openai",
-            Vendor::Anthropic => "anthropic",
-            Vendor::Gemini => "gemini",
-        }
-    }
-}
-
-impl fmt::Display for Vendor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Vendor {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "openai" => Ok(Vendor::OpenAi),
-            "anthropic" => Ok(Vendor::Anthropic),
-            "gemini" => Ok(Vendor::Gemini),
-            _ => Err(format!("unknown vendor `{text}`: expected openai, anthropic or gemini")),
-        }
-    }
-}
-
-/// The simulated vendor's HTTP app speaking `vendor`'s wire format, plus `GET /sim/stats` and
-/// `GET /healthz`.
-pub fn router(sim: Arc<Simulator>, vendor: Vendor) -> Router {
-    let routes = match vendor {
-        Vendor::OpenAi => openai::routes(),
-        Vendor::Anthropic => anthropic::routes(),
-        Vendor::Gemini => gemini::routes(),
+/// The simulated vendor's HTTP app speaking wire format `wire`, plus `GET /sim/stats` and `GET /healthz`.
+/// Every vendor of the registry ([`sluice_providers::VENDORS`]) is simulated by the face of its
+/// [`VendorSpec::wire`]: OpenAI's face also takes Azure's URLs and `api-key` header.
+pub fn router(sim: Arc<Simulator>, wire: WireFormat) -> Router {
+    let routes = match wire {
+        WireFormat::OpenAi => openai::routes(),
+        WireFormat::Anthropic => anthropic::routes(),
+        WireFormat::Gemini => gemini::routes(),
     };
     routes
         .route("/sim/stats", get(stats))
@@ -195,17 +163,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn vendors_parse_and_print() {
-        for vendor in [Vendor::OpenAi, Vendor::Anthropic, Vendor::Gemini] {
-            assert_eq!(vendor.name().parse::<Vendor>(), Ok(vendor));
-            assert_eq!(vendor.to_string(), vendor.name());
+    fn every_registered_vendor_can_be_named() {
+        for spec in sluice_providers::VENDORS {
+            assert_eq!(vendor(spec.kind), Ok(*spec));
         }
-        assert_eq!("Gemini".parse::<Vendor>(), Ok(Vendor::Gemini));
+        let unknown = vendor("bedrock").unwrap_err();
         assert!(
-            "azure"
-                .parse::<Vendor>()
-                .unwrap_err()
-                .contains("openai, anthropic or gemini")
+            unknown.contains("openai, azure, anthropic, gemini, openai_compatible"),
+            "{unknown}"
         );
     }
 

@@ -1,7 +1,8 @@
 //! OpenAI's face: `POST /v1/chat/completions` (also `/chat/completions`) and `GET /v1/models`.
 //!
-//! - Auth: `Authorization: Bearer <key>`, else 401 `missing_api_key`; the key is the simulator's
-//!   rate-limit identity.
+//! - Also Azure OpenAI's deployment URL, `POST /openai/deployments/{deployment}/chat/completions`.
+//! - Auth: `Authorization: Bearer <key>` (or Azure's `api-key` header), else 401 `missing_api_key`; the key
+//!   is the simulator's rate-limit identity.
 //! - Checks what OpenAI checks beyond the JSON shape: `messages` not empty; every `tool` message answers a
 //!   `tool_call_id` of the assistant message that precedes its run of tool messages; every tool call of an
 //!   assistant message is answered before the conversation goes on. A refusal is a 400 in OpenAI's error
@@ -29,6 +30,10 @@ pub(crate) fn routes() -> Router<Arc<Simulator>> {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/chat/completions", post(chat_completions))
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(chat_completions),
+        )
         .route("/v1/models", get(models))
 }
 
@@ -72,7 +77,8 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Some(key) = bearer(&headers) else {
+    let Some(key) = bearer(&headers).or_else(|| crate::header_str(&headers, "api-key").filter(|k| !k.is_empty()))
+    else {
         return error(
             StatusCode::UNAUTHORIZED,
             "authentication_error",

@@ -164,9 +164,9 @@ struct SimulateArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9090")]
     listen: SocketAddr,
-    /// Which vendor's wire format to speak: openai, anthropic or gemini.
-    #[arg(long, default_value = "openai")]
-    vendor: sluice_simulate::Vendor,
+    /// Which vendor to imitate: any provider `kind` (openai, azure, anthropic, gemini, openai_compatible).
+    #[arg(long, default_value = "openai", value_parser = sluice_simulate::vendor)]
+    vendor: &'static sluice_providers::VendorSpec,
     /// Requests per minute each key may make.
     #[arg(long)]
     rpm: Option<u32>,
@@ -577,8 +577,8 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(address = %args.listen, vendor = args.vendor.name(), config = ?sim.config(), "simulated vendor is listening");
-    let app = sluice_simulate::router(sim, args.vendor);
+    tracing::info!(address = %args.listen, vendor = args.vendor.kind, config = ?sim.config(), "simulated vendor is listening");
+    let app = sluice_simulate::router(sim, args.vendor.wire);
     sluice_server::serve(listener, app, sluice_server::shutdown_signal(), Duration::from_secs(5)).await?;
     Ok(())
 }

@@ -13,12 +13,17 @@ pub(crate) mod error;
 pub(crate) mod stream;
 
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::SystemTime;
 
+use http::HeaderMap;
 use http::header::{ACCEPT, CONTENT_TYPE};
 use serde::Deserialize;
 use sluice_api::{TokenUsage, UpstreamChatRequest, UpstreamEmbeddingRequest, Usage};
 
+use crate::internals::Translator;
 use crate::limits::RateLimitSnapshot;
+use crate::registry::{Field, ProviderSettings, VendorSpec, WireFormat};
 use crate::transport::{self, MAX_RESPONSE_BYTES, Timeouts};
 use crate::{
     BoxFuture, ChatCall, ChatProvider, ChatReply, EmbedCall, EmbedReply, ProviderError, ReplyBody, UpstreamKey,
@@ -28,6 +33,96 @@ pub(crate) use error::error_from_response;
 
 /// The latest generally available dated `api-version` of Azure OpenAI's inference API.
 pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
+
+/// api.openai.com.
+pub(crate) static OPENAI: VendorSpec = VendorSpec {
+    kind: "openai",
+    name: "OpenAI",
+    wire: WireFormat::OpenAi,
+    default_base_url: Some("https://api.openai.com/v1"),
+    api_version: Field::Refused,
+    current_api_version: None,
+    stream_usage: Field::Optional,
+    keys: Field::Required,
+    embeds: true,
+    build: build_openai,
+    translator,
+    classify,
+};
+
+/// Azure OpenAI.
+pub(crate) static AZURE: VendorSpec = VendorSpec {
+    kind: "azure",
+    name: "Azure OpenAI",
+    wire: WireFormat::OpenAi,
+    default_base_url: None,
+    api_version: Field::Required,
+    current_api_version: Some(AZURE_DEFAULT_API_VERSION),
+    stream_usage: Field::Refused,
+    keys: Field::Required,
+    embeds: true,
+    build: build_azure,
+    translator,
+    classify,
+};
+
+/// Any server that speaks OpenAI's chat completions (vLLM, Ollama, Mistral, Groq...), with or without a key.
+pub(crate) static COMPATIBLE: VendorSpec = VendorSpec {
+    kind: "openai_compatible",
+    name: "an OpenAI-compatible server",
+    wire: WireFormat::OpenAi,
+    default_base_url: None,
+    api_version: Field::Refused,
+    current_api_version: None,
+    stream_usage: Field::Optional,
+    keys: Field::Optional,
+    embeds: true,
+    build: build_compatible,
+    translator,
+    classify,
+};
+
+fn build(
+    client: reqwest::Client,
+    settings: &ProviderSettings,
+    flavor: OpenAiFlavor,
+    timeouts: Timeouts,
+) -> Arc<dyn ChatProvider> {
+    Arc::new(OpenAiAdapter::new(
+        client,
+        &settings.base_url,
+        flavor,
+        timeouts,
+        settings.stream_usage,
+    ))
+}
+
+fn build_openai(client: reqwest::Client, settings: &ProviderSettings, timeouts: Timeouts) -> Arc<dyn ChatProvider> {
+    build(client, settings, OpenAiFlavor::OpenAi, timeouts)
+}
+
+fn build_azure(client: reqwest::Client, settings: &ProviderSettings, timeouts: Timeouts) -> Arc<dyn ChatProvider> {
+    let api_version = settings
+        .api_version
+        .clone()
+        .unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.to_owned());
+    build(client, settings, OpenAiFlavor::Azure { api_version }, timeouts)
+}
+
+fn build_compatible(client: reqwest::Client, settings: &ProviderSettings, timeouts: Timeouts) -> Arc<dyn ChatProvider> {
+    build(client, settings, OpenAiFlavor::Compatible, timeouts)
+}
+
+fn translator() -> Translator {
+    Translator::of(stream::StreamState::default())
+}
+
+fn classify(status: u16, headers: &HeaderMap, body: &[u8], _now: SystemTime) -> (ProviderError, RateLimitSnapshot) {
+    (
+        error::classify(status, crate::limits::retry_after(headers), body),
+        RateLimitSnapshot::from_openai_headers(headers),
+    )
+}
 
 /// Which server an [`OpenAiAdapter`] talks to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -60,7 +60,7 @@ impl SimServer {
     pub async fn start(config: SimConfig) -> Self {
         let sim = Arc::new(Simulator::new(config));
         let server = serve(
-            sluice_simulate::router(Arc::clone(&sim), sluice_simulate::Vendor::OpenAi),
+            sluice_simulate::router(Arc::clone(&sim), sluice_simulate::WireFormat::OpenAi),
             Duration::from_secs(1),
         )
         .await;

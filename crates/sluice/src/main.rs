@@ -226,7 +226,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(cli.log_format, Some(&config));
             let gateway = sluice::build(&config, &env_var)?;
             println!("{}: ok", config.path.display());
-            for model in &config.raw.models {
+            for model in &config.models {
                 let providers: Vec<&str> = model.deployments.iter().map(|d| d.provider.as_str()).collect();
                 println!("  model {} -> {}", model.name, providers.join(", "));
             }
@@ -243,7 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match command {
                 PromptsCommand::Check => println!(
                     "{}: {} prompt template(s) ok",
-                    config.raw.prompts.dir.display(),
+                    config.prompts.dir.display(),
                     registry.iter().count()
                 ),
                 PromptsCommand::List => {
@@ -344,7 +344,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // taken as a vendor model id.
             let vendor_model = Config::load(&cli.config).ok().and_then(|config| {
                 config
-                    .raw
                     .models
                     .iter()
                     .find(|m| m.name == model)
@@ -585,14 +584,14 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
 
 fn init_logging(format: Option<LogFormatArg>, config: Option<&Config>) {
     use tracing_subscriber::EnvFilter;
-    let level = config.map_or("info", |c| c.raw.log.level.as_str());
+    let level = config.map_or("info", |c| c.log.level.as_str());
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match format {
         Some(LogFormatArg::Json) => true,
         Some(LogFormatArg::Text) => false,
-        None => config.is_some_and(|c| c.raw.log.format == LogFormat::Json),
+        None => config.is_some_and(|c| c.log.format == LogFormat::Json),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

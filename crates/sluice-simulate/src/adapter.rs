@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use sluice_api::TokenUsage;
 
 use sluice_providers::{
     BoxFuture, ChatCall, ChatProvider, ChatReply, EventStream, ProviderError, RateLimitSnapshot, ReplyBody,
@@ -71,7 +70,7 @@ impl ChatProvider for SimulatedAdapter {
                 return Ok(ChatReply {
                     body: ReplyBody::Complete {
                         body: body.into(),
-                        usage: Some(TokenUsage::from_openai(&answer.usage())),
+                        usage: Some(answer.usage()),
                     },
                     limits,
                     dropped: Vec::new(),
@@ -112,7 +111,7 @@ fn frames_to_events(
                     usage_only,
                 })) => Ok(StreamEvent {
                     data,
-                    usage: usage.as_ref().map(TokenUsage::from_openai),
+                    usage,
                     usage_only,
                     estimated: false,
                 }),

@@ -10,12 +10,15 @@
 //! - [`gemini`]: `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse` with
 //!   `x-goog-api-key`.
 //!
-//! Every face also serves `GET /sim/stats` (the simulator's [`SimStats`], for tests and drills) and
-//! `GET /healthz`. A request a face refuses as invalid is counted in [`SimStats::invalid_requests`], so a
+//! Every face reports usage by the simulator's billing rules ([`bill`]: automatic prefix caching for
+//! OpenAI and Gemini, `cache_control` breakpoints for Anthropic, reasoning for o-series and thinking
+//! models) and serves `GET /sim/stats` (the simulator's [`SimStats`] with each key's bill, for tests and
+//! drills) and `GET /healthz`. A request a face refuses as invalid is counted in [`SimStats::invalid_requests`], so a
 //! test driving a gateway can assert that none of its translations tripped the vendor's validation.
 
 mod adapter;
 pub mod anthropic;
+pub mod bill;
 mod config;
 mod conversation;
 pub mod gemini;
@@ -29,7 +32,10 @@ mod text;
 
 pub use adapter::SimulatedAdapter;
 pub use config::{Fault, SimConfig};
-pub use conversation::{SimCallMade, SimRequest, SimRole, SimTool, SimToolChoice, SimTurn};
+pub use conversation::{
+    SimBreakpoint, SimCacheTtl, SimCaching, SimCallMade, SimRequest, SimRole, SimTool, SimToolChoice, SimTurn,
+    openai_reasons,
+};
 pub use limiter::{LimitState, SimLimits};
 pub use reply::{SimFinish, SimReply, SimToolCall};
 pub use simulator::{Paced, SimAnswer, SimFrame, SimRejection, Simulator};
@@ -109,16 +115,18 @@ pub(crate) fn sse_event(event: Option<&str>, data: &[u8], separator: &str) -> By
     frame.into()
 }
 
-/// A streamed response of already framed `events`, paced and faulted by the simulator: a malformed step
-/// sends `malformed`, a reset breaks the connection, and `tail` (OpenAI's `[DONE]`) follows the events.
+/// A streamed response of `answer`'s already framed `events` (each with the visible tokens generated once
+/// it is sent), paced, faulted and billed by the simulator: a malformed step sends `malformed`, a reset
+/// breaks the connection, and `tail` (OpenAI's `[DONE]`) follows the events.
 pub(crate) fn paced_sse(
     sim: &Arc<Simulator>,
-    events: Vec<Bytes>,
+    answer: &SimAnswer,
+    events: Vec<(Bytes, u64)>,
     malformed: &'static [u8],
     tail: Option<&'static [u8]>,
 ) -> Response {
     let body = sim
-        .paced(events)
+        .paced(answer, events)
         .map(move |step| match step {
             Paced::Event(frame) => Ok(frame),
             Paced::Malformed => Ok(Bytes::from_static(malformed)),

@@ -9,7 +9,10 @@
 //!   shape, counted in the simulator's `invalid_requests`.
 //! - Answers: `chat.completion` or `chat.completion.chunk`s ending with `data: [DONE]`, with
 //!   `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`; past a limit, 429 with `retry-after`,
-//!   `retry-after-ms` and the limit headers; a drawn error is a 500 `server_error`.
+//!   `retry-after-ms` and the limit headers; a drawn error is a 500 `server_error`. The usage has
+//!   `prompt_tokens_details.cached_tokens` when the prompt repeats an earlier one past 1024 tokens
+//!   (automatic caching, [`crate::bill`]) and `completion_tokens_details.reasoning_tokens` for o-series
+//!   models.
 
 use std::sync::Arc;
 
@@ -154,11 +157,20 @@ async fn chat_completions(
     };
     let mut response = if request.is_stream() {
         let events = answer
-            .chunks(&request, request.wants_stream_usage())
+            .stream_chunks(&request, request.wants_stream_usage())
             .iter()
-            .map(|chunk| sse_event(None, &serde_json::to_vec(chunk).unwrap_or_default(), "\n\n"))
+            .map(|(chunk, tokens)| {
+                let frame = sse_event(None, &serde_json::to_vec(chunk).unwrap_or_default(), "\n\n");
+                (frame, *tokens)
+            })
             .collect();
-        paced_sse(&sim, events, b"data: {\"choices\": [tru\n\n", Some(b"data: [DONE]\n\n"))
+        paced_sse(
+            &sim,
+            &answer,
+            events,
+            b"data: {\"choices\": [tru\n\n",
+            Some(b"data: [DONE]\n\n"),
+        )
     } else {
         match serde_json::to_value(answer.completion(&request)) {
             Ok(body) => json_response(StatusCode::OK, &body),

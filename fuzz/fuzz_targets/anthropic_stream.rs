@@ -6,10 +6,9 @@
 use libfuzzer_sys::fuzz_target;
 use sluice_api::ChatCompletionChunk;
 use sluice_fuzz::check_stream;
-use sluice_providers::internals::{Translator, Vendor};
 
 fuzz_target!(|data: &[u8]| {
-    let items = check_stream(data, || Translator::new(Vendor::Anthropic));
+    let items = check_stream(data, "anthropic");
     for event in items.iter().filter_map(|i| i.as_ref().ok()) {
         let chunk: ChatCompletionChunk = serde_json::from_slice(&event.data).expect("an OpenAI chunk");
         assert_eq!(chunk.object, "chat.completion.chunk");

@@ -1,17 +1,18 @@
 //! Gemini's complete `GenerateContentResponse` -> the OpenAI `chat.completion` the client gets: any
-//! bytes. No panic; an answer serialises to a completion the gateway can read back; a refusal is a
-//! protocol error.
+//! bytes. No panic; an answer serialises to a completion the gateway can read back, whose usage is the
+//! OpenAI shape of the usage by category the adapter reports; a refusal is a protocol error.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice_api::ChatCompletionResponse;
+use sluice_api::{ChatCompletionResponse, TokenUsage};
 use sluice_providers::ProviderError;
 use sluice_providers::internals;
 
 fuzz_target!(|data: &[u8]| {
     match internals::gemini_response(data) {
-        Ok(completion) => {
+        Ok((completion, usage)) => {
             assert!(!completion.choices.is_empty());
+            assert_eq!(completion.usage, usage.as_ref().map(TokenUsage::to_openai));
             let body = serde_json::to_vec(&completion).expect("serialisable");
             let back: ChatCompletionResponse = serde_json::from_slice(&body).expect("an OpenAI completion");
             assert_eq!(back.usage, completion.usage);

@@ -1,12 +1,11 @@
-//! A failed upstream response (status, headers, body) as each vendor's adapter reads it: the error
+//! A failed upstream response (status, headers, body) as each vendor of the registry reads it: the error
 //! classification and the rate-limit headers. Input: two bytes of status (300 to 599), then header lines
 //! `name: value` up to a blank line, then the body. No panic, and the kind follows the status.
 #![no_main]
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use sluice_providers::ProviderError;
-use sluice_providers::internals::{self, Vendor};
+use sluice_providers::{ProviderError, VENDORS};
 
 fuzz_target!(|data: &[u8]| {
     let Some((status, rest)) = data.split_first_chunk::<2>() else {
@@ -27,11 +26,17 @@ fuzz_target!(|data: &[u8]| {
             headers.append(name, value);
         }
     }
-    for vendor in [Vendor::OpenAi, Vendor::Anthropic, Vendor::Gemini] {
-        let (error, _limits) = internals::upstream_error(vendor, status, &headers, body);
+    for vendor in VENDORS {
+        let (error, limits) = vendor.upstream_error(status, &headers, body);
         if let ProviderError::Rejected { status: rejected, .. } = &error {
             assert!((400..500).contains(rejected), "{vendor:?} {status}: {error:?}");
         }
+        // Every wait a vendor gives is at most an hour.
+        let waits = [error.retry_after(), limits.reset_requests, limits.reset_tokens];
+        assert!(
+            waits.into_iter().flatten().all(|wait| wait <= sluice_providers::limits::MAX_WAIT),
+            "{vendor:?} {status}: {error:?} {limits:?}"
+        );
         let _ = error.to_string();
     }
 });

@@ -68,12 +68,19 @@ pub fn drive(pieces: Vec<Bytes>, translator: Translator) -> Vec<Item> {
     })
 }
 
-/// Drives a stream target's input whole and cut as it says, asserts both give the same items and that
-/// they have the shape every stream must have, and returns them.
-pub fn check_stream(data: &[u8], translator: fn() -> Translator) -> Vec<Item> {
+/// The stream translator of the registry's vendor `kind` (`openai`, `anthropic`, ...).
+pub fn translator(kind: &str) -> Translator {
+    sluice_providers::vendor(kind)
+        .unwrap_or_else(|| panic!("`{kind}` is not in sluice_providers::VENDORS"))
+        .translator()
+}
+
+/// Drives a stream target's input through vendor `kind`'s translator, whole and cut as it says, asserts
+/// both give the same items and that they have the shape every stream must have, and returns them.
+pub fn check_stream(data: &[u8], kind: &str) -> Vec<Item> {
     let (lengths, body) = split_input(data);
-    let whole = drive(cut(body, &[]), translator());
-    let pieces = drive(cut(body, lengths), translator());
+    let whole = drive(cut(body, &[]), translator(kind));
+    let pieces = drive(cut(body, lengths), translator(kind));
     assert_eq!(whole, pieces, "cutting the body into pieces changed the stream");
     check_items(&whole);
     whole

@@ -185,7 +185,7 @@ impl Pipeline {
         let reply = routed.reply;
         let body = match reply.body {
             ReplyBody::Complete { body, usage } => {
-                let (usage, source) = match usage.as_ref().map(TokenUsage::from_openai) {
+                let (usage, source) = match usage {
                     Some(usage) => (usage, UsageSource::Vendor),
                     None => (
                         TokenUsage::new(prompt_tokens, estimate_complete(&body, routed.encoding)),

@@ -112,7 +112,7 @@ impl Metered {
         });
         Some(StreamEvent {
             data: serde_json::to_vec(&chunk).map(bytes::Bytes::from).unwrap_or_default(),
-            usage: Some(usage.to_openai()),
+            usage: Some(usage),
             usage_only: true,
             estimated: true,
         })
@@ -134,7 +134,7 @@ impl Stream for Metered {
         }
         match self.events.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(event))) => {
-                match event_usage(&event) {
+                match event.usage {
                     Some(usage) => {
                         let source = if event.estimated {
                             UsageSource::Estimated
@@ -183,9 +183,4 @@ impl Drop for Metered {
         // generated until then is billed, and counted here.
         self.finish(499);
     }
-}
-
-/// The usage a chunk reports, as categories.
-fn event_usage(event: &StreamEvent) -> Option<TokenUsage> {
-    event.usage.as_ref().map(TokenUsage::from_openai)
 }

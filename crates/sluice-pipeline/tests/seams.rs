@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use secrecy::SecretString;
-use sluice_api::{ChatCompletionRequest, Usage};
+use sluice_api::{ChatCompletionRequest, TokenUsage};
 use sluice_budget::{BudgetBackend, End, Limits, LocalBudgets, RateBudget, Refusal, Reserve, SpendBudget};
 use sluice_pipeline::{AnswerBody, Caller, Operation, Pipeline, PipelineError, Principal};
 use sluice_providers::{
@@ -30,7 +30,7 @@ impl ChatProvider for Answers {
             Ok(ChatReply {
                 body: ReplyBody::Complete {
                     body: Bytes::from_static(br#"{"choices":[]}"#),
-                    usage: Some(Usage::new(7, 3)),
+                    usage: Some(TokenUsage::new(7, 3)),
                 },
                 limits: RateLimitSnapshot::default(),
                 dropped: Vec::new(),

@@ -25,7 +25,6 @@ use futures_util::StreamExt;
 use secrecy::SecretString;
 use serde_json::json;
 use sluice_api::{ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, ChunkDelta, Role};
-use sluice_providers::internals::{Translator, Vendor};
 use sluice_providers::{
     AnthropicAdapter, ChatCall, ChatProvider, GeminiAdapter, OpenAiAdapter, OpenAiFlavor, ReplyBody, Timeouts,
     UpstreamKey,
@@ -290,22 +289,17 @@ fn bench_chunks(c: &mut Criterion) {
     // Each vendor's translator on one content event, with the state the events before it left (the
     // event's `String` is made outside the measurement, as the SSE parser hands it over).
     let vendors = [
-        (Vendor::OpenAi, data_lines(&openai_stream()), 2),
-        (Vendor::Anthropic, data_lines(&anthropic_stream()), 3),
-        (Vendor::Gemini, data_lines(&gemini_stream()), 1),
+        ("openai", data_lines(&openai_stream()), 2),
+        ("anthropic", data_lines(&anthropic_stream()), 3),
+        ("gemini", data_lines(&gemini_stream()), 1),
     ];
     for (vendor, events, at) in vendors {
-        let mut translator = Translator::new(vendor);
+        let mut translator = sluice_providers::vendor(vendor).unwrap().translator();
         let mut out = VecDeque::new();
         for earlier in &events[..at] {
             translator.event(earlier.clone(), &mut out).unwrap();
         }
-        let name = match vendor {
-            Vendor::OpenAi => "openai_event",
-            Vendor::Anthropic => "anthropic_event",
-            Vendor::Gemini => "gemini_event",
-        };
-        group.bench_function(name, |b| {
+        group.bench_function(format!("{vendor}_event"), |b| {
             b.iter_batched(
                 || events[at].clone(),
                 |data| {

@@ -73,7 +73,8 @@ pub enum ProviderError {
         /// The vendor's message.
         message: String,
     },
-    /// The vendor rejected our key (401, 403): a gateway configuration problem, never the client's.
+    /// The vendor refused our key itself (a 401, or an error saying the key is invalid, revoked or its
+    /// account disabled): a gateway configuration problem, never the client's.
     #[error("the upstream rejected the gateway's key (status {status})")]
     Authentication {
         /// The HTTP status.
@@ -81,8 +82,9 @@ pub enum ProviderError {
         /// The vendor's message, for logs.
         detail: String,
     },
-    /// The vendor rejected the request itself (a 4xx other than 401, 403, 429). Not retried; the vendor's
-    /// error reaches the client in OpenAI's shape with the same status.
+    /// The vendor rejected the request itself (a 4xx that is neither a rate limit nor about the key, a 403
+    /// about what the request asks for included). Not retried; the vendor's error reaches the client in
+    /// OpenAI's shape with the same status.
     #[error("{}", error.error.message)]
     Rejected {
         /// The HTTP status.

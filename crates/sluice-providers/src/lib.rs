@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::Stream;
 use secrecy::{ExposeSecret, SecretString};
-use sluice_api::{ChatCompletionRequest, EmbeddingRequest, Usage};
+use sluice_api::{ChatCompletionRequest, EmbeddingRequest, TokenUsage};
 
 pub mod anthropic;
 pub mod error;
@@ -21,7 +21,7 @@ pub mod gemini;
 pub mod limits;
 pub mod openai;
 mod params;
-pub mod simulated;
+pub mod registry;
 pub mod sse;
 mod transport;
 
@@ -30,7 +30,7 @@ pub use error::{ProviderError, TimeoutPhase};
 pub use gemini::GeminiAdapter;
 pub use limits::RateLimitSnapshot;
 pub use openai::{AZURE_DEFAULT_API_VERSION, OpenAiAdapter, OpenAiFlavor};
-pub use simulated::{Fault, SimConfig, SimStats, SimulatedAdapter, Simulator};
+pub use registry::{Field, ProviderSettings, VENDORS, VendorSpec, WireFormat, vendor};
 pub use transport::Timeouts;
 
 /// A boxed future, as returned by [`ChatProvider::chat`].
@@ -77,8 +77,8 @@ pub struct EmbedCall<'a> {
 pub struct EmbedReply {
     /// The OpenAI-format JSON body.
     pub body: Bytes,
-    /// Tokens read, as `prompt_tokens`, when the vendor reported them.
-    pub usage: Option<Usage>,
+    /// Tokens read (as uncached input), when the vendor reported them.
+    pub usage: Option<TokenUsage>,
     /// What the vendor said about the key's remaining limits.
     pub limits: RateLimitSnapshot,
 }
@@ -148,8 +148,8 @@ pub enum ReplyBody {
     Complete {
         /// The OpenAI-format JSON body.
         body: Bytes,
-        /// The usage the vendor reported, if it did.
-        usage: Option<Usage>,
+        /// The usage the vendor reported, by billing category, if it did.
+        usage: Option<TokenUsage>,
     },
     /// A stream of `chat.completion.chunk`s.
     Stream(EventStream),
@@ -173,8 +173,9 @@ impl std::fmt::Debug for ReplyBody {
 pub struct StreamEvent {
     /// The chunk's JSON, in OpenAI's `chat.completion.chunk` format, without SSE framing.
     pub data: Bytes,
-    /// The usage the chunk carries, if any.
-    pub usage: Option<Usage>,
+    /// The usage the chunk carries, by billing category, if any. The chunk's JSON carries the same usage
+    /// in OpenAI's shape.
+    pub usage: Option<TokenUsage>,
     /// True for the final chunk that only carries usage (no choices). It is sent to the client only if
     /// the client asked for `stream_options.include_usage`.
     pub usage_only: bool,
@@ -183,8 +184,9 @@ pub struct StreamEvent {
 }
 
 /// The crate's private machinery, exposed for the fuzz targets (`fuzz/`) and the benchmarks only: the
-/// SSE driver every HTTP adapter uses, each vendor's stream translator, and the pure translations of
-/// requests and complete responses. Not an API: it changes with the code it exposes.
+/// SSE driver every HTTP adapter uses, the stream translator type (each vendor's is
+/// [`VendorSpec::translator`]), and the pure translations of requests and complete responses. Not an
+/// API: it changes with the code it exposes.
 #[doc(hidden)]
 pub mod internals {
     use std::collections::VecDeque;
@@ -193,11 +195,11 @@ pub mod internals {
     use bytes::Bytes;
     use futures_util::Stream;
     use secrecy::SecretString;
-    use sluice_api::{ChatCompletionRequest, ChatCompletionResponse, EmbeddingRequest, Usage};
+    use sluice_api::{ChatCompletionRequest, ChatCompletionResponse, EmbeddingRequest, TokenUsage};
 
     use crate::params::Unsupported;
     use crate::transport::{self, Flow, SseTranslator};
-    use crate::{ChatCall, EventStream, ProviderError, RateLimitSnapshot, StreamEvent, UpstreamKey};
+    use crate::{ChatCall, EventStream, ProviderError, StreamEvent, UpstreamKey};
 
     /// The Unix time the translators here report as `created`.
     pub const CREATED: u64 = 1_700_000_000;
@@ -206,36 +208,19 @@ pub mod internals {
     /// The random token Gemini's translators make ids from.
     pub const GEMINI_SEED: &str = "seed";
 
-    /// A vendor stream format.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Vendor {
-        /// OpenAI, Azure OpenAI and compatible servers.
-        OpenAi,
-        /// Anthropic Messages.
-        Anthropic,
-        /// Gemini's `streamGenerateContent?alt=sse`.
-        Gemini,
-    }
-
-    /// A vendor's stream translator with a fresh state, or the raw one that hands each event's data on
-    /// as it is (to exercise the SSE parser alone).
+    /// A vendor's stream translator with a fresh state ([`crate::VendorSpec::translator`]), or the raw one
+    /// that hands each event's data on as it is (to exercise the SSE parser alone).
     pub struct Translator(Inner);
 
     enum Inner {
         Raw,
-        OpenAi(crate::openai::stream::StreamState),
-        Anthropic(crate::anthropic::stream::StreamState),
-        Gemini(crate::gemini::stream::StreamState),
+        Vendor(Box<dyn SseTranslator>),
     }
 
     impl Translator {
-        /// `vendor`'s translator, as its adapter starts it for one stream (with [`CREATED`] as the time).
-        pub fn new(vendor: Vendor) -> Self {
-            Self(match vendor {
-                Vendor::OpenAi => Inner::OpenAi(crate::openai::stream::StreamState::default()),
-                Vendor::Anthropic => Inner::Anthropic(crate::anthropic::stream::StreamState::new(CREATED)),
-                Vendor::Gemini => Inner::Gemini(crate::gemini::stream::StreamState::new(gemini_context())),
-            })
+        /// The translator of one vendor's stream state.
+        pub(crate) fn of(state: impl SseTranslator) -> Self {
+            Self(Inner::Vendor(Box::new(state)))
         }
 
         /// A translator that makes one event of each SSE event's data, unchanged, and never ends the stream.
@@ -267,18 +252,14 @@ pub mod internals {
                     });
                     Ok(Flow::Continue)
                 }
-                Inner::OpenAi(state) => state.event(data, out),
-                Inner::Anthropic(state) => state.event(data, out),
-                Inner::Gemini(state) => state.event(data, out),
+                Inner::Vendor(state) => state.event(data, out),
             }
         }
 
         fn close(&mut self, out: &mut VecDeque<StreamEvent>) -> Result<(), ProviderError> {
             match &mut self.0 {
                 Inner::Raw => Ok(()),
-                Inner::OpenAi(state) => state.close(out),
-                Inner::Anthropic(state) => state.close(out),
-                Inner::Gemini(state) => state.close(out),
+                Inner::Vendor(state) => state.close(out),
             }
         }
     }
@@ -294,7 +275,8 @@ pub mod internals {
         transport::sse_events(body, idle, translator)
     }
 
-    fn gemini_context() -> crate::gemini::response::Context<'static> {
+    /// What Gemini's translators are started with here.
+    pub(crate) fn gemini_context() -> crate::gemini::response::Context<'static> {
         crate::gemini::response::Context {
             model: GEMINI_MODEL,
             created: CREATED,
@@ -302,13 +284,15 @@ pub mod internals {
         }
     }
 
-    /// A complete Anthropic Messages body as the OpenAI body and usage the client gets.
-    pub fn anthropic_response(body: &[u8]) -> Result<(Bytes, Option<Usage>), ProviderError> {
+    /// A complete Anthropic Messages body as the OpenAI body the client gets and the usage by billing
+    /// category.
+    pub fn anthropic_response(body: &[u8]) -> Result<(Bytes, Option<TokenUsage>), ProviderError> {
         crate::anthropic::response::translate(body, CREATED)
     }
 
-    /// A complete Gemini `GenerateContentResponse` as the OpenAI completion the client gets.
-    pub fn gemini_response(body: &[u8]) -> Result<ChatCompletionResponse, ProviderError> {
+    /// A complete Gemini `GenerateContentResponse` as the OpenAI completion the client gets and the usage
+    /// by billing category.
+    pub fn gemini_response(body: &[u8]) -> Result<(ChatCompletionResponse, Option<TokenUsage>), ProviderError> {
         crate::gemini::response::translate(body, &gemini_context())
     }
 
@@ -346,33 +330,5 @@ pub mod internals {
     /// The `batchEmbedContents` body the Gemini adapter sends for `request` on `model` (`models/...`).
     pub fn gemini_embed_request(request: &EmbeddingRequest, model: &str) -> Result<Vec<u8>, ProviderError> {
         crate::gemini::embed::translate(request, model)
-    }
-
-    /// What `vendor`'s adapter makes of a failed response with `status`, `headers` and `body`: the error,
-    /// and the limits it reads from the headers (Anthropic's at [`CREATED`]).
-    pub fn upstream_error(
-        vendor: Vendor,
-        status: u16,
-        headers: &http::HeaderMap,
-        body: &[u8],
-    ) -> (ProviderError, RateLimitSnapshot) {
-        match vendor {
-            Vendor::OpenAi => (
-                crate::openai::error::classify(status, crate::limits::retry_after(headers), body),
-                RateLimitSnapshot::from_openai_headers(headers),
-            ),
-            Vendor::Anthropic => {
-                let now = std::time::UNIX_EPOCH + Duration::from_secs(CREATED);
-                let retry = crate::anthropic::error::retry_after(headers, now);
-                (
-                    crate::anthropic::error::classify(status, retry, body),
-                    crate::anthropic::error::rate_limit_snapshot(headers, now),
-                )
-            }
-            Vendor::Gemini => (
-                crate::gemini::error::classify(status, crate::limits::retry_after(headers), body),
-                RateLimitSnapshot::default(),
-            ),
-        }
     }
 }

@@ -1,8 +1,24 @@
 //! What vendors say about a key's limits in their response headers.
+//!
+//! Every wait read from a vendor is clamped to [`MAX_WAIT`]: a vendor (or whatever answers in its place)
+//! can send any number, and a key cooling down for `1e19` seconds would overflow the router's deadline
+//! arithmetic, and in any case never come back.
 
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
+
+/// The longest wait the gateway takes from a vendor: `retry-after`, reset headers and retry delays beyond it
+/// are read as this. A daily quota then shows as a key retried every hour, which costs one refused call.
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// A wait of `secs` seconds as a vendor gave it, at most [`MAX_WAIT`]; none for a negative or NaN count.
+pub(crate) fn wait_from_secs(secs: f64) -> Option<Duration> {
+    if secs.is_nan() {
+        return None;
+    }
+    Duration::try_from_secs_f64(secs.min(MAX_WAIT.as_secs_f64())).ok()
+}
 
 /// A key's remaining budget and reset times as the vendor reported them on one response.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,21 +50,20 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 }
 
 /// The retry time a vendor gave on a 429 or 503: `retry-after-ms`, then `retry-after` (seconds or an HTTP
-/// date), then the later of OpenAI's reset headers.
+/// date), then the later of OpenAI's reset headers; at most [`MAX_WAIT`].
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    // `try_from_secs_f64`, not `from_secs_f64`, which panics on a time too long for a `Duration` ("1e300").
     if let Some(ms) = header_str(headers, "retry-after-ms").and_then(|v| v.parse::<f64>().ok())
-        && let Ok(retry) = Duration::try_from_secs_f64(ms / 1000.0)
+        && let Some(retry) = wait_from_secs(ms / 1000.0)
     {
         return Some(retry);
     }
     if let Some(value) = header_str(headers, "retry-after") {
         if let Ok(secs) = value.parse::<f64>() {
-            if let Ok(retry) = Duration::try_from_secs_f64(secs) {
+            if let Some(retry) = wait_from_secs(secs) {
                 return Some(retry);
             }
         } else if let Ok(when) = httpdate::parse_http_date(value) {
-            return Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO));
+            return Some(until(when, SystemTime::now()));
         }
     }
     let snapshot = RateLimitSnapshot::from_openai_headers(headers);
@@ -58,7 +73,13 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     }
 }
 
-/// Parses OpenAI's reset durations, which use Go's format: `1s`, `6m0s`, `20ms`, `1h2m3.5s`.
+/// The wait from `now` until `when`: zero when it has passed, at most [`MAX_WAIT`].
+pub(crate) fn until(when: SystemTime, now: SystemTime) -> Duration {
+    when.duration_since(now).unwrap_or(Duration::ZERO).min(MAX_WAIT)
+}
+
+/// Parses OpenAI's reset durations, which use Go's format: `1s`, `6m0s`, `20ms`, `1h2m3.5s`; at most
+/// [`MAX_WAIT`].
 pub fn parse_go_duration(text: &str) -> Option<Duration> {
     let mut total = 0f64;
     let mut rest = text.trim();
@@ -89,7 +110,7 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
         total += number * scale;
         rest = &rest[unit_len..];
     }
-    Duration::try_from_secs_f64(total).ok()
+    wait_from_secs(total)
 }
 
 #[cfg(test)]
@@ -110,11 +131,45 @@ mod tests {
         assert_eq!(parse_go_duration("1s"), Some(Duration::from_secs(1)));
         assert_eq!(parse_go_duration("6m0s"), Some(Duration::from_secs(360)));
         assert_eq!(parse_go_duration("20ms"), Some(Duration::from_millis(20)));
-        assert_eq!(parse_go_duration("1h2m3.5s"), Some(Duration::from_secs_f64(3723.5)));
+        assert_eq!(parse_go_duration("2m3.5s"), Some(Duration::from_secs_f64(123.5)));
+        assert_eq!(parse_go_duration("1h2m3.5s"), Some(MAX_WAIT));
         assert_eq!(parse_go_duration("0.5"), Some(Duration::from_millis(500)));
         assert_eq!(parse_go_duration("soon"), None);
         assert_eq!(parse_go_duration(""), None);
         assert_eq!(parse_go_duration("3parsecs"), None);
+        assert_eq!(parse_go_duration("99999999h"), Some(MAX_WAIT));
+    }
+
+    #[test]
+    fn vendor_waits_are_at_most_an_hour() {
+        // Far past what a `Duration` holds, or what `Instant + Duration` can add without overflowing.
+        for (name, value) in [
+            ("retry-after", "1e19"),
+            ("retry-after", "1e300"),
+            ("retry-after", "inf"),
+            ("retry-after-ms", "1e19"),
+            ("x-ratelimit-reset-requests", "99999999999999999999s"),
+            ("x-ratelimit-reset-tokens", "876000h"),
+        ] {
+            assert_eq!(
+                retry_after(&headers(&[(name, value)])),
+                Some(MAX_WAIT),
+                "{name}: {value}"
+            );
+        }
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "3599")])),
+            Some(Duration::from_secs(3599))
+        );
+        let far = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(86_400 * 365));
+        assert_eq!(retry_after(&headers(&[("retry-after", &far)])), Some(MAX_WAIT));
+        // Nonsense is no wait at all, not a panic.
+        for value in ["-5", "NaN", "-1e19"] {
+            assert_eq!(retry_after(&headers(&[("retry-after", value)])), None, "{value}");
+        }
+        let snapshot =
+            RateLimitSnapshot::from_openai_headers(&headers(&[("x-ratelimit-reset-tokens", "10000000000000000000s")]));
+        assert_eq!(snapshot.reset_tokens, Some(MAX_WAIT));
     }
 
     #[test]

@@ -9,9 +9,18 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
-use sluice_api::Usage;
-use sluice_providers::internals::{self, Translator, Vendor};
-use sluice_providers::{ProviderError, StreamEvent};
+use sluice_api::TokenUsage;
+use sluice_providers::internals::{self, Translator};
+use sluice_providers::limits::MAX_WAIT;
+use sluice_providers::{ProviderError, StreamEvent, VENDORS, VendorSpec};
+
+fn spec(kind: &str) -> &'static VendorSpec {
+    sluice_providers::vendor(kind).unwrap()
+}
+
+fn translator(kind: &str) -> Translator {
+    spec(kind).translator()
+}
 
 /// Runs `pieces` through the adapters' SSE driver and `translator`, to the end of the stream.
 async fn drive(pieces: Vec<Vec<u8>>, translator: Translator) -> Vec<Result<StreamEvent, String>> {
@@ -43,28 +52,17 @@ const OPENAI_STREAM: &str = concat!(
 /// byte long and panics slicing inside it. The SSE format allows one mark at the start, to be skipped.
 #[tokio::test]
 async fn a_stream_starting_with_a_byte_order_mark_is_read_not_a_panic() {
-    let plain = drive(vec![OPENAI_STREAM.as_bytes().to_vec()], Translator::new(Vendor::OpenAi)).await;
+    let plain = drive(vec![OPENAI_STREAM.as_bytes().to_vec()], translator("openai")).await;
     assert_eq!(plain.len(), 2);
     assert!(plain.iter().all(Result::is_ok), "{plain:?}");
     let marked = [BOM, OPENAI_STREAM.as_bytes()].concat();
-    assert_eq!(
-        drive(vec![marked.clone()], Translator::new(Vendor::OpenAi)).await,
-        plain
-    );
+    assert_eq!(drive(vec![marked.clone()], translator("openai")).await, plain);
     for at in 1..=5 {
         let pieces = vec![marked[..at].to_vec(), marked[at..].to_vec()];
-        assert_eq!(
-            drive(pieces, Translator::new(Vendor::OpenAi)).await,
-            plain,
-            "cut at {at}"
-        );
+        assert_eq!(drive(pieces, translator("openai")).await, plain, "cut at {at}");
     }
     let bytes = marked.iter().map(|b| vec![*b]).collect();
-    assert_eq!(
-        drive(bytes, Translator::new(Vendor::OpenAi)).await,
-        plain,
-        "one byte at a time"
-    );
+    assert_eq!(drive(bytes, translator("openai")).await, plain, "one byte at a time");
 
     // The fuzzer's input: pieces of 1 and 6 bytes, over a body of every kind of line.
     let body = "\u{feff}: comment\r\nevent: e\rid: 1\nretry: 10\ndata\ndata:x\ndata:  two spaces\r\n\r\n\
@@ -115,7 +113,7 @@ async fn openai_chunks_go_on_as_the_json_read_on_one_line() {
         "data: {\"id\":\"c1\",\"choices\":[],\ndata: \"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1,",
         "\"total_tokens\":3}}\n\n",
     );
-    let events = drive(vec![body.as_bytes().to_vec()], Translator::new(Vendor::OpenAi)).await;
+    let events = drive(vec![body.as_bytes().to_vec()], translator("openai")).await;
     assert_eq!(events.len(), 3, "{events:?}");
     for event in events.iter().map(|e| e.as_ref().unwrap()) {
         assert!(!event.data.contains(&b'\n'), "{event:?}");
@@ -127,7 +125,7 @@ async fn openai_chunks_go_on_as_the_json_read_on_one_line() {
     assert!(second.starts_with(b"{") && second.ends_with(b"}"), "{second:?}");
     let last = events[2].as_ref().unwrap();
     assert!(last.usage_only);
-    assert_eq!(last.usage, Some(Usage::new(2, 1)));
+    assert_eq!(last.usage, Some(TokenUsage::new(2, 1)));
 }
 
 /// `anthropic_response`, `gemini_response`: token counts whose sum passes `u64::MAX` panicked with
@@ -138,7 +136,7 @@ async fn token_counts_past_u64_max_saturate() {
         "usage": {"input_tokens": u64::MAX, "cache_read_input_tokens": 1, "output_tokens": 2}});
     let (_, usage) = internals::anthropic_response(body.to_string().as_bytes()).unwrap();
     let usage = usage.unwrap();
-    assert_eq!((usage.prompt_tokens, usage.total_tokens), (u64::MAX, u64::MAX));
+    assert_eq!((usage.prompt_tokens(), usage.total()), (u64::MAX, u64::MAX));
 
     for meta in [
         json!({"promptTokenCount": u64::MAX, "toolUsePromptTokenCount": 1}),
@@ -147,8 +145,9 @@ async fn token_counts_past_u64_max_saturate() {
     ] {
         let body = json!({"candidates": [{"content": {"parts": [{"text": "a"}]}, "finishReason": "STOP"}],
             "usageMetadata": meta});
-        let completion = internals::gemini_response(body.to_string().as_bytes()).unwrap();
+        let (completion, usage) = internals::gemini_response(body.to_string().as_bytes()).unwrap();
         assert_eq!(completion.usage.unwrap().total_tokens, u64::MAX, "{meta}");
+        assert_eq!(usage.unwrap().total(), u64::MAX, "{meta}");
     }
 
     let stream = format!(
@@ -157,42 +156,39 @@ async fn token_counts_past_u64_max_saturate() {
             "usage": {"input_tokens": u64::MAX, "cache_creation_input_tokens": u64::MAX}}}),
         json!({"type": "message_stop"}),
     );
-    let events = drive(vec![stream.into_bytes()], Translator::new(Vendor::Anthropic)).await;
+    let events = drive(vec![stream.into_bytes()], translator("anthropic")).await;
     assert_eq!(
-        events.last().unwrap().as_ref().unwrap().usage.unwrap().prompt_tokens,
+        events.last().unwrap().as_ref().unwrap().usage.unwrap().prompt_tokens(),
         u64::MAX
     );
 }
 
 /// `gemini_stream` and `upstream_error`: a `RetryInfo` delay too long for a `Duration` ("1e300s") panicked
-/// in `Duration::from_secs_f64`; it is now no retry time at all.
+/// in `Duration::from_secs_f64`; it is now the longest wait the gateway takes, an hour.
 #[tokio::test]
-async fn a_gemini_retry_delay_too_long_for_a_duration_is_ignored() {
+async fn a_gemini_retry_delay_too_long_for_a_duration_is_an_hour() {
     let error = json!({"code": 429, "message": "Resource exhausted", "status": "RESOURCE_EXHAUSTED",
         "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1e300s"}]});
     let stream = format!("data: {}\n\n", json!({"error": error}));
-    let events = drive(vec![stream.into_bytes()], Translator::new(Vendor::Gemini)).await;
+    let events = drive(vec![stream.into_bytes()], translator("gemini")).await;
     assert_eq!(events.len(), 1);
     assert!(
         events[0]
             .as_ref()
             .unwrap_err()
-            .starts_with("RateLimited { retry_after: None"),
+            .starts_with("RateLimited { retry_after: Some(3600s)"),
         "{events:?}"
     );
 
     let body = json!({"error": error}).to_string();
-    let (error, _) = internals::upstream_error(Vendor::Gemini, 429, &HeaderMap::new(), body.as_bytes());
-    assert!(
-        matches!(error, ProviderError::RateLimited { retry_after: None, .. }),
-        "{error:?}"
-    );
+    let (error, _) = spec("gemini").upstream_error(429, &HeaderMap::new(), body.as_bytes());
+    assert_eq!(error.retry_after(), Some(MAX_WAIT), "{error:?}");
 }
 
 /// `upstream_error`: the same panic from rate-limit headers: `retry-after`, `retry-after-ms` and OpenAI's
-/// Go-style reset durations too long for a `Duration`.
+/// Go-style reset durations too long for a `Duration`. They are now an hour, the longest wait taken.
 #[test]
-fn retry_headers_too_long_for_a_duration_are_ignored() {
+fn retry_headers_too_long_for_a_duration_are_an_hour() {
     let mut headers = HeaderMap::new();
     headers.insert("retry-after-ms", HeaderValue::from_static("1e300"));
     headers.insert("retry-after", HeaderValue::from_static("1e300"));
@@ -201,17 +197,17 @@ fn retry_headers_too_long_for_a_duration_are_ignored() {
         HeaderValue::from_static("99999999999999999999999h"),
     );
     headers.insert("x-ratelimit-reset-tokens", HeaderValue::from_static("20ms"));
-    for vendor in [Vendor::OpenAi, Vendor::Anthropic, Vendor::Gemini] {
-        let (error, _) = internals::upstream_error(vendor, 429, &headers, b"{}");
+    for vendor in VENDORS {
+        let (error, _) = vendor.upstream_error(429, &headers, b"{}");
         match error {
             ProviderError::RateLimited { retry_after, .. } => {
-                assert_eq!(retry_after, Some(Duration::from_millis(20)), "{vendor:?}");
+                assert_eq!(retry_after, Some(MAX_WAIT), "{vendor:?}");
             }
             other => panic!("{vendor:?}: {other:?}"),
         }
     }
     assert_eq!(
         sluice_providers::limits::parse_go_duration("99999999999999999999999h"),
-        None
+        Some(MAX_WAIT)
     );
 }

@@ -1,25 +1,46 @@
-//! The simulated vendors' HTTP faces, served by `sluice simulate --vendor openai|anthropic|gemini`.
+//! The simulated vendor: the [`Simulator`] (deterministic answers, per-key limits, faults, stats), its
+//! in-process adapter ([`SimulatedAdapter`], `kind = "simulated"` in the configuration), and its HTTP faces,
+//! served by `sluice simulate --vendor <kind>` for any vendor of the registry ([`vendor`]).
 //!
-//! One [`Simulator`] (deterministic answers, per-key limits, faults, stats) sits behind each face; the
-//! face speaks one vendor's wire format, checks what that vendor checks, and renders the simulator's
-//! answers, refusals and streams as that vendor would:
+//! The simulator sits behind each face; the face speaks one vendor's wire format, checks what that vendor
+//! checks, and renders the simulator's answers, refusals and streams as that vendor would:
 //!
 //! - [`openai`]: `POST /v1/chat/completions` (and `/chat/completions`), `GET /v1/models`.
 //! - [`anthropic`]: `POST /v1/messages` with `x-api-key` and `anthropic-version`.
 //! - [`gemini`]: `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse` with
 //!   `x-goog-api-key`.
 //!
-//! Every face also serves `GET /sim/stats` (the simulator's [`sluice_providers::SimStats`], for tests and
-//! drills) and `GET /healthz`. A request a face refuses as invalid is counted in
-//! [`sluice_providers::SimStats::invalid_requests`], so a test driving a gateway can assert that none of
-//! its translations tripped the vendor's validation.
+//! Every face reports usage by the simulator's billing rules ([`bill`]: automatic prefix caching for
+//! OpenAI and Gemini, `cache_control` breakpoints for Anthropic, reasoning for o-series and thinking
+//! models) and serves `GET /sim/stats` (the simulator's [`SimStats`] with each key's bill, for tests and
+//! drills) and `GET /healthz`. A request a face refuses as invalid is counted in [`SimStats::invalid_requests`], so a
+//! test driving a gateway can assert that none of its translations tripped the vendor's validation.
 
+mod adapter;
 pub mod anthropic;
+pub mod bill;
+mod config;
+mod conversation;
 pub mod gemini;
+mod limiter;
 pub mod openai;
+mod render;
+pub mod reply;
+mod simulator;
+mod stats;
+mod text;
 
-use std::fmt;
-use std::str::FromStr;
+pub use adapter::SimulatedAdapter;
+pub use config::{Fault, SimConfig};
+pub use conversation::{
+    SimBreakpoint, SimCacheTtl, SimCaching, SimCallMade, SimRequest, SimRole, SimTool, SimToolChoice, SimTurn,
+    openai_reasons,
+};
+pub use limiter::{LimitState, SimLimits};
+pub use reply::{SimFinish, SimReply, SimToolCall};
+pub use simulator::{Paced, SimAnswer, SimFrame, SimRejection, Simulator};
+pub use stats::{KeyStats, SimStats};
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -30,60 +51,28 @@ use axum::routing::get;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, header};
-use sluice_providers::simulated::Paced;
-use sluice_providers::{Fault, Simulator};
+use sluice_providers::VendorSpec;
+pub use sluice_providers::WireFormat;
+
+/// The vendor of the registry named `kind`, for `sluice simulate --vendor`; the error lists the known kinds.
+pub fn vendor(kind: &str) -> Result<&'static VendorSpec, String> {
+    sluice_providers::vendor(kind.trim()).ok_or_else(|| {
+        let kinds: Vec<&str> = sluice_providers::VENDORS.iter().map(|v| v.kind).collect();
+        format!("unknown vendor `{kind}`: expected one of {}", kinds.join(", "))
+    })
+}
 
 /// The largest request body a face reads: Anthropic's documented limit for the Messages API.
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
-/// Which vendor's wire format a simulated server speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Vendor {
-    /// OpenAI's chat completions.
-    OpenAi,
-    /// Anthropic's Messages API.
-    Anthropic,
-    /// Google's Gemini API.
-    Gemini,
-}
-
-impl Vendor {
-    /// The name used on the command line: `openai`, `anthropic` or `gemini`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Vendor::OpenAi => "openai",
-            Vendor::Anthropic => "anthropic",
-            Vendor::Gemini => "gemini",
-        }
-    }
-}
-
-impl fmt::Display for Vendor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Vendor {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "openai" => Ok(Vendor::OpenAi),
-            "anthropic" => Ok(Vendor::Anthropic),
-            "gemini" => Ok(Vendor::Gemini),
-            _ => Err(format!("unknown vendor `{text}`: expected openai, anthropic or gemini")),
-        }
-    }
-}
-
-/// The simulated vendor's HTTP app speaking `vendor`'s wire format, plus `GET /sim/stats` and
-/// `GET /healthz`.
-pub fn router(sim: Arc<Simulator>, vendor: Vendor) -> Router {
-    let routes = match vendor {
-        Vendor::OpenAi => openai::routes(),
-        Vendor::Anthropic => anthropic::routes(),
-        Vendor::Gemini => gemini::routes(),
+/// The simulated vendor's HTTP app speaking wire format `wire`, plus `GET /sim/stats` and `GET /healthz`.
+/// Every vendor of the registry ([`sluice_providers::VENDORS`]) is simulated by the face of its
+/// [`VendorSpec::wire`]: OpenAI's face also takes Azure's URLs and `api-key` header.
+pub fn router(sim: Arc<Simulator>, wire: WireFormat) -> Router {
+    let routes = match wire {
+        WireFormat::OpenAi => openai::routes(),
+        WireFormat::Anthropic => anthropic::routes(),
+        WireFormat::Gemini => gemini::routes(),
     };
     routes
         .route("/sim/stats", get(stats))
@@ -126,16 +115,18 @@ pub(crate) fn sse_event(event: Option<&str>, data: &[u8], separator: &str) -> By
     frame.into()
 }
 
-/// A streamed response of already framed `events`, paced and faulted by the simulator: a malformed step
-/// sends `malformed`, a reset breaks the connection, and `tail` (OpenAI's `[DONE]`) follows the events.
+/// A streamed response of `answer`'s already framed `events` (each with the visible tokens generated once
+/// it is sent), paced, faulted and billed by the simulator: a malformed step sends `malformed`, a reset
+/// breaks the connection, and `tail` (OpenAI's `[DONE]`) follows the events.
 pub(crate) fn paced_sse(
     sim: &Arc<Simulator>,
-    events: Vec<Bytes>,
+    answer: &SimAnswer,
+    events: Vec<(Bytes, u64)>,
     malformed: &'static [u8],
     tail: Option<&'static [u8]>,
 ) -> Response {
     let body = sim
-        .paced(events)
+        .paced(answer, events)
         .map(move |step| match step {
             Paced::Event(frame) => Ok(frame),
             Paced::Malformed => Ok(Bytes::from_static(malformed)),
@@ -180,17 +171,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn vendors_parse_and_print() {
-        for vendor in [Vendor::OpenAi, Vendor::Anthropic, Vendor::Gemini] {
-            assert_eq!(vendor.name().parse::<Vendor>(), Ok(vendor));
-            assert_eq!(vendor.to_string(), vendor.name());
+    fn every_registered_vendor_can_be_named() {
+        for spec in sluice_providers::VENDORS {
+            assert_eq!(vendor(spec.kind), Ok(*spec));
         }
-        assert_eq!("Gemini".parse::<Vendor>(), Ok(Vendor::Gemini));
+        let unknown = vendor("bedrock").unwrap_err();
         assert!(
-            "azure"
-                .parse::<Vendor>()
-                .unwrap_err()
-                .contains("openai, anthropic or gemini")
+            unknown.contains("openai, azure, anthropic, gemini, openai_compatible"),
+            "{unknown}"
         );
     }
 

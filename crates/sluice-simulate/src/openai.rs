@@ -1,17 +1,22 @@
 //! OpenAI's face: `POST /v1/chat/completions` (also `/chat/completions`) and `GET /v1/models`.
 //!
-//! - Auth: `Authorization: Bearer <key>`, else 401 `missing_api_key`; the key is the simulator's
-//!   rate-limit identity.
+//! - Also Azure OpenAI's deployment URL, `POST /openai/deployments/{deployment}/chat/completions`.
+//! - Auth: `Authorization: Bearer <key>` (or Azure's `api-key` header), else 401 `missing_api_key`; the key
+//!   is the simulator's rate-limit identity.
 //! - Checks what OpenAI checks beyond the JSON shape: `messages` not empty; every `tool` message answers a
 //!   `tool_call_id` of the assistant message that precedes its run of tool messages; every tool call of an
 //!   assistant message is answered before the conversation goes on. A refusal is a 400 in OpenAI's error
 //!   shape, counted in the simulator's `invalid_requests`.
 //! - Answers: `chat.completion` or `chat.completion.chunk`s ending with `data: [DONE]`, with
 //!   `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`; past a limit, 429 with `retry-after`,
-//!   `retry-after-ms` and the limit headers; a drawn error is a 500 `server_error`.
+//!   `retry-after-ms` and the limit headers; a drawn error is a 500 `server_error`. The usage has
+//!   `prompt_tokens_details.cached_tokens` when the prompt repeats an earlier one past 1024 tokens
+//!   (automatic caching, [`crate::bill`]) and `completion_tokens_details.reasoning_tokens` for o-series
+//!   models.
 
 use std::sync::Arc;
 
+use crate::{SimRejection, SimRequest, Simulator};
 use axum::Router;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -20,8 +25,6 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use sluice_api::{ChatCompletionRequest, ErrorBody, ModelList, Role};
-use sluice_providers::Simulator;
-use sluice_providers::simulated::{SimRejection, SimRequest};
 
 use crate::{add_headers, before_answer, json_response, paced_sse, sse_event, whole_seconds};
 
@@ -30,6 +33,10 @@ pub(crate) fn routes() -> Router<Arc<Simulator>> {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/chat/completions", post(chat_completions))
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(chat_completions),
+        )
         .route("/v1/models", get(models))
 }
 
@@ -73,7 +80,8 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Some(key) = bearer(&headers) else {
+    let Some(key) = bearer(&headers).or_else(|| crate::header_str(&headers, "api-key").filter(|k| !k.is_empty()))
+    else {
         return error(
             StatusCode::UNAUTHORIZED,
             "authentication_error",
@@ -149,11 +157,20 @@ async fn chat_completions(
     };
     let mut response = if request.is_stream() {
         let events = answer
-            .chunks(&request, request.wants_stream_usage())
+            .stream_chunks(&request, request.wants_stream_usage())
             .iter()
-            .map(|chunk| sse_event(None, &serde_json::to_vec(chunk).unwrap_or_default(), "\n\n"))
+            .map(|(chunk, tokens)| {
+                let frame = sse_event(None, &serde_json::to_vec(chunk).unwrap_or_default(), "\n\n");
+                (frame, *tokens)
+            })
             .collect();
-        paced_sse(&sim, events, b"data: {\"choices\": [tru\n\n", Some(b"data: [DONE]\n\n"))
+        paced_sse(
+            &sim,
+            &answer,
+            events,
+            b"data: {\"choices\": [tru\n\n",
+            Some(b"data: [DONE]\n\n"),
+        )
     } else {
         match serde_json::to_value(answer.completion(&request)) {
             Ok(body) => json_response(StatusCode::OK, &body),

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use serde_json::Value;
-use sluice_providers::{SimConfig, Simulator};
-use sluice_simulate::{Vendor, router};
+use sluice_simulate::{SimConfig, Simulator};
+use sluice_simulate::{WireFormat, router};
 use tower::ServiceExt;
 
 fn fixture(path: &str) -> String {
@@ -24,7 +24,7 @@ fn json_fixture(path: &str) -> Value {
 }
 
 /// A face over a fresh simulator.
-fn face(vendor: Vendor, config: SimConfig) -> (Arc<Simulator>, axum::Router) {
+fn face(vendor: WireFormat, config: SimConfig) -> (Arc<Simulator>, axum::Router) {
     let sim = Arc::new(Simulator::new(config));
     (Arc::clone(&sim), router(sim, vendor))
 }
@@ -104,7 +104,7 @@ fn event_kinds(events: &[(Option<String>, Value)]) -> Vec<String> {
 
 #[tokio::test]
 async fn anthropic_documented_requests_are_answered_in_documented_shapes() {
-    let (sim, app) = face(Vendor::Anthropic, SimConfig::default());
+    let (sim, app) = face(WireFormat::Anthropic, SimConfig::default());
 
     let (status, headers, body) = post(
         &app,
@@ -179,7 +179,7 @@ fn same_shape_except_cache(ours: &Value, documented: &Value) {
 
 #[tokio::test]
 async fn anthropic_streams_follow_the_documented_event_sequence() {
-    let (_, app) = face(Vendor::Anthropic, SimConfig::default());
+    let (_, app) = face(WireFormat::Anthropic, SimConfig::default());
     for (request, transcript) in [
         ("anthropic/messages_request.json", "anthropic/stream_text.sse"),
         ("anthropic/tool_use_request.json", "anthropic/stream_tool_use.sse"),
@@ -222,7 +222,7 @@ async fn anthropic_streams_follow_the_documented_event_sequence() {
 #[tokio::test]
 async fn anthropic_errors_have_the_documented_shape() {
     let (sim, app) = face(
-        Vendor::Anthropic,
+        WireFormat::Anthropic,
         SimConfig {
             rpm: Some(1),
             ..SimConfig::default()
@@ -267,7 +267,7 @@ async fn anthropic_errors_have_the_documented_shape() {
     assert_eq!(status, 400, "anthropic-version is required");
 
     let (_, overloaded) = face(
-        Vendor::Anthropic,
+        WireFormat::Anthropic,
         SimConfig {
             error_rate: 1.0,
             ..SimConfig::default()
@@ -285,7 +285,7 @@ const GENERATE: &str = "/v1beta/models/gemini-2.5-flash:generateContent";
 
 #[tokio::test]
 async fn gemini_documented_requests_are_answered_in_documented_shapes() {
-    let (sim, app) = face(Vendor::Gemini, SimConfig::default());
+    let (sim, app) = face(WireFormat::Gemini, SimConfig::default());
 
     let (status, _, body) = post(
         &app,
@@ -357,7 +357,7 @@ async fn gemini_documented_requests_are_answered_in_documented_shapes() {
 
 #[tokio::test]
 async fn gemini_streams_are_generate_content_responses_without_done() {
-    let (_, app) = face(Vendor::Gemini, SimConfig::default());
+    let (_, app) = face(WireFormat::Gemini, SimConfig::default());
     let uri = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse";
     let (status, headers, text) = post(&app, uri, GEMINI, &json_fixture("gemini/generate_content_request.json")).await;
     assert_eq!(status, 200, "{text}");
@@ -391,7 +391,7 @@ async fn gemini_streams_are_generate_content_responses_without_done() {
 #[tokio::test]
 async fn gemini_errors_have_the_documented_shape() {
     let (sim, app) = face(
-        Vendor::Gemini,
+        WireFormat::Gemini,
         SimConfig {
             rpm: Some(1),
             ..SimConfig::default()
@@ -429,7 +429,7 @@ async fn gemini_errors_have_the_documented_shape() {
 
     assert_eq!(post(&app, GENERATE, &[], &request).await.0, 403);
     let (_, unavailable) = face(
-        Vendor::Gemini,
+        WireFormat::Gemini,
         SimConfig {
             error_rate: 1.0,
             ..SimConfig::default()
@@ -445,7 +445,7 @@ async fn gemini_errors_have_the_documented_shape() {
 
 #[tokio::test]
 async fn every_face_serves_stats_and_health() {
-    for vendor in [Vendor::OpenAi, Vendor::Anthropic, Vendor::Gemini] {
+    for vendor in [WireFormat::OpenAi, WireFormat::Anthropic, WireFormat::Gemini] {
         let (_, app) = face(vendor, SimConfig::default());
         for path in ["/sim/stats", "/healthz"] {
             let response = app
@@ -453,11 +453,11 @@ async fn every_face_serves_stats_and_health() {
                 .oneshot(http::Request::get(path).body(Body::empty()).unwrap())
                 .await
                 .unwrap();
-            assert_eq!(response.status(), 200, "{vendor} {path}");
+            assert_eq!(response.status(), 200, "{vendor:?} {path}");
         }
     }
     // The OpenAI face answers in OpenAI's format, tool calls included.
-    let (_, app) = face(Vendor::OpenAi, SimConfig::default());
+    let (_, app) = face(WireFormat::OpenAi, SimConfig::default());
     let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "Weather?"}],
         "tools": [{"type": "function", "function": {"name": "get_weather",
             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]});

@@ -1,13 +1,20 @@
 //! `config/sluice.toml`: read into raw serde structs that reject unknown keys, then validated into the
-//! runtime settings. Every error names the file, the key and the problem.
+//! runtime settings ([`Config`]), which is all wiring reads. Every error names the file, the key and the
+//! problem. Providers and models: [`providers`].
 
-use std::collections::HashSet;
+mod providers;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::Deserialize;
+
+pub use providers::{
+    DeploymentConfig, ModelConfig, ProviderConfig, ProviderKind, RawDeployment, RawModel, RawProvider, RawSimulate,
+    Upstream,
+};
 
 /// The configuration as written in the file.
 #[derive(Debug, Deserialize)]
@@ -226,139 +233,6 @@ impl Default for RawPrompts {
     }
 }
 
-/// The vendors Sluice speaks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderKind {
-    /// api.openai.com
-    Openai,
-    /// Azure OpenAI
-    Azure,
-    /// Anthropic Messages
-    Anthropic,
-    /// Google Gemini
-    Gemini,
-    /// Any OpenAI-compatible server.
-    OpenaiCompatible,
-    /// The built-in simulated vendor.
-    Simulated,
-}
-
-impl ProviderKind {
-    fn name(self) -> &'static str {
-        match self {
-            ProviderKind::Openai => "openai",
-            ProviderKind::Azure => "azure",
-            ProviderKind::Anthropic => "anthropic",
-            ProviderKind::Gemini => "gemini",
-            ProviderKind::OpenaiCompatible => "openai_compatible",
-            ProviderKind::Simulated => "simulated",
-        }
-    }
-}
-
-/// `[[providers]]`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawProvider {
-    /// Name deployments refer to.
-    pub name: String,
-    /// Which vendor.
-    pub kind: ProviderKind,
-    /// The vendor's API root.
-    #[serde(default)]
-    pub base_url: Option<String>,
-    /// API keys (`env:VAR` or literal), each with its own budgets.
-    #[serde(default)]
-    pub keys: Vec<String>,
-    /// Azure's `api-version`.
-    #[serde(default)]
-    pub api_version: Option<String>,
-    /// Ask OpenAI-format upstreams for usage in streams (default true; turn off for servers that reject
-    /// `stream_options`).
-    #[serde(default)]
-    pub stream_usage: Option<bool>,
-    /// The simulated vendor's behaviour (`kind = "simulated"` only).
-    #[serde(default)]
-    pub simulate: Option<RawSimulate>,
-}
-
-/// `[providers.simulate]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawSimulate {
-    /// Delay before the response head.
-    pub latency_ms: u64,
-    /// Streaming speed.
-    pub tokens_per_sec: Option<f64>,
-    /// Its own requests per minute per key.
-    pub rpm: Option<u32>,
-    /// Its own tokens per minute per key.
-    pub tpm: Option<u32>,
-    /// Share of requests failed with a 500.
-    pub error_rate: f64,
-    /// Tokens per reply.
-    pub reply_tokens: Option<u32>,
-    /// `hang`, `reset-after=N`, `stall-after=N`, `malformed-after=N`.
-    pub fault: Option<String>,
-}
-
-/// `[[models]]`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawModel {
-    /// The name clients send.
-    pub name: String,
-    /// Where it is served.
-    pub deployments: Vec<RawDeployment>,
-    /// How long a request may wait for capacity when every key is at its limit.
-    #[serde(default = "default_max_queue_ms")]
-    pub max_queue_ms: u64,
-}
-
-fn default_max_queue_ms() -> u64 {
-    5_000
-}
-
-/// `[[models.deployments]]`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDeployment {
-    /// A provider name.
-    pub provider: String,
-    /// The vendor's model id.
-    pub model: String,
-    /// Tokens per minute per key, as the vendor counts them.
-    #[serde(default)]
-    pub tpm: Option<u64>,
-    /// Requests per minute per key.
-    #[serde(default)]
-    pub rpm: Option<u64>,
-    /// Lower is tried first.
-    #[serde(default)]
-    pub priority: u32,
-    /// Share among equal priorities.
-    #[serde(default = "one")]
-    pub weight: u32,
-    /// Completion cap when the client sets none.
-    #[serde(default)]
-    pub max_tokens: Option<u32>,
-    /// Requests in flight at once per key.
-    #[serde(default)]
-    pub max_in_flight: Option<u32>,
-    /// Drop client parameters the vendor cannot honour (listed in `x-sluice-dropped-params`) instead of
-    /// answering 400.
-    #[serde(default)]
-    pub drop_unsupported: bool,
-    /// This deployment's prices, overriding `prices.toml`.
-    #[serde(default)]
-    pub price: Option<sluice_store::Price>,
-}
-
-fn one() -> u32 {
-    1
-}
-
 /// A configuration that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -446,8 +320,78 @@ pub struct Config {
     pub timeouts: sluice_providers::Timeouts,
     /// Upstream calls per request.
     pub max_attempts: u32,
-    /// The raw configuration, validated.
-    pub raw: RawConfig,
+    /// Backoff and circuit breaking of upstream failures.
+    pub failover: FailoverConfig,
+    /// `[[providers]]`, each with its vendor from the registry and its defaults resolved.
+    pub providers: Vec<ProviderConfig>,
+    /// `[[models]]`, each deployment naming a configured provider.
+    pub models: Vec<ModelConfig>,
+    /// `[store]`
+    pub store: StoreConfig,
+    /// `[auth]`
+    pub auth: AuthConfig,
+    /// `[prompts]`
+    pub prompts: PromptsConfig,
+    /// `[log]`
+    pub log: LogConfig,
+}
+
+/// How upstream failures are backed off and broken off, from `[upstream]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailoverConfig {
+    /// First step of the backoff after a 429 without a retry time.
+    pub backoff_base: Duration,
+    /// Largest step of that backoff.
+    pub backoff_max: Duration,
+    /// Consecutive failures that open a deployment's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker keeps a deployment out before a probe.
+    pub breaker_cooloff: Duration,
+}
+
+/// `[store]`, validated.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Database URL; `SLUICE_DATABASE_URL` overrides it.
+    pub url: String,
+    /// Where usage rows wait while the database is unreachable.
+    pub spool: PathBuf,
+    /// The price list costs are computed from.
+    pub prices: PathBuf,
+    /// How often virtual keys and tenants are re-read from the database.
+    pub refresh: Duration,
+}
+
+/// `[auth]`: the keys as written (`env:VAR` or a literal), resolved when the gateway is built.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// The admin key.
+    pub admin_key: Option<String>,
+    /// Client keys accepted on `/v1`.
+    pub keys: Vec<String>,
+    /// Failed authentications one client address may make per window before it is answered 429; 0
+    /// turns the throttle off.
+    pub max_failures: u32,
+    /// The window `max_failures` counts over.
+    pub failure_window: Duration,
+}
+
+/// `[prompts]`, validated.
+#[derive(Debug, Clone)]
+pub struct PromptsConfig {
+    /// Folder of prompt templates, relative to the working directory.
+    pub dir: PathBuf,
+    /// How often the folder is checked for changes; `None` when reloading is off.
+    pub reload: Option<Duration>,
+}
+
+/// `[log]`, validated.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Line format.
+    pub format: LogFormat,
+    /// A tracing filter such as `info`; `RUST_LOG` overrides it.
+    pub level: String,
 }
 
 impl Config {
@@ -496,7 +440,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
-    let mut problems: Vec<(String, String)> = Vec::new();
+    let mut problems: providers::Problems = Vec::new();
     let mut problem = |key: String, message: String| problems.push((key, message));
 
     let listen = match raw.server.listen.parse::<SocketAddr>() {
@@ -552,142 +496,18 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         problem("upstream.max_attempts".to_owned(), "must be at least 1".to_owned());
     }
 
-    let mut provider_names = HashSet::new();
-    for (i, provider) in raw.providers.iter().enumerate() {
-        let at = |field: &str| format!("providers[{i}].{field}");
-        if provider.name.trim().is_empty() {
-            problem(at("name"), "must not be empty".to_owned());
-        } else if !provider_names.insert(provider.name.as_str()) {
-            problem(
-                at("name"),
-                format!("a provider named `{}` is already defined", provider.name),
-            );
-        }
-        let kind = provider.kind;
-        if let Some(url) = &provider.base_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            problem(at("base_url"), format!("`{url}` must start with http:// or https://"));
-        }
-        match kind {
-            ProviderKind::OpenaiCompatible | ProviderKind::Azure if provider.base_url.is_none() => {
-                problem(at("base_url"), format!("is required for kind `{}`", kind.name()))
-            }
-            _ => {}
-        }
-        if kind == ProviderKind::Azure && provider.api_version.is_none() {
-            problem(
-                at("api_version"),
-                format!(
-                    "is required for kind `azure` (the current GA version is `{}`)",
-                    sluice_providers::AZURE_DEFAULT_API_VERSION
-                ),
-            );
-        }
-        if kind != ProviderKind::Azure && provider.api_version.is_some() {
-            problem(
-                at("api_version"),
-                format!("only applies to kind `azure`, not `{}`", kind.name()),
-            );
-        }
-        if kind == ProviderKind::Simulated {
-            if let Some(sim) = &provider.simulate {
-                if !(0.0..=1.0).contains(&sim.error_rate) {
-                    problem(
-                        at("simulate.error_rate"),
-                        format!("must be between 0 and 1; got {}", sim.error_rate),
-                    );
-                }
-                if sim.tokens_per_sec.is_some_and(|t| t.is_nan() || t <= 0.0) {
-                    problem(at("simulate.tokens_per_sec"), "must be greater than 0".to_owned());
-                }
-                if let Some(fault) = &sim.fault
-                    && let Err(message) = fault.parse::<sluice_providers::Fault>()
-                {
-                    problem(at("simulate.fault"), message);
-                }
-            }
-        } else {
-            if provider.simulate.is_some() {
-                problem(
-                    at("simulate"),
-                    format!("only applies to kind `simulated`, not `{}`", kind.name()),
-                );
-            }
-            if provider.keys.is_empty() && kind != ProviderKind::OpenaiCompatible {
-                problem(
-                    at("keys"),
-                    "must list at least one key (`env:VAR` or a literal)".to_owned(),
-                );
-            }
-        }
-        if kind != ProviderKind::Openai && kind != ProviderKind::OpenaiCompatible && provider.stream_usage.is_some() {
-            problem(
-                at("stream_usage"),
-                "only applies to kinds `openai` and `openai_compatible`".to_owned(),
-            );
-        }
-        for (k, key) in provider.keys.iter().enumerate() {
-            if key.trim().is_empty() || key.trim() == "env:" {
-                problem(at(&format!("keys[{k}]")), "must not be empty".to_owned());
-            }
-        }
-    }
-
-    let mut model_names = HashSet::new();
-    for (i, model) in raw.models.iter().enumerate() {
-        let at = |field: &str| format!("models[{i}].{field}");
-        if model.name.trim().is_empty() {
-            problem(at("name"), "must not be empty".to_owned());
-        } else if !model_names.insert(model.name.as_str()) {
-            problem(at("name"), format!("a model named `{}` is already defined", model.name));
-        }
-        if model.deployments.is_empty() {
-            problem(at("deployments"), "must list at least one deployment".to_owned());
-        }
-        for (d, deployment) in model.deployments.iter().enumerate() {
-            let at = |field: &str| format!("models[{i}].deployments[{d}].{field}");
-            if !provider_names.contains(deployment.provider.as_str()) {
-                let mut known: Vec<&str> = provider_names.iter().copied().collect();
-                known.sort_unstable();
-                problem(
-                    at("provider"),
-                    format!(
-                        "no provider named `{}` (defined: {})",
-                        deployment.provider,
-                        if known.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                );
-            }
-            if deployment.model.trim().is_empty() {
-                problem(at("model"), "must not be empty".to_owned());
-            }
-            if deployment.weight == 0 {
-                problem(at("weight"), "must be at least 1".to_owned());
-            }
-            if deployment.max_tokens == Some(0) {
-                problem(at("max_tokens"), "must be at least 1".to_owned());
-            }
-            if deployment.max_in_flight == Some(0) {
-                problem(at("max_in_flight"), "must be at least 1".to_owned());
-            }
-            for (field, value) in [("tpm", deployment.tpm), ("rpm", deployment.rpm)] {
-                if value == Some(0) {
-                    problem(at(field), "must be at least 1 (leave it out for no limit)".to_owned());
-                }
-            }
-        }
-    }
-    if raw.models.is_empty() {
-        problem(
-            "models".to_owned(),
-            "no model is defined; add at least one [[models]] table".to_owned(),
-        );
-    }
+    let RawConfig {
+        server,
+        store,
+        auth,
+        upstream,
+        log,
+        providers: raw_providers,
+        models: raw_models,
+        prompts,
+    } = raw;
+    let providers = providers::validate_providers(raw_providers, &mut problems);
+    let models = providers::validate_models(raw_models, &providers, &mut problems);
 
     if !problems.is_empty() {
         return Err(ConfigError::Invalid {
@@ -698,27 +518,54 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         path: path.to_owned(),
         listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-        max_body_bytes: raw.server.max_body_bytes,
-        request_timeout: Duration::from_millis(raw.server.request_timeout_ms),
-        shutdown_grace: Duration::from_millis(raw.server.shutdown_grace_ms),
-        shutdown_flush: Duration::from_millis(raw.server.shutdown_flush_ms),
+        max_body_bytes: server.max_body_bytes,
+        request_timeout: Duration::from_millis(server.request_timeout_ms),
+        shutdown_grace: Duration::from_millis(server.shutdown_grace_ms),
+        shutdown_flush: Duration::from_millis(server.shutdown_flush_ms),
         serve: sluice_server::ServeSettings {
-            header_timeout: Duration::from_millis(raw.server.header_timeout_ms),
-            keep_alive_timeout: Duration::from_millis(raw.server.keep_alive_timeout_ms),
-            send_timeout: Duration::from_millis(raw.server.send_timeout_ms),
-            max_connections: raw.server.max_connections,
-            max_in_flight: raw.server.max_in_flight,
-            max_concurrent_streams: raw.server.max_concurrent_streams,
-            max_header_bytes: raw.server.max_header_bytes,
-            grace: Duration::from_millis(raw.server.shutdown_grace_ms),
+            header_timeout: Duration::from_millis(server.header_timeout_ms),
+            keep_alive_timeout: Duration::from_millis(server.keep_alive_timeout_ms),
+            send_timeout: Duration::from_millis(server.send_timeout_ms),
+            max_connections: server.max_connections,
+            max_in_flight: server.max_in_flight,
+            max_concurrent_streams: server.max_concurrent_streams,
+            max_header_bytes: server.max_header_bytes,
+            grace: Duration::from_millis(server.shutdown_grace_ms),
         },
         timeouts: sluice_providers::Timeouts {
-            connect: Duration::from_millis(raw.upstream.connect_timeout_ms),
-            first_byte: Duration::from_millis(raw.upstream.first_byte_timeout_ms),
-            idle: Duration::from_millis(raw.upstream.idle_timeout_ms),
+            connect: Duration::from_millis(upstream.connect_timeout_ms),
+            first_byte: Duration::from_millis(upstream.first_byte_timeout_ms),
+            idle: Duration::from_millis(upstream.idle_timeout_ms),
         },
-        max_attempts: raw.upstream.max_attempts,
-        raw,
+        max_attempts: upstream.max_attempts,
+        failover: FailoverConfig {
+            backoff_base: Duration::from_millis(upstream.backoff_base_ms),
+            backoff_max: Duration::from_millis(upstream.backoff_max_ms),
+            breaker_failures: upstream.breaker_failures,
+            breaker_cooloff: Duration::from_millis(upstream.breaker_cooloff_ms),
+        },
+        providers,
+        models,
+        store: StoreConfig {
+            url: store.url,
+            spool: store.spool,
+            prices: store.prices,
+            refresh: Duration::from_millis(store.refresh_ms),
+        },
+        auth: AuthConfig {
+            admin_key: auth.admin_key,
+            keys: auth.keys,
+            max_failures: auth.max_failures,
+            failure_window: Duration::from_millis(auth.failure_window_ms),
+        },
+        prompts: PromptsConfig {
+            dir: prompts.dir,
+            reload: (prompts.reload_ms > 0).then(|| Duration::from_millis(prompts.reload_ms)),
+        },
+        log: LogConfig {
+            format: log.format,
+            level: log.level,
+        },
     })
 }
 
@@ -749,7 +596,7 @@ model = "gpt-4o-mini"
     fn the_shipped_configuration_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/sluice.toml");
         let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert!(config.raw.models.iter().any(|m| m.name == "sluice-demo"));
+        assert!(config.models.iter().any(|m| m.name == "sluice-demo"));
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
     }
 
@@ -759,7 +606,7 @@ model = "gpt-4o-mini"
         assert_eq!(config.max_body_bytes, 8 * 1024 * 1024);
         assert_eq!(config.timeouts.connect, Duration::from_secs(5));
         assert_eq!(config.max_attempts, 3);
-        assert_eq!(config.raw.models[0].deployments[0].weight, 1);
+        assert_eq!(config.models[0].deployments[0].weight, 1);
     }
 
     #[test]
@@ -904,8 +751,8 @@ model = "m"
             (Duration::from_secs(20), Duration::from_secs(5))
         );
         assert_eq!(
-            (config.raw.auth.max_failures, config.raw.auth.failure_window_ms),
-            (20, 60_000)
+            (config.auth.max_failures, config.auth.failure_window),
+            (20, Duration::from_secs(60))
         );
         let text = format!(
             "[server]\nheader_timeout_ms = 0\nmax_connections = 0\nmax_header_bytes = 10\n[auth]\nfailure_window_ms = 0\n{MINIMAL}"

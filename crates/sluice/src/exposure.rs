@@ -39,7 +39,6 @@ pub fn check_listen(config: &Config) -> Result<(), ExposureError> {
         return Ok(());
     }
     match config
-        .raw
         .auth
         .keys
         .iter()

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use sluice::config::{Config, LogFormat};
-use sluice_providers::{Fault, SimConfig, Simulator};
+use sluice_simulate::{Fault, SimConfig, Simulator};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -164,9 +164,9 @@ struct SimulateArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9090")]
     listen: SocketAddr,
-    /// Which vendor's wire format to speak: openai, anthropic or gemini.
-    #[arg(long, default_value = "openai")]
-    vendor: sluice_simulate::Vendor,
+    /// Which vendor to imitate: any provider `kind` (openai, azure, anthropic, gemini, openai_compatible).
+    #[arg(long, default_value = "openai", value_parser = sluice_simulate::vendor)]
+    vendor: &'static sluice_providers::VendorSpec,
     /// Requests per minute each key may make.
     #[arg(long)]
     rpm: Option<u32>,
@@ -231,7 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "  store {}",
                 sluice::exposure::redact_url(&sluice::wiring::store_url(&config, &env_var))
             );
-            for model in &config.raw.models {
+            for model in &config.models {
                 let providers: Vec<&str> = model.deployments.iter().map(|d| d.provider.as_str()).collect();
                 println!("  model {} -> {}", model.name, providers.join(", "));
             }
@@ -248,7 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match command {
                 PromptsCommand::Check => println!(
                     "{}: {} prompt template(s) ok",
-                    config.raw.prompts.dir.display(),
+                    config.prompts.dir.display(),
                     registry.iter().count()
                 ),
                 PromptsCommand::List => {
@@ -346,7 +346,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // taken as a vendor model id.
             let vendor_model = Config::load(&cli.config).ok().and_then(|config| {
                 config
-                    .raw
                     .models
                     .iter()
                     .find(|m| m.name == model)
@@ -583,22 +582,22 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(address = %args.listen, vendor = args.vendor.name(), config = ?sim.config(), "simulated vendor is listening");
-    let app = sluice_simulate::router(sim, args.vendor);
+    tracing::info!(address = %args.listen, vendor = args.vendor.kind, config = ?sim.config(), "simulated vendor is listening");
+    let app = sluice_simulate::router(sim, args.vendor.wire);
     sluice_server::serve(listener, app, sluice_server::shutdown_signal(), Duration::from_secs(5)).await?;
     Ok(())
 }
 
 fn init_logging(format: Option<LogFormatArg>, config: Option<&Config>) {
     use tracing_subscriber::EnvFilter;
-    let level = config.map_or("info", |c| c.raw.log.level.as_str());
+    let level = config.map_or("info", |c| c.log.level.as_str());
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match format {
         Some(LogFormatArg::Json) => true,
         Some(LogFormatArg::Text) => false,
-        None => config.is_some_and(|c| c.raw.log.format == LogFormat::Json),
+        None => config.is_some_and(|c| c.log.format == LogFormat::Json),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

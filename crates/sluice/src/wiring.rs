@@ -9,16 +9,14 @@ use secrecy::SecretString;
 use sluice_budget::{Backoff, BudgetBackend, Limits, LocalBudgets};
 use sluice_pipeline::{Authenticator, Directory, Ledger, Pipeline, PriceBook, PriceChoice, StaticKeys};
 use sluice_prompts::PromptWatcher;
-use sluice_providers::{
-    AnthropicAdapter, ChatProvider, GeminiAdapter, OpenAiAdapter, OpenAiFlavor, SimConfig, SimulatedAdapter, Simulator,
-    UpstreamKey, gemini,
-};
+use sluice_providers::{ChatProvider, UpstreamKey};
 use sluice_router::breaker::BreakerPolicy;
 use sluice_router::{Deployment, DeploymentSpec, ModelRoute, ProviderPool, Router, RouterSettings};
 use sluice_server::{AppState, HttpSettings, Tenancy};
+use sluice_simulate::{SimulatedAdapter, Simulator};
 use sluice_store::{Prices, Store, UsageWriter, WriterConfig};
 
-use crate::config::{Config, ProviderKind, RawProvider, RawSimulate, Secret, resolve_secret};
+use crate::config::{Config, ProviderConfig, Secret, Upstream, resolve_secret};
 
 /// Why the gateway could not be assembled.
 #[derive(Debug, thiserror::Error)]
@@ -90,44 +88,14 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
     let mut simulators = HashMap::new();
     let mut pools: HashMap<&str, Arc<ProviderPool>> = HashMap::new();
 
-    for (i, provider) in config.raw.providers.iter().enumerate() {
+    for (i, provider) in config.providers.iter().enumerate() {
         let (keys, missing) = resolve_keys(i, provider, env, &mut warnings);
-        let adapter: Arc<dyn ChatProvider> = match provider.kind {
-            ProviderKind::Simulated => {
-                let sim = Arc::new(Simulator::new(sim_config(provider.simulate.as_ref())));
+        let adapter: Arc<dyn ChatProvider> = match &provider.upstream {
+            Upstream::Vendor { spec, settings } => spec.adapter(client.clone(), settings, config.timeouts),
+            Upstream::Simulated(sim_config) => {
+                let sim = Arc::new(Simulator::new(sim_config.clone()));
                 simulators.insert(provider.name.clone(), Arc::clone(&sim));
                 Arc::new(SimulatedAdapter::new(sim, config.timeouts))
-            }
-            ProviderKind::Anthropic => Arc::new(AnthropicAdapter::new(
-                client.clone(),
-                provider
-                    .base_url
-                    .as_deref()
-                    .unwrap_or(AnthropicAdapter::DEFAULT_BASE_URL),
-                config.timeouts,
-            )),
-            ProviderKind::Gemini => Arc::new(GeminiAdapter::new(
-                client.clone(),
-                provider.base_url.as_deref().unwrap_or(gemini::DEFAULT_BASE_URL),
-                config.timeouts,
-            )),
-            kind => {
-                let flavor = match kind {
-                    ProviderKind::Openai => OpenAiFlavor::OpenAi,
-                    // Validated: Azure providers have an api_version.
-                    ProviderKind::Azure => OpenAiFlavor::Azure {
-                        api_version: provider.api_version.clone().unwrap_or_default(),
-                    },
-                    _ => OpenAiFlavor::Compatible,
-                };
-                let base_url = provider.base_url.as_deref().unwrap_or("https://api.openai.com/v1");
-                Arc::new(OpenAiAdapter::new(
-                    client.clone(),
-                    base_url,
-                    flavor,
-                    config.timeouts,
-                    provider.stream_usage.unwrap_or(true),
-                ))
             }
         };
         if keys.is_empty() {
@@ -145,14 +113,13 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
         );
     }
 
-    let upstream = &config.raw.upstream;
+    let failover = &config.failover;
     let breaker = BreakerPolicy {
-        failures: upstream.breaker_failures,
-        cool_off: Duration::from_millis(upstream.breaker_cooloff_ms),
+        failures: failover.breaker_failures,
+        cool_off: failover.breaker_cooloff,
     };
     let budgets: Arc<dyn BudgetBackend> = Arc::new(LocalBudgets::new());
     let models = config
-        .raw
         .models
         .iter()
         .map(|model| {
@@ -181,18 +148,14 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
                     })
                 })
                 .collect();
-            ModelRoute::new(
-                model.name.as_str(),
-                deployments,
-                Duration::from_millis(model.max_queue_ms),
-            )
+            ModelRoute::new(model.name.as_str(), deployments, model.max_queue)
         })
         .collect();
     let settings = RouterSettings {
         max_attempts: config.max_attempts,
         backoff: Backoff {
-            base: Duration::from_millis(upstream.backoff_base_ms),
-            max: Duration::from_millis(upstream.backoff_max_ms),
+            base: failover.backoff_base,
+            max: failover.backoff_max,
         },
     };
     let router = Arc::new(Router::new(models, settings));
@@ -203,7 +166,7 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
     }
 
     let mut client_keys = Vec::new();
-    for (i, raw) in config.raw.auth.keys.iter().enumerate() {
+    for (i, raw) in config.auth.keys.iter().enumerate() {
         match resolve_secret(raw, env) {
             Secret::Value(value) => client_keys.push((format!("auth.keys[{i}]"), value)),
             Secret::Missing { var } => {
@@ -213,7 +176,7 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
             }
         }
     }
-    let admin_key = match config.raw.auth.admin_key.as_deref().map(|raw| resolve_secret(raw, env)) {
+    let admin_key = match config.auth.admin_key.as_deref().map(|raw| resolve_secret(raw, env)) {
         Some(Secret::Value(value)) => Some(value),
         Some(Secret::Missing { var }) => {
             let message = format!("auth.admin_key is disabled: environment variable {var} is not set");
@@ -251,7 +214,7 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
 pub fn store_url(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> String {
     env("SLUICE_DATABASE_URL")
         .filter(|url| !url.is_empty())
-        .unwrap_or_else(|| config.raw.store.url.clone())
+        .unwrap_or_else(|| config.store.url.clone())
 }
 
 /// Opens the store and applies its migrations.
@@ -285,7 +248,7 @@ pub async fn attach_store(
                 source,
             })?,
     );
-    let prices = match Prices::load(&config.raw.store.prices) {
+    let prices = match Prices::load(&config.store.prices) {
         Ok(prices) => Some(prices),
         Err(err) => {
             let message = format!("no prices loaded, so costs are computed only for deployments with a price: {err}");
@@ -295,7 +258,7 @@ pub async fn attach_store(
         }
     };
     let book = price_book(config, prices.as_ref());
-    let writer = UsageWriter::start(store.clone(), WriterConfig::new(&config.raw.store.spool)).map_err(|source| {
+    let writer = UsageWriter::start(store.clone(), WriterConfig::new(&config.store.spool)).map_err(|source| {
         WiringError::Store {
             what: "start the usage writer",
             source,
@@ -311,7 +274,7 @@ pub async fn attach_store(
 /// else its vendor model's list price, else none. A deployment's price applies to it alone.
 pub fn price_book(config: &Config, prices: Option<&Prices>) -> PriceBook {
     let mut book = PriceBook::new();
-    for model in &config.raw.models {
+    for model in &config.models {
         let choices = model
             .deployments
             .iter()
@@ -335,8 +298,7 @@ impl Gateway {
     /// Re-reads keys and tenants every `[store] refresh_ms`, when a store is attached.
     pub fn refresh_tenancy(&self, config: &Config) -> Option<tokio::task::JoinHandle<()>> {
         let tenancy = self.tenancy.as_ref()?;
-        let every = Duration::from_millis(config.raw.store.refresh_ms);
-        Some(Arc::clone(&tenancy.directory).spawn_refresh(every))
+        Some(Arc::clone(&tenancy.directory).spawn_refresh(config.store.refresh))
     }
 
     /// Flushes the usage ledger, within `grace`.
@@ -351,9 +313,9 @@ impl Gateway {
 /// Loads the prompt templates, checking that each names a configured model (on every reload too).
 pub fn load_prompts(config: &Config, router: &Router) -> Result<PromptWatcher, WiringError> {
     let models: HashSet<String> = router.model_names().map(str::to_owned).collect();
-    PromptWatcher::with_model_check(&config.raw.prompts.dir, move |model| models.contains(model)).map_err(|source| {
+    PromptWatcher::with_model_check(&config.prompts.dir, move |model| models.contains(model)).map_err(|source| {
         WiringError::Prompts {
-            dir: config.raw.prompts.dir.display().to_string(),
+            dir: config.prompts.dir.display().to_string(),
             source,
         }
     })
@@ -363,14 +325,14 @@ impl Gateway {
     /// Reloads prompt templates when their files change, every `reload_ms` of the configuration (never
     /// when it is 0). A broken edit is logged and the last good templates keep serving.
     pub fn watch_prompts(&self, config: &Config) -> Option<tokio::task::JoinHandle<()>> {
-        let interval = config.raw.prompts.reload_ms;
-        (interval > 0).then(|| tokio::spawn(Arc::clone(&self.prompts).watch(Duration::from_millis(interval))))
+        let interval = config.prompts.reload?;
+        Some(tokio::spawn(Arc::clone(&self.prompts).watch(interval)))
     }
 }
 
 fn resolve_keys(
     index: usize,
-    provider: &RawProvider,
+    provider: &ProviderConfig,
     env: &dyn Fn(&str) -> Option<String>,
     warnings: &mut Vec<String>,
 ) -> (Vec<UpstreamKey>, Vec<String>) {
@@ -392,31 +354,13 @@ fn resolve_keys(
     }
     // Simulated vendors and keyless local servers (Ollama, vLLM without --api-key) need no key: they get
     // one anonymous key so the pool has something to meter.
-    let keyless =
-        provider.keys.is_empty() && matches!(provider.kind, ProviderKind::Simulated | ProviderKind::OpenaiCompatible);
-    if keyless {
+    if provider.keys.is_empty() && provider.keyless() {
         keys.push(UpstreamKey::new(
             format!("{}#anonymous", provider.name),
             SecretString::from(String::new()),
         ));
     }
     (keys, missing)
-}
-
-fn sim_config(raw: Option<&RawSimulate>) -> SimConfig {
-    let defaults = SimConfig::default();
-    let Some(raw) = raw else { return defaults };
-    SimConfig {
-        rpm: raw.rpm,
-        tpm: raw.tpm,
-        latency: Duration::from_millis(raw.latency_ms),
-        tokens_per_sec: raw.tokens_per_sec,
-        error_rate: raw.error_rate,
-        reply_tokens: raw.reply_tokens.unwrap_or(defaults.reply_tokens),
-        // Validated when the configuration was loaded.
-        fault: raw.fault.as_deref().and_then(|f| f.parse().ok()),
-        seed: defaults.seed,
-    }
 }
 
 /// The gateway's HTTP app for `config`.
@@ -429,8 +373,8 @@ pub fn app(gateway: &Gateway, config: &Config) -> axum::Router {
             max_body_bytes: config.max_body_bytes,
             request_timeout: config.request_timeout,
             auth_throttle: sluice_server::throttle::ThrottleSettings {
-                max_failures: config.raw.auth.max_failures,
-                window: Duration::from_millis(config.raw.auth.failure_window_ms),
+                max_failures: config.auth.max_failures,
+                window: config.auth.failure_window,
             },
         },
         Some(Arc::clone(&gateway.prompts)),

@@ -22,7 +22,7 @@ use common::BinProcess;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use sluice_providers::error::error_chain;
-use sluice_providers::{SimConfig, Simulator};
+use sluice_simulate::{SimConfig, Simulator};
 use sluice_store::{GroupBy, NewTenant, SpendFilter, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use common::{BinProcess, CLIENT_KEY, GatewayServer, SimServer, client, free_port, scratch_dir};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use sluice_providers::SimConfig;
+use sluice_simulate::SimConfig;
 use sluice_store::{GroupBy, NewTenant, SpendFilter, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -631,9 +631,9 @@ async fn the_shipped_configuration_serves_the_quick_start_and_the_container_comm
     let text = std::fs::read_to_string(common::repo_root().join("config/sluice.toml")).unwrap();
     let config = sluice::Config::parse(Path::new("config/sluice.toml"), &text).unwrap();
     assert!(
-        config.raw.auth.keys.iter().all(|k| k.starts_with("env:")),
+        config.auth.keys.iter().all(|k| k.starts_with("env:")),
         "a literal client key in the shipped configuration: {:?}",
-        config.raw.auth.keys
+        config.auth.keys
     );
     let compose = std::fs::read_to_string(common::repo_root().join("docker-compose.yml")).unwrap();
     let grace: u64 = compose

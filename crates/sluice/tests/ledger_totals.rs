@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
-use sluice_providers::SimConfig;
+use sluice_simulate::SimConfig;
 use sluice_store::{GroupBy, SpendFilter, SpendRow, WriterStats};
 
 const ADMIN: &str = "sk-ledger-admin-0123456789abcdefghijklmn";

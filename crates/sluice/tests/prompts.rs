@@ -201,7 +201,7 @@ async fn a_new_file_is_published_without_restart_and_a_broken_edit_keeps_the_las
 
 #[tokio::test]
 async fn a_prompt_streams_like_a_chat_completion() {
-    let upstream = SimServer::start(sluice_providers::SimConfig::default()).await;
+    let upstream = SimServer::start(sluice_simulate::SimConfig::default()).await;
     let dir = prompts_dir("stream", &[("greet.toml", GREETING_V1)]);
     let gateway = GatewayServer::start(&config(&upstream.base_url(), &dir)).await;
     let response = call(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use sluice_providers::{Fault, SimConfig};
+use sluice_simulate::{Fault, SimConfig};
 
 fn sim(config: SimConfig) -> SimConfig {
     config
@@ -379,6 +379,33 @@ async fn a_vendor_401_is_the_gateways_problem_not_the_clients() {
     let pool = gateway.gateway.router.models()[0].deployments()[0].provider();
     assert_eq!(pool.out_ids(tokio::time::Instant::now()).collect::<Vec<_>>(), ["up#0"]);
     assert_eq!(capture.requests.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_vendor_403_about_the_request_reaches_the_client_and_the_key_stays() {
+    // OpenAI's answer to a key whose project may not use the model: the request's problem, not the key's.
+    let (capture, upstream) = Capture::start(|_| {
+        json_response(
+            403,
+            json!({"error": {"message": "Project `proj_abc` does not have access to model `gpt-4o-mini`",
+                             "type": "invalid_request_error", "param": null, "code": "model_not_found"}}),
+        )
+    })
+    .await;
+    let gateway = GatewayServer::start(&config_for(&format!("{}/v1", upstream.url()), "max_attempts = 3")).await;
+    for sent in 1..=2 {
+        let response = post_chat(&gateway, &chat_body(false)).await;
+        assert_eq!(response.headers()["x-sluice-attempts"], "1", "a refusal is not retried");
+        let (status, error) = error_of(response).await;
+        assert_eq!(status, 403);
+        assert_eq!(
+            error["message"],
+            "Project `proj_abc` does not have access to model `gpt-4o-mini`"
+        );
+        assert_eq!(error["code"], "model_not_found");
+        // The key stays in the pool: every request reaches the upstream with it.
+        assert_eq!(capture.requests.lock().unwrap().len(), sent);
+    }
 }
 
 #[tokio::test]

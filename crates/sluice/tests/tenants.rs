@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use sluice_providers::SimConfig;
+use sluice_simulate::SimConfig;
 
 const ADMIN: &str = "sk-tenants-admin-0123456789abcdefghijklmn";
 

@@ -14,8 +14,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_providers::{SimConfig, Simulator};
-use sluice_simulate::Vendor;
+use sluice_simulate::WireFormat;
+use sluice_simulate::{SimConfig, Simulator};
 
 /// One simulated vendor served over HTTP, as `sluice simulate --vendor` serves it.
 struct SimulatedVendor {
@@ -24,7 +24,7 @@ struct SimulatedVendor {
 }
 
 impl SimulatedVendor {
-    async fn start(vendor: Vendor) -> Self {
+    async fn start(vendor: WireFormat) -> Self {
         let sim = Arc::new(Simulator::new(SimConfig {
             reply_tokens: 12,
             ..SimConfig::default()
@@ -95,9 +95,9 @@ async fn the_openai_sdk_gets_the_same_answers_from_every_simulated_vendor() {
         return;
     }
     let python = tokio::task::spawn_blocking(common::sdk_python).await.unwrap();
-    let openai = SimulatedVendor::start(Vendor::OpenAi).await;
-    let anthropic = SimulatedVendor::start(Vendor::Anthropic).await;
-    let gemini = SimulatedVendor::start(Vendor::Gemini).await;
+    let openai = SimulatedVendor::start(WireFormat::OpenAi).await;
+    let anthropic = SimulatedVendor::start(WireFormat::Anthropic).await;
+    let gemini = SimulatedVendor::start(WireFormat::Gemini).await;
     let gateway = common::GatewayServer::start(&gateway_config(
         &openai.server.url(),
         &anthropic.server.url(),

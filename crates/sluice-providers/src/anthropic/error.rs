@@ -55,7 +55,9 @@ impl AnthropicError {
     }
 }
 
-/// Classifies an Anthropic error by status and body.
+/// Classifies an Anthropic error by status and body. Only a 401 or an `authentication_error` (the key is
+/// invalid, revoked or its organisation disabled) is the key's problem; a 403 `permission_error` is about
+/// what the request asks for (a model, a feature or a file the key may not use) and reaches the client.
 pub(crate) fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> ProviderError {
     #[derive(Deserialize)]
     struct Envelope {
@@ -75,7 +77,11 @@ pub(crate) fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) 
         },
         // The key's organisation has no credit left: other keys may still work.
         402 => ProviderError::QuotaExhausted { message: error.message },
-        401 | 403 => ProviderError::Authentication {
+        401 => ProviderError::Authentication {
+            status,
+            detail: error.message,
+        },
+        400..=499 if error.kind == "authentication_error" => ProviderError::Authentication {
             status,
             detail: error.message,
         },
@@ -148,10 +154,10 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     header_str(headers, name).and_then(|v| v.parse().ok())
 }
 
-/// Time from `now` until the RFC 3339 timestamp in header `name`.
+/// Time from `now` until the RFC 3339 timestamp in header `name`, at most [`crate::limits::MAX_WAIT`].
 fn header_reset(headers: &HeaderMap, name: &str, now: SystemTime) -> Option<Duration> {
     let when = parse_rfc3339(header_str(headers, name)?)?;
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(crate::limits::until(when, now))
 }
 
 /// The limits Anthropic reported on one response. `tokens` is the most restrictive token limit in
@@ -204,62 +210,7 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
 
 /// Parses an RFC 3339 timestamp (`2025-08-21T12:40:59Z`, `2025-08-21T12:40:59.5+02:00`).
 pub(crate) fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    let b = text.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = text.get(range)?;
-        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut rest = &text[19..];
-    let mut nanos = 0u32;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let kept = &fraction[..digits.min(9)];
-        nanos = kept.parse::<u32>().ok()? * 10u32.pow(9 - kept.len() as u32);
-        rest = &fraction[digits..];
-    }
-    let offset_secs = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first() {
-                Some(b'+') => 1,
-                Some(b'-') => -1,
-                _ => return None,
-            };
-            let (hh, mm) = rest[1..].split_once(':')?;
-            if hh.len() != 2 || mm.len() != 2 {
-                return None;
-            }
-            sign * (hh.parse::<i64>().ok()? * 3600 + mm.parse::<i64>().ok()? * 60)
-        }
-    };
-    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
-    let secs = u64::try_from(secs).ok()?;
-    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
+    chrono::DateTime::parse_from_rfc3339(text).ok().map(SystemTime::from)
 }
 
 #[cfg(test)]
@@ -374,8 +325,27 @@ mod tests {
             ProviderError::Authentication { status: 401, .. }
         ));
         assert!(matches!(
-            classify(403, None, body("permission_error", "no").as_bytes()),
+            classify(403, None, body("authentication_error", "key disabled").as_bytes()),
             ProviderError::Authentication { status: 403, .. }
+        ));
+        // A permission error is about the request: the client gets the vendor's 403 and message.
+        let denied = body(
+            "permission_error",
+            "Your API key does not have permission to use the specified resource.",
+        );
+        match classify(403, None, denied.as_bytes()) {
+            ProviderError::Rejected { status: 403, error } => {
+                assert_eq!(
+                    error.error.message,
+                    "Your API key does not have permission to use the specified resource."
+                );
+                assert_eq!(error.error.code.as_deref(), Some("permission_error"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify(403, None, b"<html>Forbidden</html>"),
+            ProviderError::Rejected { status: 403, .. }
         ));
         match classify(500, None, body("api_error", "Internal server error").as_bytes()) {
             ProviderError::Server { status: 500, message } => assert_eq!(message, "Internal server error"),
@@ -435,6 +405,20 @@ mod tests {
         let map = headers(&[("anthropic-ratelimit-requests-reset", "2025-08-21T12:39:00Z")]);
         assert_eq!(retry_after(&map, now), Some(Duration::ZERO));
         assert_eq!(retry_after(&headers(&[]), now), None);
+        // A reset years away is an hour; so is a `retry-after` past what a deadline can hold.
+        let map = headers(&[
+            ("anthropic-ratelimit-tokens-remaining", "0"),
+            ("anthropic-ratelimit-tokens-reset", "9999-12-31T23:59:59Z"),
+        ]);
+        assert_eq!(retry_after(&map, now), Some(crate::limits::MAX_WAIT));
+        assert_eq!(
+            rate_limit_snapshot(&map, now).reset_tokens,
+            Some(crate::limits::MAX_WAIT)
+        );
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "1e19")]), now),
+            Some(crate::limits::MAX_WAIT)
+        );
     }
 
     #[test]

@@ -11,14 +11,47 @@ pub(crate) mod request;
 pub(crate) mod response;
 pub(crate) mod stream;
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use http::HeaderMap;
 use http::header::{ACCEPT, CONTENT_TYPE};
 
+use crate::internals::{CREATED, Translator};
+use crate::registry::{Field, ProviderSettings, VendorSpec, WireFormat};
 use crate::transport::{self, MAX_RESPONSE_BYTES, Timeouts};
-use crate::{BoxFuture, ChatCall, ChatProvider, ChatReply, ProviderError, ReplyBody};
+use crate::{BoxFuture, ChatCall, ChatProvider, ChatReply, ProviderError, RateLimitSnapshot, ReplyBody};
 
 use error::{error_from_response, rate_limit_snapshot};
+
+/// Anthropic's Messages API.
+pub(crate) static ANTHROPIC: VendorSpec = VendorSpec {
+    kind: "anthropic",
+    name: "Anthropic",
+    wire: WireFormat::Anthropic,
+    default_base_url: Some(AnthropicAdapter::DEFAULT_BASE_URL),
+    api_version: Field::Refused,
+    current_api_version: None,
+    stream_usage: Field::Refused,
+    keys: Field::Required,
+    embeds: false,
+    build,
+    translator,
+    classify,
+};
+
+fn build(client: reqwest::Client, settings: &ProviderSettings, timeouts: Timeouts) -> Arc<dyn ChatProvider> {
+    Arc::new(AnthropicAdapter::new(client, &settings.base_url, timeouts))
+}
+
+fn translator() -> Translator {
+    Translator::of(stream::StreamState::new(CREATED))
+}
+
+fn classify(status: u16, headers: &HeaderMap, body: &[u8], now: SystemTime) -> (ProviderError, RateLimitSnapshot) {
+    let retry = error::retry_after(headers, now);
+    (error::classify(status, retry, body), rate_limit_snapshot(headers, now))
+}
 
 /// An adapter for Anthropic's Messages API.
 #[derive(Debug, Clone)]

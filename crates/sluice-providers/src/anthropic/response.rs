@@ -4,28 +4,41 @@
 //! list of blocks (`text`, `tool_use`, and others such as `thinking` that chat completions have no place
 //! for and are left out), `stop_reason` is one of `end_turn`, `max_tokens`, `stop_sequence`, `tool_use`,
 //! `pause_turn`, `refusal`, `model_context_window_exceeded`, and `usage` counts `input_tokens` apart from
-//! `cache_read_input_tokens` and `cache_creation_input_tokens`.
+//! `cache_read_input_tokens` and `cache_creation_input_tokens` (split by lifetime in `cache_creation`).
 
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
-use sluice_api::chat::PromptTokensDetails;
-use sluice_api::{ChatCompletionResponse, Choice, FunctionCall, ResponseMessage, Role, ToolCall, Usage};
+use sluice_api::{ChatCompletionResponse, Choice, FunctionCall, ResponseMessage, Role, TokenUsage, ToolCall};
 
 use crate::ProviderError;
 
 /// Anthropic's token usage, as sent in a `Message`, in `message_start` and (cumulatively) in
-/// `message_delta`.
+/// `message_delta`. Any count may be absent or `null`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub(crate) struct AnthropicUsage {
+    /// Input tokens neither read from nor written to the cache.
     #[serde(default)]
     input_tokens: Option<u64>,
     #[serde(default)]
     output_tokens: Option<u64>,
+    /// Every cache write, whatever its lifetime.
     #[serde(default)]
     cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
     cache_read_input_tokens: Option<u64>,
+    /// The writes by lifetime, where the API reports them.
+    #[serde(default)]
+    cache_creation: Option<CacheCreation>,
+}
+
+/// `usage.cache_creation`: cache writes by lifetime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+struct CacheCreation {
+    #[serde(default)]
+    ephemeral_5m_input_tokens: Option<u64>,
+    #[serde(default)]
+    ephemeral_1h_input_tokens: Option<u64>,
 }
 
 impl AnthropicUsage {
@@ -36,23 +49,29 @@ impl AnthropicUsage {
         self.output_tokens = later.output_tokens.or(self.output_tokens);
         self.cache_creation_input_tokens = later.cache_creation_input_tokens.or(self.cache_creation_input_tokens);
         self.cache_read_input_tokens = later.cache_read_input_tokens.or(self.cache_read_input_tokens);
+        self.cache_creation = later.cache_creation.or(self.cache_creation);
     }
 
-    /// The usage in OpenAI's terms: every input token, cached or not, is a prompt token, and cache reads
-    /// are also reported as `cached_tokens`.
-    pub(crate) fn to_openai(self) -> Usage {
-        let cache_read = self.cache_read_input_tokens.unwrap_or(0);
-        // Saturating: the counts are the vendor's, and a sum past `u64::MAX` must not wrap (or panic).
-        let prompt = self
-            .input_tokens
+    /// The usage by billing category. `input_tokens` is already the uncached input. Cache writes are split
+    /// by lifetime as `cache_creation` reports them; writes it does not account for (or all of them, on
+    /// answers without the split) are 5-minute writes, the default lifetime. Anthropic reports no
+    /// reasoning count: thinking is billed inside `output_tokens`.
+    pub(crate) fn tokens(self) -> TokenUsage {
+        let writes = self.cache_creation_input_tokens.unwrap_or(0);
+        let split = self.cache_creation.unwrap_or_default();
+        let one_hour = split.ephemeral_1h_input_tokens.unwrap_or(0);
+        let five_minutes = split
+            .ephemeral_5m_input_tokens
             .unwrap_or(0)
-            .saturating_add(cache_read)
-            .saturating_add(self.cache_creation_input_tokens.unwrap_or(0));
-        let mut usage = Usage::new(prompt, self.output_tokens.unwrap_or(0));
-        usage.prompt_tokens_details = self
-            .cache_read_input_tokens
-            .map(|cached_tokens| PromptTokensDetails { cached_tokens });
-        usage
+            .max(writes.saturating_sub(one_hour));
+        TokenUsage {
+            input: self.input_tokens.unwrap_or(0),
+            cache_read: self.cache_read_input_tokens.unwrap_or(0),
+            cache_write_5m: five_minutes,
+            cache_write_1h: one_hour,
+            output: self.output_tokens.unwrap_or(0),
+            reasoning: 0,
+        }
     }
 }
 
@@ -104,9 +123,10 @@ pub(crate) fn arguments_json(input: &Value) -> String {
     }
 }
 
-/// Translates a complete Anthropic response body into an OpenAI `chat.completion` body and its usage.
-/// `created` is the Unix time to report, as Anthropic sends none.
-pub(crate) fn translate(body: &[u8], created: u64) -> Result<(Bytes, Option<Usage>), ProviderError> {
+/// Translates a complete Anthropic response body into an OpenAI `chat.completion` body (its usage in
+/// OpenAI's shape) and the usage by billing category. `created` is the Unix time to report, as Anthropic
+/// sends none.
+pub(crate) fn translate(body: &[u8], created: u64) -> Result<(Bytes, Option<TokenUsage>), ProviderError> {
     let message: AnthropicMessage = serde_json::from_slice(body).map_err(|e| ProviderError::Protocol {
         detail: format!("the response body is not an Anthropic message: {e}"),
     })?;
@@ -135,7 +155,7 @@ pub(crate) fn translate(body: &[u8], created: u64) -> Result<(Bytes, Option<Usag
         (None, true) => Some(String::new()),
         (None, false) => None,
     };
-    let usage = message.usage.map(AnthropicUsage::to_openai);
+    let usage = message.usage.map(AnthropicUsage::tokens);
     let response = ChatCompletionResponse {
         id: message.id,
         object: "chat.completion".to_owned(),
@@ -152,7 +172,7 @@ pub(crate) fn translate(body: &[u8], created: u64) -> Result<(Bytes, Option<Usag
             finish_reason: Some(finish_reason(message.stop_reason.as_deref().unwrap_or("end_turn")).to_owned()),
             logprobs: None,
         }],
-        usage,
+        usage: usage.as_ref().map(TokenUsage::to_openai),
         extra: Default::default(),
     };
     let body = serde_json::to_vec(&response).map_err(|e| ProviderError::Protocol {
@@ -166,7 +186,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn run(body: Value) -> (Value, Option<Usage>) {
+    fn run(body: Value) -> (Value, Option<TokenUsage>) {
         let (bytes, usage) = translate(body.to_string().as_bytes(), 1_700_000_000).unwrap();
         (serde_json::from_slice(&bytes).unwrap(), usage)
     }
@@ -200,7 +220,7 @@ mod tests {
                 "usage": {"prompt_tokens": 2095, "completion_tokens": 503, "total_tokens": 2598}
             })
         );
-        assert_eq!(usage, Some(Usage::new(2095, 503)));
+        assert_eq!(usage, Some(TokenUsage::new(2095, 503)));
     }
 
     #[test]
@@ -279,6 +299,66 @@ mod tests {
         let (empty, usage) = run(json!({"id": "msg_3", "model": "m", "content": [], "stop_reason": "end_turn"}));
         assert_eq!(empty["choices"][0]["message"]["content"], "");
         assert_eq!(usage, None);
+    }
+
+    #[test]
+    fn documented_usage_is_read_by_billing_category() {
+        // The reference example: its split accounts for none of the writes, so they are 5-minute writes.
+        let body = include_str!("../../../../tests/fixtures/anthropic/message_cache_usage.json");
+        let (out, usage) = translate(body.as_bytes(), 0).unwrap();
+        let usage = usage.unwrap();
+        assert_eq!(
+            usage,
+            TokenUsage {
+                input: 2095,
+                cache_read: 2051,
+                cache_write_5m: 2051,
+                cache_write_1h: 0,
+                output: 503,
+                reasoning: 0,
+            }
+        );
+        // The client gets OpenAI's shape: every input token is a prompt token, reads are `cached_tokens`.
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            out["usage"],
+            json!({"prompt_tokens": 6197, "completion_tokens": 503, "total_tokens": 6700,
+                   "prompt_tokens_details": {"cached_tokens": 2051}})
+        );
+
+        // The prompt caching guide's mix of lifetimes.
+        let body = include_str!("../../../../tests/fixtures/anthropic/message_cache_1h_usage.json");
+        let (_, usage) = translate(body.as_bytes(), 0).unwrap();
+        assert_eq!(
+            usage.unwrap(),
+            TokenUsage {
+                input: 2048,
+                cache_read: 1800,
+                cache_write_5m: 148,
+                cache_write_1h: 100,
+                output: 503,
+                reasoning: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn cache_writes_without_a_split_are_five_minute_writes() {
+        let (_, usage) = run(json!({"id": "m", "content": [], "usage": {
+            "input_tokens": 100, "output_tokens": 40, "cache_read_input_tokens": 1000,
+            "cache_creation_input_tokens": 24}}));
+        let usage = usage.unwrap();
+        assert_eq!((usage.cache_write_5m, usage.cache_write_1h), (24, 0));
+        // Nulls, as the API sends for counts that do not apply, are zeros.
+        let (_, usage) = run(json!({"id": "m", "content": [], "usage": {
+            "input_tokens": 5, "output_tokens": 1, "cache_read_input_tokens": null,
+            "cache_creation_input_tokens": null, "cache_creation": null}}));
+        assert_eq!(usage, Some(TokenUsage::new(5, 1)));
+        // Counts past `u64::MAX` saturate.
+        let (out, usage) = run(json!({"id": "m", "content": [], "usage": {
+            "input_tokens": u64::MAX, "output_tokens": u64::MAX, "cache_read_input_tokens": u64::MAX}}));
+        assert_eq!(usage.unwrap().total(), u64::MAX);
+        assert_eq!(out["usage"]["total_tokens"], u64::MAX);
     }
 
     #[test]

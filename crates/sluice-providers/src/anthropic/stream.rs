@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sluice_api::{ChatCompletionChunk, ChunkChoice, ChunkDelta, Role};
+use sluice_api::{ChatCompletionChunk, ChunkChoice, ChunkDelta, Role, TokenUsage};
 
 use super::error::{AnthropicError, classify_stream_error};
 use super::response::{AnthropicUsage, arguments_json, finish_reason};
@@ -104,7 +104,7 @@ impl StreamState {
     }
 }
 
-fn encode(chunk: &ChatCompletionChunk, usage: Option<sluice_api::Usage>) -> Result<StreamEvent, ProviderError> {
+fn encode(chunk: &ChatCompletionChunk, usage: Option<TokenUsage>) -> Result<StreamEvent, ProviderError> {
     let data = serde_json::to_vec(chunk).map_err(|e| ProviderError::Protocol {
         detail: format!("could not serialise a chunk: {e}"),
     })?;
@@ -299,14 +299,14 @@ pub(crate) fn step(data: &str, state: &mut StreamState) -> Result<Step, Provider
             }
         }
         Event::MessageStop => {
-            let usage = state.usage.to_openai();
+            let usage = state.usage.tokens();
             let chunk = ChatCompletionChunk {
                 id: std::mem::take(&mut state.id),
                 object: "chat.completion.chunk".to_owned(),
                 created: state.created,
                 model: std::mem::take(&mut state.model),
                 choices: Vec::new(),
-                usage: Some(usage),
+                usage: Some(usage.to_openai()),
             };
             encode(&chunk, Some(usage)).map(Step::Last)
         }
@@ -352,7 +352,6 @@ mod tests {
     use super::*;
     use crate::TimeoutPhase;
     use crate::transport::sse_events;
-    use sluice_api::Usage;
     use std::convert::Infallible;
 
     /// The "streaming request with tool use" response of Anthropic's streaming guide, as sent on the wire.
@@ -485,7 +484,7 @@ mod tests {
         assert_eq!(chunks, expected);
         let (last, rest) = events.split_last().unwrap();
         assert!(last.usage_only);
-        assert_eq!(last.usage, Some(Usage::new(472, 89)));
+        assert_eq!(last.usage, Some(TokenUsage::new(472, 89)));
         assert!(rest.iter().all(|e| !e.usage_only && e.usage.is_none()));
         // The streamed arguments put together are the tool input.
         let arguments: String = chunks[4..7]
@@ -539,6 +538,41 @@ mod tests {
             json!({"prompt_tokens": 115, "completion_tokens": 30, "total_tokens": 145,
                    "prompt_tokens_details": {"cached_tokens": 100}})
         );
+    }
+
+    #[test]
+    fn input_usage_from_message_start_and_cumulative_output_from_message_delta() {
+        let transcript = include_str!("../../../../tests/fixtures/anthropic/stream_cache_usage.sse");
+        let events: Vec<StreamEvent> = translate_all(transcript).into_iter().map(Result::unwrap).collect();
+        let last = events.last().unwrap();
+        assert!(last.usage_only);
+        let usage = TokenUsage {
+            input: 21,
+            cache_read: 0,
+            cache_write_5m: 0,
+            cache_write_1h: 188_086,
+            output: 393,
+            reasoning: 0,
+        };
+        assert_eq!(last.usage, Some(usage));
+        assert_eq!(
+            json_of(last)["usage"],
+            json!({"prompt_tokens": 188_107, "completion_tokens": 393, "total_tokens": 188_500})
+        );
+        // A `message_delta` that repeats the input counts (cumulative, as newer streams send) replaces them.
+        let mut state = StreamState::new(0);
+        let mut ended = false;
+        for data in data_lines(transcript) {
+            let data = data.replace(
+                r#""usage": {"output_tokens": 393}"#,
+                r#""usage": {"input_tokens": 21, "cache_creation_input_tokens": 188086, "cache_read_input_tokens": 0, "output_tokens": 393}"#,
+            );
+            if let Step::Last(event) = step(&data, &mut state).unwrap() {
+                assert_eq!(event.usage, Some(usage));
+                ended = true;
+            }
+        }
+        assert!(ended);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sluice_api::{Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, ErrorBody, Usage};
+use sluice_api::{Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, ErrorBody, TokenUsage};
 
 use crate::ProviderError;
 
@@ -90,11 +90,11 @@ pub(crate) fn translate(request: &EmbeddingRequest, model: &str) -> Result<Vec<u
 
 /// The OpenAI answer for a `batchEmbedContents` response. Gemini reports no token count on older
 /// models; then the usage is left for the gateway to estimate.
-pub(crate) fn response(body: &[u8], model: &str) -> Result<(Bytes, Option<Usage>), ProviderError> {
+pub(crate) fn response(body: &[u8], model: &str) -> Result<(Bytes, Option<TokenUsage>), ProviderError> {
     let batch: BatchResponse = serde_json::from_slice(body).map_err(|e| ProviderError::Protocol {
         detail: format!("the batchEmbedContents response is malformed: {e}"),
     })?;
-    let usage = batch.usage_metadata.map(|u| Usage::new(u.prompt_token_count, 0));
+    let usage = batch.usage_metadata.map(|u| TokenUsage::new(u.prompt_token_count, 0));
     let answer = EmbeddingResponse {
         object: "list".to_owned(),
         data: batch
@@ -109,8 +109,8 @@ pub(crate) fn response(body: &[u8], model: &str) -> Result<(Bytes, Option<Usage>
             .collect(),
         model: model.to_owned(),
         usage: EmbeddingUsage {
-            prompt_tokens: usage.map_or(0, |u| u.prompt_tokens),
-            total_tokens: usage.map_or(0, |u| u.prompt_tokens),
+            prompt_tokens: usage.map_or(0, |u| u.prompt_tokens()),
+            total_tokens: usage.map_or(0, |u| u.total()),
         },
     };
     let body = serde_json::to_vec(&answer).map_err(|e| ProviderError::Protocol { detail: e.to_string() })?;

@@ -6,10 +6,14 @@
 //!   `retryDelay` of the `type.googleapis.com/google.rpc.RetryInfo` detail (a protobuf duration: `"13s"`,
 //!   `"0.5s"`). Daily quotas come the same way, with a retry delay of hours.
 //! - 503 / `UNAVAILABLE`: overloaded. 500, 504 and other 5xx: server error.
-//! - 401, 403, a 400 whose `google.rpc.ErrorInfo` reason is `API_KEY_INVALID`, and a 400 `FAILED_PRECONDITION`
-//!   (the key's project has no billing, or the gateway's region is not served): authentication, a gateway
-//!   problem the client cannot fix.
-//! - Other 4xx: the request itself was refused; the vendor's message reaches the client in OpenAI's shape.
+//! - 401 / `UNAUTHENTICATED`, an error whose `google.rpc.ErrorInfo` reason says the key or its project is
+//!   unusable ([`KEY_REASONS`]: `API_KEY_INVALID`, a key restricted away from this API, a suspended
+//!   consumer, the API disabled in the project...), and a 400 `FAILED_PRECONDITION` (the key's project has
+//!   no billing where the free tier is not offered): authentication, a gateway problem the client cannot
+//!   fix.
+//! - Other 4xx, 403 `PERMISSION_DENIED` included: the request itself was refused (a `fileData.fileUri` the
+//!   project does not own, a tuned model it may not use); the vendor's status and message reach the client
+//!   in OpenAI's shape.
 
 use std::time::Duration;
 
@@ -23,6 +27,24 @@ use crate::transport::read_body;
 
 /// Error bodies are small; anything longer is cut when quoted.
 const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// `google.rpc.ErrorInfo` reasons (`google/api/error_reason.proto`) that say the key, or the project and
+/// account behind it, is unusable whatever the request.
+const KEY_REASONS: &[&str] = &[
+    "API_KEY_INVALID",
+    "API_KEY_EXPIRED",
+    "API_KEY_SERVICE_BLOCKED",
+    "API_KEY_HTTP_REFERRER_BLOCKED",
+    "API_KEY_IP_ADDRESS_BLOCKED",
+    "API_KEY_ANDROID_APP_BLOCKED",
+    "API_KEY_IOS_APP_BLOCKED",
+    "SERVICE_DISABLED",
+    "BILLING_DISABLED",
+    "CONSUMER_SUSPENDED",
+    "CONSUMER_INVALID",
+    "ACCOUNT_STATE_INVALID",
+    "CREDENTIALS_MISSING",
+];
 
 #[derive(Debug, Default, Deserialize)]
 struct GoogleStatus {
@@ -60,11 +82,11 @@ impl GoogleStatus {
     }
 }
 
-/// A protobuf `Duration` in JSON: seconds with up to nine decimals and an `s`.
+/// A protobuf `Duration` in JSON: seconds with up to nine decimals and an `s`; at most
+/// [`crate::limits::MAX_WAIT`] (a daily quota's delay of hours is retried within the hour).
 fn parse_protobuf_duration(text: &str) -> Option<Duration> {
     let seconds: f64 = text.trim().strip_suffix('s')?.parse().ok()?;
-    // Not `from_secs_f64`, which panics on a delay too long for a `Duration` ("1e300s").
-    Duration::try_from_secs_f64(seconds).ok()
+    crate::limits::wait_from_secs(seconds)
 }
 
 /// Turns a non-2xx Gemini response into a classified error.
@@ -90,15 +112,17 @@ pub(crate) fn classify(status: u16, header_retry: Option<Duration>, body: &[u8])
             retry_after: retry,
             message,
         },
-        (401 | 403, _) | (_, "UNAUTHENTICATED" | "PERMISSION_DENIED") => ProviderError::Authentication {
+        (401, _) | (_, "UNAUTHENTICATED") => ProviderError::Authentication {
             status,
             detail: message,
         },
+        (400..=499, _) if google.reason().is_some_and(|reason| KEY_REASONS.contains(&reason)) => {
+            ProviderError::Authentication {
+                status,
+                detail: message,
+            }
+        }
         (400, "FAILED_PRECONDITION") => ProviderError::Authentication {
-            status,
-            detail: message,
-        },
-        (400, _) if google.reason() == Some("API_KEY_INVALID") => ProviderError::Authentication {
             status,
             detail: message,
         },
@@ -215,27 +239,82 @@ mod tests {
         );
         assert_eq!(parse_protobuf_duration("13"), None);
         assert_eq!(parse_protobuf_duration("-1s"), None);
+        assert_eq!(parse_protobuf_duration("86400s"), Some(crate::limits::MAX_WAIT));
+        assert_eq!(parse_protobuf_duration("1e300s"), Some(crate::limits::MAX_WAIT));
     }
 
     #[test]
     fn key_problems_are_authentication() {
+        // The troubleshooting page's invalid key.
         let invalid_key = r#"{"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.",
             "status": "INVALID_ARGUMENT", "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
             "reason": "API_KEY_INVALID", "domain": "googleapis.com",
-            "metadata": {"service": "generativelanguage.googleapis.com"}}]}}"#;
+            "metadata": {"service": "generativelanguage.googleapis.com"}},
+            {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
+            "message": "API key not valid. Please pass a valid API key."}]}}"#;
         assert!(matches!(
             classify(400, None, invalid_key.as_bytes()),
             ProviderError::Authentication { status: 400, .. }
         ));
-        let denied = r#"{"error": {"code": 403, "message": "Method doesn't allow unregistered callers.", "status": "PERMISSION_DENIED"}}"#;
+        let unauthenticated = r#"{"error": {"code": 401, "message": "Request had invalid authentication credentials.",
+            "status": "UNAUTHENTICATED"}}"#;
         assert!(matches!(
-            classify(403, None, denied.as_bytes()),
-            ProviderError::Authentication { status: 403, .. }
+            classify(401, None, unauthenticated.as_bytes()),
+            ProviderError::Authentication { status: 401, .. }
         ));
+        // A key restricted away from the Gemini API, and a project with the API disabled: 403s about the key.
+        for reason in ["API_KEY_SERVICE_BLOCKED", "SERVICE_DISABLED", "CONSUMER_SUSPENDED"] {
+            let blocked = format!(
+                r#"{{"error": {{"code": 403, "message": "Requests to this API are blocked.", "status": "PERMISSION_DENIED",
+                "details": [{{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "{reason}",
+                "domain": "googleapis.com"}}]}}}}"#
+            );
+            assert!(
+                matches!(
+                    classify(403, None, blocked.as_bytes()),
+                    ProviderError::Authentication { status: 403, .. }
+                ),
+                "{reason}"
+            );
+        }
         let region = r#"{"error": {"code": 400, "message": "User location is not supported for the API use.", "status": "FAILED_PRECONDITION"}}"#;
         assert!(matches!(
             classify(400, None, region.as_bytes()),
             ProviderError::Authentication { status: 400, .. }
+        ));
+    }
+
+    #[test]
+    fn other_permission_errors_are_the_request_s() {
+        // A file the project does not own (the client's `image_url` became `fileData.fileUri`).
+        let file = r#"{"error": {"code": 403, "message": "You do not have permission to access the File abc123 or it may not exist.",
+            "status": "PERMISSION_DENIED"}}"#;
+        match classify(403, None, file.as_bytes()) {
+            ProviderError::Rejected { status, error } => {
+                assert_eq!(status, 403);
+                assert_eq!(error.error.code.as_deref(), Some("permission_denied"));
+                assert!(
+                    error.error.message.contains("permission to access the File"),
+                    "{error:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let tuned = r#"{"error": {"code": 403, "message": "Permission denied on resource tunedModels/my-model.",
+            "status": "PERMISSION_DENIED", "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "IAM_PERMISSION_DENIED", "domain": "generativelanguage.googleapis.com"}]}}"#;
+        assert!(matches!(
+            classify(403, None, tuned.as_bytes()),
+            ProviderError::Rejected { status: 403, .. }
+        ));
+        // The same inside a stream.
+        let event: Value = serde_json::from_str(
+            r#"{"code": 403, "message": "You do not have permission to access the File abc123 or it may not exist.", "status": "PERMISSION_DENIED"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            classify_event(&event),
+            ProviderError::Rejected { status: 403, .. }
         ));
     }
 

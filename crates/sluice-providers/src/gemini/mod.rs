@@ -27,14 +27,50 @@ pub(crate) mod request;
 pub(crate) mod response;
 pub(crate) mod stream;
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use http::HeaderMap;
 use http::header::{ACCEPT, CONTENT_TYPE};
 
+use crate::internals::Translator;
 use crate::limits::RateLimitSnapshot;
 use crate::params::Unsupported;
+use crate::registry::{Field, ProviderSettings, VendorSpec, WireFormat};
 use crate::transport::{self, MAX_RESPONSE_BYTES, Timeouts};
 use crate::{BoxFuture, ChatCall, ChatProvider, ChatReply, EmbedCall, EmbedReply, ProviderError, ReplyBody};
+
+/// Google's Gemini API.
+pub(crate) static GEMINI: VendorSpec = VendorSpec {
+    kind: "gemini",
+    name: "Gemini",
+    wire: WireFormat::Gemini,
+    default_base_url: Some(DEFAULT_BASE_URL),
+    api_version: Field::Refused,
+    current_api_version: None,
+    stream_usage: Field::Refused,
+    keys: Field::Required,
+    embeds: true,
+    build,
+    translator,
+    classify,
+};
+
+fn build(client: reqwest::Client, settings: &ProviderSettings, timeouts: Timeouts) -> Arc<dyn ChatProvider> {
+    Arc::new(GeminiAdapter::new(client, &settings.base_url, timeouts))
+}
+
+fn translator() -> Translator {
+    Translator::of(stream::StreamState::new(crate::internals::gemini_context()))
+}
+
+/// Gemini reports no limits in its headers; its limits show only as 429s.
+fn classify(status: u16, headers: &HeaderMap, body: &[u8], _now: SystemTime) -> (ProviderError, RateLimitSnapshot) {
+    (
+        error::classify(status, crate::limits::retry_after(headers), body),
+        RateLimitSnapshot::default(),
+    )
+}
 
 /// Client parameters the translation reads from `extra`.
 pub(crate) const TRANSLATED: &[&str] = &["seed", "presence_penalty", "frequency_penalty"];
@@ -150,8 +186,7 @@ impl ChatProvider for GeminiAdapter {
                 });
             }
             let body = transport::read_body(response, self.timeouts.idle, MAX_RESPONSE_BYTES).await?;
-            let completion = response::translate(&body, &context)?;
-            let usage = completion.usage;
+            let (completion, usage) = response::translate(&body, &context)?;
             let body = serde_json::to_vec(&completion).map_err(|e| ProviderError::Protocol {
                 detail: format!("could not serialise the completion: {e}"),
             })?;

@@ -12,8 +12,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde_json::Value;
-use sluice_api::chat::PromptTokensDetails;
-use sluice_api::{ChatCompletionResponse, Choice, FunctionCall, ResponseMessage, Role, ToolCall, Usage};
+use sluice_api::{ChatCompletionResponse, Choice, FunctionCall, ResponseMessage, Role, TokenUsage, ToolCall};
 
 use crate::ProviderError;
 
@@ -152,24 +151,24 @@ pub(crate) fn finish_reason(reason: &str, called_tools: bool) -> &'static str {
     }
 }
 
-/// OpenAI's usage for Gemini's `usageMetadata`. Thinking tokens are billed as output, so they count as
-/// completion tokens; tool-use prompt tokens (search results and the like) are billed as input. The
-/// prompt count already includes cached tokens, as OpenAI's does.
-pub(crate) fn usage(meta: &GeminiUsage) -> Usage {
-    // Saturating: the counts are the vendor's, and a sum past `u64::MAX` must not wrap (or panic).
-    let prompt = meta
-        .prompt_token_count
-        .unwrap_or(0)
-        .saturating_add(meta.tool_use_prompt_token_count.unwrap_or(0));
-    let completion = meta
-        .candidates_token_count
-        .unwrap_or(0)
-        .saturating_add(meta.thoughts_token_count.unwrap_or(0));
-    let mut usage = Usage::new(prompt, completion);
-    if let Some(cached) = meta.cached_content_token_count {
-        usage.prompt_tokens_details = Some(PromptTokensDetails { cached_tokens: cached });
+/// Gemini's `usageMetadata` by billing category. `promptTokenCount` includes the cached tokens
+/// (`cachedContentTokenCount`, billed as cache reads); tool-use prompt tokens (search results and the like)
+/// are billed as input; thinking tokens (`thoughtsTokenCount`) are billed as output, so the output is the
+/// candidates' tokens and the thoughts, and the thoughts are its reasoning.
+pub(crate) fn usage(meta: &GeminiUsage) -> TokenUsage {
+    let prompt = meta.prompt_token_count.unwrap_or(0);
+    // Clamped, never wrapped: a cached count above the prompt's is the vendor's inconsistency.
+    let cached = meta.cached_content_token_count.unwrap_or(0).min(prompt);
+    let thoughts = meta.thoughts_token_count.unwrap_or(0);
+    TokenUsage {
+        // Saturating: the counts are the vendor's, and a sum past `u64::MAX` must not wrap (or panic).
+        input: (prompt - cached).saturating_add(meta.tool_use_prompt_token_count.unwrap_or(0)),
+        cache_read: cached,
+        cache_write_5m: 0,
+        cache_write_1h: 0,
+        output: meta.candidates_token_count.unwrap_or(0).saturating_add(thoughts),
+        reasoning: thoughts,
     }
-    usage
 }
 
 /// The OpenAI tool call of a `functionCall` part; `n` numbers the calls of the answer.
@@ -193,8 +192,12 @@ pub(crate) fn completion_id(response_id: Option<&str>, seed: &str) -> String {
     format!("chatcmpl-{}", response_id.filter(|r| !r.is_empty()).unwrap_or(seed))
 }
 
-/// Translates a complete `GenerateContentResponse` body.
-pub(crate) fn translate(body: &[u8], context: &Context<'_>) -> Result<ChatCompletionResponse, ProviderError> {
+/// Translates a complete `GenerateContentResponse` body into an OpenAI completion (its usage in OpenAI's
+/// shape) and the usage by billing category.
+pub(crate) fn translate(
+    body: &[u8],
+    context: &Context<'_>,
+) -> Result<(ChatCompletionResponse, Option<TokenUsage>), ProviderError> {
     let response: GeminiResponse<'_> = serde_json::from_slice(body).map_err(|e| ProviderError::Protocol {
         detail: format!("the response body is not a GenerateContentResponse: {e}"),
     })?;
@@ -252,15 +255,17 @@ pub(crate) fn translate(body: &[u8], context: &Context<'_>) -> Result<ChatComple
         }
         choices.push(blocked_choice());
     }
-    Ok(ChatCompletionResponse {
+    let tokens = response.usage_metadata.as_ref().map(usage);
+    let completion = ChatCompletionResponse {
         id: completion_id(response.response_id.as_deref(), &context.seed),
         object: "chat.completion".to_owned(),
         created: context.created,
         model: response.model_version.as_deref().unwrap_or(context.model).to_owned(),
         choices,
-        usage: response.usage_metadata.as_ref().map(usage),
+        usage: tokens.as_ref().map(TokenUsage::to_openai),
         extra: Default::default(),
-    })
+    };
+    Ok((completion, tokens))
 }
 
 /// The one choice of an answer whose prompt was blocked.
@@ -293,7 +298,9 @@ mod tests {
     }
 
     fn translate_json(body: Value) -> ChatCompletionResponse {
-        translate(body.to_string().as_bytes(), &context()).unwrap()
+        let (completion, tokens) = translate(body.to_string().as_bytes(), &context()).unwrap();
+        assert_eq!(completion.usage, tokens.as_ref().map(TokenUsage::to_openai));
+        completion
     }
 
     #[test]
@@ -329,10 +336,68 @@ mod tests {
                 }],
                 "usage": {
                     "prompt_tokens": 17, "completion_tokens": 23, "total_tokens": 40,
-                    "prompt_tokens_details": {"cached_tokens": 8}
+                    "prompt_tokens_details": {"cached_tokens": 8},
+                    "completion_tokens_details": {"reasoning_tokens": 20}
                 }
             })
         );
+    }
+
+    #[test]
+    fn documented_usage_is_read_by_billing_category() {
+        let body = include_str!("../../../../tests/fixtures/gemini/usage_thinking_cached_response.json");
+        let (completion, usage) = translate(body.as_bytes(), &context()).unwrap();
+        let usage = usage.unwrap();
+        // 4312 prompt tokens of which 4096 cached; 58 answer and 897 thought tokens, both billed as output.
+        assert_eq!(
+            usage,
+            TokenUsage {
+                input: 216,
+                cache_read: 4096,
+                cache_write_5m: 0,
+                cache_write_1h: 0,
+                output: 955,
+                reasoning: 897,
+            }
+        );
+        assert_eq!(usage.total(), 5267, "the vendor's totalTokenCount");
+        let openai = serde_json::to_value(completion.usage.unwrap()).unwrap();
+        assert_eq!(
+            openai,
+            json!({"prompt_tokens": 4312, "completion_tokens": 955, "total_tokens": 5267,
+                   "prompt_tokens_details": {"cached_tokens": 4096},
+                   "completion_tokens_details": {"reasoning_tokens": 897}})
+        );
+
+        // Google Search results are tool-use prompt tokens, billed as input.
+        let body = include_str!("../../../../tests/fixtures/gemini/usage_grounding_response.json");
+        let (_, usage) = translate(body.as_bytes(), &context()).unwrap();
+        let usage = usage.unwrap();
+        assert_eq!(
+            usage,
+            TokenUsage {
+                input: 157,
+                cache_read: 0,
+                cache_write_5m: 0,
+                cache_write_1h: 0,
+                output: 144,
+                reasoning: 125,
+            }
+        );
+        assert_eq!(usage.total(), 301, "the vendor's totalTokenCount");
+    }
+
+    #[test]
+    fn inconsistent_and_huge_counts_are_clamped_and_saturate() {
+        let meta: GeminiUsage = serde_json::from_value(json!({
+            "promptTokenCount": 5, "cachedContentTokenCount": 9,
+            "candidatesTokenCount": u64::MAX, "thoughtsTokenCount": 3, "toolUsePromptTokenCount": u64::MAX
+        }))
+        .unwrap();
+        let usage = usage(&meta);
+        assert_eq!((usage.input, usage.cache_read), (u64::MAX, 5));
+        assert_eq!((usage.output, usage.reasoning), (u64::MAX, 3));
+        assert_eq!(usage.total(), u64::MAX);
     }
 
     #[test]
@@ -413,7 +478,7 @@ mod tests {
         assert_eq!(completion.choices.len(), 1);
         assert_eq!(completion.choices[0].finish_reason.as_deref(), Some("content_filter"));
         assert_eq!(completion.choices[0].message.content.as_deref(), Some(""));
-        assert_eq!(completion.usage, Some(Usage::new(7, 0)));
+        assert_eq!(completion.usage, Some(sluice_api::Usage::new(7, 0)));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use serde_json::json;
-use sluice_api::{ChatCompletionChunk, ChunkChoice, ChunkDelta, Role, Usage};
+use sluice_api::{ChatCompletionChunk, ChunkChoice, ChunkDelta, Role, TokenUsage};
 
 use super::response::{self, Context, GeminiResponse};
 use crate::transport::{Flow, SseTranslator};
@@ -45,7 +45,7 @@ pub(crate) struct StreamState {
     candidates: Vec<CandidateState>,
     /// Tool calls of the whole answer, numbering the generated ids.
     next_call: usize,
-    usage: Option<Usage>,
+    usage: Option<TokenUsage>,
 }
 
 impl StreamState {
@@ -82,7 +82,7 @@ impl StreamState {
         !self.candidates.is_empty() && self.candidates.iter().all(|c| c.finished)
     }
 
-    fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> Result<StreamEvent, ProviderError> {
+    fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<TokenUsage>) -> Result<StreamEvent, ProviderError> {
         let usage_only = choices.is_empty();
         let chunk = ChatCompletionChunk {
             id: self
@@ -93,7 +93,7 @@ impl StreamState {
             created: self.created,
             model: self.model.clone().unwrap_or_else(|| self.fallback_model.clone()),
             choices,
-            usage,
+            usage: usage.as_ref().map(TokenUsage::to_openai),
         };
         let data = serde_json::to_vec(&chunk).map_err(|e| ProviderError::Protocol {
             detail: format!("could not serialise a chunk: {e}"),
@@ -349,7 +349,8 @@ mod tests {
         assert_eq!(
             chunks[2]["usage"],
             json!({"prompt_tokens": 30, "completion_tokens": 32, "total_tokens": 62,
-                "prompt_tokens_details": {"cached_tokens": 10}})
+                "prompt_tokens_details": {"cached_tokens": 10},
+                "completion_tokens_details": {"reasoning_tokens": 12}})
         );
     }
 
@@ -363,7 +364,7 @@ mod tests {
         assert!(events.iter().all(|e| !e.usage_only && e.usage.is_none()));
         let last = finish(&state).unwrap().unwrap();
         assert!(last.usage_only);
-        assert_eq!(last.usage, Some(Usage::new(8, 6)));
+        assert_eq!(last.usage, Some(TokenUsage::new(8, 6)));
     }
 
     #[test]

@@ -22,14 +22,30 @@ pub(crate) async fn error_from_response(response: reqwest::Response, idle: Durat
     classify(status, retry, &body)
 }
 
-/// Classifies an OpenAI-format error by status and body.
+/// Error codes that say the key itself is unusable (invalid, revoked, its account or organisation
+/// deactivated), whatever the request. OpenAI sends them with a 401; compatible servers sometimes with a 403.
+const KEY_CODES: &[&str] = &["invalid_api_key", "account_deactivated", "invalid_organization"];
+
+/// Classifies an OpenAI-format error by status and body. Only a 401, or an error whose code or type says
+/// the key is unusable, is the key's problem; any other 403 (a region the vendor does not serve, a model
+/// the key's project may not use, Azure's network rules) is passed to the client as the vendor's refusal.
 pub(crate) fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> ProviderError {
     let error = parse_error_body(status, body);
     let message = error.error.message.clone();
+    let names_the_key = error
+        .error
+        .code
+        .as_deref()
+        .is_some_and(|code| KEY_CODES.contains(&code))
+        || error.error.kind == "authentication_error";
     match status {
         429 if error.error.code.as_deref() == Some("insufficient_quota") => ProviderError::QuotaExhausted { message },
         429 => ProviderError::RateLimited { retry_after, message },
-        401 | 403 => ProviderError::Authentication {
+        401 => ProviderError::Authentication {
+            status,
+            detail: message,
+        },
+        400..=499 if names_the_key => ProviderError::Authentication {
             status,
             detail: message,
         },
@@ -128,6 +144,60 @@ mod tests {
         }
         assert!(!classify(404, None, b"").is_retryable());
         assert!(classify(502, None, b"").is_retryable());
+    }
+
+    #[test]
+    fn only_key_problems_are_authentication() {
+        // The documented 401s: an incorrect key, a key outside any organisation.
+        let incorrect = br#"{"error": {"message": "Incorrect API key provided: sk-abc***xyz. You can find your API key at https://platform.openai.com/account/api-keys.", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}"#;
+        assert!(matches!(
+            classify(401, None, incorrect),
+            ProviderError::Authentication { status: 401, .. }
+        ));
+        let no_organization = br#"{"error": {"message": "You must be a member of an organization to use the API. Please contact us through our help center at help.openai.com.", "type": "invalid_request_error", "param": null, "code": null}}"#;
+        assert!(matches!(
+            classify(401, None, no_organization),
+            ProviderError::Authentication { status: 401, .. }
+        ));
+        // A compatible server refusing the key with a 403 still names it.
+        let forbidden_key =
+            br#"{"error": {"message": "Invalid API Key", "type": "invalid_request_error", "code": "invalid_api_key"}}"#;
+        assert!(matches!(
+            classify(403, None, forbidden_key),
+            ProviderError::Authentication { status: 403, .. }
+        ));
+        let deactivated = br#"{"error": {"message": "Your OpenAI account has been deactivated, please check your email for more information.", "type": "invalid_request_error", "param": null, "code": "account_deactivated"}}"#;
+        assert!(matches!(
+            classify(403, None, deactivated),
+            ProviderError::Authentication { status: 403, .. }
+        ));
+        // Any other 403 is the request's: the client gets the vendor's status and message.
+        let region = br#"{"error": {"code": "unsupported_country_region_territory", "message": "Country, region, or territory not supported", "param": null, "type": "request_forbidden"}}"#;
+        match classify(403, None, region) {
+            ProviderError::Rejected { status: 403, error } => {
+                assert_eq!(error.error.message, "Country, region, or territory not supported");
+                assert_eq!(
+                    error.error.code.as_deref(),
+                    Some("unsupported_country_region_territory")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let model = br#"{"error": {"message": "Project `proj_abc` does not have access to model `o1-pro`", "type": "invalid_request_error", "param": null, "code": "model_not_found"}}"#;
+        assert!(matches!(
+            classify(403, None, model),
+            ProviderError::Rejected { status: 403, .. }
+        ));
+        // Azure's network rules: the body is `{"error": {"code": "403", "message": ...}}`.
+        let azure = br#"{"error": {"code": "403", "message": "Access denied due to Virtual Network/Firewall rules."}}"#;
+        assert!(matches!(
+            classify(403, None, azure),
+            ProviderError::Rejected { status: 403, .. }
+        ));
+        assert!(matches!(
+            classify(403, None, b"Forbidden"),
+            ProviderError::Rejected { status: 403, .. }
+        ));
     }
 
     #[test]

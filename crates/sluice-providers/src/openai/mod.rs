@@ -13,12 +13,17 @@ pub(crate) mod error;
 pub(crate) mod stream;
 
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::SystemTime;
 
+use http::HeaderMap;
 use http::header::{ACCEPT, CONTENT_TYPE};
 use serde::Deserialize;
-use sluice_api::{UpstreamChatRequest, UpstreamEmbeddingRequest, Usage};
+use sluice_api::{TokenUsage, UpstreamChatRequest, UpstreamEmbeddingRequest, Usage};
 
+use crate::internals::Translator;
 use crate::limits::RateLimitSnapshot;
+use crate::registry::{Field, ProviderSettings, VendorSpec, WireFormat};
 use crate::transport::{self, MAX_RESPONSE_BYTES, Timeouts};
 use crate::{
     BoxFuture, ChatCall, ChatProvider, ChatReply, EmbedCall, EmbedReply, ProviderError, ReplyBody, UpstreamKey,
@@ -28,6 +33,96 @@ pub(crate) use error::error_from_response;
 
 /// The latest generally available dated `api-version` of Azure OpenAI's inference API.
 pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
+
+/// api.openai.com.
+pub(crate) static OPENAI: VendorSpec = VendorSpec {
+    kind: "openai",
+    name: "OpenAI",
+    wire: WireFormat::OpenAi,
+    default_base_url: Some("https://api.openai.com/v1"),
+    api_version: Field::Refused,
+    current_api_version: None,
+    stream_usage: Field::Optional,
+    keys: Field::Required,
+    embeds: true,
+    build: build_openai,
+    translator,
+    classify,
+};
+
+/// Azure OpenAI.
+pub(crate) static AZURE: VendorSpec = VendorSpec {
+    kind: "azure",
+    name: "Azure OpenAI",
+    wire: WireFormat::OpenAi,
+    default_base_url: None,
+    api_version: Field::Required,
+    current_api_version: Some(AZURE_DEFAULT_API_VERSION),
+    stream_usage: Field::Refused,
+    keys: Field::Required,
+    embeds: true,
+    build: build_azure,
+    translator,
+    classify,
+};
+
+/// Any server that speaks OpenAI's chat completions (vLLM, Ollama, Mistral, Groq...), with or without a key.
+pub(crate) static COMPATIBLE: VendorSpec = VendorSpec {
+    kind: "openai_compatible",
+    name: "an OpenAI-compatible server",
+    wire: WireFormat::OpenAi,
+    default_base_url: None,
+    api_version: Field::Refused,
+    current_api_version: None,
+    stream_usage: Field::Optional,
+    keys: Field::Optional,
+    embeds: true,
+    build: build_compatible,
+    translator,
+    classify,
+};
+
+fn build(
+    client: reqwest::Client,
+    settings: &ProviderSettings,
+    flavor: OpenAiFlavor,
+    timeouts: Timeouts,
+) -> Arc<dyn ChatProvider> {
+    Arc::new(OpenAiAdapter::new(
+        client,
+        &settings.base_url,
+        flavor,
+        timeouts,
+        settings.stream_usage,
+    ))
+}
+
+fn build_openai(client: reqwest::Client, settings: &ProviderSettings, timeouts: Timeouts) -> Arc<dyn ChatProvider> {
+    build(client, settings, OpenAiFlavor::OpenAi, timeouts)
+}
+
+fn build_azure(client: reqwest::Client, settings: &ProviderSettings, timeouts: Timeouts) -> Arc<dyn ChatProvider> {
+    let api_version = settings
+        .api_version
+        .clone()
+        .unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.to_owned());
+    build(client, settings, OpenAiFlavor::Azure { api_version }, timeouts)
+}
+
+fn build_compatible(client: reqwest::Client, settings: &ProviderSettings, timeouts: Timeouts) -> Arc<dyn ChatProvider> {
+    build(client, settings, OpenAiFlavor::Compatible, timeouts)
+}
+
+fn translator() -> Translator {
+    Translator::of(stream::StreamState::default())
+}
+
+fn classify(status: u16, headers: &HeaderMap, body: &[u8], _now: SystemTime) -> (ProviderError, RateLimitSnapshot) {
+    (
+        error::classify(status, crate::limits::retry_after(headers), body),
+        RateLimitSnapshot::from_openai_headers(headers),
+    )
+}
 
 /// Which server an [`OpenAiAdapter`] talks to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,15 +272,17 @@ impl OpenAiAdapter {
     }
 }
 
-/// Reads the usage of a complete body, and checks on the way that the body is JSON at all.
-fn parse_usage(body: &[u8]) -> Result<Option<Usage>, ProviderError> {
+/// Reads the usage of a complete body by billing category (`prompt_tokens_details.cached_tokens` as cache
+/// reads, `completion_tokens_details.reasoning_tokens` as reasoning), and checks on the way that the body is
+/// JSON at all.
+fn parse_usage(body: &[u8]) -> Result<Option<TokenUsage>, ProviderError> {
     #[derive(Deserialize)]
     struct UsageOnly {
         #[serde(default)]
         usage: Option<Usage>,
     }
     serde_json::from_slice::<UsageOnly>(body)
-        .map(|u| u.usage)
+        .map(|u| u.usage.as_ref().map(TokenUsage::from_openai))
         .map_err(|e| ProviderError::Protocol {
             detail: format!("the response body is not a chat completion: {e}"),
         })
@@ -267,7 +364,26 @@ mod tests {
     fn usage_is_read_from_complete_bodies() {
         let body = br#"{"id": "c", "object": "chat.completion", "choices": [],
             "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}"#;
-        assert_eq!(parse_usage(body).unwrap(), Some(Usage::new(3, 4)));
+        assert_eq!(parse_usage(body).unwrap(), Some(TokenUsage::new(3, 4)));
         assert!(matches!(parse_usage(b"<html>"), Err(ProviderError::Protocol { .. })));
+    }
+
+    #[test]
+    fn documented_usage_is_read_by_billing_category() {
+        // OpenAI's documented chat completion of a reasoning model with a cached prompt prefix.
+        let body = include_str!("../../../../tests/fixtures/openai/chat_completion_cached_reasoning.json");
+        let usage = parse_usage(body.as_bytes()).unwrap().unwrap();
+        assert_eq!(
+            usage,
+            TokenUsage {
+                input: 86,
+                cache_read: 1920,
+                cache_write_5m: 0,
+                cache_write_1h: 0,
+                output: 300,
+                reasoning: 256,
+            }
+        );
+        assert_eq!((usage.prompt_tokens(), usage.total()), (2006, 2306));
     }
 }

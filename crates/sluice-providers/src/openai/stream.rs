@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use sluice_api::Usage;
+use sluice_api::{TokenUsage, Usage};
 
 use crate::transport::{Flow, SseTranslator};
 use crate::{ProviderError, StreamEvent};
@@ -71,7 +71,7 @@ pub(crate) fn step(data: String, state: &mut StreamState) -> Result<Step, Provid
         state.finished = true;
     }
     let usage_only = probe.usage.is_some() && probe.choices.is_empty();
-    let usage = probe.usage;
+    let usage = probe.usage.as_ref().map(TokenUsage::from_openai);
     // The chunk goes on as the JSON that was read, and as one line, the `data:` line the server frames it
     // in: without the spaces around it that `trim` takes and JSON does not allow (a form feed, U+00A0...),
     // and with the line breaks of an event spread over several `data:` lines (joined with `\n` by the SSE
@@ -140,12 +140,45 @@ mod tests {
         match &steps[3] {
             Step::Chunk(event) => {
                 assert!(event.usage_only);
-                assert_eq!(event.usage, Some(Usage::new(9, 3)));
+                assert_eq!(event.usage, Some(TokenUsage::new(9, 3)));
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(steps[4], Step::Done);
         assert!(state.finished);
+    }
+
+    #[test]
+    fn documented_usage_chunk_is_read_by_billing_category() {
+        let transcript = include_str!("../../../../tests/fixtures/openai/stream_usage.sse");
+        let mut state = StreamState::default();
+        let mut reported = Vec::new();
+        for data in transcript.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            if let Step::Chunk(event) = step(data.to_owned(), &mut state).unwrap()
+                && let Some(usage) = event.usage
+            {
+                reported.push((usage, event.usage_only, event.data));
+            }
+        }
+        let [(usage, usage_only, data)] = reported.as_slice() else {
+            panic!("{reported:?}")
+        };
+        assert_eq!(
+            *usage,
+            TokenUsage {
+                input: 86,
+                cache_read: 1920,
+                cache_write_5m: 0,
+                cache_write_1h: 0,
+                output: 300,
+                reasoning: 256,
+            }
+        );
+        assert!(usage_only);
+        // The client gets the vendor's chunk, its details included.
+        let chunk: serde_json::Value = serde_json::from_slice(data).unwrap();
+        assert_eq!(chunk["usage"]["prompt_tokens_details"]["cached_tokens"], 1920);
+        assert_eq!(chunk["usage"]["completion_tokens_details"]["reasoning_tokens"], 256);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::post;
 use bytes::Bytes;
-use sluice_providers::{SimConfig, SimStats, Simulator};
+use sluice_simulate::{SimConfig, SimStats, Simulator};
 use tokio::sync::oneshot;
 
 /// A server running in this process until dropped.
@@ -60,7 +60,7 @@ impl SimServer {
     pub async fn start(config: SimConfig) -> Self {
         let sim = Arc::new(Simulator::new(config));
         let server = serve(
-            sluice_simulate::router(Arc::clone(&sim), sluice_simulate::Vendor::OpenAi),
+            sluice_simulate::router(Arc::clone(&sim), sluice_simulate::WireFormat::OpenAi),
             Duration::from_secs(1),
         )
         .await;

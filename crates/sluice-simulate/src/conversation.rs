@@ -3,7 +3,7 @@
 //! Each HTTP face of the simulator (OpenAI, Anthropic, Gemini) reads its own wire format into a
 //! [`SimRequest`], so the three answer the same conversation the same way: the same text, the same tool
 //! call, the same reading of a tool result or an image. [`SimRequest::from_openai`] is the OpenAI reading,
-//! used by the OpenAI face and by the in-process [`super::SimulatedAdapter`].
+//! used by the OpenAI face and by the in-process [`crate::SimulatedAdapter`].
 
 use serde_json::Value;
 use sluice_api::{ChatCompletionRequest, MessageContent, Role, ToolChoice};
@@ -58,6 +58,17 @@ impl SimTurn {
         }
     }
 
+    /// The characters the turn's size is counted from.
+    fn chars(&self) -> usize {
+        self.text.chars().count()
+            + self.tool_results.iter().map(|r| r.chars().count()).sum::<usize>()
+            + self
+                .tool_calls
+                .iter()
+                .map(|c| c.name.chars().count() + c.arguments.chars().count())
+                .sum::<usize>()
+    }
+
     /// Whether the turn only hands back tool results: the user said nothing of their own.
     pub fn is_tool_result(&self) -> bool {
         !self.tool_results.is_empty() && self.text.is_empty() && self.images == 0
@@ -87,6 +98,38 @@ pub enum SimToolChoice {
     Named(String),
 }
 
+/// How long a prompt cache entry lives: what Anthropic prices a cache write by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SimCacheTtl {
+    /// Five minutes, the default (billed at 1.25 times the input price).
+    #[default]
+    FiveMinutes,
+    /// One hour (billed at twice the input price).
+    OneHour,
+}
+
+/// A cache breakpoint (Anthropic's `cache_control`): the prompt up to the end of turn `turns - 1` is
+/// cached with lifetime `ttl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimBreakpoint {
+    /// How many leading turns the cached prefix holds.
+    pub turns: usize,
+    /// The lifetime of the cache entry it writes.
+    pub ttl: SimCacheTtl,
+}
+
+/// How the vendor caches prompts (the rules: [`crate::bill`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SimCaching {
+    /// No prompt caching.
+    #[default]
+    Off,
+    /// Automatic prefix caching, as OpenAI does and Gemini does implicitly.
+    Automatic,
+    /// Explicit breakpoints, as Anthropic's `cache_control` marks them (none: nothing is cached).
+    Breakpoints(Vec<SimBreakpoint>),
+}
+
 /// A request, whatever the vendor format it came in.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SimRequest {
@@ -100,6 +143,19 @@ pub struct SimRequest {
     pub tool_choice: SimToolChoice,
     /// The completion cap the client set.
     pub max_tokens: Option<u32>,
+    /// Whether the answer is streamed: its output is billed as it is sent.
+    pub stream: bool,
+    /// How the vendor caches the prompt.
+    pub caching: SimCaching,
+    /// Whether the model reasons before it answers (billed as output, never shown).
+    pub reasoning: bool,
+}
+
+/// Whether OpenAI's `model` is a reasoning (o-series) model: `o1`, `o3-mini`, `o4-mini`... A vendor prefix
+/// (`openai/o3`) is ignored.
+pub fn openai_reasons(model: &str) -> bool {
+    let name = model.rsplit('/').next().unwrap_or(model).as_bytes();
+    name.len() >= 2 && name[0] == b'o' && name[1].is_ascii_digit()
 }
 
 impl SimRequest {
@@ -175,26 +231,50 @@ impl SimRequest {
             tools,
             tool_choice,
             max_tokens: request.completion_cap(),
+            stream: request.is_stream(),
+            caching: SimCaching::Automatic,
+            reasoning: openai_reasons(&request.model),
         }
     }
 
     /// A rough prompt size: about four characters a token plus a few per turn. The simulated vendor only
     /// needs to be consistent, not exact.
     pub fn prompt_tokens(&self) -> u64 {
-        let chars: usize = self
-            .turns
-            .iter()
-            .map(|turn| {
-                turn.text.chars().count()
-                    + turn.tool_results.iter().map(|r| r.chars().count()).sum::<usize>()
-                    + turn
-                        .tool_calls
-                        .iter()
-                        .map(|c| c.name.chars().count() + c.arguments.chars().count())
-                        .sum::<usize>()
-            })
-            .sum();
-        (chars as u64).div_ceil(4) + 4 * self.turns.len() as u64 + 3
+        self.prefix_tokens(self.turns.len()) + 3
+    }
+
+    /// The size of the prompt's first `turns` turns, counted as [`SimRequest::prompt_tokens`] counts the
+    /// whole (which adds 3 for the reply's priming).
+    pub fn prefix_tokens(&self, turns: usize) -> u64 {
+        let turns = &self.turns[..turns.min(self.turns.len())];
+        let chars: usize = turns.iter().map(SimTurn::chars).sum();
+        (chars as u64).div_ceil(4) + 4 * turns.len() as u64
+    }
+
+    /// A hash of the model and the first `turns` turns: what a prompt cache entry is looked up by.
+    pub(crate) fn prefix_hash(&self, turns: usize) -> u64 {
+        let mut text = String::with_capacity(256);
+        text.push_str(&self.model);
+        for turn in &self.turns[..turns.min(self.turns.len())] {
+            text.push_str(match turn.role {
+                SimRole::System => "\u{1}system",
+                SimRole::User => "\u{1}user",
+                SimRole::Assistant => "\u{1}assistant",
+                SimRole::Tool => "\u{1}tool",
+            });
+            text.push_str(&turn.text);
+            text.push_str(&format!("\u{2}{}", turn.images));
+            for call in &turn.tool_calls {
+                text.push('\u{3}');
+                text.push_str(&call.name);
+                text.push_str(&call.arguments);
+            }
+            for result in &turn.tool_results {
+                text.push('\u{4}');
+                text.push_str(result);
+            }
+        }
+        crate::text::fnv1a(text.as_bytes())
     }
 
     /// The text the deterministic words are seeded by: the last turn's.

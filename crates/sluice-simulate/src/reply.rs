@@ -11,8 +11,8 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value, json};
 
-use super::conversation::{SimRequest, SimRole, SimTool, SimToolChoice};
-use super::text;
+use crate::conversation::{SimRequest, SimRole, SimTool, SimToolChoice};
+use crate::text;
 
 /// How many words of a tool result the answer repeats.
 pub const TOOL_RESULT_WORDS: usize = 20;
@@ -259,7 +259,7 @@ fn value_for(schema: &Value, name: &str, seed: u64, depth: usize) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulated::conversation::SimTurn;
+    use crate::conversation::SimTurn;
 
     fn user(text: &str) -> SimTurn {
         SimTurn::text(SimRole::User, text)

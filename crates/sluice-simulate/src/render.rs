@@ -6,7 +6,7 @@ use sluice_api::{
     ResponseMessage, Role, ToolCall,
 };
 
-use super::{SimAnswer, SimReply, SimToolCall};
+use crate::{SimAnswer, SimReply, SimToolCall};
 
 impl SimAnswer {
     /// The id OpenAI-format faces give the answer's tool call.
@@ -48,14 +48,26 @@ impl SimAnswer {
                 finish_reason: Some(self.finish.openai().to_owned()),
                 logprobs: None,
             }],
-            usage: Some(self.usage()),
+            usage: Some(self.usage().to_openai()),
             extra: Default::default(),
         }
     }
 
     /// The answer as stream chunks: the role, one chunk per token (for a tool call: its name, then its
     /// arguments in pieces), the finish reason, and the usage chunk when `include_usage` is set.
-    pub fn chunks(&self, _request: &ChatCompletionRequest, include_usage: bool) -> Vec<ChatCompletionChunk> {
+    pub fn chunks(&self, request: &ChatCompletionRequest, include_usage: bool) -> Vec<ChatCompletionChunk> {
+        self.stream_chunks(request, include_usage)
+            .into_iter()
+            .map(|(chunk, _)| chunk)
+            .collect()
+    }
+
+    /// [`SimAnswer::chunks`], each with the visible tokens generated once it is sent.
+    pub fn stream_chunks(
+        &self,
+        _request: &ChatCompletionRequest,
+        include_usage: bool,
+    ) -> Vec<(ChatCompletionChunk, u64)> {
         let chunk = |delta: ChunkDelta, finish: Option<&str>| ChatCompletionChunk {
             id: self.id.clone(),
             object: "chat.completion.chunk".to_owned(),
@@ -71,56 +83,55 @@ impl SimAnswer {
         let mut chunks = Vec::with_capacity(self.completion_tokens() as usize + 3);
         match &self.reply {
             SimReply::Text(pieces) => {
-                chunks.push(chunk(
-                    ChunkDelta {
-                        role: Some(Role::Assistant),
-                        content: Some(String::new()),
-                        tool_calls: None,
-                    },
-                    None,
-                ));
-                for piece in pieces {
-                    chunks.push(chunk(
+                chunks.push((
+                    chunk(
                         ChunkDelta {
-                            content: Some(piece.to_string()),
-                            ..ChunkDelta::default()
+                            role: Some(Role::Assistant),
+                            content: Some(String::new()),
+                            tool_calls: None,
                         },
                         None,
-                    ));
+                    ),
+                    0,
+                ));
+                for (i, piece) in pieces.iter().enumerate() {
+                    let delta = ChunkDelta {
+                        content: Some(piece.to_string()),
+                        ..ChunkDelta::default()
+                    };
+                    chunks.push((chunk(delta, None), self.tokens_through(i + 1)));
                 }
             }
             SimReply::ToolCall(call) => {
-                chunks.push(chunk(
-                    ChunkDelta {
-                        role: Some(Role::Assistant),
-                        content: None,
-                        tool_calls: Some(vec![json!({
-                            "index": 0,
-                            "id": self.openai_tool_call_id(),
-                            "type": "function",
-                            "function": {"name": call.name, "arguments": ""}
-                        })]),
-                    },
-                    None,
-                ));
-                for piece in call.argument_pieces() {
-                    chunks.push(chunk(
-                        ChunkDelta {
-                            tool_calls: Some(vec![json!({"index": 0, "function": {"arguments": piece}})]),
-                            ..ChunkDelta::default()
-                        },
-                        None,
-                    ));
+                let head = ChunkDelta {
+                    role: Some(Role::Assistant),
+                    content: None,
+                    tool_calls: Some(vec![json!({
+                        "index": 0,
+                        "id": self.openai_tool_call_id(),
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": ""}
+                    })]),
+                };
+                chunks.push((chunk(head, None), 0));
+                for (i, piece) in call.argument_pieces().into_iter().enumerate() {
+                    let delta = ChunkDelta {
+                        tool_calls: Some(vec![json!({"index": 0, "function": {"arguments": piece}})]),
+                        ..ChunkDelta::default()
+                    };
+                    chunks.push((chunk(delta, None), self.tokens_through(i + 1)));
                 }
             }
         }
-        chunks.push(chunk(ChunkDelta::default(), Some(self.finish.openai())));
+        let all = self.completion_tokens();
+        chunks.push((chunk(ChunkDelta::default(), Some(self.finish.openai())), all));
         if include_usage {
-            chunks.push(ChatCompletionChunk {
+            let usage = ChatCompletionChunk {
                 choices: Vec::new(),
-                usage: Some(self.usage()),
+                usage: Some(self.usage().to_openai()),
                 ..chunk(ChunkDelta::default(), None)
-            });
+            };
+            chunks.push((usage, all));
         }
         chunks
     }

@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use super::{Fault, SimFrame, SimRejection, Simulator};
-use crate::limits::RateLimitSnapshot;
-use crate::transport::Timeouts;
-use crate::{BoxFuture, ChatCall, ChatProvider, ChatReply, ProviderError, ReplyBody, StreamEvent, TimeoutPhase};
+use sluice_providers::{
+    BoxFuture, ChatCall, ChatProvider, ChatReply, EventStream, ProviderError, RateLimitSnapshot, ReplyBody,
+    StreamEvent, TimeoutPhase, Timeouts,
+};
+
+use crate::{Fault, SimFrame, SimRejection, Simulator};
 
 /// Serves `kind = "simulated"` providers without a network hop.
 #[derive(Debug, Clone)]
@@ -89,7 +91,7 @@ impl ChatProvider for SimulatedAdapter {
 fn frames_to_events(
     frames: impl futures_util::Stream<Item = SimFrame> + Send + 'static,
     idle: Duration,
-) -> crate::EventStream {
+) -> EventStream {
     let frames = Box::pin(frames);
     Box::pin(futures_util::stream::unfold(
         (frames, false),

@@ -10,107 +10,23 @@
 //! The answer depends only on a vendor-neutral [`SimRequest`], so every face answers a conversation the
 //! same way ([`reply`] has the rules): deterministic words, one call to a declared tool when the user spoke
 //! last, `Tool said: ...` when a tool result comes back, `I see an image.` when the user sent one. The
-//! OpenAI rendering of an answer is here; the other vendors' renderings live with their faces.
-
-mod adapter;
-mod conversation;
-mod limiter;
-mod openai;
-pub mod reply;
-mod text;
+//! OpenAI rendering of an answer is in `render.rs`; the other vendors' renderings live with their faces.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use serde::Serialize;
-use sluice_api::{ChatCompletionRequest, Usage};
+use sluice_api::{ChatCompletionRequest, TokenUsage};
 
-pub use adapter::SimulatedAdapter;
-pub use conversation::{SimCallMade, SimRequest, SimRole, SimTool, SimToolChoice, SimTurn};
-use limiter::KeyLimiter;
-pub use limiter::{LimitState, SimLimits};
-pub use reply::{SimFinish, SimReply, SimToolCall};
-
-/// How the simulated vendor behaves.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SimConfig {
-    /// Requests per minute each key may make; `None` for no limit.
-    pub rpm: Option<u32>,
-    /// Tokens (prompt + completion) per minute each key may use; `None` for no limit.
-    pub tpm: Option<u32>,
-    /// Delay before the response head.
-    pub latency: Duration,
-    /// Streaming speed; `None` sends every chunk at once.
-    pub tokens_per_sec: Option<f64>,
-    /// Share of requests answered with a 500, from 0 to 1.
-    pub error_rate: f64,
-    /// Completion length in tokens when the client sets no smaller cap.
-    pub reply_tokens: u32,
-    /// A fault to inject into every request.
-    pub fault: Option<Fault>,
-    /// Seed of the error draw, so runs repeat.
-    pub seed: u64,
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        Self {
-            rpm: None,
-            tpm: None,
-            latency: Duration::ZERO,
-            tokens_per_sec: None,
-            error_rate: 0.0,
-            reply_tokens: 16,
-            fault: None,
-            seed: 7,
-        }
-    }
-}
-
-/// A fault the simulated vendor injects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// Accept the request and never answer.
-    Hang,
-    /// Send this many chunks, then reset the connection.
-    ResetAfter(u32),
-    /// Send this many chunks, then go silent without closing.
-    StallAfter(u32),
-    /// Send this many chunks, then an event that is not JSON.
-    MalformedAfter(u32),
-}
-
-impl FromStr for Fault {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (name, count) = match text.split_once('=') {
-            Some((name, count)) => (
-                name,
-                Some(
-                    count
-                        .parse::<u32>()
-                        .map_err(|_| format!("`{count}` is not a chunk count in fault `{text}`"))?,
-                ),
-            ),
-            None => (text, None),
-        };
-        match (name, count) {
-            ("hang", None) => Ok(Fault::Hang),
-            ("reset-after", Some(n)) => Ok(Fault::ResetAfter(n)),
-            ("stall-after", Some(n)) => Ok(Fault::StallAfter(n)),
-            ("malformed-after", Some(n)) => Ok(Fault::MalformedAfter(n)),
-            _ => Err(format!(
-                "unknown fault `{text}`: expected hang, reset-after=N, stall-after=N or malformed-after=N"
-            )),
-        }
-    }
-}
+use crate::bill::{self, PromptCache};
+use crate::conversation::SimRequest;
+use crate::limiter::{KeyLimiter, SimLimits};
+use crate::reply::{self, SimFinish, SimReply};
+use crate::stats::{Counters, KeyStats, SimStats};
+use crate::{Fault, SimConfig, text};
 
 /// Why the simulated vendor refused a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,22 +47,26 @@ pub enum SimRejection {
 /// One accepted request: the answer the simulated vendor will give.
 #[derive(Debug, Clone)]
 pub struct SimAnswer {
-    serial: u64,
-    id: String,
-    model: String,
-    created: u64,
-    reply: SimReply,
-    finish: SimFinish,
-    prompt_tokens: u64,
-    limits: SimLimits,
+    pub(crate) serial: u64,
+    pub(crate) id: String,
+    pub(crate) model: String,
+    pub(crate) created: u64,
+    pub(crate) reply: SimReply,
+    pub(crate) finish: SimFinish,
+    /// The usage by category, output and reasoning included.
+    pub(crate) usage: TokenUsage,
+    /// The key's label, for billing what a stream sends.
+    pub(crate) key: String,
+    pub(crate) limits: SimLimits,
     /// The key's limit headers after this request, in OpenAI's `x-ratelimit-*` format.
     pub headers: Vec<(&'static str, String)>,
 }
 
 impl SimAnswer {
-    /// The token usage of the answer.
-    pub fn usage(&self) -> Usage {
-        Usage::new(self.prompt_tokens, self.completion_tokens())
+    /// The answer's usage by category, as the vendor reports it: the prompt split by cache status, the
+    /// output with the reasoning in it.
+    pub fn usage(&self) -> TokenUsage {
+        self.usage
     }
 
     /// The whole text of the answer; empty when it is a tool call.
@@ -187,14 +107,38 @@ impl SimAnswer {
         self.created
     }
 
-    /// The prompt's estimated size in tokens.
+    /// The prompt's estimated size in tokens, whatever its cache status.
     pub fn prompt_tokens(&self) -> u64 {
-        self.prompt_tokens
+        self.usage.prompt_tokens()
     }
 
-    /// The tokens generated.
+    /// The visible tokens generated: the text or the tool call, without the reasoning.
     pub fn completion_tokens(&self) -> u64 {
         self.reply.completion_tokens()
+    }
+
+    /// The tokens spent reasoning before the answer (part of the output, never shown).
+    pub fn reasoning_tokens(&self) -> u64 {
+        self.usage.reasoning
+    }
+
+    /// Every generated token: the visible ones and the reasoning.
+    pub fn output_tokens(&self) -> u64 {
+        self.usage.output
+    }
+
+    /// The visible tokens generated once the stream has sent the answer's first `pieces` pieces (text
+    /// pieces are one token each; a tool call's tokens are spread over its argument pieces), for the
+    /// vendor's bill of a stream that stops early.
+    pub fn tokens_through(&self, pieces: usize) -> u64 {
+        let total = self.completion_tokens();
+        match &self.reply {
+            SimReply::Text(_) => (pieces as u64).min(total),
+            SimReply::ToolCall(call) => {
+                let count = call.argument_pieces().len().max(1) as u64;
+                (total * (pieces as u64).min(count)).div_ceil(count)
+            }
+        }
     }
 
     /// The key's limits after this request, for faces that report them in their own headers.
@@ -211,7 +155,7 @@ pub enum SimFrame {
         /// The chunk's JSON.
         data: Bytes,
         /// The usage the chunk carries.
-        usage: Option<Usage>,
+        usage: Option<TokenUsage>,
         /// Whether this is the usage-only final chunk.
         usage_only: bool,
     },
@@ -221,58 +165,17 @@ pub enum SimFrame {
     Reset,
 }
 
-/// Counters of what one key was served.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct KeyStats {
-    /// Requests accepted.
-    pub requests: u64,
-    /// Tokens (prompt + completion) accepted.
-    pub tokens: u64,
-    /// Requests refused for a rate limit.
-    pub rate_limited: u64,
-    /// Prompt tokens of the accepted requests, as their usage reported them.
-    pub prompt_tokens: u64,
-    /// Completion tokens of the accepted requests, as their usage reported them.
-    pub completion_tokens: u64,
-}
-
-/// What the simulated vendor has done since it started.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct SimStats {
-    /// Requests received.
-    pub requests: u64,
-    /// Requests refused with a 429.
-    pub rate_limited: u64,
-    /// Requests answered with a drawn 500.
-    pub server_errors: u64,
-    /// Requests a face refused as invalid, as the real vendor would (a 400 for a malformed or
-    /// inconsistent conversation). Through the gateway this stays zero unless a translation is wrong.
-    pub invalid_requests: u64,
-    /// Streams begun.
-    pub streams_started: u64,
-    /// Streams sent to the end.
-    pub streams_completed: u64,
-    /// Streams whose reader went away before the end.
-    pub streams_cancelled: u64,
-    /// Per key, by [`Simulator::key_label`].
-    pub keys: HashMap<String, KeyStats>,
-}
-
-#[derive(Default)]
-struct Counters {
-    requests: AtomicU64,
-    rate_limited: AtomicU64,
-    server_errors: AtomicU64,
-    invalid_requests: AtomicU64,
-    streams_started: AtomicU64,
-    streams_completed: AtomicU64,
-    streams_cancelled: AtomicU64,
+/// What the simulator keeps per key.
+struct KeyState {
+    limiter: KeyLimiter,
+    stats: KeyStats,
+    cache: PromptCache,
 }
 
 /// The simulated vendor.
 pub struct Simulator {
     config: SimConfig,
-    keys: Mutex<HashMap<String, (KeyLimiter, KeyStats)>>,
+    keys: Mutex<HashMap<String, KeyState>>,
     rng: Mutex<fastrand::Rng>,
     counters: Counters,
     next_id: AtomicU64,
@@ -323,7 +226,8 @@ impl Simulator {
     }
 
     /// Decides whether `key` may make `request`, read from any vendor's format, and if so what the answer
-    /// is. The key is charged the prompt and the completion of the answer.
+    /// is. The key's limits are charged the whole usage; its bill ([`KeyStats::bill`]) the input now, and
+    /// the output now for a complete answer or as it is sent for a stream ([`crate::bill`]).
     pub fn admit_request(&self, key: &str, request: &SimRequest) -> Result<SimAnswer, SimRejection> {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         if self.config.error_rate > 0.0 {
@@ -333,25 +237,44 @@ impl Simulator {
                 return Err(SimRejection::ServerError);
             }
         }
-        let prompt_tokens = request.prompt_tokens();
         let (reply, finish) = reply::plan(request, self.config.reply_tokens);
-        let completion_tokens = reply.completion_tokens();
-        let cost = prompt_tokens + completion_tokens;
+        let visible = reply.completion_tokens();
+        let reasoning = bill::reasoning(request, visible);
         let now = tokio::time::Instant::now();
+        let label = Self::key_label(key);
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
-        let (limiter, stats) = keys.entry(Self::key_label(key)).or_insert_with(|| {
-            (
-                KeyLimiter::new(self.config.rpm, self.config.tpm, now),
-                KeyStats::default(),
-            )
+        let state = keys.entry(label.clone()).or_insert_with(|| KeyState {
+            limiter: KeyLimiter::new(self.config.rpm, self.config.tpm, now),
+            stats: KeyStats::default(),
+            cache: PromptCache::default(),
         });
-        match limiter.try_take(cost, now) {
+        let prompt = state.cache.bill(request);
+        let usage = TokenUsage {
+            output: visible.saturating_add(reasoning),
+            reasoning,
+            ..prompt.input
+        };
+        let cost = usage.total();
+        match state.limiter.try_take(cost, now) {
             Ok(headers) => {
+                state.cache.accept(prompt);
+                let stats = &mut state.stats;
                 stats.requests += 1;
-                stats.tokens += cost;
-                stats.prompt_tokens += prompt_tokens;
-                stats.completion_tokens += completion_tokens;
-                let limits = limiter.limits();
+                stats.tokens = stats.tokens.saturating_add(cost);
+                stats.prompt_tokens = stats.prompt_tokens.saturating_add(usage.prompt_tokens());
+                stats.completion_tokens = stats.completion_tokens.saturating_add(usage.output);
+                // The input is billed now; a complete answer's output too, a stream's as it is sent.
+                let billed = if request.stream {
+                    TokenUsage {
+                        output: 0,
+                        reasoning: 0,
+                        ..usage
+                    }
+                } else {
+                    usage
+                };
+                stats.bill = stats.bill.plus(&billed);
+                let limits = state.limiter.limits();
                 drop(keys);
                 let serial = self.next_id.fetch_add(1, Ordering::Relaxed);
                 Ok(SimAnswer {
@@ -361,13 +284,14 @@ impl Simulator {
                     created: unix_now(),
                     reply,
                     finish,
-                    prompt_tokens,
+                    usage,
+                    key: label,
                     limits,
                     headers,
                 })
             }
             Err((limit, retry_after, headers)) => {
-                stats.rate_limited += 1;
+                state.stats.rate_limited += 1;
                 self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
                 Err(SimRejection::RateLimited {
                     limit,
@@ -383,7 +307,7 @@ impl Simulator {
         let now = tokio::time::Instant::now();
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
         match keys.get_mut(&Self::key_label(key)) {
-            Some((limiter, _)) => limiter.snapshot(now),
+            Some(state) => state.limiter.snapshot(now),
             None => KeyLimiter::new(self.config.rpm, self.config.tpm, now).limits(),
         }
     }
@@ -409,24 +333,25 @@ impl Simulator {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .iter()
-                .map(|(label, (_, stats))| (label.clone(), stats.clone()))
+                .map(|(label, state)| (label.clone(), state.stats.clone()))
                 .collect(),
         }
     }
 
     /// The frames of a streamed answer in OpenAI's format, paced at the configured speed, with the
     /// configured fault. The stream counts itself as completed when it ends and as cancelled when dropped
-    /// before its end.
+    /// before its end, and bills what it sent.
     pub fn frames(
         self: &Arc<Self>,
         answer: &SimAnswer,
         request: &ChatCompletionRequest,
         include_usage: bool,
     ) -> impl Stream<Item = SimFrame> + Send + 'static {
-        let chunks = answer.chunks(request, include_usage);
-        self.paced(chunks).map(|step| match step {
+        let usage = answer.usage();
+        let chunks = answer.stream_chunks(request, include_usage);
+        self.paced(answer, chunks).map(move |step| match step {
             Paced::Event(chunk) => SimFrame::Chunk {
-                usage: chunk.usage,
+                usage: chunk.usage.map(|_| usage),
                 usage_only: chunk.choices.is_empty(),
                 data: serde_json::to_vec(&chunk).map(Bytes::from).unwrap_or_default(),
             },
@@ -435,14 +360,26 @@ impl Simulator {
         })
     }
 
-    /// Any vendor's stream events, paced at the configured speed (the first at once), with the configured
-    /// fault applied by position: from event N on, a `reset-after=N` resets, `malformed-after=N` sends a
-    /// malformed event, `stall-after=N` goes silent. The stream counts itself in [`SimStats`] as started,
-    /// then completed at its end or cancelled when dropped before.
-    pub fn paced<T: Send + 'static>(self: &Arc<Self>, events: Vec<T>) -> impl Stream<Item = Paced<T>> + Send + 'static {
+    /// Any vendor's stream events for `answer`, paced at the configured speed (the first at once), with
+    /// the configured fault applied by position: from event N on, a `reset-after=N` resets (and the stream
+    /// ends), `malformed-after=N` sends a malformed event, `stall-after=N` goes silent. Each event comes
+    /// with the visible tokens generated once it is sent ([`SimAnswer::tokens_through`]). The stream
+    /// counts itself in [`SimStats`] as started, then completed at its end or cancelled when dropped
+    /// before; either way the key's bill gets the answer's reasoning and the visible tokens sent
+    /// (malformed events included: they replaced generated ones; the whole answer for a stream that
+    /// ended).
+    pub fn paced<T: Send + 'static>(
+        self: &Arc<Self>,
+        answer: &SimAnswer,
+        events: Vec<(T, u64)>,
+    ) -> impl Stream<Item = Paced<T>> + Send + 'static {
         self.counters.streams_started.fetch_add(1, Ordering::Relaxed);
         let guard = StreamGuard {
             sim: Arc::clone(self),
+            key: answer.key.clone(),
+            reasoning: answer.reasoning_tokens(),
+            total: answer.completion_tokens(),
+            sent: 0,
             completed: false,
         };
         let pace = self
@@ -452,9 +389,13 @@ impl Simulator {
             .map(|tps| Duration::from_secs_f64(1.0 / tps));
         let fault = self.config.fault;
         futures_util::stream::unfold(
-            (events.into_iter().enumerate(), guard),
-            move |(mut events, guard)| async move {
-                let (index, event) = match events.next() {
+            (events.into_iter().enumerate(), guard, false),
+            move |(mut events, mut guard, reset)| async move {
+                if reset {
+                    // The connection is gone: nothing more is generated, and the guard bills what went out.
+                    return None;
+                }
+                let (index, (event, tokens)) = match events.next() {
                     Some(next) => next,
                     None => {
                         guard.finish();
@@ -473,9 +414,23 @@ impl Simulator {
                     Some(Fault::StallAfter(n)) if index >= n => std::future::pending().await,
                     _ => Paced::Event(event),
                 };
-                Some((step, (events, guard)))
+                let reset = matches!(step, Paced::Reset);
+                if !reset {
+                    guard.sent = guard.sent.max(tokens);
+                }
+                Some((step, (events, guard, reset)))
             },
         )
+    }
+
+    /// Bills `key` for `output` tokens generated by a stream, `reasoning` of them reasoning.
+    fn bill_output(&self, key: &str, output: u64, reasoning: u64) {
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(state) = keys.get_mut(key) {
+            let bill = &mut state.stats.bill;
+            bill.output = bill.output.saturating_add(output);
+            bill.reasoning = bill.reasoning.saturating_add(reasoning);
+        }
     }
 }
 
@@ -490,8 +445,15 @@ pub enum Paced<T> {
     Reset,
 }
 
+/// Counts a stream's end and bills its output, when the stream is dropped.
 struct StreamGuard {
     sim: Arc<Simulator>,
+    key: String,
+    reasoning: u64,
+    /// The answer's visible tokens.
+    total: u64,
+    /// The visible tokens generated by the events sent so far.
+    sent: u64,
     completed: bool,
 }
 
@@ -504,12 +466,15 @@ impl StreamGuard {
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        let counter = if self.completed {
-            &self.sim.counters.streams_completed
+        let counters = &self.sim.counters;
+        let (counter, visible) = if self.completed {
+            (&counters.streams_completed, self.total)
         } else {
-            &self.sim.counters.streams_cancelled
+            (&counters.streams_cancelled, self.sent.min(self.total))
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        self.sim
+            .bill_output(&self.key, visible.saturating_add(self.reasoning), self.reasoning);
     }
 }
 
@@ -523,6 +488,7 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::LimitState;
     use serde_json::json;
 
     fn request(text: &str) -> ChatCompletionRequest {
@@ -537,7 +503,101 @@ mod tests {
         let c = sim.admit("k", &request("something else")).unwrap();
         assert_eq!(a.text(), b.text());
         assert_ne!(a.text(), c.text());
-        assert_eq!(a.usage().completion_tokens, 16);
+        assert_eq!(a.usage().output, 16);
+    }
+
+    fn streamed(model: &str, text: &str) -> ChatCompletionRequest {
+        serde_json::from_value(json!({"model": model, "stream": true,
+            "messages": [{"role": "user", "content": text}]}))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_bill_has_the_input_at_once_and_a_stream_s_output_as_it_is_sent() {
+        let sim = Arc::new(Simulator::new(SimConfig::default()));
+        let bill = |sim: &Simulator| sim.stats().keys[&Simulator::key_label("k")].bill;
+        // A complete answer is billed whole when it is accepted.
+        let whole = sim.admit("k", &request("hello")).unwrap();
+        assert_eq!(bill(&sim), whole.usage());
+        // A stream: its input at once, its output as it goes out.
+        let ask = streamed("sim", "hello");
+        let answer = sim.admit("k", &ask).unwrap();
+        let input = TokenUsage {
+            output: 0,
+            ..answer.usage()
+        };
+        assert_eq!(bill(&sim), whole.usage().plus(&input));
+        // The client leaves after the role chunk and four tokens.
+        let mut frames = Box::pin(sim.frames(&answer, &ask, true));
+        for _ in 0..5 {
+            assert!(matches!(frames.next().await, Some(SimFrame::Chunk { .. })));
+        }
+        drop(frames);
+        let sent = TokenUsage::new(0, 4);
+        assert_eq!(bill(&sim), whole.usage().plus(&input).plus(&sent));
+        assert_eq!(sim.stats().streams_cancelled, 1);
+        // A stream read to its end is billed its whole output, the same as its usage chunk says.
+        let answer = sim.admit("k", &ask).unwrap();
+        let frames: Vec<SimFrame> = sim.frames(&answer, &ask, true).collect().await;
+        let Some(SimFrame::Chunk { usage: Some(usage), .. }) = frames.last() else {
+            panic!("{frames:?}")
+        };
+        assert_eq!(*usage, answer.usage());
+        let stats = &sim.stats().keys[&Simulator::key_label("k")];
+        assert_eq!(stats.bill, whole.usage().plus(&input).plus(&sent).plus(&answer.usage()));
+        // What the limits were charged is the whole of every answer.
+        assert_eq!(stats.tokens, 3 * whole.usage().total());
+    }
+
+    #[tokio::test]
+    async fn reasoning_models_bill_their_reasoning_even_when_the_client_leaves() {
+        let sim = Arc::new(Simulator::new(SimConfig::default()));
+        let ask = streamed("o3-mini", "think first");
+        let answer = sim.admit("k", &ask).unwrap();
+        assert_eq!(answer.completion_tokens(), 16);
+        assert_eq!((answer.usage().output, answer.usage().reasoning), (48, 32));
+        let completion = serde_json::to_value(answer.completion(&ask)).unwrap();
+        assert_eq!(completion["usage"]["completion_tokens"], 48);
+        assert_eq!(completion["usage"]["completion_tokens_details"]["reasoning_tokens"], 32);
+        let mut frames = Box::pin(sim.frames(&answer, &ask, true));
+        frames.next().await;
+        drop(frames);
+        let bill = sim.stats().bill();
+        assert_eq!(
+            (bill.output, bill.reasoning),
+            (32, 32),
+            "the reasoning and no visible token"
+        );
+        assert_eq!(bill.input, answer.usage().input);
+        // Not o-series: no reasoning.
+        let plain = sim.admit("k", &request("think first")).unwrap();
+        assert_eq!(plain.usage().reasoning, 0);
+    }
+
+    #[tokio::test]
+    async fn cut_streams_bill_what_went_out_before_the_fault() {
+        for (fault, sent) in [
+            (Fault::ResetAfter(4), 3),
+            (Fault::MalformedAfter(4), 16),
+            (Fault::StallAfter(6), 5),
+        ] {
+            let sim = Arc::new(Simulator::new(SimConfig {
+                fault: Some(fault),
+                ..SimConfig::default()
+            }));
+            let ask = streamed("sim", "hello");
+            let answer = sim.admit("k", &ask).unwrap();
+            let mut frames = Box::pin(sim.frames(&answer, &ask, true));
+            // Read until the fault shows, or the stall has held the stream up a while.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(50), frames.next()).await {
+                    Ok(Some(SimFrame::Reset)) | Ok(None) | Err(_) => break,
+                    Ok(Some(_)) => {}
+                }
+            }
+            drop(frames);
+            assert_eq!(sim.stats().bill().output, sent, "{fault:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -596,7 +656,7 @@ mod tests {
             chunks[chunks.len() - 2].choices[0].finish_reason.as_deref(),
             Some("tool_calls")
         );
-        assert_eq!(chunks.last().unwrap().usage, Some(answer.usage()));
+        assert_eq!(chunks.last().unwrap().usage, Some(answer.usage().to_openai()));
 
         let round_trip: ChatCompletionRequest = serde_json::from_value(json!({"model": "sim", "tools": tools,
         "messages": [
@@ -641,7 +701,7 @@ mod tests {
         assert_eq!(limits.requests.map(|l| (l.limit, l.remaining)), Some((60, 59)));
         assert_eq!(limits.requests.unwrap().reset, Duration::from_secs(1));
         let tokens = limits.tokens.unwrap();
-        assert_eq!(tokens.remaining, 6000 - answer.usage().total_tokens);
+        assert_eq!(tokens.remaining, 6000 - answer.usage().total());
         assert_eq!(sim.limits("k"), limits);
         sim.record_invalid();
         assert_eq!(sim.stats().invalid_requests, 1);
@@ -653,19 +713,12 @@ mod tests {
             fault: Some(Fault::MalformedAfter(2)),
             ..SimConfig::default()
         }));
-        let steps: Vec<Paced<u8>> = sim.paced(vec![1, 2, 3]).collect().await;
+        let answer = sim.admit("k", &request("x")).unwrap();
+        let steps: Vec<Paced<u8>> = sim.paced(&answer, vec![(1, 0), (2, 1), (3, 2)]).collect().await;
         assert_eq!(steps, [Paced::Event(1), Paced::Event(2), Paced::Malformed]);
         let stats = sim.stats();
         assert_eq!((stats.streams_started, stats.streams_completed), (1, 1));
-        drop(sim.paced(vec![1]));
+        drop(sim.paced(&answer, vec![(1, 0)]));
         assert_eq!(sim.stats().streams_cancelled, 1);
-    }
-
-    #[test]
-    fn faults_parse() {
-        assert_eq!("hang".parse::<Fault>(), Ok(Fault::Hang));
-        assert_eq!("reset-after=3".parse::<Fault>(), Ok(Fault::ResetAfter(3)));
-        assert!("reset-after=x".parse::<Fault>().is_err());
-        assert!("explode".parse::<Fault>().unwrap_err().contains("unknown fault"));
     }
 }

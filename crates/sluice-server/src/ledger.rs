@@ -8,7 +8,7 @@ use std::time::Instant;
 use chrono::Utc;
 use sluice_api::Usage;
 use sluice_router::budget::Reservation;
-use sluice_store::{Price, Prices, UsageRow, UsageWriter};
+use sluice_store::{AppliedPrice, Charge, Price, Prices, TokenUsage, UsageRow, UsageSource, UsageWriter};
 
 use crate::auth::Principal;
 use crate::tenancy::TenantState;
@@ -42,12 +42,13 @@ impl Ledger {
         &self.writer
     }
 
-    fn cost(&self, provider: &str, vendor_model: &str, usage: &Usage) -> Option<i64> {
+    fn charge(&self, provider: &str, vendor_model: &str, usage: &TokenUsage) -> Charge {
         let key = (provider.to_owned(), vendor_model.to_owned());
         let override_price = self.overrides.get(&key);
-        match &self.prices {
-            Some(prices) => prices.cost(vendor_model, usage, override_price),
-            None => override_price.map(|price| price.cost(usage)),
+        match (&self.prices, override_price) {
+            (Some(prices), _) => prices.charge(vendor_model, usage, override_price),
+            (None, Some(price)) => AppliedPrice::deployment(price).charge(usage),
+            (None, None) => Charge::UNPRICED,
         }
     }
 }
@@ -56,6 +57,8 @@ impl Ledger {
 /// request is dropped first (the client went away), with what is known by then.
 pub(crate) struct Entry {
     ledger: Option<Arc<Ledger>>,
+    /// The ledger row's id, made when the request arrives.
+    id: String,
     request_id: String,
     tenant: Option<Arc<TenantState>>,
     tenant_name: String,
@@ -84,6 +87,7 @@ impl Entry {
     ) -> Self {
         Self {
             ledger,
+            id: UsageRow::new_id(),
             request_id: request_id.to_owned(),
             tenant: principal.tenant.clone(),
             tenant_name: principal.tenant_name().to_owned(),
@@ -137,27 +141,37 @@ impl Entry {
             reservation.settle(used, tokio::time::Instant::now());
         }
         let Some(ledger) = &self.ledger else { return };
-        let cost = usage.and_then(|u| ledger.cost(&self.provider, &self.vendor_model, &u));
-        if let (Some(cost), Some(tenant)) = (cost, &self.tenant) {
+        let tokens = usage.as_ref().map(TokenUsage::from_openai).unwrap_or_default();
+        let usage_source = match usage {
+            None => UsageSource::None,
+            Some(_) if self.estimated => UsageSource::Estimated,
+            Some(_) => UsageSource::Vendor,
+        };
+        let charge = match usage {
+            Some(_) => ledger.charge(&self.provider, &self.vendor_model, &tokens),
+            None => Charge::UNPRICED,
+        };
+        if let (Some(cost), Some(tenant)) = (charge.cost_micros, &self.tenant) {
             tenant.add_spend(cost);
         }
         let row = UsageRow {
-            request_id: std::mem::take(&mut self.request_id),
+            id: std::mem::take(&mut self.id),
+            client_request_id: Some(std::mem::take(&mut self.request_id)),
             tenant: std::mem::take(&mut self.tenant_name),
             key_id: self.key_id.take(),
             model: std::mem::take(&mut self.model),
             provider: std::mem::take(&mut self.provider),
             vendor_model: std::mem::take(&mut self.vendor_model),
-            prompt_tokens: usage.map_or(0, |u| u.prompt_tokens),
-            completion_tokens: usage.map_or(0, |u| u.completion_tokens),
-            cached_tokens: usage
-                .and_then(|u| u.prompt_tokens_details)
-                .map_or(0, |d| d.cached_tokens),
-            estimated: self.estimated,
-            cost_micros: cost,
+            upstream_key: None,
+            usage: tokens,
+            usage_source,
+            cost_micros: charge.cost_micros,
+            price_source: charge.price_source,
+            price_date: charge.price_date,
             latency_ms: self.started.elapsed().as_millis() as u64,
             status,
             attempts: self.attempts,
+            attempt_log: Vec::new(),
             prompt_name: self.prompt.as_ref().map(|(name, _)| name.clone()),
             prompt_version: self.prompt.as_ref().map(|(_, version)| *version),
             created_at: Utc::now(),

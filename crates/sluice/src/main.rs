@@ -307,8 +307,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     vec![
                         row.group.clone(),
                         row.requests.to_string(),
-                        row.prompt_tokens.to_string(),
-                        row.completion_tokens.to_string(),
+                        row.prompt_tokens().to_string(),
+                        row.completion_tokens().to_string(),
                         sluice_store::format_usd(row.cost_micros),
                     ]
                 })

@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use sluice_providers::error::error_chain;
 use sluice_providers::{SimConfig, Simulator};
-use sluice_store::{GroupBy, NewTenant, SpendFilter, Store, UsageRow};
+use sluice_store::{ExportFilter, GroupBy, NewTenant, SpendFilter, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The drills measure time and memory: one at a time, so neither skews the other on a small CI machine.
@@ -407,20 +408,27 @@ async fn sigterm_under_load_finishes_accepted_requests_and_flushes_the_ledger() 
         assert_eq!(row.group, "drill");
         assert_eq!(row.requests, completed.len() as i64, "{rows:?}");
         assert_eq!(
-            (row.prompt_tokens as u64, row.completion_tokens as u64),
+            (row.prompt_tokens() as u64, row.completion_tokens() as u64),
             (upstream.prompt_tokens, upstream.completion_tokens),
             "{rows:?}"
         );
     }
-    // The ledger has no read-by-id query; inserting the completed ids again tells which are there, since
-    // inserts skip ids already recorded.
-    let again: Vec<UsageRow> = completed.iter().map(|o| marker_row(&o.id)).collect();
-    let outcome = store.insert_usage(&again).await.unwrap();
-    assert_eq!(
-        (outcome.inserted, outcome.duplicates),
-        (0, completed.len() as u64),
-        "completed requests missing from the ledger"
-    );
+    // Each completed request is in the ledger once, under the request id the client sent.
+    let mut recorded: HashMap<String, usize> = HashMap::new();
+    let mut export = store.export(ExportFilter::default());
+    while let Some(rows) = export.next_page().await.unwrap() {
+        for row in rows {
+            *recorded.entry(row.client_request_id.unwrap_or_default()).or_default() += 1;
+        }
+    }
+    for outcome in &completed {
+        assert_eq!(
+            recorded.get(&outcome.id),
+            Some(&1),
+            "completed request {} in the ledger once",
+            outcome.id
+        );
+    }
     store.close().await;
     for suffix in ["", ".replaying", ".rejected"] {
         let path = dir.join(format!("usage.spool{suffix}"));
@@ -436,29 +444,6 @@ async fn sigterm_under_load_finishes_accepted_requests_and_flushes_the_ledger() 
         outcomes.len() - completed.len(),
         (exited - signalled).as_millis()
     );
-}
-
-/// A ledger row for request `id`, only for asking whether the id is recorded.
-fn marker_row(id: &str) -> UsageRow {
-    UsageRow {
-        request_id: id.to_owned(),
-        tenant: "drill".to_owned(),
-        key_id: None,
-        model: "m".to_owned(),
-        provider: "up".to_owned(),
-        vendor_model: "gpt-4o-mini".to_owned(),
-        prompt_tokens: 0,
-        completion_tokens: 0,
-        cached_tokens: 0,
-        estimated: false,
-        cost_micros: None,
-        latency_ms: 0,
-        status: 200,
-        attempts: 1,
-        prompt_name: None,
-        prompt_version: None,
-        created_at: chrono::Utc::now(),
-    }
 }
 
 // === Drill 2: a slow client reading a fast stream ===

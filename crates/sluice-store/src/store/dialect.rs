@@ -20,8 +20,8 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
 pub(crate) trait Dialect: sqlx::Database + sqlx::database::HasStatementCache {
     /// How an instant is bound and read back.
     type Time: for<'q> Encode<'q, Self> + for<'r> Decode<'r, Self> + Type<Self> + Send + Sync + 'static;
-    /// How a UTC day is bound.
-    type Day: for<'q> Encode<'q, Self> + Type<Self> + Send + Sync + 'static;
+    /// How a UTC day is bound and read back.
+    type Day: for<'q> Encode<'q, Self> + for<'r> Decode<'r, Self> + Type<Self> + Send + Sync + 'static;
 
     /// SQL for a rollup's `day` as `YYYY-MM-DD` text.
     const ROLLUP_DAY: &'static str;
@@ -34,6 +34,8 @@ pub(crate) trait Dialect: sqlx::Database + sqlx::database::HasStatementCache {
     fn read_time(stored: Self::Time) -> Result<DateTime<Utc>, StoreError>;
     /// The stored form of a day.
     fn day(day: NaiveDate) -> Self::Day;
+    /// A day read back.
+    fn read_day(stored: Self::Day) -> Result<NaiveDate, StoreError>;
     /// This database's migrations.
     fn migrator() -> &'static Migrator;
 }
@@ -55,6 +57,10 @@ impl Dialect for Postgres {
 
     fn day(day: NaiveDate) -> Self::Day {
         day
+    }
+
+    fn read_day(stored: Self::Day) -> Result<NaiveDate, StoreError> {
+        Ok(stored)
     }
 
     fn migrator() -> &'static Migrator {
@@ -81,6 +87,10 @@ impl Dialect for Sqlite {
 
     fn day(day: NaiveDate) -> Self::Day {
         day.format("%Y-%m-%d").to_string()
+    }
+
+    fn read_day(stored: Self::Day) -> Result<NaiveDate, StoreError> {
+        NaiveDate::parse_from_str(&stored, "%Y-%m-%d").map_err(|e| StoreError::Corrupt(format!("day {stored:?}: {e}")))
     }
 
     fn migrator() -> &'static Migrator {
@@ -110,6 +120,8 @@ mod tests {
         assert_eq!(Sqlite::time(whole), "2026-03-04T05:06:07.000000Z");
         assert!(Sqlite::time(whole) < Sqlite::time(t));
         assert_eq!(Sqlite::day(t.date_naive()), "2026-03-04");
+        assert_eq!(Sqlite::read_day(Sqlite::day(t.date_naive())).unwrap(), t.date_naive());
+        assert!(Sqlite::read_day("March".to_owned()).is_err());
         assert!(Sqlite::read_time("yesterday".to_owned()).is_err());
     }
 }

@@ -27,9 +27,10 @@ use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOp
 use self::queries::{Db, KeyQuery, Source};
 use crate::error::StoreError;
 use crate::keys::{self, KeyHash};
+use crate::ledger::UsageRow;
 use crate::model::{
-    ActiveKey, CreatedKey, InsertOutcome, KeyInfo, KeyLookup, NO_KEY, NewTenant, SpendFilter, SpendRow, Tenant,
-    UsageRow, validate_name,
+    ActiveKey, CreatedKey, ExportFilter, InsertOutcome, KeyInfo, KeyLookup, NO_KEY, NewTenant, SpendFilter, SpendRow,
+    Tenant, validate_name,
 };
 
 /// Runs `$body` with `$db` bound to the store's [`Db`], whichever database it is: the body is written
@@ -296,21 +297,17 @@ impl Store {
 
     // === Usage ===
 
-    /// Appends `rows` to the ledger in one transaction, ignoring request ids already there (or repeated
-    /// in `rows`), and adds the rows that were new to the per-day rollups in the same transaction.
+    /// Appends `rows` to the ledger in one transaction, ignoring ids already there (or repeated in
+    /// `rows`), and adds the rows that were new to the per-day rollups in the same transaction.
     ///
-    /// Rollup rows are upserted in a fixed order (day, tenant, key, model), so concurrent writers (several
-    /// gateways) cannot deadlock on them. Timestamps are truncated to microseconds first, so both
-    /// backends agree on every row's day.
+    /// Client strings are capped as they are written ([`crate::cap`]); timestamps are truncated to
+    /// microseconds, so both backends agree on every row's day. Rollup rows are upserted in a fixed order
+    /// (day, tenant, key, model), so concurrent writers (several gateways) cannot deadlock on them.
     pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<InsertOutcome, StoreError> {
         let mut seen = std::collections::HashSet::with_capacity(rows.len());
-        let unique: Vec<UsageRow> = rows
+        let unique: Vec<&UsageRow> = rows
             .iter()
-            .filter(|r| seen.insert(r.request_id.as_str()))
-            .map(|r| UsageRow {
-                created_at: r.created_at.trunc_subsecs(6),
-                ..r.clone()
-            })
+            .filter(|r| seen.insert(crate::cap(&r.id, crate::MAX_ID_BYTES)))
             .collect();
         if unique.is_empty() {
             return Ok(InsertOutcome {
@@ -323,6 +320,18 @@ impl Store {
             inserted,
             duplicates: rows.len() as u64 - inserted,
         })
+    }
+
+    /// The ledger's rows matching `filter`, oldest first (by `created_at`, then id), a page at a time, so
+    /// that a month of rows never sits in memory at once. For finance: `sluice spend export`.
+    pub fn export(&self, filter: ExportFilter) -> Export {
+        Export {
+            store: self.clone(),
+            filter,
+            after: None,
+            page_size: EXPORT_PAGE,
+            done: false,
+        }
     }
 
     /// Spend from the per-day rollups, grouped as `filter` says, ordered by group.
@@ -355,6 +364,49 @@ impl Store {
             Some((since, end))
         };
         on_backend!(self, db => db.tenant_spend_since(tenant, day, window).await)
+    }
+}
+
+/// Rows per page of an export.
+const EXPORT_PAGE: usize = 1000;
+
+/// The ledger's rows in a range, page by page, from [`Store::export`]. Rows written into the range while
+/// it is read appear if they sort after the page being read.
+#[derive(Debug)]
+pub struct Export {
+    store: Store,
+    filter: ExportFilter,
+    /// The last row returned: (created_at, id).
+    after: Option<(DateTime<Utc>, String)>,
+    page_size: usize,
+    done: bool,
+}
+
+impl Export {
+    /// Rows per page (at least one); 1,000 by default.
+    pub fn page_size(mut self, rows: usize) -> Self {
+        self.page_size = rows.max(1);
+        self
+    }
+
+    /// The next page of rows, `None` after the last.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<UsageRow>>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let (filter, after, size) = (&self.filter, self.after.as_ref(), self.page_size);
+        let rows = on_backend!(self.store, db => db.export_page(filter, after, size).await)?;
+        self.done = rows.len() < self.page_size;
+        match rows.last() {
+            Some(last) => {
+                self.after = Some((last.created_at, last.id.clone()));
+                Ok(Some(rows))
+            }
+            None => {
+                self.done = true;
+                Ok(None)
+            }
+        }
     }
 }
 

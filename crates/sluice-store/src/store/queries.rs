@@ -7,17 +7,34 @@
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
+use sluice_api::{TokenUsage, UsageSource};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
 use super::dialect::Dialect;
 use super::statement::Statement;
 use crate::error::StoreError;
 use crate::keys::KeyHash;
-use crate::model::{BudgetPeriod, GroupBy, KeyInfo, NewTenant, SpendFilter, SpendRow, Tenant, UsageRow, midnight};
+use crate::ledger::{
+    AttemptUsage, MAX_ID_BYTES, MAX_MODEL_BYTES, MAX_NAME_BYTES, MAX_TENANT_BYTES, PriceSource, UsageRow, cap,
+};
+use crate::model::{BudgetPeriod, ExportFilter, GroupBy, KeyInfo, NewTenant, SpendFilter, SpendRow, Tenant, midnight};
 
-/// Rows per INSERT statement: 17 bound values a row stays far below both backends' parameter limits.
+/// Rows per INSERT statement: at 25 bound values a row, 25,000, below both backends' parameter limits
+/// (65,535 in Postgres, 32,766 in SQLite).
 const ROWS_PER_STATEMENT: usize = 1000;
+
+/// A ledger row's columns, in the order inserts bind them and exports read them.
+const LEDGER_COLUMNS: &str = "id, client_request_id, tenant, key_id, model, provider, vendor_model, upstream_key, \
+     input_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens, \
+     usage_source, cost_micros, price_source, price_date, latency_ms, status, attempts, attempt_log, prompt_name, \
+     prompt_version, created_at";
+
+/// The spend sums after the request count, alike over the rollups and the ledger.
+const CATEGORY_SUMS: &str = "CAST(SUM(input_tokens) AS BIGINT), CAST(SUM(cache_read_tokens) AS BIGINT), \
+     CAST(SUM(cache_write_5m_tokens) AS BIGINT), CAST(SUM(cache_write_1h_tokens) AS BIGINT), \
+     CAST(SUM(output_tokens) AS BIGINT), CAST(SUM(reasoning_tokens) AS BIGINT), \
+     CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT)";
 
 /// Where spend is summed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,13 +87,13 @@ where
     for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB>,
     for<'q> Option<i32>: Encode<'q, DB>,
-    for<'q> bool: Encode<'q, DB> + Type<DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB>,
-    for<'q> String: Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
     for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
     for<'q> Option<DB::Time>: Encode<'q, DB>,
+    for<'q> Option<DB::Day>: Encode<'q, DB>,
     usize: ColumnIndex<DB::Row>,
     for<'n> &'n str: ColumnIndex<DB::Row>,
 {
@@ -228,39 +245,45 @@ where
 
     // === Usage ===
 
-    /// Inserts `rows` (request ids unique among them), skipping ids already in the ledger, and adds the
-    /// new ones to the rollups, in one transaction. Returns how many were new.
-    pub(super) async fn insert_usage(&self, rows: &[UsageRow]) -> Result<u64, StoreError> {
+    /// Inserts `rows` (ids unique among them once capped), skipping ids already in the ledger, and adds
+    /// the new ones to the rollups, in one transaction. Returns how many were new.
+    pub(super) async fn insert_usage(&self, rows: &[&UsageRow]) -> Result<u64, StoreError> {
         // The statements below are not cached: their text depends on the batch's size, and each cached
         // multi-row insert would stay prepared for every batch size seen (about 130 KB each in SQLite).
         let mut tx = self.pool.begin().await?;
         let mut new: HashSet<String> = HashSet::with_capacity(rows.len());
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut query = Statement::<DB>::new(
-                "INSERT INTO usage_ledger (request_id, tenant, key_id, model, provider, vendor_model, \
-                 prompt_tokens, completion_tokens, cached_tokens, estimated, cost_micros, latency_ms, status, \
-                 attempts, prompt_name, prompt_version, created_at) ",
-            );
+            let mut query = Statement::<DB>::new("INSERT INTO usage_ledger (");
+            query.push(LEDGER_COLUMNS).push(") ");
             query.values(chunk, |b, r| {
-                b.bind(r.request_id.as_str())
-                    .bind(r.tenant.as_str())
-                    .bind(r.key_id.as_deref())
-                    .bind(r.model.as_str())
-                    .bind(r.provider.as_str())
-                    .bind(r.vendor_model.as_str())
-                    .bind(to_i64(r.prompt_tokens))
-                    .bind(to_i64(r.completion_tokens))
-                    .bind(to_i64(r.cached_tokens))
-                    .bind(r.estimated)
+                let u = &r.usage;
+                b.bind(cap(&r.id, MAX_ID_BYTES))
+                    .bind(capped(&r.client_request_id, MAX_ID_BYTES))
+                    .bind(cap(&r.tenant, MAX_TENANT_BYTES))
+                    .bind(capped(&r.key_id, MAX_NAME_BYTES))
+                    .bind(cap(&r.model, MAX_MODEL_BYTES))
+                    .bind(cap(&r.provider, MAX_NAME_BYTES))
+                    .bind(cap(&r.vendor_model, MAX_MODEL_BYTES))
+                    .bind(capped(&r.upstream_key, MAX_NAME_BYTES))
+                    .bind(to_i64(u.input))
+                    .bind(to_i64(u.cache_read))
+                    .bind(to_i64(u.cache_write_5m))
+                    .bind(to_i64(u.cache_write_1h))
+                    .bind(to_i64(u.output))
+                    .bind(to_i64(u.reasoning))
+                    .bind(r.usage_source.as_str())
                     .bind(r.cost_micros)
+                    .bind(r.price_source.as_str())
+                    .bind(r.price_date.map(DB::day))
                     .bind(to_i64(r.latency_ms))
                     .bind(i32::from(r.status))
                     .bind(i32::try_from(r.attempts).unwrap_or(i32::MAX))
-                    .bind(r.prompt_name.as_deref())
+                    .bind(encode_attempts(&r.attempt_log))
+                    .bind(capped(&r.prompt_name, MAX_NAME_BYTES))
                     .bind(r.prompt_version.map(|v| i32::try_from(v).unwrap_or(i32::MAX)))
-                    .bind(DB::time(r.created_at));
+                    .bind(DB::time(r.created_at.trunc_subsecs(6)));
             });
-            query.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
+            query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
             let (sql, args) = query.into_parts()?;
             let inserted = sqlx::query_with(&sql, args)
                 .persistent(false)
@@ -270,13 +293,13 @@ where
                 new.insert(row.try_get::<String, _>(0)?);
             }
         }
-        let sums: Vec<_> = rollups(rows.iter().filter(|r| new.contains(&r.request_id)))
+        let sums: Vec<_> = rollups(rows.iter().filter(|r| new.contains(cap(&r.id, MAX_ID_BYTES))))
             .into_iter()
             .collect();
         for chunk in sums.chunks(ROWS_PER_STATEMENT) {
             let mut query = Statement::<DB>::new(
-                "INSERT INTO usage_daily (day, tenant, key_id, model, requests, prompt_tokens, completion_tokens, \
-                 cached_tokens, cost_micros) ",
+                "INSERT INTO usage_daily (day, tenant, key_id, model, requests, input_tokens, cache_read_tokens, \
+                 cache_write_5m_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens, cost_micros) ",
             );
             query.values(chunk, |b, ((day, tenant, key, model), s)| {
                 b.bind(DB::day(*day))
@@ -284,17 +307,23 @@ where
                     .bind(*key)
                     .bind(*model)
                     .bind(s.requests)
-                    .bind(s.prompt_tokens)
-                    .bind(s.completion_tokens)
-                    .bind(s.cached_tokens)
+                    .bind(s.input)
+                    .bind(s.cache_read)
+                    .bind(s.cache_write_5m)
+                    .bind(s.cache_write_1h)
+                    .bind(s.output)
+                    .bind(s.reasoning)
                     .bind(s.cost_micros);
             });
             query.push(
                 " ON CONFLICT (day, tenant, key_id, model) DO UPDATE SET \
                  requests = usage_daily.requests + EXCLUDED.requests, \
-                 prompt_tokens = usage_daily.prompt_tokens + EXCLUDED.prompt_tokens, \
-                 completion_tokens = usage_daily.completion_tokens + EXCLUDED.completion_tokens, \
-                 cached_tokens = usage_daily.cached_tokens + EXCLUDED.cached_tokens, \
+                 input_tokens = usage_daily.input_tokens + EXCLUDED.input_tokens, \
+                 cache_read_tokens = usage_daily.cache_read_tokens + EXCLUDED.cache_read_tokens, \
+                 cache_write_5m_tokens = usage_daily.cache_write_5m_tokens + EXCLUDED.cache_write_5m_tokens, \
+                 cache_write_1h_tokens = usage_daily.cache_write_1h_tokens + EXCLUDED.cache_write_1h_tokens, \
+                 output_tokens = usage_daily.output_tokens + EXCLUDED.output_tokens, \
+                 reasoning_tokens = usage_daily.reasoning_tokens + EXCLUDED.reasoning_tokens, \
                  cost_micros = usage_daily.cost_micros + EXCLUDED.cost_micros",
             );
             let (sql, args) = query.into_parts()?;
@@ -305,7 +334,8 @@ where
     }
 
     pub(super) async fn spend(&self, filter: &SpendFilter, source: Source) -> Result<Vec<SpendRow>, StoreError> {
-        // Every fragment pushed as SQL below is a literal chosen by a match; values are bound.
+        // Every fragment pushed as SQL below is a literal chosen by a match; values are bound. The
+        // rollups and the ledger name their categories alike.
         let group = match (source, filter.group_by) {
             (_, GroupBy::Tenant) => "tenant",
             (_, GroupBy::Model) => "model",
@@ -318,11 +348,10 @@ where
         query.push(group).push(" AS grp, ");
         match source {
             Source::Rollups => {
-                query.push(
-                    "CAST(SUM(requests) AS BIGINT), CAST(SUM(prompt_tokens) AS BIGINT), \
-                     CAST(SUM(completion_tokens) AS BIGINT), CAST(SUM(cached_tokens) AS BIGINT), \
-                     CAST(SUM(cost_micros) AS BIGINT) FROM usage_daily WHERE 1 = 1",
-                );
+                query
+                    .push("CAST(SUM(requests) AS BIGINT), ")
+                    .push(CATEGORY_SUMS)
+                    .push(" FROM usage_daily WHERE 1 = 1");
                 if let Some(from) = filter.from {
                     query.push(" AND day >= ").bind(DB::day(from));
                 }
@@ -331,11 +360,10 @@ where
                 }
             }
             Source::Ledger => {
-                query.push(
-                    "CAST(COUNT(*) AS BIGINT), CAST(SUM(prompt_tokens) AS BIGINT), \
-                     CAST(SUM(completion_tokens) AS BIGINT), CAST(SUM(cached_tokens) AS BIGINT), \
-                     CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM usage_ledger WHERE 1 = 1",
-                );
+                query
+                    .push("CAST(COUNT(*) AS BIGINT), ")
+                    .push(CATEGORY_SUMS)
+                    .push(" FROM usage_ledger WHERE 1 = 1");
                 if let Some(from) = filter.from {
                     query.push(" AND created_at >= ").bind(DB::time(midnight(from)));
                 }
@@ -355,13 +383,99 @@ where
                 Ok(SpendRow {
                     group: row.try_get(0)?,
                     requests: row.try_get(1)?,
-                    prompt_tokens: row.try_get(2)?,
-                    completion_tokens: row.try_get(3)?,
-                    cached_tokens: row.try_get(4)?,
-                    cost_micros: row.try_get(5)?,
+                    input_tokens: row.try_get(2)?,
+                    cache_read_tokens: row.try_get(3)?,
+                    cache_write_5m_tokens: row.try_get(4)?,
+                    cache_write_1h_tokens: row.try_get(5)?,
+                    output_tokens: row.try_get(6)?,
+                    reasoning_tokens: row.try_get(7)?,
+                    cost_micros: row.try_get(8)?,
                 })
             })
             .collect()
+    }
+
+    /// Up to `limit` ledger rows matching `filter`, in (created_at, id) order, after `after` (the last
+    /// row of the previous page).
+    pub(super) async fn export_page(
+        &self,
+        filter: &ExportFilter,
+        after: Option<&(DateTime<Utc>, String)>,
+        limit: usize,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let mut query = Statement::<DB>::new("SELECT ");
+        query.push(LEDGER_COLUMNS).push(" FROM usage_ledger WHERE 1 = 1");
+        if let Some(tenant) = &filter.tenant {
+            query.push(" AND tenant = ").bind(tenant.as_str());
+        }
+        if let Some(from) = filter.from {
+            query.push(" AND created_at >= ").bind(DB::time(midnight(from)));
+        }
+        if let Some(end) = filter.end_instant() {
+            query.push(" AND created_at < ").bind(DB::time(end));
+        }
+        if let Some((created_at, id)) = after {
+            query
+                .push(" AND (created_at, id) > (")
+                .bind(DB::time(*created_at))
+                .push(", ")
+                .bind(id.as_str())
+                .push(")");
+        }
+        query
+            .push(" ORDER BY created_at, id LIMIT ")
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let (sql, args) = query.into_parts()?;
+        let rows = sqlx::query_with(&sql, args).fetch_all(&self.pool).await?;
+        rows.iter().map(Self::usage_from_row).collect()
+    }
+
+    /// A ledger row read back, its columns in [`LEDGER_COLUMNS`] order.
+    fn usage_from_row(row: &DB::Row) -> Result<UsageRow, StoreError> {
+        let count = |index: usize, column: &str| -> Result<u64, StoreError> {
+            let value: i64 = row.try_get(index)?;
+            u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {column}: {value}")))
+        };
+        let usage_source: String = row.try_get(14)?;
+        let price_source: String = row.try_get(16)?;
+        let status: i32 = row.try_get(19)?;
+        let attempts: i32 = row.try_get(20)?;
+        let attempt_log: String = row.try_get(21)?;
+        let prompt_version: Option<i32> = row.try_get(23)?;
+        Ok(UsageRow {
+            id: row.try_get(0)?,
+            client_request_id: row.try_get(1)?,
+            tenant: row.try_get(2)?,
+            key_id: row.try_get(3)?,
+            model: row.try_get(4)?,
+            provider: row.try_get(5)?,
+            vendor_model: row.try_get(6)?,
+            upstream_key: row.try_get(7)?,
+            usage: TokenUsage {
+                input: count(8, "input_tokens")?,
+                cache_read: count(9, "cache_read_tokens")?,
+                cache_write_5m: count(10, "cache_write_5m_tokens")?,
+                cache_write_1h: count(11, "cache_write_1h_tokens")?,
+                output: count(12, "output_tokens")?,
+                reasoning: count(13, "reasoning_tokens")?,
+            },
+            usage_source: UsageSource::parse(&usage_source)
+                .ok_or_else(|| StoreError::Corrupt(format!("usage_source {usage_source:?}")))?,
+            cost_micros: row.try_get(15)?,
+            price_source: PriceSource::parse(&price_source)
+                .ok_or_else(|| StoreError::Corrupt(format!("price_source {price_source:?}")))?,
+            price_date: row.try_get::<Option<DB::Day>, _>(17)?.map(DB::read_day).transpose()?,
+            latency_ms: count(18, "latency_ms")?,
+            status: u16::try_from(status).map_err(|_| StoreError::Corrupt(format!("status {status}")))?,
+            attempts: u32::try_from(attempts).map_err(|_| StoreError::Corrupt(format!("attempts {attempts}")))?,
+            attempt_log: serde_json::from_str(&attempt_log)
+                .map_err(|e| StoreError::Corrupt(format!("attempt_log is not a list of attempts: {e}")))?,
+            prompt_name: row.try_get(22)?,
+            prompt_version: prompt_version
+                .map(|v| u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("prompt_version {v}"))))
+                .transpose()?,
+            created_at: DB::read_time(row.try_get(24)?)?,
+        })
     }
 
     /// Micro-dollars `tenant` spent: rollups from `day` on when `window` is `None`; else rollups after
@@ -406,33 +520,55 @@ where
 #[derive(Debug, Default, Clone, Copy)]
 struct RollupSums {
     requests: i64,
-    prompt_tokens: i64,
-    completion_tokens: i64,
-    cached_tokens: i64,
+    input: i64,
+    cache_read: i64,
+    cache_write_5m: i64,
+    cache_write_1h: i64,
+    output: i64,
+    reasoning: i64,
     cost_micros: i64,
 }
 
-/// Sums the rows that were new to the ledger by (day, tenant, key, model), in that order: the order the
-/// upserts take their row locks in.
+/// Sums the rows that were new to the ledger by (day, tenant, key, model), strings capped as the ledger
+/// stores them, in that order: the order the upserts take their row locks in.
 fn rollups<'a>(
-    rows: impl Iterator<Item = &'a UsageRow>,
+    rows: impl Iterator<Item = &'a &'a UsageRow>,
 ) -> BTreeMap<(NaiveDate, &'a str, &'a str, &'a str), RollupSums> {
     let mut sums = BTreeMap::new();
     for row in rows {
         let key = (
             row.created_at.date_naive(),
-            row.tenant.as_str(),
-            row.key_id.as_deref().unwrap_or(""),
-            row.model.as_str(),
+            cap(&row.tenant, MAX_TENANT_BYTES),
+            row.key_id.as_deref().map_or("", |k| cap(k, MAX_NAME_BYTES)),
+            cap(&row.model, MAX_MODEL_BYTES),
         );
         let entry: &mut RollupSums = sums.entry(key).or_default();
+        let u = &row.usage;
         entry.requests += 1;
-        entry.prompt_tokens = entry.prompt_tokens.saturating_add(to_i64(row.prompt_tokens));
-        entry.completion_tokens = entry.completion_tokens.saturating_add(to_i64(row.completion_tokens));
-        entry.cached_tokens = entry.cached_tokens.saturating_add(to_i64(row.cached_tokens));
+        for (sum, tokens) in [
+            (&mut entry.input, u.input),
+            (&mut entry.cache_read, u.cache_read),
+            (&mut entry.cache_write_5m, u.cache_write_5m),
+            (&mut entry.cache_write_1h, u.cache_write_1h),
+            (&mut entry.output, u.output),
+            (&mut entry.reasoning, u.reasoning),
+        ] {
+            *sum = sum.saturating_add(to_i64(tokens));
+        }
         entry.cost_micros = entry.cost_micros.saturating_add(row.cost_micros.unwrap_or(0));
     }
     sums
+}
+
+/// An optional string capped as the ledger stores it.
+fn capped(value: &Option<String>, max: usize) -> Option<&str> {
+    value.as_deref().map(|v| cap(v, max))
+}
+
+/// A row's attempts as the `attempt_log` column's JSON.
+fn encode_attempts(attempts: &[AttemptUsage]) -> String {
+    // Serializing these plain structs cannot fail.
+    serde_json::to_string(attempts).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// Token counts are `u64` on the wire and `BIGINT` in the database; 2^63 tokens do not happen, and

@@ -7,8 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::tenancy::TenantState;
 
-/// The tenant name the ledger records for configured (non-virtual) keys. Reserved: no tenant may take it.
-pub const DEFAULT_TENANT: &str = "default";
+pub use sluice_store::DEFAULT_TENANT;
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -83,16 +82,12 @@ impl Authenticator for StaticKeys {
     }
 }
 
-/// The longest client request id kept: longer ones are cut (on a character boundary). It is the client's
-/// label for its request, echoed back and stored beside the gateway's own id, never an identity.
-pub const MAX_CLIENT_REQUEST_ID: usize = 128;
-
 /// The caller of one request, for limits and the ledger.
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// Who is calling.
     pub principal: Principal,
-    /// The client's `x-request-id`, capped at [`MAX_CLIENT_REQUEST_ID`] bytes.
+    /// The client's `x-request-id` (the store caps what it keeps of it).
     pub client_request_id: Option<String>,
     /// The prompt template's name and version, for prompt endpoint calls.
     pub prompt: Option<(String, u32)>,
@@ -103,7 +98,7 @@ impl Caller {
     pub fn new(principal: Principal, client_request_id: Option<&str>) -> Self {
         Self {
             principal,
-            client_request_id: client_request_id.map(|id| truncate(id, MAX_CLIENT_REQUEST_ID).to_owned()),
+            client_request_id: client_request_id.map(str::to_owned),
             prompt: None,
         }
     }
@@ -112,37 +107,5 @@ impl Caller {
     pub fn with_prompt(mut self, name: &str, version: u32) -> Self {
         self.prompt = Some((name.to_owned(), version));
         self
-    }
-}
-
-/// `text` cut to at most `max` bytes on a character boundary.
-pub(crate) fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_client_ids_are_cut_on_a_character_boundary() {
-        let id = "é".repeat(100);
-        let principal = Principal {
-            name: "k".into(),
-            admin: false,
-            key_id: None,
-            tenant: None,
-        };
-        let caller = Caller::new(principal, Some(&id));
-        let kept = caller.client_request_id.unwrap();
-        assert_eq!(kept.len(), 128);
-        assert!(kept.chars().all(|c| c == 'é'));
     }
 }

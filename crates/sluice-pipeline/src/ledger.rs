@@ -9,55 +9,46 @@ use std::time::Instant;
 use chrono::{NaiveDate, Utc};
 use sluice_api::{TokenUsage, UsageSource};
 use sluice_budget::{Reservation, SpendReservation};
-use sluice_router::{Attempt, AttemptOutcome};
-use sluice_store::{Price, UsageRow, UsageWriter};
+use sluice_router::{Attempt, AttemptOutcome as RouteOutcome};
+use sluice_store::{
+    AppliedPrice, AttemptOutcome, AttemptUsage, Charge, Price, PriceSource, Prices, UsageRow, UsageWriter,
+};
 
-use crate::caller::{Caller, truncate};
+use crate::caller::Caller;
 
-/// The longest model name the ledger keeps; longer names (which no configured model has) are cut.
-pub const MAX_MODEL_NAME: usize = 256;
-
-/// How one deployment's calls are priced.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum PriceChoice {
-    /// The deployment's own price from the configuration.
-    Override(Price),
-    /// The vendor model's list price from `prices.toml`, taken on that date.
-    List(Price, NaiveDate),
-    /// The operator marked the deployment free.
-    Free,
-    /// No price is known: the cost is not counted.
-    Unknown,
+/// The price that applies to one deployment, and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeploymentPrice {
+    /// The price.
+    pub price: Price,
+    /// Where it came from: the deployment's own, the list's, or free.
+    pub source: PriceSource,
+    /// The price list's date, for a list price.
+    pub date: Option<NaiveDate>,
 }
 
-impl PriceChoice {
-    /// The cost of `usage`, in micro-dollars; `None` when no price is known.
-    pub fn cost(&self, usage: &TokenUsage) -> Option<i64> {
-        match self {
-            Self::Override(price) | Self::List(price, _) => Some(price.cost(&usage.to_openai())),
-            Self::Free => Some(0),
-            Self::Unknown => None,
-        }
+impl DeploymentPrice {
+    /// The price `prices` gives a deployment of `vendor_model` whose own price is `own`.
+    pub fn resolve(prices: Option<&Prices>, vendor_model: &str, own: Option<&Price>) -> Option<Self> {
+        let applied = match (prices, own) {
+            (Some(prices), own) => prices.applied(vendor_model, own)?,
+            (None, Some(own)) => AppliedPrice::deployment(own),
+            (None, None) => return None,
+        };
+        Some(Self {
+            price: *applied.price,
+            source: applied.source,
+            date: applied.date,
+        })
     }
 
-    /// The most a call of `prompt_tokens` and `completion_tokens` can cost: the prompt at the dearest input
-    /// category (a cache write can cost more than plain input), the completion as output.
-    pub fn worst_case(&self, prompt_tokens: u64, completion_tokens: u64) -> Option<i64> {
-        let plain = TokenUsage::new(prompt_tokens, completion_tokens);
-        let written_5m = TokenUsage {
-            cache_write_5m: prompt_tokens,
-            output: completion_tokens,
-            ..TokenUsage::default()
-        };
-        let written_1h = TokenUsage {
-            cache_write_1h: prompt_tokens,
-            output: completion_tokens,
-            ..TokenUsage::default()
-        };
-        [plain, written_5m, written_1h]
-            .iter()
-            .map(|usage| self.cost(usage))
-            .try_fold(0i64, |worst, cost| cost.map(|c| worst.max(c)))
+    /// What `usage` costs here.
+    pub fn charge(&self, usage: &TokenUsage) -> Charge {
+        Charge {
+            cost_micros: Some(self.price.cost(usage)),
+            price_source: self.source,
+            price_date: self.date,
+        }
     }
 }
 
@@ -65,7 +56,7 @@ impl PriceChoice {
 /// deployment's price applies to that deployment only.
 #[derive(Debug, Clone, Default)]
 pub struct PriceBook {
-    models: HashMap<Arc<str>, Vec<PriceChoice>>,
+    models: HashMap<Arc<str>, Vec<Option<DeploymentPrice>>>,
 }
 
 impl PriceBook {
@@ -74,23 +65,17 @@ impl PriceBook {
         Self::default()
     }
 
-    /// Sets the prices of `model`'s deployments, in configuration order.
-    pub fn set(&mut self, model: &str, deployments: Vec<PriceChoice>) {
+    /// Sets the prices of `model`'s deployments, in configuration order; `None` for an unpriced one.
+    pub fn set(&mut self, model: &str, deployments: Vec<Option<DeploymentPrice>>) {
         self.models.insert(model.into(), deployments);
     }
 
-    /// The price of deployment `ordinal` of `model`.
-    pub fn price(&self, model: &str, ordinal: usize) -> PriceChoice {
+    /// The price of deployment `ordinal` of `model`, if it has one.
+    pub fn price(&self, model: &str, ordinal: usize) -> Option<&DeploymentPrice> {
         self.models
             .get(model)
             .and_then(|d| d.get(ordinal))
-            .copied()
-            .unwrap_or(PriceChoice::Unknown)
-    }
-
-    /// The prices of every deployment of `model`.
-    pub fn deployments(&self, model: &str) -> &[PriceChoice] {
-        self.models.get(model).map_or(&[], Vec::as_slice)
+            .and_then(Option::as_ref)
     }
 }
 
@@ -155,7 +140,7 @@ impl Entry {
             ledger,
             trail: Vec::new(),
             caller: caller.clone(),
-            model: truncate(model, MAX_MODEL_NAME).to_owned(),
+            model: model.to_owned(),
             prompt_tokens,
             started: Instant::now(),
             created_at: Utc::now(),
@@ -171,34 +156,39 @@ impl Entry {
         self.usage = Some((usage, source));
     }
 
-    /// What every call the vendors may bill consumed, summed, its source, and its cost (`None` when a
-    /// billed call had no price).
-    fn bill(&self) -> (TokenUsage, UsageSource, Option<i64>) {
+    /// What every call the vendors may bill consumed, one log entry each, with the status the client got
+    /// telling how the answering call ended.
+    fn billed(&self, status: u16) -> Vec<(AttemptUsage, Option<Charge>)> {
         let prices = self.ledger.as_ref().map(|l| &l.prices);
-        let mut total = TokenUsage::default();
-        let mut source = UsageSource::None;
-        let mut cost = Some(0i64);
-        for attempt in &self.trail {
-            if !attempt.outcome.may_be_billed() {
-                continue;
-            }
-            let (usage, from) = match (attempt.outcome, self.usage) {
-                (AttemptOutcome::Answered, Some(known)) => known,
-                // A call the vendor may bill without a report: its prompt as the gateway counted it.
-                _ => (TokenUsage::new(self.prompt_tokens, 0), UsageSource::Estimated),
-            };
-            total = total.plus(&usage);
-            source = match (source, from) {
-                (UsageSource::Estimated, _) | (_, UsageSource::Estimated) => UsageSource::Estimated,
-                _ => from,
-            };
-            let price = prices.map_or(PriceChoice::Unknown, |p| p.price(&self.model, attempt.deployment));
-            cost = cost.zip(price.cost(&usage)).map(|(sum, c)| sum.saturating_add(c));
-        }
-        if source == UsageSource::None {
-            cost = None;
-        }
-        (total, source, cost)
+        self.trail
+            .iter()
+            .filter(|attempt| attempt.outcome.may_be_billed())
+            .map(|attempt| {
+                let (usage, source) = match (attempt.outcome, self.usage) {
+                    (RouteOutcome::Answered, Some(known)) => known,
+                    // A call the vendor may bill without a report: its prompt as the gateway counted it.
+                    _ => (TokenUsage::new(self.prompt_tokens, 0), UsageSource::Estimated),
+                };
+                let outcome = match (attempt.outcome, status) {
+                    (RouteOutcome::Answered, 200) => AttemptOutcome::Answered,
+                    (RouteOutcome::Answered, 499) | (RouteOutcome::Pending, _) => AttemptOutcome::Abandoned,
+                    (RouteOutcome::Answered, _) => AttemptOutcome::Cut,
+                    (RouteOutcome::Failed { .. }, _) => AttemptOutcome::Failed,
+                };
+                let charge = prices
+                    .and_then(|p| p.price(&self.model, attempt.deployment))
+                    .map(|price| price.charge(&usage));
+                let log = AttemptUsage {
+                    provider: attempt.provider.to_string(),
+                    vendor_model: attempt.vendor_model.to_string(),
+                    upstream_key: Some(attempt.key_id.to_string()),
+                    outcome,
+                    usage,
+                    source,
+                };
+                (log, charge)
+            })
+            .collect()
     }
 
     /// Writes the entry with `status`, settling the tenant's reservations with what the request consumed.
@@ -206,35 +196,68 @@ impl Entry {
         if std::mem::replace(&mut self.written, true) {
             return;
         }
-        let (usage, source, cost) = self.bill();
+        let billed = self.billed(status);
+        let usage = billed
+            .iter()
+            .fold(TokenUsage::default(), |sum, (log, _)| sum.plus(&log.usage));
+        let source = billed
+            .iter()
+            .fold(UsageSource::None, |source, (log, _)| match (source, log.source) {
+                (UsageSource::Estimated, _) | (_, UsageSource::Estimated) => UsageSource::Estimated,
+                (_, from) => from,
+            });
+        // The request's price is its answering (or last) call's; its cost, every billed call's.
+        let charge = billed
+            .iter()
+            .try_fold(
+                (Charge::UNPRICED, 0i64),
+                |(_, sum), (_, charge)| -> Option<(Charge, i64)> {
+                    let charge = (*charge)?;
+                    Some((charge, sum.saturating_add(charge.cost_micros?)))
+                },
+            )
+            .map_or(Charge::UNPRICED, |(charge, sum)| Charge {
+                cost_micros: (!billed.is_empty()).then_some(sum),
+                ..charge
+            });
         if let Some(rate) = self.rate.take() {
             rate.settle(usage.total());
         }
         if let Some(spend) = self.spend.take() {
-            spend.settle(cost.unwrap_or(0));
+            spend.settle(charge.cost_micros.unwrap_or(0));
         }
+        tracing::debug!(
+            status,
+            input = usage.prompt_tokens(),
+            output = usage.output,
+            source = source.as_str(),
+            "usage"
+        );
         let Some(ledger) = &self.ledger else { return };
-        let answered = self
+        let last = self
             .trail
             .iter()
             .rev()
-            .find(|a| a.outcome == AttemptOutcome::Answered)
+            .find(|a| a.outcome == RouteOutcome::Answered)
             .or(self.trail.last());
         let row = UsageRow {
-            request_id: uuid::Uuid::now_v7().to_string(),
+            id: UsageRow::new_id(),
+            client_request_id: self.caller.client_request_id.clone(),
             tenant: self.caller.principal.tenant_name().to_owned(),
             key_id: self.caller.principal.key_id.as_deref().map(str::to_owned),
             model: std::mem::take(&mut self.model),
-            provider: answered.map(|a| a.provider.to_string()).unwrap_or_default(),
-            vendor_model: answered.map(|a| a.vendor_model.to_string()).unwrap_or_default(),
-            prompt_tokens: usage.prompt_tokens(),
-            completion_tokens: usage.output,
-            cached_tokens: usage.cache_read,
-            estimated: source == UsageSource::Estimated,
-            cost_micros: cost,
+            provider: last.map(|a| a.provider.to_string()).unwrap_or_default(),
+            vendor_model: last.map(|a| a.vendor_model.to_string()).unwrap_or_default(),
+            upstream_key: last.map(|a| a.key_id.to_string()),
+            usage,
+            usage_source: source,
+            cost_micros: charge.cost_micros,
+            price_source: charge.price_source,
+            price_date: charge.price_date,
             latency_ms: self.started.elapsed().as_millis() as u64,
             status,
             attempts: self.trail.len() as u32,
+            attempt_log: billed.into_iter().map(|(log, _)| log).collect(),
             prompt_name: self.caller.prompt.as_ref().map(|(name, _)| name.clone()),
             prompt_version: self.caller.prompt.as_ref().map(|(_, version)| *version),
             created_at: self.created_at,

@@ -36,10 +36,10 @@ use sluice_budget::{Reservation, SpendReservation};
 use sluice_providers::ReplyBody;
 use sluice_router::{ModelRoute, Router};
 
-pub use crate::caller::{Authenticator, Caller, DEFAULT_TENANT, MAX_CLIENT_REQUEST_ID, Principal, StaticKeys};
+pub use crate::caller::{Authenticator, Caller, DEFAULT_TENANT, Principal, StaticKeys};
 pub use crate::directory::Directory;
 pub use crate::error::PipelineError;
-pub use crate::ledger::{Ledger, MAX_MODEL_NAME, PriceBook, PriceChoice};
+pub use crate::ledger::{DeploymentPrice, Ledger, PriceBook};
 pub use crate::meter::Metered;
 pub use crate::operation::{Chat, Embeddings, MAX_EMBEDDING_INPUTS, MAX_MESSAGES, Operation};
 pub use crate::tenancy::{TenantRefusal, TenantState};
@@ -255,7 +255,7 @@ impl Pipeline {
             .map(|d| {
                 prices
                     .price(route.name(), d.ordinal())
-                    .worst_case(prompt_tokens, completion_tokens)
+                    .map(|p| p.price.worst_case_micros(prompt_tokens, completion_tokens))
             })
             .try_fold(0i64, |worst, cost| cost.map(|c| worst.max(c)))
     }

@@ -32,10 +32,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chrono::Utc;
+use chrono::{NaiveDate, Utc};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use sluice_store::{Store, UsageRow, UsageWriter, WriterConfig};
+use sluice_store::{
+    AttemptOutcome, AttemptUsage, PriceSource, Store, TokenUsage, UsageRow, UsageSource, UsageWriter, WriterConfig,
+};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use tokio::runtime::Runtime;
@@ -49,11 +51,12 @@ const SUSTAINED_ROWS: u64 = 50_000;
 /// Calls per timed burst.
 const BURST: usize = 1_000;
 
-/// Request ids are unique across the whole run, so no row is ever a duplicate.
+/// Rows are numbered across the whole run to spread them; ids are UUIDv7s, so no row is a duplicate.
 static NEXT_ROW: AtomicU64 = AtomicU64::new(0);
 
-/// A row as the gateway records it: a random UUID request id (as `MakeRequestUuid` makes), spread over
-/// 10 tenants, 20 keys and 4 models, priced, stamped now.
+/// A row as the gateway records it: a UUIDv7 id, the client's request id (a random UUID, as
+/// `MakeRequestUuid` makes), spread over 10 tenants, 20 keys and 4 models, usage by category from one
+/// answered attempt, list-priced, stamped now.
 fn usage_row() -> UsageRow {
     const MODELS: [(&str, &str); 4] = [
         ("gpt-4o", "gpt-4o-2024-08-06"),
@@ -65,21 +68,43 @@ fn usage_row() -> UsageRow {
     let (model, vendor_model) = MODELS[(n % 4) as usize];
     let prompt = 200 + n % 1_800;
     let completion = 20 + n % 480;
+    let usage = TokenUsage {
+        input: prompt - prompt / 4,
+        cache_read: prompt / 4,
+        output: completion,
+        ..TokenUsage::default()
+    };
+    let source = if n.is_multiple_of(50) {
+        UsageSource::Estimated
+    } else {
+        UsageSource::Vendor
+    };
+    let upstream_key = Some(format!("openai#{}", n % 3));
     UsageRow {
-        request_id: uuid::Uuid::new_v4().to_string(),
+        id: UsageRow::new_id(),
+        client_request_id: Some(uuid::Uuid::new_v4().to_string()),
         tenant: format!("tenant-{}", n % 10),
         key_id: (!n.is_multiple_of(7)).then(|| format!("key-{:02}", n % 20)),
         model: model.to_owned(),
         provider: "openai".to_owned(),
         vendor_model: vendor_model.to_owned(),
-        prompt_tokens: prompt,
-        completion_tokens: completion,
-        cached_tokens: prompt / 4,
-        estimated: n.is_multiple_of(50),
+        upstream_key: upstream_key.clone(),
+        usage,
+        usage_source: source,
         cost_micros: Some((prompt * 2 + completion * 8) as i64),
+        price_source: PriceSource::List,
+        price_date: NaiveDate::from_ymd_opt(2026, 12, 1),
         latency_ms: 300 + n % 2_000,
         status: 200,
         attempts: 1,
+        attempt_log: vec![AttemptUsage {
+            provider: "openai".to_owned(),
+            vendor_model: vendor_model.to_owned(),
+            upstream_key,
+            outcome: AttemptOutcome::Answered,
+            usage,
+            source,
+        }],
         prompt_name: None,
         prompt_version: None,
         created_at: Utc::now(),

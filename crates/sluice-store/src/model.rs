@@ -108,7 +108,7 @@ pub(crate) fn midnight(day: NaiveDate) -> DateTime<Utc> {
 /// What a new tenant is created with.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NewTenant {
-    /// Unique name, 1 to 128 characters, no surrounding whitespace.
+    /// Unique name, 1 to 128 characters, no surrounding whitespace; not `default` ([`DEFAULT_TENANT`]).
     pub name: String,
     /// Requests per minute, `None` for unlimited.
     pub rpm: Option<u64>,
@@ -124,6 +124,13 @@ pub struct NewTenant {
     pub prompts: Option<Vec<String>>,
 }
 
+/// Most characters in a tenant's or a key's name.
+pub const MAX_NAME_CHARS: usize = 128;
+
+/// The tenant the ledger records requests made with the configured (non-virtual) keys under; no tenant
+/// may be created with this name.
+pub const DEFAULT_TENANT: &str = "default";
+
 impl NewTenant {
     /// A tenant with no limits, budget or restrictions.
     pub fn new(name: impl Into<String>) -> Self {
@@ -135,6 +142,12 @@ impl NewTenant {
 
     pub(crate) fn validate(&self) -> Result<(), StoreError> {
         validate_name("name", &self.name)?;
+        if self.name == DEFAULT_TENANT {
+            return Err(StoreError::invalid(
+                "name",
+                format!("{DEFAULT_TENANT:?} is reserved: the ledger records the configured keys' requests under it"),
+            ));
+        }
         if self.budget_micros.is_some_and(|b| b < 0) {
             return Err(StoreError::invalid("budget_usd", "must not be negative"));
         }
@@ -145,8 +158,11 @@ impl NewTenant {
         }
         for (field, list) in [("models", &self.models), ("prompts", &self.prompts)] {
             for item in list.iter().flatten() {
-                if item.is_empty() {
-                    return Err(StoreError::invalid(field, "names must not be empty"));
+                if item.is_empty() || item.len() > crate::ledger::MAX_MODEL_BYTES {
+                    return Err(StoreError::invalid(
+                        field,
+                        format!("names must be 1 to {} bytes", crate::ledger::MAX_MODEL_BYTES),
+                    ));
                 }
             }
         }
@@ -155,8 +171,12 @@ impl NewTenant {
 }
 
 pub(crate) fn validate_name(field: &'static str, name: &str) -> Result<(), StoreError> {
-    if name.is_empty() || name.chars().count() > 128 {
-        return Err(StoreError::invalid(field, "must be 1 to 128 characters"));
+    let chars = name.chars().count();
+    if name.is_empty() || chars > MAX_NAME_CHARS {
+        return Err(StoreError::invalid(
+            field,
+            format!("must be 1 to {MAX_NAME_CHARS} characters, not {chars}"),
+        ));
     }
     if name.trim() != name || name.chars().any(char::is_control) {
         return Err(StoreError::invalid(
@@ -291,57 +311,12 @@ pub struct ActiveKey {
 
 // === Usage ===
 
-/// One request's usage, as the gateway records it. Serialized as one JSON line in the spool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UsageRow {
-    /// The request id (`x-request-id`); unique in the ledger, which makes every write idempotent.
-    pub request_id: String,
-    /// The tenant's name.
-    pub tenant: String,
-    /// The virtual key's id, `None` when the request came with no virtual key.
-    #[serde(default)]
-    pub key_id: Option<String>,
-    /// The model name the client sent.
-    pub model: String,
-    /// The provider that answered (or was last tried).
-    pub provider: String,
-    /// The vendor's model id.
-    pub vendor_model: String,
-    /// Prompt tokens, cached ones included (OpenAI's convention).
-    pub prompt_tokens: u64,
-    /// Completion tokens (for a stream that ended early, what was produced).
-    pub completion_tokens: u64,
-    /// Prompt tokens served from the vendor's cache.
-    #[serde(default)]
-    pub cached_tokens: u64,
-    /// Whether the counts are the gateway's estimate rather than the vendor's report.
-    #[serde(default)]
-    pub estimated: bool,
-    /// Cost in micro-dollars, `None` when no price was known (see [`crate::Prices::cost`]).
-    #[serde(default)]
-    pub cost_micros: Option<i64>,
-    /// Time to the end of the answer, in milliseconds.
-    pub latency_ms: u64,
-    /// The HTTP status the client got.
-    pub status: u16,
-    /// Upstream attempts, failovers included.
-    pub attempts: u32,
-    /// The prompt template's name, for `/v1/prompts/{name}` calls.
-    #[serde(default)]
-    pub prompt_name: Option<String>,
-    /// The prompt template's version.
-    #[serde(default)]
-    pub prompt_version: Option<u32>,
-    /// When the request arrived (UTC). Stored at microsecond precision; its UTC date is the rollup's day.
-    pub created_at: DateTime<Utc>,
-}
-
 /// What a batched ledger insert did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct InsertOutcome {
     /// Rows new to the ledger (and added to the rollups).
     pub inserted: u64,
-    /// Rows whose request id was already in the ledger (or repeated in the batch), ignored.
+    /// Rows whose id was already in the ledger (or repeated in the batch), ignored.
     pub duplicates: u64,
 }
 
@@ -434,24 +409,47 @@ impl SpendFilter {
     }
 }
 
-/// One group's totals.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One group's totals, by billing category.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SpendRow {
     /// The group: a tenant name, a model name, a `YYYY-MM-DD` day or a key id.
     pub group: String,
     /// Requests recorded (failed ones included).
     pub requests: i64,
-    /// Prompt tokens.
-    pub prompt_tokens: i64,
-    /// Completion tokens.
-    pub completion_tokens: i64,
-    /// Cached prompt tokens.
-    pub cached_tokens: i64,
+    /// Input tokens billed at the full input price.
+    pub input_tokens: i64,
+    /// Input tokens read from a prompt cache.
+    pub cache_read_tokens: i64,
+    /// Input tokens written to a prompt cache with a 5-minute lifetime.
+    pub cache_write_5m_tokens: i64,
+    /// Input tokens written to a prompt cache with a 1-hour lifetime.
+    pub cache_write_1h_tokens: i64,
+    /// Generated tokens, reasoning included.
+    pub output_tokens: i64,
+    /// Reasoning tokens (a part of `output_tokens`).
+    pub reasoning_tokens: i64,
     /// Exact cost in micro-dollars (requests with no known price count as zero).
     pub cost_micros: i64,
 }
 
 impl SpendRow {
+    /// Every input token, as OpenAI counts `prompt_tokens`: uncached, cache reads and cache writes.
+    pub fn prompt_tokens(&self) -> i64 {
+        self.input_tokens
+            .saturating_add(self.cache_read_tokens)
+            .saturating_add(self.cache_write_tokens())
+    }
+
+    /// Completion tokens, as OpenAI counts them: the output, reasoning included.
+    pub fn completion_tokens(&self) -> i64 {
+        self.output_tokens
+    }
+
+    /// Cache writes of either lifetime.
+    pub fn cache_write_tokens(&self) -> i64 {
+        self.cache_write_5m_tokens.saturating_add(self.cache_write_1h_tokens)
+    }
+
     /// The cost in dollars as a float, derived from the exact micro-dollars for display.
     pub fn cost_usd(&self) -> f64 {
         micros_to_usd(self.cost_micros)
@@ -459,19 +457,46 @@ impl SpendRow {
 }
 
 impl Serialize for SpendRow {
-    /// `{"group", "requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd", "cost_micros"}`:
-    /// the design's shape plus the exact figure.
+    /// `{"group", "requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd",
+    /// "cost_micros"}` as before the categories (`cached_tokens` is the cache reads), then each category:
+    /// `input_tokens`, `cache_read_tokens`, `cache_write_tokens` (with its split `cache_write_5m_tokens`
+    /// and `cache_write_1h_tokens`), `output_tokens`, `reasoning_tokens`.
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut s = serializer.serialize_struct("SpendRow", 7)?;
+        let mut s = serializer.serialize_struct("SpendRow", 14)?;
         s.serialize_field("group", &self.group)?;
         s.serialize_field("requests", &self.requests)?;
-        s.serialize_field("prompt_tokens", &self.prompt_tokens)?;
-        s.serialize_field("completion_tokens", &self.completion_tokens)?;
-        s.serialize_field("cached_tokens", &self.cached_tokens)?;
+        s.serialize_field("prompt_tokens", &self.prompt_tokens())?;
+        s.serialize_field("completion_tokens", &self.completion_tokens())?;
+        s.serialize_field("cached_tokens", &self.cache_read_tokens)?;
         s.serialize_field("cost_usd", &self.cost_usd())?;
         s.serialize_field("cost_micros", &self.cost_micros)?;
+        s.serialize_field("input_tokens", &self.input_tokens)?;
+        s.serialize_field("cache_read_tokens", &self.cache_read_tokens)?;
+        s.serialize_field("cache_write_tokens", &self.cache_write_tokens())?;
+        s.serialize_field("cache_write_5m_tokens", &self.cache_write_5m_tokens)?;
+        s.serialize_field("cache_write_1h_tokens", &self.cache_write_1h_tokens)?;
+        s.serialize_field("output_tokens", &self.output_tokens)?;
+        s.serialize_field("reasoning_tokens", &self.reasoning_tokens)?;
         s.end()
+    }
+}
+
+/// Which ledger rows an export returns: UTC days `from..=to` (either end optional), one tenant or all.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExportFilter {
+    /// Only this tenant, by name.
+    pub tenant: Option<String>,
+    /// From this UTC day, inclusive.
+    pub from: Option<NaiveDate>,
+    /// To this UTC day, inclusive.
+    pub to: Option<NaiveDate>,
+}
+
+impl ExportFilter {
+    /// The first instant after the range.
+    pub(crate) fn end_instant(&self) -> Option<DateTime<Utc>> {
+        self.to.and_then(|d| d.checked_add_days(Days::new(1))).map(midnight)
     }
 }
 
@@ -537,6 +562,19 @@ mod tests {
         assert!(NewTenant::new("team-a").validate().is_ok());
         assert!(NewTenant::new("").validate().is_err());
         assert!(NewTenant::new(" padded").validate().is_err());
+        let long = NewTenant::new("x".repeat(129)).validate().unwrap_err().to_string();
+        assert!(
+            long.contains("name") && long.contains("128") && long.contains("129"),
+            "{long}"
+        );
+        assert!(NewTenant::new("é".repeat(128)).validate().is_ok());
+        let reserved = NewTenant::new("default").validate().unwrap_err().to_string();
+        assert!(reserved.contains("reserved"), "{reserved}");
+        let models = NewTenant {
+            models: Some(vec!["m".repeat(300)]),
+            ..NewTenant::new("x")
+        };
+        assert!(models.validate().unwrap_err().to_string().contains("models"));
         let negative = NewTenant {
             budget_micros: Some(-1),
             ..NewTenant::new("x")
@@ -563,14 +601,33 @@ mod tests {
         let row = SpendRow {
             group: "gpt-4o".into(),
             requests: 2,
-            prompt_tokens: 10,
-            completion_tokens: 5,
-            cached_tokens: 0,
+            input_tokens: 4,
+            cache_read_tokens: 3,
+            cache_write_5m_tokens: 2,
+            cache_write_1h_tokens: 1,
+            output_tokens: 5,
+            reasoning_tokens: 2,
             cost_micros: 1_500_000,
         };
         let json = serde_json::to_value(&row).unwrap();
         assert_eq!(json["cost_usd"], 1.5);
         assert_eq!(json["cost_micros"], 1_500_000);
         assert_eq!(json["group"], "gpt-4o");
+        assert_eq!(
+            (json["prompt_tokens"].as_i64(), json["completion_tokens"].as_i64()),
+            (Some(10), Some(5))
+        );
+        assert_eq!(json["cached_tokens"], 3);
+        assert_eq!(json["cache_write_tokens"], 3);
+        assert_eq!(json["reasoning_tokens"], 2);
+        for field in [
+            "input_tokens",
+            "cache_read_tokens",
+            "cache_write_5m_tokens",
+            "cache_write_1h_tokens",
+            "output_tokens",
+        ] {
+            assert!(json[field].is_i64(), "{field}: {json}");
+        }
     }
 }

@@ -12,9 +12,12 @@
 //!   appended to the spool (with fsync) and the writer backs off exponentially with jitter
 //!   (`retry_min`..`retry_max`); until the next retry, batches go straight to the spool.
 //! - Each tick, if rows are waiting in the spool and no backoff is pending, the writer replays the spool
-//!   (see [`crate::spool`]) in batches. Inserts ignore request ids already in the ledger, so a replay
-//!   that is interrupted and started over, or a batch that was committed although its commit looked
-//!   failed, is counted once.
+//!   (see [`crate::spool`]) in batches. Inserts ignore row ids already in the ledger, so a replay that is
+//!   interrupted and started over, or a batch that was committed although its commit looked failed, is
+//!   counted once.
+//! - A spool line that cannot be read (torn by a crash, cut inside a multi-byte character, not a row) goes
+//!   to the `.rejected` file with an error log line and a count ([`WriterStats::corrupt_lines`]); it never
+//!   stops a start or a replay.
 //! - A write the database refuses for its values (a constraint, an invalid byte sequence) is retried row
 //!   by row; the rows refused again go to the `.rejected` file beside the spool, and everything else is
 //!   written. An error of unknown kind is told apart by a ping: database reachable means the rows are at
@@ -35,7 +38,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::error::{Failure, StoreError};
-use crate::model::{InsertOutcome, UsageRow};
+use crate::ledger::UsageRow;
+use crate::model::InsertOutcome;
 use crate::spool::Spool;
 use crate::store::Store;
 
@@ -94,7 +98,7 @@ pub struct WriterStats {
     pub queue_depth: u64,
     /// Rows newly inserted into the ledger (replayed ones included).
     pub written: u64,
-    /// Rows ignored because their request id was already in the ledger.
+    /// Rows ignored because their id was already in the ledger.
     pub duplicates: u64,
     /// Rows appended to the spool.
     pub spooled: u64,
@@ -107,6 +111,8 @@ pub struct WriterStats {
     /// Rows refused by the database for their values, or unreadable spool lines, moved to the
     /// `.rejected` file.
     pub rejected: u64,
+    /// Of `rejected`: spool lines that could not be read as rows (torn, not UTF-8, not JSON).
+    pub corrupt_lines: u64,
     /// Rows lost because the spool itself could not be written.
     pub dropped: u64,
     /// Whether the last write reached the database.
@@ -122,6 +128,7 @@ struct Counters {
     replayed: AtomicU64,
     write_errors: AtomicU64,
     rejected: AtomicU64,
+    corrupt_lines: AtomicU64,
     dropped: AtomicU64,
 }
 
@@ -181,6 +188,7 @@ impl UsageWriter {
             backoff: config.retry_min,
             next_retry: Instant::now(),
             down: false,
+            rejected_through: 0,
             config,
         };
         let handle = tokio::spawn(task.run(rx, stop_rx));
@@ -211,7 +219,7 @@ impl UsageWriter {
                         counters.spool_pending.fetch_sub(1, Ordering::Relaxed);
                         counters.dropped.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(
-                            request_id = %row.request_id,
+                            id = %row.id,
                             spool = %self.shared.spool.path().display(),
                             %error,
                             "usage queue full and spool unwritable: usage row lost"
@@ -236,6 +244,7 @@ impl UsageWriter {
             replayed: load(&c.replayed),
             write_errors: load(&c.write_errors),
             rejected: load(&c.rejected),
+            corrupt_lines: load(&c.corrupt_lines),
             dropped: load(&c.dropped),
             database_up: self.shared.up.load(Ordering::Relaxed),
         }
@@ -295,6 +304,8 @@ struct Task {
     down: bool,
     backoff: Duration,
     next_retry: Instant,
+    /// How far into the file being replayed its unreadable lines have been rejected.
+    rejected_through: u64,
 }
 
 impl Task {
@@ -383,8 +394,8 @@ impl Task {
                         }
                         return false;
                     }
-                    tracing::error!(request_id = %row.request_id, %error, "usage row refused by the database; kept in the rejected file");
-                    let line = serde_json::to_string(&row).unwrap_or_else(|_| format!("{row:?}"));
+                    tracing::error!(id = %row.id, %error, "usage row refused by the database; kept in the rejected file");
+                    let line = serde_json::to_vec(&row).unwrap_or_else(|_| format!("{row:?}").into_bytes());
                     self.reject(vec![line]).await;
                 }
             }
@@ -487,7 +498,7 @@ impl Task {
         }
     }
 
-    async fn reject(&self, lines: Vec<String>) {
+    async fn reject(&self, lines: Vec<Vec<u8>>) {
         let count = lines.len() as u64;
         self.shared.counters.rejected.fetch_add(count, Ordering::Relaxed);
         let shared = self.shared.clone();
@@ -558,12 +569,27 @@ impl Task {
             if interruptible && self.shared.stopping.load(Ordering::Relaxed) {
                 return false;
             }
-            if !chunk.bad.is_empty() {
+            // A replay cut short starts over from the file's first line: lines rejected by an earlier
+            // attempt are not rejected (nor counted) again.
+            let already = self.rejected_through;
+            let bad: Vec<Vec<u8>> = chunk
+                .bad
+                .into_iter()
+                .filter(|(end, _)| *end > already)
+                .map(|(end, line)| {
+                    self.rejected_through = end;
+                    line
+                })
+                .collect();
+            if !bad.is_empty() {
+                let corrupt = bad.len() as u64;
                 tracing::error!(
-                    lines = chunk.bad.len(),
-                    "unreadable usage spool lines; kept in the rejected file"
+                    lines = corrupt,
+                    file = %self.shared.spool.rejected_path().display(),
+                    "unreadable usage spool lines (torn or not usage rows); kept in the rejected file"
                 );
-                self.reject(chunk.bad).await;
+                self.shared.counters.corrupt_lines.fetch_add(corrupt, Ordering::Relaxed);
+                self.reject(bad).await;
             }
             if !chunk.rows.is_empty() && !self.write(chunk.rows, Origin::Spool).await {
                 return false;
@@ -572,7 +598,7 @@ impl Task {
         }
         let shared = self.shared.clone();
         match tokio::task::spawn_blocking(move || shared.spool.finish_replay()).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => self.rejected_through = 0,
             _ => tracing::error!(
                 "cannot delete the replayed usage spool; its rows will be replayed again (ignored as duplicates)"
             ),

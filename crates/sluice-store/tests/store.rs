@@ -3,33 +3,8 @@
 //! `SLUICE_SKIP_POSTGRES_TESTS=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
+#[macro_use]
 mod support;
-
-/// Runs every case once per backend: `sqlite::case` and `postgres::case`.
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let harness = crate::support::Harness::sqlite(stringify!($case)).await;
-                    crate::cases::$case(&harness).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let Some(harness) = crate::support::Harness::postgres(stringify!($case)).await else {
-                        return;
-                    };
-                    crate::cases::$case(&harness).await;
-                }
-            )*
-        }
-    };
-}
 
 suite!(
     migrate_twice,
@@ -48,54 +23,14 @@ suite!(
 mod cases {
     use std::time::Duration;
 
-    use chrono::{DateTime, NaiveDate, Utc};
+    use chrono::Utc;
     use secrecy::ExposeSecret;
     use sluice_store::{
-        BudgetPeriod, GroupBy, KeyHash, KeyState, NO_KEY, NewTenant, SpendFilter, SpendRow, Store, StoreError,
+        BudgetPeriod, GroupBy, KeyHash, KeyState, NO_KEY, NewTenant, SpendFilter, Store, StoreError, TokenUsage,
         UsageRow, UsageWriter, WriterConfig, looks_like_key,
     };
 
-    use crate::support::{Harness, Kind, Outage, eventually};
-
-    fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    fn day(s: &str) -> NaiveDate {
-        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
-    }
-
-    #[expect(clippy::too_many_arguments, reason = "a test row factory")]
-    fn row(
-        id: &str,
-        tenant: &str,
-        key: Option<&str>,
-        model: &str,
-        when: &str,
-        prompt: u64,
-        completion: u64,
-        cost: Option<i64>,
-    ) -> UsageRow {
-        UsageRow {
-            request_id: id.to_owned(),
-            tenant: tenant.to_owned(),
-            key_id: key.map(str::to_owned),
-            model: model.to_owned(),
-            provider: "openai".to_owned(),
-            vendor_model: format!("{model}-2024-08-06"),
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            cached_tokens: prompt / 4,
-            estimated: false,
-            cost_micros: cost,
-            latency_ms: 120,
-            status: 200,
-            attempts: 1,
-            prompt_name: None,
-            prompt_version: None,
-            created_at: at(when),
-        }
-    }
+    use crate::support::{Harness, Kind, Outage, at, day, eventually, ledger_total, row, totals};
 
     /// Rows numbered `from..to`, spread over tenants, models, keys and two days.
     fn rows(prefix: &str, from: u64, to: u64) -> Vec<UsageRow> {
@@ -121,52 +56,6 @@ mod cases {
                 )
             })
             .collect()
-    }
-
-    /// The exact totals of `rows`, as one spend row.
-    fn totals(group: &str, rows: &[UsageRow]) -> SpendRow {
-        SpendRow {
-            group: group.to_owned(),
-            requests: rows.len() as i64,
-            prompt_tokens: rows.iter().map(|r| r.prompt_tokens as i64).sum(),
-            completion_tokens: rows.iter().map(|r| r.completion_tokens as i64).sum(),
-            cached_tokens: rows.iter().map(|r| r.cached_tokens as i64).sum(),
-            cost_micros: rows.iter().map(|r| r.cost_micros.unwrap_or(0)).sum(),
-        }
-    }
-
-    /// Everything in the ledger summed, checked against the rollups on the way.
-    async fn ledger_total(store: &Store) -> SpendRow {
-        assert_rollups_match_ledger(store).await;
-        let by_tenant = store
-            .spend_from_ledger(&SpendFilter::new(GroupBy::Tenant))
-            .await
-            .unwrap();
-        let mut sum = SpendRow {
-            group: "all".to_owned(),
-            requests: 0,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            cached_tokens: 0,
-            cost_micros: 0,
-        };
-        for r in by_tenant {
-            sum.requests += r.requests;
-            sum.prompt_tokens += r.prompt_tokens;
-            sum.completion_tokens += r.completion_tokens;
-            sum.cached_tokens += r.cached_tokens;
-            sum.cost_micros += r.cost_micros;
-        }
-        sum
-    }
-
-    async fn assert_rollups_match_ledger(store: &Store) {
-        for group_by in [GroupBy::Tenant, GroupBy::Model, GroupBy::Day, GroupBy::Key] {
-            let filter = SpendFilter::new(group_by);
-            let rollups = store.spend(&filter).await.unwrap();
-            let ledger = store.spend_from_ledger(&filter).await.unwrap();
-            assert_eq!(rollups, ledger, "rollups and ledger disagree grouped by {group_by:?}");
-        }
     }
 
     // === Migrations ===
@@ -356,9 +245,9 @@ mod cases {
 
         let first = store.insert_usage(&[r1.clone(), r2.clone()]).await.unwrap();
         assert_eq!((first.inserted, first.duplicates), (2, 0));
-        // The same request id again, even with other numbers, is ignored.
+        // The same id again, even with other numbers, is ignored.
         let changed = UsageRow {
-            prompt_tokens: 9_999,
+            usage: TokenUsage::new(9_999, 0),
             ..r1.clone()
         };
         let again = store.insert_usage(&[changed]).await.unwrap();
@@ -419,12 +308,8 @@ mod cases {
         // Written in two batches, as the writer would.
         store.insert_usage(&data[..2]).await.unwrap();
         store.insert_usage(&data[2..]).await.unwrap();
-        let pick = |ids: &[&str]| -> Vec<UsageRow> {
-            data.iter()
-                .filter(|r| ids.contains(&r.request_id.as_str()))
-                .cloned()
-                .collect()
-        };
+        let pick =
+            |ids: &[&str]| -> Vec<UsageRow> { data.iter().filter(|r| ids.contains(&r.id.as_str())).cloned().collect() };
 
         let by_tenant = store.spend(&SpendFilter::new(GroupBy::Tenant)).await.unwrap();
         assert_eq!(
@@ -818,6 +703,7 @@ mod cases {
         .await;
         let kept = std::fs::read_to_string(spool.with_file_name("usage.spool.rejected")).unwrap();
         assert!(kept.contains("torn"), "{kept}");
+        assert_eq!(writer.stats().corrupt_lines, 1, "only the torn line was unreadable");
         let mut expected: Vec<UsageRow> = good.iter().chain(&after).cloned().collect();
         if h.kind == Kind::Sqlite {
             expected.push(nul);

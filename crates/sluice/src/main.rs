@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sluice::config::{Config, LogFormat};
 use sluice_simulate::{Fault, SimConfig, Simulator};
 
+mod spend;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice",
@@ -53,8 +55,8 @@ enum Command {
     /// Virtual keys: create, list or revoke.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Spend from the usage ledger.
-    Spend(SpendArgs),
+    /// Spend from the usage ledger: totals by category, or `export` the rows for finance.
+    Spend(spend::SpendArgs),
     /// Token counting.
     #[command(subcommand)]
     Tokens(TokensCommand),
@@ -122,25 +124,6 @@ enum KeysCommand {
         /// The key's id.
         id: String,
     },
-}
-
-#[derive(Debug, clap::Args)]
-struct SpendArgs {
-    /// Only this tenant.
-    #[arg(long)]
-    tenant: Option<String>,
-    /// tenant, model, day or key.
-    #[arg(long, default_value = "tenant")]
-    group_by: String,
-    /// From this UTC day (YYYY-MM-DD), inclusive.
-    #[arg(long)]
-    from: Option<chrono::NaiveDate>,
-    /// To this UTC day (YYYY-MM-DD), inclusive.
-    #[arg(long)]
-    to: Option<chrono::NaiveDate>,
-    /// Print JSON (`{"data": [...]}`, as `GET /admin/spend` answers) instead of a table.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -292,43 +275,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&cli.config)?;
             init_logging(cli.log_format, Some(&config));
             let store = sluice::wiring::open_store(&config, &env_var).await?;
-            let filter = sluice_store::SpendFilter {
-                tenant: args.tenant,
-                from: args.from,
-                to: args.to,
-                group_by: args.group_by.parse()?,
-            };
-            let rows = store.spend(&filter).await?;
-            if args.json {
-                println!("{}", serde_json::json!({ "data": rows }));
-                return Ok(());
-            }
-            let table = rows
-                .iter()
-                .map(|row| {
-                    vec![
-                        row.group.clone(),
-                        row.requests.to_string(),
-                        row.prompt_tokens.to_string(),
-                        row.completion_tokens.to_string(),
-                        sluice_store::format_usd(row.cost_micros),
-                    ]
-                })
-                .collect::<Vec<_>>();
-            print!(
-                "{}",
-                table_text(
-                    &[
-                        ("group", Align::Left),
-                        ("requests", Align::Right),
-                        ("prompt", Align::Right),
-                        ("completion", Align::Right),
-                        ("cost_usd", Align::Right),
-                    ],
-                    &table
-                )
-            );
-            Ok(())
+            spend::run(&store, args).await
         }
         Command::Tokens(TokensCommand::Count { model, file }) => {
             let body = match &file {

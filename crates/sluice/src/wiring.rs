@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use sluice_budget::{Backoff, BudgetBackend, Limits, LocalBudgets};
-use sluice_pipeline::{Authenticator, Directory, Ledger, Pipeline, PriceBook, PriceChoice, StaticKeys};
+use sluice_pipeline::{Authenticator, DeploymentPrice, Directory, Ledger, Pipeline, PriceBook, StaticKeys};
 use sluice_prompts::PromptWatcher;
 use sluice_providers::{ChatProvider, UpstreamKey};
 use sluice_router::breaker::BreakerPolicy;
@@ -35,6 +35,9 @@ pub enum WiringError {
     /// The admin and client keys break a rule (see [`crate::exposure::check_keys`]).
     #[error(transparent)]
     Keys(#[from] crate::exposure::ExposureError),
+    /// The price list does not load; the message names the file, the line and the key.
+    #[error("cannot load the prices: {0}")]
+    Prices(sluice_store::PricesError),
     /// The prompt templates do not load; each problem names its file and line.
     #[error("the prompt templates in {dir} do not load:\n{source}")]
     Prompts {
@@ -194,6 +197,10 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
         tracing::warn!("{message}");
         warnings.push(message);
     }
+    for message in price_disagreements(config) {
+        tracing::warn!("{message}");
+        warnings.push(message);
+    }
     let auth = Arc::new(StaticKeys::new(&client_keys, admin_key.as_ref()));
     let configured = Some(StaticKeys::new(&client_keys, admin_key.as_ref()));
     let prompts = Arc::new(load_prompts(config, &router)?);
@@ -248,14 +255,20 @@ pub async fn attach_store(
                 source,
             })?,
     );
-    let prices = match Prices::load(&config.store.prices) {
-        Ok(prices) => Some(prices),
-        Err(err) => {
-            let message = format!("no prices loaded, so costs are computed only for deployments with a price: {err}");
-            tracing::warn!("{message}");
-            gateway.warnings.push(message);
-            None
-        }
+    // Costs decide budgets: a price list with an error stops the start rather than leaving models unpriced.
+    // A missing one is said loudly; without prices, costs are not counted and tenants with a budget are
+    // refused every model without a price of its own (never served uncounted).
+    let prices = if config.store.prices.exists() {
+        Some(Prices::load(&config.store.prices).map_err(WiringError::Prices)?)
+    } else {
+        let message = format!(
+            "no price list at {}: costs are counted only for deployments with their own price, and tenants with a \
+             budget are refused the other models",
+            config.store.prices.display()
+        );
+        tracing::warn!("{message}");
+        gateway.warnings.push(message);
+        None
     };
     let book = price_book(config, prices.as_ref());
     let writer = UsageWriter::start(store.clone(), WriterConfig::new(&config.store.spool)).map_err(|source| {
@@ -278,20 +291,48 @@ pub fn price_book(config: &Config, prices: Option<&Prices>) -> PriceBook {
         let choices = model
             .deployments
             .iter()
-            .map(|d| {
-                match (
-                    d.price,
-                    prices.and_then(|p| p.get(&d.model).map(|price| (price, p.taken()))),
-                ) {
-                    (Some(price), _) => PriceChoice::Override(price),
-                    (None, Some((price, taken))) => PriceChoice::List(*price, taken),
-                    (None, None) => PriceChoice::Unknown,
-                }
-            })
+            .map(|d| DeploymentPrice::resolve(prices, &d.model, d.price.as_ref()))
             .collect();
         book.set(&model.name, choices);
     }
     book
+}
+
+/// Deployments of one provider and vendor model whose prices disagree: usually a mistake, since the vendor
+/// bills them alike. One line per pair, saying which price applies where.
+pub fn price_disagreements(config: &Config) -> Vec<String> {
+    let deployments: Vec<_> = config
+        .models
+        .iter()
+        .flat_map(|m| m.deployments.iter().map(move |d| (m.name.as_str(), d)))
+        .collect();
+    let describe = |price: Option<&sluice_store::Price>| {
+        price.map_or_else(
+            || "the list price of prices.toml".to_owned(),
+            |p| {
+                format!(
+                    "its own price ({} / {} micro-dollars per million input / output)",
+                    p.input, p.output
+                )
+            },
+        )
+    };
+    let mut lines = Vec::new();
+    for (i, (model_a, a)) in deployments.iter().enumerate() {
+        for (model_b, b) in &deployments[i + 1..] {
+            if a.provider == b.provider && a.model == b.model && a.price != b.price {
+                lines.push(format!(
+                    "models `{model_a}` and `{model_b}` both deploy `{}` on provider `{}` at different prices: \
+                     `{model_a}` is charged {}, `{model_b}` {}",
+                    a.model,
+                    a.provider,
+                    describe(a.price.as_ref()),
+                    describe(b.price.as_ref()),
+                ));
+            }
+        }
+    }
+    lines
 }
 
 impl Gateway {

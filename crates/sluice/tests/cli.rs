@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 
 use common::{BIN, free_port, scratch_dir};
+use sluice_store::{PriceSource, TokenUsage, UsageRow, UsageSource};
 
 fn scratch(name: &str) -> PathBuf {
     scratch_dir(&format!("cli-{name}"))
@@ -413,40 +414,227 @@ async fn tenants_keys_and_spend_print_tables_aligned_to_their_widest_cells() {
     let store = sluice_store::Store::open(&format!("sqlite://{}", database.display()))
         .await
         .unwrap();
-    let row = |id: &str, tenant: &str, prompt: u64, completion: u64, cost: i64| sluice_store::UsageRow {
-        request_id: id.to_owned(),
-        tenant: tenant.to_owned(),
-        key_id: None,
-        model: "m".to_owned(),
-        provider: "demo".to_owned(),
-        vendor_model: "m".to_owned(),
-        prompt_tokens: prompt,
-        completion_tokens: completion,
-        cached_tokens: 0,
-        estimated: false,
+    let row = |id: &str, tenant: &str, usage: TokenUsage, cost: i64| UsageRow {
         cost_micros: Some(cost),
-        latency_ms: 1,
-        status: 200,
-        attempts: 1,
-        prompt_name: None,
-        prompt_version: None,
-        created_at: chrono::Utc::now(),
+        ..usage_row(id, tenant, "m", "2026-03-01T10:00:00Z", usage)
+    };
+    // Row r1 has a token of every input category: 3 prompt tokens, 4 output of which 2 reasoning.
+    let every = TokenUsage {
+        input: 1,
+        cache_read: 1,
+        cache_write_5m: 1,
+        cache_write_1h: 0,
+        output: 4,
+        reasoning: 2,
     };
     store
         .insert_usage(&[
-            row("r1", "a", 3, 4, 7),
-            row("r2", long, 123_456_789_012_345, 9_876_543_210_987, 1_234_567_890_123),
-            row("r3", long, 5, 6, 0),
+            row("r1", "a", every, 7),
+            row(
+                "r2",
+                long,
+                TokenUsage::new(123_456_789_012_345, 9_876_543_210_987),
+                1_234_567_890_123,
+            ),
+            row("r3", long, TokenUsage::new(5, 6), 0),
         ])
         .await
         .unwrap();
     store.close().await;
-    let spend = aligned_cells(&run(&["spend"]), &[false, true, true, true, true]);
+    let spend = aligned_cells(
+        &run(&["spend"]),
+        &[false, true, true, true, true, true, true, true, true, true],
+    );
     assert_eq!(
         spend,
         [
-            ["a", "1", "3", "4", "0.000007"],
-            [long, "2", "123456789012350", "9876543210993", "1234567.890123"],
+            ["a", "1", "3", "4", "1", "1", "1", "4", "2", "0.000007"],
+            [
+                long,
+                "2",
+                "123456789012350",
+                "9876543210993",
+                "123456789012350",
+                "0",
+                "0",
+                "9876543210993",
+                "0",
+                "1234567.890123"
+            ],
         ]
     );
+}
+
+/// A ledger row as the gateway records it, for the CLI to read.
+fn usage_row(id: &str, tenant: &str, model: &str, when: &str, usage: TokenUsage) -> UsageRow {
+    UsageRow {
+        id: id.to_owned(),
+        client_request_id: Some(format!("client-{id}")),
+        tenant: tenant.to_owned(),
+        key_id: None,
+        model: model.to_owned(),
+        provider: "demo".to_owned(),
+        vendor_model: "m".to_owned(),
+        upstream_key: Some("demo#0".to_owned()),
+        usage,
+        usage_source: UsageSource::Vendor,
+        cost_micros: None,
+        price_source: PriceSource::None,
+        price_date: None,
+        latency_ms: 1,
+        status: 200,
+        attempts: 1,
+        attempt_log: Vec::new(),
+        prompt_name: None,
+        prompt_version: None,
+        created_at: chrono::DateTime::parse_from_rfc3339(when).unwrap().to_utc(),
+    }
+}
+
+#[tokio::test]
+async fn spend_export_prints_every_ledger_row_of_a_range_for_finance() {
+    let database = scratch("export").join("export.db");
+    let run = sqlite_cli(&database);
+    run(&["migrate"]);
+    let store = sluice_store::Store::open(&format!("sqlite://{}", database.display()))
+        .await
+        .unwrap();
+    let cached = TokenUsage {
+        input: 10,
+        cache_read: 200,
+        cache_write_5m: 30,
+        cache_write_1h: 40,
+        output: 50,
+        reasoning: 20,
+    };
+    let rows = vec![
+        UsageRow {
+            cost_micros: Some(1_234_567),
+            price_source: PriceSource::List,
+            price_date: Some(chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap()),
+            key_id: Some("key-1".to_owned()),
+            ..usage_row("x1", "acme", "gpt-4o", "2026-03-01T00:00:00.000001Z", cached)
+        },
+        // A client's model name with everything CSV must quote, a cost nobody knew.
+        UsageRow {
+            status: 499,
+            usage_source: UsageSource::Estimated,
+            client_request_id: Some("id, \"quoted\"".to_owned()),
+            ..usage_row(
+                "x2",
+                "globex",
+                "a,b \"c\"\nd",
+                "2026-03-02T23:59:59.999999Z",
+                TokenUsage::new(7, 1),
+            )
+        },
+        UsageRow {
+            cost_micros: Some(0),
+            price_source: PriceSource::Free,
+            ..usage_row("x3", "acme", "local", "2026-03-02T12:00:00Z", TokenUsage::new(1, 1))
+        },
+        // Outside the range, on either side.
+        usage_row("x0", "acme", "m", "2026-02-28T23:59:59.999999Z", TokenUsage::new(1, 1)),
+        usage_row("x4", "acme", "m", "2026-03-03T00:00:00Z", TokenUsage::new(1, 1)),
+    ];
+    store.insert_usage(&rows).await.unwrap();
+    store.close().await;
+
+    let text = run(&["spend", "export", "--from", "2026-03-01", "--to", "2026-03-02", "--csv"]);
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        [
+            "id",
+            "client_request_id",
+            "created_at",
+            "tenant",
+            "key_id",
+            "model",
+            "provider",
+            "vendor_model",
+            "upstream_key",
+            "status",
+            "attempts",
+            "input_tokens",
+            "cache_read_tokens",
+            "cache_write_5m_tokens",
+            "cache_write_1h_tokens",
+            "output_tokens",
+            "reasoning_tokens",
+            "usage_source",
+            "cost_usd",
+            "price_source",
+            "price_date",
+        ]
+    );
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let ids: Vec<&str> = records.iter().map(|r| &r[0]).collect();
+    assert_eq!(ids, ["x1", "x3", "x2"], "one line per row in the range, oldest first");
+    assert_eq!(
+        records[0].iter().collect::<Vec<_>>(),
+        [
+            "x1",
+            "client-x1",
+            "2026-03-01T00:00:00.000001Z",
+            "acme",
+            "key-1",
+            "gpt-4o",
+            "demo",
+            "m",
+            "demo#0",
+            "200",
+            "1",
+            "10",
+            "200",
+            "30",
+            "40",
+            "50",
+            "20",
+            "vendor",
+            "1.234567",
+            "list",
+            "2026-12-01",
+        ]
+    );
+    assert_eq!((&records[1][18], &records[1][19]), ("0.000000", "free"));
+    let quoted = &records[2];
+    assert_eq!((&quoted[1], &quoted[5]), ("id, \"quoted\"", "a,b \"c\"\nd"));
+    assert_eq!(
+        (&quoted[9], &quoted[17], &quoted[18], &quoted[19], &quoted[20]),
+        ("499", "estimated", "", "none", "")
+    );
+
+    // One tenant; and JSON lines, which read back as the rows themselves.
+    let acme = run(&[
+        "spend",
+        "export",
+        "--from",
+        "2026-03-01",
+        "--to",
+        "2026-03-02",
+        "--tenant",
+        "acme",
+        "--csv",
+    ]);
+    assert_eq!(acme.lines().count(), 3, "{acme}");
+    let json = run(&["spend", "export", "--from", "2026-03-01", "--to", "2026-03-02"]);
+    let read: Vec<UsageRow> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(read, vec![rows[0].clone(), rows[2].clone(), rows[1].clone()]);
+
+    let backwards = Command::new(BIN)
+        .args([
+            "spend",
+            "export",
+            "--from",
+            "2026-03-02",
+            "--to",
+            "2026-03-01",
+            "--config",
+        ])
+        .arg(database.with_file_name("sluice.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(backwards.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&backwards.stderr).contains("--to 2026-03-01 is before --from 2026-03-02"));
 }

@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use sluice_providers::error::error_chain;
 use sluice_simulate::{SimConfig, Simulator};
-use sluice_store::{GroupBy, NewTenant, SpendFilter, Store};
+use sluice_store::{ExportFilter, GroupBy, NewTenant, SpendFilter, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The drills measure time and memory: one at a time, so neither skews the other on a small CI machine.
@@ -90,7 +91,6 @@ enum Answer {
 
 #[derive(Debug)]
 struct Outcome {
-    #[expect(dead_code, reason = "printed when an assertion on the outcomes fails")]
     id: String,
     stream: bool,
     started: Instant,
@@ -408,9 +408,25 @@ async fn sigterm_under_load_finishes_accepted_requests_and_flushes_the_ledger() 
         assert_eq!(row.group, "drill");
         assert_eq!(row.requests, completed.len() as i64, "{rows:?}");
         assert_eq!(
-            (row.prompt_tokens as u64, row.completion_tokens as u64),
+            (row.prompt_tokens() as u64, row.completion_tokens() as u64),
             (upstream.prompt_tokens, upstream.completion_tokens),
             "{rows:?}"
+        );
+    }
+    // Each completed request is in the ledger once, under the request id the client sent.
+    let mut recorded: HashMap<String, usize> = HashMap::new();
+    let mut export = store.export(ExportFilter::default());
+    while let Some(rows) = export.next_page().await.unwrap() {
+        for row in rows {
+            *recorded.entry(row.client_request_id.unwrap_or_default()).or_default() += 1;
+        }
+    }
+    for outcome in &completed {
+        assert_eq!(
+            recorded.get(&outcome.id),
+            Some(&1),
+            "completed request {} in the ledger once",
+            outcome.id
         );
     }
     store.close().await;

@@ -1160,7 +1160,7 @@ async fn sigterm_with_the_database_locked_spools_and_the_restart_has_every_answe
     assert_eq!(rows[0].requests, completed.len() as i64, "{rows:?} {completed:?}");
     assert_eq!(stats.requests, completed.len() as u64, "{stats:?}");
     assert_eq!(
-        (rows[0].prompt_tokens as u64, rows[0].completion_tokens as u64),
+        (rows[0].prompt_tokens() as u64, rows[0].completion_tokens() as u64),
         (prompt, completion),
         "{rows:?}"
     );

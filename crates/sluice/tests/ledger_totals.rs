@@ -159,8 +159,8 @@ impl Totals {
     fn of(row: &SpendRow) -> Self {
         Self {
             requests: row.requests as u64,
-            prompt: row.prompt_tokens as u64,
-            completion: row.completion_tokens as u64,
+            prompt: row.prompt_tokens() as u64,
+            completion: row.completion_tokens() as u64,
         }
     }
 }

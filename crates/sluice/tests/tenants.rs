@@ -157,6 +157,17 @@ async fn the_tenant_lifecycle(store: Option<&str>) {
     assert_eq!(usage["tenant"], "team-a");
     assert_eq!(usage["data"][0]["group"], "m");
     assert_eq!(usage["data"][0]["requests"], 2);
+    // Both answer by billing category too: the categories add up to the totals.
+    for row in [&row, &usage["data"][0]] {
+        let n = |field: &str| row[field].as_u64().unwrap_or_else(|| panic!("{field} in {row}"));
+        assert_eq!(
+            n("input_tokens") + n("cache_read_tokens") + n("cache_write_tokens"),
+            n("prompt_tokens"),
+            "{row}"
+        );
+        assert_eq!(n("output_tokens"), n("completion_tokens"), "{row}");
+        assert!(n("reasoning_tokens") <= n("output_tokens"), "{row}");
+    }
 
     // A budget: the deployment costs 10 cents a token. An answer's worst case (its prompt and its 4-token
     // cap, over 10 tokens) fits in $2; once one is spent, the next one's worst case no longer fits.

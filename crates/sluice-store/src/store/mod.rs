@@ -1,39 +1,48 @@
 //! `Store`: one handle over a Postgres or a SQLite database.
 //!
-//! # Why an enum and not a trait
+//! # One implementation, two dialects
 //!
-//! There are exactly two backends, both known at compile time, and every operation is a few queries that
-//! differ in placeholders' types (timestamps are `TIMESTAMPTZ`/`DATE` in Postgres, fixed-width UTC text
-//! in SQLite) more than in logic. A private enum over the two pools gives static dispatch, no boxed
-//! futures and one concrete `Store` type for callers to hold; adding a backend means adding a variant and
-//! its module. (sqlx's `Any` driver was not used: it loses the typed timestamps and dates.)
+//! Every query is written once, generic over the sqlx database ([`queries::Db`]); the few things that
+//! truly differ (how instants and days are stored and turned back into text, which migrations apply) are
+//! the [`dialect::Dialect`] trait, implemented for Postgres and SQLite. `Store` holds one of the two
+//! pools in a private enum and hands each call to the same generic code ([`on_backend!`]): static
+//! dispatch, no boxed futures, one concrete type for callers to hold. (sqlx's `Any` driver was not used:
+//! it loses the typed timestamps and dates.) Error codes differ too; [`crate::StoreError::classify`]
+//! reads both.
 //!
 //! `Store` is cheap to clone: both pools are reference-counted.
 
-mod pg;
-mod sqlite;
+mod dialect;
+mod queries;
+mod statement;
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use chrono::{DateTime, SubsecRound, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, Postgres};
+use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+use self::queries::{Db, KeyQuery, Source};
 use crate::error::StoreError;
 use crate::keys::{self, KeyHash};
+use crate::ledger::UsageRow;
 use crate::model::{
-    ActiveKey, BudgetPeriod, CreatedKey, InsertOutcome, KeyInfo, KeyLookup, NO_KEY, NewTenant, SpendFilter, SpendRow,
-    Tenant, UsageRow, validate_name,
+    ActiveKey, CreatedKey, ExportFilter, InsertOutcome, KeyInfo, KeyLookup, NO_KEY, NewTenant, SpendFilter, SpendRow,
+    Tenant, validate_name,
 };
 
-/// Migrations embedded at build time; `Store::migrate` applies them.
-static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
-
-/// Rows per INSERT statement: 17 bound values a row stays far below both backends' parameter limits.
-const ROWS_PER_STATEMENT: usize = 1000;
+/// Runs `$body` with `$db` bound to the store's [`Db`], whichever database it is: the body is written
+/// once and compiled for both.
+macro_rules! on_backend {
+    ($store:expr, $db:ident => $body:expr) => {
+        match &$store.backend {
+            Backend::Postgres($db) => $body,
+            Backend::Sqlite($db) => $body,
+        }
+    };
+}
 
 /// How a store connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,8 +90,8 @@ impl std::fmt::Debug for Store {
 
 #[derive(Clone)]
 enum Backend {
-    Postgres(PgPool),
-    Sqlite(SqlitePool),
+    Postgres(Db<Postgres>),
+    Sqlite(Db<Sqlite>),
 }
 
 // === impl Store ===
@@ -110,7 +119,7 @@ impl Store {
                     pool.connect_with(connect).await?
                 };
                 Ok(Self {
-                    backend: Backend::Postgres(pool),
+                    backend: Backend::Postgres(Db { pool }),
                 })
             }
             other => Err(StoreError::UnsupportedUrl {
@@ -138,7 +147,7 @@ impl Store {
             .connect_with(connect)
             .await?;
         Ok(Self {
-            backend: Backend::Sqlite(pool),
+            backend: Backend::Sqlite(Db { pool }),
         })
     }
 
@@ -152,33 +161,18 @@ impl Store {
 
     /// Applies the embedded migrations that have not been applied yet; a no-op when up to date.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Postgres(pool) => PG_MIGRATIONS.run(pool).await?,
-            Backend::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
-        }
-        Ok(())
+        on_backend!(self, db => db.migrate().await)
     }
 
     /// One round trip to the database (for readiness probes, and for the writer to tell an outage from
     /// a bad row).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Postgres(pool) => {
-                sqlx::query("SELECT 1").execute(pool).await?;
-            }
-            Backend::Sqlite(pool) => {
-                sqlx::query("SELECT 1").execute(pool).await?;
-            }
-        }
-        Ok(())
+        on_backend!(self, db => db.ping().await)
     }
 
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
-        match &self.backend {
-            Backend::Postgres(pool) => pool.close().await,
-            Backend::Sqlite(pool) => pool.close().await,
-        }
+        on_backend!(self, db => db.pool.close().await)
     }
 
     // === Tenants ===
@@ -187,10 +181,7 @@ impl Store {
     pub async fn create_tenant(&self, tenant: &NewTenant) -> Result<Tenant, StoreError> {
         tenant.validate()?;
         let now = now();
-        let result = match &self.backend {
-            Backend::Postgres(pool) => pg::create_tenant(pool, tenant, now).await,
-            Backend::Sqlite(pool) => sqlite::create_tenant(pool, tenant, now).await,
-        };
+        let result = on_backend!(self, db => db.create_tenant(tenant, now).await);
         let id = result.map_err(|e| match e {
             StoreError::Database(sqlx::Error::Database(db)) if db.is_unique_violation() => {
                 StoreError::DuplicateTenant(tenant.name.clone())
@@ -212,18 +203,12 @@ impl Store {
 
     /// Every tenant, by name.
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        match &self.backend {
-            Backend::Postgres(pool) => pg::tenants(pool, None).await,
-            Backend::Sqlite(pool) => sqlite::tenants(pool, None).await,
-        }
+        on_backend!(self, db => db.tenants(None).await)
     }
 
     /// The tenant named `name`, if any.
     pub async fn tenant(&self, name: &str) -> Result<Option<Tenant>, StoreError> {
-        let found = match &self.backend {
-            Backend::Postgres(pool) => pg::tenants(pool, Some(name)).await?,
-            Backend::Sqlite(pool) => sqlite::tenants(pool, Some(name)).await?,
-        };
+        let found = on_backend!(self, db => db.tenants(Some(name)).await)?;
         Ok(found.into_iter().next())
     }
 
@@ -256,10 +241,7 @@ impl Store {
             expires_at: expires_at.map(|t| t.trunc_subsecs(6)),
             revoked_at: None,
         };
-        match &self.backend {
-            Backend::Postgres(pool) => pg::insert_key(pool, &key, &generated.hash).await?,
-            Backend::Sqlite(pool) => sqlite::insert_key(pool, &key, &generated.hash).await?,
-        }
+        on_backend!(self, db => db.insert_key(&key, &generated.hash).await)?;
         Ok(CreatedKey {
             id: key.id,
             key: generated.plaintext,
@@ -277,10 +259,7 @@ impl Store {
             .tenant(tenant)
             .await?
             .ok_or_else(|| StoreError::TenantNotFound(tenant.to_owned()))?;
-        let keys = match &self.backend {
-            Backend::Postgres(pool) => pg::keys(pool, KeyQuery::Tenant(owner.id)).await?,
-            Backend::Sqlite(pool) => sqlite::keys(pool, KeyQuery::Tenant(owner.id)).await?,
-        };
+        let keys = on_backend!(self, db => db.keys(KeyQuery::Tenant(owner.id)).await)?;
         Ok(keys.into_iter().map(|(key, _)| key).collect())
     }
 
@@ -288,10 +267,7 @@ impl Store {
     /// an unknown id is [`StoreError::KeyNotFound`].
     pub async fn revoke_key(&self, id: &str) -> Result<(), StoreError> {
         let now = now();
-        let found = match &self.backend {
-            Backend::Postgres(pool) => pg::revoke_key(pool, id, now).await?,
-            Backend::Sqlite(pool) => sqlite::revoke_key(pool, id, now).await?,
-        };
+        let found = on_backend!(self, db => db.revoke_key(id, now).await)?;
         if found {
             Ok(())
         } else {
@@ -302,10 +278,7 @@ impl Store {
     /// The key with this hash, its tenant and its state now. Revoked and expired keys are returned too,
     /// with their state, so that auth can say why a key stopped working.
     pub async fn lookup_key(&self, hash: &KeyHash) -> Result<Option<KeyLookup>, StoreError> {
-        let found = match &self.backend {
-            Backend::Postgres(pool) => pg::lookup_key(pool, hash).await?,
-            Backend::Sqlite(pool) => sqlite::lookup_key(pool, hash).await?,
-        };
+        let found = on_backend!(self, db => db.lookup_key(hash).await)?;
         let now = Utc::now();
         Ok(found.map(|(key, tenant)| KeyLookup {
             state: key.state(now),
@@ -318,30 +291,23 @@ impl Store {
     /// every few seconds, which is how revocations reach it).
     pub async fn list_active_keys(&self) -> Result<Vec<ActiveKey>, StoreError> {
         let now = now();
-        let keys = match &self.backend {
-            Backend::Postgres(pool) => pg::keys(pool, KeyQuery::Active(now)).await?,
-            Backend::Sqlite(pool) => sqlite::keys(pool, KeyQuery::Active(now)).await?,
-        };
+        let keys = on_backend!(self, db => db.keys(KeyQuery::Active(now)).await)?;
         Ok(keys.into_iter().map(|(key, hash)| ActiveKey { hash, key }).collect())
     }
 
     // === Usage ===
 
-    /// Appends `rows` to the ledger in one transaction, ignoring request ids already there (or repeated
-    /// in `rows`), and adds the rows that were new to the per-day rollups in the same transaction.
+    /// Appends `rows` to the ledger in one transaction, ignoring ids already there (or repeated in
+    /// `rows`), and adds the rows that were new to the per-day rollups in the same transaction.
     ///
-    /// Rollup rows are upserted in a fixed order (day, tenant, key, model), so concurrent writers (several
-    /// gateways) cannot deadlock on them. Timestamps are truncated to microseconds first, so both
-    /// backends agree on every row's day.
+    /// Client strings are capped as they are written ([`crate::cap`]); timestamps are truncated to
+    /// microseconds, so both backends agree on every row's day. Rollup rows are upserted in a fixed order
+    /// (day, tenant, key, model), so concurrent writers (several gateways) cannot deadlock on them.
     pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<InsertOutcome, StoreError> {
         let mut seen = std::collections::HashSet::with_capacity(rows.len());
-        let unique: Vec<UsageRow> = rows
+        let unique: Vec<&UsageRow> = rows
             .iter()
-            .filter(|r| seen.insert(r.request_id.as_str()))
-            .map(|r| UsageRow {
-                created_at: r.created_at.trunc_subsecs(6),
-                ..r.clone()
-            })
+            .filter(|r| seen.insert(crate::cap(&r.id, crate::MAX_ID_BYTES)))
             .collect();
         if unique.is_empty() {
             return Ok(InsertOutcome {
@@ -349,32 +315,35 @@ impl Store {
                 duplicates: rows.len() as u64,
             });
         }
-        let inserted = match &self.backend {
-            Backend::Postgres(pool) => pg::insert_usage(pool, &unique).await?,
-            Backend::Sqlite(pool) => sqlite::insert_usage(pool, &unique).await?,
-        };
+        let inserted = on_backend!(self, db => db.insert_usage(&unique).await)?;
         Ok(InsertOutcome {
             inserted,
             duplicates: rows.len() as u64 - inserted,
         })
     }
 
+    /// The ledger's rows matching `filter`, oldest first (by `created_at`, then id), a page at a time, so
+    /// that a month of rows never sits in memory at once. For finance: `sluice spend export`.
+    pub fn export(&self, filter: ExportFilter) -> Export {
+        Export {
+            store: self.clone(),
+            filter,
+            after: None,
+            page_size: EXPORT_PAGE,
+            done: false,
+        }
+    }
+
     /// Spend from the per-day rollups, grouped as `filter` says, ordered by group.
     pub async fn spend(&self, filter: &SpendFilter) -> Result<Vec<SpendRow>, StoreError> {
-        let rows = match &self.backend {
-            Backend::Postgres(pool) => pg::spend(pool, filter, Source::Rollups).await?,
-            Backend::Sqlite(pool) => sqlite::spend(pool, filter, Source::Rollups).await?,
-        };
+        let rows = on_backend!(self, db => db.spend(filter, Source::Rollups).await)?;
         Ok(label_keys(rows, filter))
     }
 
     /// The same totals as [`Store::spend`], summed from the raw ledger: slower, for audits and for
     /// checking that the rollups agree with the ledger.
     pub async fn spend_from_ledger(&self, filter: &SpendFilter) -> Result<Vec<SpendRow>, StoreError> {
-        let rows = match &self.backend {
-            Backend::Postgres(pool) => pg::spend(pool, filter, Source::Ledger).await?,
-            Backend::Sqlite(pool) => sqlite::spend(pool, filter, Source::Ledger).await?,
-        };
+        let rows = on_backend!(self, db => db.spend(filter, Source::Ledger).await)?;
         Ok(label_keys(rows, filter))
     }
 
@@ -394,18 +363,51 @@ impl Store {
                 .ok_or_else(|| StoreError::invalid("since", "out of range"))?;
             Some((since, end))
         };
-        match &self.backend {
-            Backend::Postgres(pool) => pg::tenant_spend_since(pool, tenant, day, window).await,
-            Backend::Sqlite(pool) => sqlite::tenant_spend_since(pool, tenant, day, window).await,
-        }
+        on_backend!(self, db => db.tenant_spend_since(tenant, day, window).await)
     }
 }
 
-/// Where spend is summed from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    Rollups,
-    Ledger,
+/// Rows per page of an export.
+const EXPORT_PAGE: usize = 1000;
+
+/// The ledger's rows in a range, page by page, from [`Store::export`]. Rows written into the range while
+/// it is read appear if they sort after the page being read.
+#[derive(Debug)]
+pub struct Export {
+    store: Store,
+    filter: ExportFilter,
+    /// The last row returned: (created_at, id).
+    after: Option<(DateTime<Utc>, String)>,
+    page_size: usize,
+    done: bool,
+}
+
+impl Export {
+    /// Rows per page (at least one); 1,000 by default.
+    pub fn page_size(mut self, rows: usize) -> Self {
+        self.page_size = rows.max(1);
+        self
+    }
+
+    /// The next page of rows, `None` after the last.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<UsageRow>>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let (filter, after, size) = (&self.filter, self.after.as_ref(), self.page_size);
+        let rows = on_backend!(self.store, db => db.export_page(filter, after, size).await)?;
+        self.done = rows.len() < self.page_size;
+        match rows.last() {
+            Some(last) => {
+                self.after = Some((last.created_at, last.id.clone()));
+                Ok(Some(rows))
+            }
+            None => {
+                self.done = true;
+                Ok(None)
+            }
+        }
+    }
 }
 
 /// The current time at the precision both backends store.
@@ -425,153 +427,3 @@ fn label_keys(mut rows: Vec<SpendRow>, filter: &SpendFilter) -> Vec<SpendRow> {
     }
     rows
 }
-
-/// A usage row's per-day rollup key, and the sums added to it.
-#[derive(Debug, Default, Clone, Copy)]
-struct RollupSums {
-    requests: i64,
-    prompt_tokens: i64,
-    completion_tokens: i64,
-    cached_tokens: i64,
-    cost_micros: i64,
-}
-
-/// Sums the rows that were new to the ledger by (day, tenant, key, model), in that order: the order the
-/// upserts take their row locks in.
-fn rollups<'a>(
-    rows: impl Iterator<Item = &'a UsageRow>,
-) -> std::collections::BTreeMap<(NaiveDate, &'a str, &'a str, &'a str), RollupSums> {
-    let mut sums = std::collections::BTreeMap::new();
-    for row in rows {
-        let key = (
-            row.created_at.date_naive(),
-            row.tenant.as_str(),
-            row.key_id.as_deref().unwrap_or(""),
-            row.model.as_str(),
-        );
-        let entry: &mut RollupSums = sums.entry(key).or_default();
-        entry.requests += 1;
-        entry.prompt_tokens = entry.prompt_tokens.saturating_add(to_i64(row.prompt_tokens));
-        entry.completion_tokens = entry.completion_tokens.saturating_add(to_i64(row.completion_tokens));
-        entry.cached_tokens = entry.cached_tokens.saturating_add(to_i64(row.cached_tokens));
-        entry.cost_micros = entry.cost_micros.saturating_add(row.cost_micros.unwrap_or(0));
-    }
-    sums
-}
-
-/// Token counts are `u64` on the wire and `BIGINT` in the database; 2^63 tokens do not happen, and
-/// saturating keeps a corrupt count from failing a whole batch.
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// Reads a row's optional non-negative limit back.
-fn to_u64(value: Option<i64>, column: &str) -> Result<Option<u64>, StoreError> {
-    value
-        .map(|v| u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative {column}: {v}"))))
-        .transpose()
-}
-
-/// A stored JSON list of names (`NULL` for "all").
-fn decode_list(value: Option<String>, column: &str) -> Result<Option<Vec<String>>, StoreError> {
-    value
-        .map(|text| {
-            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column} is not a JSON list: {e}")))
-        })
-        .transpose()
-}
-
-fn encode_list(list: &Option<Vec<String>>) -> Option<String> {
-    // Serializing a list of strings cannot fail.
-    list.as_ref()
-        .map(|l| serde_json::to_string(l).unwrap_or_else(|_| "[]".to_owned()))
-}
-
-/// The columns of a tenant row, whatever the backend stored its time as.
-struct TenantColumns {
-    id: i64,
-    name: String,
-    rpm: Option<i64>,
-    tpm: Option<i64>,
-    budget_micros: Option<i64>,
-    budget_period: String,
-    models: Option<String>,
-    prompts: Option<String>,
-    created_at: DateTime<Utc>,
-}
-
-impl TenantColumns {
-    fn into_tenant(self) -> Result<Tenant, StoreError> {
-        Ok(Tenant {
-            id: self.id,
-            name: self.name,
-            rpm: to_u64(self.rpm, "rpm")?,
-            tpm: to_u64(self.tpm, "tpm")?,
-            budget_micros: self.budget_micros,
-            budget_period: BudgetPeriod::from_str(&self.budget_period)
-                .map_err(|_| StoreError::Corrupt(format!("budget_period {:?}", self.budget_period)))?,
-            models: decode_list(self.models, "models")?,
-            prompts: decode_list(self.prompts, "prompts")?,
-            created_at: self.created_at,
-        })
-    }
-}
-
-/// The columns of a key row.
-struct KeyColumns {
-    id: String,
-    tenant_id: i64,
-    tenant: String,
-    name: Option<String>,
-    prefix: String,
-    created_at: DateTime<Utc>,
-    expires_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
-    hash: Vec<u8>,
-}
-
-impl KeyColumns {
-    fn into_key(self) -> Result<(KeyInfo, KeyHash), StoreError> {
-        let hash = KeyHash::from_slice(&self.hash)?;
-        let key = KeyInfo {
-            id: self.id,
-            tenant_id: self.tenant_id,
-            tenant: self.tenant,
-            name: self.name,
-            prefix: self.prefix,
-            created_at: self.created_at,
-            expires_at: self.expires_at,
-            revoked_at: self.revoked_at,
-        };
-        Ok((key, hash))
-    }
-}
-
-/// Which keys a key query returns.
-#[derive(Debug, Clone, Copy)]
-enum KeyQuery {
-    /// All keys of a tenant, by id.
-    Tenant(i64),
-    /// Keys neither revoked nor expired at this time.
-    Active(DateTime<Utc>),
-}
-
-/// The tenant columns every tenant query selects, aliased so they survive joins.
-macro_rules! tenant_columns {
-    () => {
-        "t.id AS t_id, t.name AS t_name, t.rpm AS t_rpm, t.tpm AS t_tpm, t.budget_micros AS t_budget_micros, \
-         t.budget_period AS t_budget_period, t.models AS t_models, t.prompts AS t_prompts, \
-         t.created_at AS t_created_at"
-    };
-}
-
-/// The key columns every key query selects; queries add `t.name AS t_name` or all [`tenant_columns`].
-macro_rules! key_columns {
-    () => {
-        "k.id AS k_id, k.tenant_id AS k_tenant_id, k.name AS k_name, k.prefix AS k_prefix, \
-         k.created_at AS k_created_at, k.expires_at AS k_expires_at, k.revoked_at AS k_revoked_at, \
-         k.key_hash AS k_key_hash"
-    };
-}
-
-pub(crate) use {key_columns, tenant_columns};

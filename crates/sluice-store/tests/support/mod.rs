@@ -1,6 +1,33 @@
 //! The harness the shared store suite runs on: a SQLite file in a temporary folder, or a fresh Postgres
 //! database created through the `postgres` maintenance database and dropped at the end (even when the
-//! test panics), and a way to make either unreachable and reachable again.
+//! test panics), and a way to make either unreachable and reachable again; the rows the cases write.
+#![allow(dead_code, reason = "shared by several test files, each using a part")]
+
+/// Runs every case of the file's `cases` module once per backend: `sqlite::case` and `postgres::case`.
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let harness = crate::support::Harness::sqlite(stringify!($case)).await;
+                    crate::cases::$case(&harness).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(harness) = crate::support::Harness::postgres(stringify!($case)).await else {
+                        return;
+                    };
+                    crate::cases::$case(&harness).await;
+                }
+            )*
+        }
+    };
+}
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -8,7 +35,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sluice_store::{Store, StoreOptions, WriterStats};
+use chrono::{DateTime, NaiveDate, Utc};
+use sluice_store::{
+    AttemptOutcome, AttemptUsage, GroupBy, PriceSource, SpendFilter, SpendRow, Store, StoreOptions, TokenUsage,
+    UsageRow, UsageSource, WriterStats,
+};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use tokio::net::{TcpListener, TcpStream};
@@ -328,4 +359,136 @@ pub async fn eventually(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+// === Rows ===
+
+pub fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+pub fn day(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+/// Usage of `prompt` input tokens split over every input category, and `completion` output tokens (a third
+/// of them reasoning).
+pub fn usage(prompt: u64, completion: u64) -> TokenUsage {
+    let (cache_read, cache_write_5m, cache_write_1h) = (prompt / 4, prompt / 10, prompt / 20);
+    TokenUsage {
+        input: prompt - cache_read - cache_write_5m - cache_write_1h,
+        cache_read,
+        cache_write_5m,
+        cache_write_1h,
+        output: completion,
+        reasoning: completion / 3,
+    }
+}
+
+/// A row as the gateway records it: its id, the client's request id `client-{id}`, one answered attempt.
+#[expect(clippy::too_many_arguments, reason = "a test row factory")]
+pub fn row(
+    id: &str,
+    tenant: &str,
+    key: Option<&str>,
+    model: &str,
+    when: &str,
+    prompt: u64,
+    completion: u64,
+    cost: Option<i64>,
+) -> UsageRow {
+    let usage = usage(prompt, completion);
+    UsageRow {
+        id: id.to_owned(),
+        client_request_id: Some(format!("client-{id}")),
+        tenant: tenant.to_owned(),
+        key_id: key.map(str::to_owned),
+        model: model.to_owned(),
+        provider: "openai".to_owned(),
+        vendor_model: format!("{model}-2024-08-06"),
+        upstream_key: Some("openai#0".to_owned()),
+        usage,
+        usage_source: UsageSource::Vendor,
+        cost_micros: cost,
+        price_source: if cost.is_some() {
+            PriceSource::List
+        } else {
+            PriceSource::None
+        },
+        price_date: cost.map(|_| day("2026-01-15")),
+        latency_ms: 120,
+        status: 200,
+        attempts: 1,
+        attempt_log: vec![AttemptUsage {
+            provider: "openai".to_owned(),
+            vendor_model: format!("{model}-2024-08-06"),
+            upstream_key: Some("openai#0".to_owned()),
+            outcome: AttemptOutcome::Answered,
+            usage,
+            source: UsageSource::Vendor,
+        }],
+        prompt_name: None,
+        prompt_version: None,
+        created_at: at(when),
+    }
+}
+
+/// The exact totals of `rows`, as one spend row.
+pub fn totals(group: &str, rows: &[UsageRow]) -> SpendRow {
+    let sum = |f: fn(&TokenUsage) -> u64| rows.iter().map(|r| f(&r.usage) as i64).sum();
+    SpendRow {
+        group: group.to_owned(),
+        requests: rows.len() as i64,
+        input_tokens: sum(|u| u.input),
+        cache_read_tokens: sum(|u| u.cache_read),
+        cache_write_5m_tokens: sum(|u| u.cache_write_5m),
+        cache_write_1h_tokens: sum(|u| u.cache_write_1h),
+        output_tokens: sum(|u| u.output),
+        reasoning_tokens: sum(|u| u.reasoning),
+        cost_micros: rows.iter().map(|r| r.cost_micros.unwrap_or(0)).sum(),
+    }
+}
+
+/// Everything in the ledger summed, checked against the rollups on the way.
+pub async fn ledger_total(store: &Store) -> SpendRow {
+    assert_rollups_match_ledger(store).await;
+    let by_tenant = store
+        .spend_from_ledger(&SpendFilter::new(GroupBy::Tenant))
+        .await
+        .unwrap();
+    let mut sum = SpendRow {
+        group: "all".to_owned(),
+        ..SpendRow::default()
+    };
+    for r in by_tenant {
+        sum.requests += r.requests;
+        sum.input_tokens += r.input_tokens;
+        sum.cache_read_tokens += r.cache_read_tokens;
+        sum.cache_write_5m_tokens += r.cache_write_5m_tokens;
+        sum.cache_write_1h_tokens += r.cache_write_1h_tokens;
+        sum.output_tokens += r.output_tokens;
+        sum.reasoning_tokens += r.reasoning_tokens;
+        sum.cost_micros += r.cost_micros;
+    }
+    sum
+}
+
+pub async fn assert_rollups_match_ledger(store: &Store) {
+    for group_by in [GroupBy::Tenant, GroupBy::Model, GroupBy::Day, GroupBy::Key] {
+        let filter = SpendFilter::new(group_by);
+        let rollups = store.spend(&filter).await.unwrap();
+        let ledger = store.spend_from_ledger(&filter).await.unwrap();
+        assert_eq!(rollups, ledger, "rollups and ledger disagree grouped by {group_by:?}");
+    }
+}
+
+/// Every ledger row, oldest first, through the export (pages of `page` rows).
+pub async fn export_all(store: &Store, filter: sluice_store::ExportFilter, page: usize) -> Vec<UsageRow> {
+    let mut export = store.export(filter).page_size(page);
+    let mut rows = Vec::new();
+    while let Some(batch) = export.next_page().await.unwrap() {
+        assert!(batch.len() <= page, "a page of {} rows, asked for {page}", batch.len());
+        rows.extend(batch);
+    }
+    rows
 }

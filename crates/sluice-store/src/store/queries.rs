@@ -1,0 +1,600 @@
+//! Every query of the store, written once over any [`Dialect`]: the SQL text is the same on both
+//! databases (`$n` placeholders, `ON CONFLICT ... DO UPDATE`, `RETURNING`, `CAST(... AS BIGINT)`), and
+//! what differs is asked of the dialect.
+//!
+//! The sqlx bounds a generic query needs are stated once, on the `impl` block of [`Db`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
+use sluice_api::{TokenUsage, UsageSource};
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+
+use super::dialect::Dialect;
+use super::statement::Statement;
+use crate::error::StoreError;
+use crate::keys::KeyHash;
+use crate::ledger::{
+    AttemptUsage, MAX_ID_BYTES, MAX_MODEL_BYTES, MAX_NAME_BYTES, MAX_TENANT_BYTES, PriceSource, UsageRow, cap,
+};
+use crate::model::{BudgetPeriod, ExportFilter, GroupBy, KeyInfo, NewTenant, SpendFilter, SpendRow, Tenant, midnight};
+
+/// Rows per INSERT statement: at 25 bound values a row, 25,000, below both backends' parameter limits
+/// (65,535 in Postgres, 32,766 in SQLite).
+const ROWS_PER_STATEMENT: usize = 1000;
+
+/// A ledger row's columns, in the order inserts bind them and exports read them.
+const LEDGER_COLUMNS: &str = "id, client_request_id, tenant, key_id, model, provider, vendor_model, upstream_key, \
+     input_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens, \
+     usage_source, cost_micros, price_source, price_date, latency_ms, status, attempts, attempt_log, prompt_name, \
+     prompt_version, created_at";
+
+/// The spend sums after the request count, alike over the rollups and the ledger.
+const CATEGORY_SUMS: &str = "CAST(SUM(input_tokens) AS BIGINT), CAST(SUM(cache_read_tokens) AS BIGINT), \
+     CAST(SUM(cache_write_5m_tokens) AS BIGINT), CAST(SUM(cache_write_1h_tokens) AS BIGINT), \
+     CAST(SUM(output_tokens) AS BIGINT), CAST(SUM(reasoning_tokens) AS BIGINT), \
+     CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT)";
+
+/// Where spend is summed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    Rollups,
+    Ledger,
+}
+
+/// Which keys a key query returns.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum KeyQuery {
+    /// All keys of a tenant, by id.
+    Tenant(i64),
+    /// Keys neither revoked nor expired at this time.
+    Active(DateTime<Utc>),
+}
+
+/// The tenant columns every tenant query selects, aliased so they survive joins.
+const TENANT_COLUMNS: &str = "t.id AS t_id, t.name AS t_name, t.rpm AS t_rpm, t.tpm AS t_tpm, \
+     t.budget_micros AS t_budget_micros, t.budget_period AS t_budget_period, t.models AS t_models, \
+     t.prompts AS t_prompts, t.created_at AS t_created_at";
+
+/// The key columns every key query selects, with the owning tenant's name.
+const KEY_COLUMNS: &str = "k.id AS k_id, k.tenant_id AS k_tenant_id, k.name AS k_name, k.prefix AS k_prefix, \
+     k.created_at AS k_created_at, k.expires_at AS k_expires_at, k.revoked_at AS k_revoked_at, \
+     k.key_hash AS k_key_hash, t.name AS t_name";
+
+/// One database's pool; the queries below run on either.
+pub(super) struct Db<DB: sqlx::Database> {
+    pub(super) pool: Pool<DB>,
+}
+
+impl<DB: sqlx::Database> Clone for Db<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+// === impl Db ===
+
+impl<DB> Db<DB>
+where
+    DB: Dialect,
+    DB::Connection: sqlx::migrate::Migrate,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB>,
+    for<'q> Option<i32>: Encode<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
+    for<'q> Option<DB::Time>: Encode<'q, DB>,
+    for<'q> Option<DB::Day>: Encode<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'n> &'n str: ColumnIndex<DB::Row>,
+{
+    pub(super) async fn migrate(&self) -> Result<(), StoreError> {
+        DB::migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query::<DB>("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // === Tenants ===
+
+    pub(super) async fn create_tenant(&self, t: &NewTenant, now: DateTime<Utc>) -> Result<i64, StoreError> {
+        let models = encode_list(&t.models);
+        let prompts = encode_list(&t.prompts);
+        let id = sqlx::query_scalar::<DB, i64>(
+            "INSERT INTO tenants (name, rpm, tpm, budget_micros, budget_period, models, prompts, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(t.name.as_str())
+        .bind(t.rpm.map(to_i64))
+        .bind(t.tpm.map(to_i64))
+        .bind(t.budget_micros)
+        .bind(t.budget_period.as_str())
+        .bind(models.as_deref())
+        .bind(prompts.as_deref())
+        .bind(DB::time(now))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    pub(super) async fn tenants(&self, name: Option<&str>) -> Result<Vec<Tenant>, StoreError> {
+        let mut query = Statement::<DB>::new("SELECT ");
+        query.push(TENANT_COLUMNS).push(" FROM tenants t");
+        if let Some(name) = name {
+            query.push(" WHERE t.name = ").bind(name);
+        }
+        query.push(" ORDER BY t.name");
+        let (sql, args) = query.into_parts()?;
+        let rows = sqlx::query_with(&sql, args).fetch_all(&self.pool).await?;
+        rows.iter().map(Self::tenant_from_row).collect()
+    }
+
+    fn tenant_from_row(row: &DB::Row) -> Result<Tenant, StoreError> {
+        let period: String = row.try_get("t_budget_period")?;
+        Ok(Tenant {
+            id: row.try_get("t_id")?,
+            name: row.try_get("t_name")?,
+            rpm: to_u64(row.try_get("t_rpm")?, "rpm")?,
+            tpm: to_u64(row.try_get("t_tpm")?, "tpm")?,
+            budget_micros: row.try_get("t_budget_micros")?,
+            budget_period: BudgetPeriod::from_str(&period)
+                .map_err(|_| StoreError::Corrupt(format!("budget_period {period:?}")))?,
+            models: decode_list(row.try_get("t_models")?, "models")?,
+            prompts: decode_list(row.try_get("t_prompts")?, "prompts")?,
+            created_at: DB::read_time(row.try_get("t_created_at")?)?,
+        })
+    }
+
+    // === Virtual keys ===
+
+    pub(super) async fn insert_key(&self, key: &KeyInfo, hash: &KeyHash) -> Result<(), StoreError> {
+        sqlx::query::<DB>(
+            "INSERT INTO virtual_keys (id, tenant_id, name, key_hash, prefix, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(key.id.as_str())
+        .bind(key.tenant_id)
+        .bind(key.name.as_deref())
+        .bind(&hash.as_bytes()[..])
+        .bind(key.prefix.as_str())
+        .bind(DB::time(key.created_at))
+        .bind(key.expires_at.map(DB::time))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn keys(&self, which: KeyQuery) -> Result<Vec<(KeyInfo, KeyHash)>, StoreError> {
+        let mut query = Statement::<DB>::new("SELECT ");
+        query
+            .push(KEY_COLUMNS)
+            .push(" FROM virtual_keys k JOIN tenants t ON t.id = k.tenant_id WHERE ");
+        match which {
+            KeyQuery::Tenant(id) => {
+                query.push("k.tenant_id = ").bind(id);
+            }
+            KeyQuery::Active(now) => {
+                query
+                    .push("k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ")
+                    .bind(DB::time(now))
+                    .push(")");
+            }
+        }
+        query.push(" ORDER BY k.created_at, k.id");
+        let (sql, args) = query.into_parts()?;
+        let rows = sqlx::query_with(&sql, args).fetch_all(&self.pool).await?;
+        rows.iter().map(Self::key_from_row).collect()
+    }
+
+    fn key_from_row(row: &DB::Row) -> Result<(KeyInfo, KeyHash), StoreError> {
+        let hash: Vec<u8> = row.try_get("k_key_hash")?;
+        let read_opt = |column: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+            row.try_get::<Option<DB::Time>, _>(column)?
+                .map(DB::read_time)
+                .transpose()
+        };
+        let key = KeyInfo {
+            id: row.try_get("k_id")?,
+            tenant_id: row.try_get("k_tenant_id")?,
+            tenant: row.try_get("t_name")?,
+            name: row.try_get("k_name")?,
+            prefix: row.try_get("k_prefix")?,
+            created_at: DB::read_time(row.try_get("k_created_at")?)?,
+            expires_at: read_opt("k_expires_at")?,
+            revoked_at: read_opt("k_revoked_at")?,
+        };
+        Ok((key, KeyHash::from_slice(&hash)?))
+    }
+
+    pub(super) async fn revoke_key(&self, id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let found = sqlx::query::<DB>(
+            "UPDATE virtual_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING id",
+        )
+        .bind(id)
+        .bind(DB::time(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    pub(super) async fn lookup_key(&self, hash: &KeyHash) -> Result<Option<(KeyInfo, Tenant)>, StoreError> {
+        let mut query = Statement::<DB>::new("SELECT ");
+        query
+            .push(KEY_COLUMNS)
+            .push(", ")
+            .push(TENANT_COLUMNS)
+            .push(" FROM virtual_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ")
+            .bind(&hash.as_bytes()[..]);
+        let (sql, args) = query.into_parts()?;
+        let row = sqlx::query_with(&sql, args).fetch_optional(&self.pool).await?;
+        row.map(|row| Ok((Self::key_from_row(&row)?.0, Self::tenant_from_row(&row)?)))
+            .transpose()
+    }
+
+    // === Usage ===
+
+    /// Inserts `rows` (ids unique among them once capped), skipping ids already in the ledger, and adds
+    /// the new ones to the rollups, in one transaction. Returns how many were new.
+    pub(super) async fn insert_usage(&self, rows: &[&UsageRow]) -> Result<u64, StoreError> {
+        // The statements below are not cached: their text depends on the batch's size, and each cached
+        // multi-row insert would stay prepared for every batch size seen (about 130 KB each in SQLite).
+        let mut tx = self.pool.begin().await?;
+        let mut new: HashSet<String> = HashSet::with_capacity(rows.len());
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut query = Statement::<DB>::new("INSERT INTO usage_ledger (");
+            query.push(LEDGER_COLUMNS).push(") ");
+            query.values(chunk, |b, r| {
+                let u = &r.usage;
+                b.bind(cap(&r.id, MAX_ID_BYTES))
+                    .bind(capped(&r.client_request_id, MAX_ID_BYTES))
+                    .bind(cap(&r.tenant, MAX_TENANT_BYTES))
+                    .bind(capped(&r.key_id, MAX_NAME_BYTES))
+                    .bind(cap(&r.model, MAX_MODEL_BYTES))
+                    .bind(cap(&r.provider, MAX_NAME_BYTES))
+                    .bind(cap(&r.vendor_model, MAX_MODEL_BYTES))
+                    .bind(capped(&r.upstream_key, MAX_NAME_BYTES))
+                    .bind(to_i64(u.input))
+                    .bind(to_i64(u.cache_read))
+                    .bind(to_i64(u.cache_write_5m))
+                    .bind(to_i64(u.cache_write_1h))
+                    .bind(to_i64(u.output))
+                    .bind(to_i64(u.reasoning))
+                    .bind(r.usage_source.as_str())
+                    .bind(r.cost_micros)
+                    .bind(r.price_source.as_str())
+                    .bind(r.price_date.map(DB::day))
+                    .bind(to_i64(r.latency_ms))
+                    .bind(i32::from(r.status))
+                    .bind(i32::try_from(r.attempts).unwrap_or(i32::MAX))
+                    .bind(encode_attempts(&r.attempt_log))
+                    .bind(capped(&r.prompt_name, MAX_NAME_BYTES))
+                    .bind(r.prompt_version.map(|v| i32::try_from(v).unwrap_or(i32::MAX)))
+                    .bind(DB::time(r.created_at.trunc_subsecs(6)));
+            });
+            query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+            let (sql, args) = query.into_parts()?;
+            let inserted = sqlx::query_with(&sql, args)
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in &inserted {
+                new.insert(row.try_get::<String, _>(0)?);
+            }
+        }
+        let sums: Vec<_> = rollups(rows.iter().filter(|r| new.contains(cap(&r.id, MAX_ID_BYTES))))
+            .into_iter()
+            .collect();
+        for chunk in sums.chunks(ROWS_PER_STATEMENT) {
+            let mut query = Statement::<DB>::new(
+                "INSERT INTO usage_daily (day, tenant, key_id, model, requests, input_tokens, cache_read_tokens, \
+                 cache_write_5m_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens, cost_micros) ",
+            );
+            query.values(chunk, |b, ((day, tenant, key, model), s)| {
+                b.bind(DB::day(*day))
+                    .bind(*tenant)
+                    .bind(*key)
+                    .bind(*model)
+                    .bind(s.requests)
+                    .bind(s.input)
+                    .bind(s.cache_read)
+                    .bind(s.cache_write_5m)
+                    .bind(s.cache_write_1h)
+                    .bind(s.output)
+                    .bind(s.reasoning)
+                    .bind(s.cost_micros);
+            });
+            query.push(
+                " ON CONFLICT (day, tenant, key_id, model) DO UPDATE SET \
+                 requests = usage_daily.requests + EXCLUDED.requests, \
+                 input_tokens = usage_daily.input_tokens + EXCLUDED.input_tokens, \
+                 cache_read_tokens = usage_daily.cache_read_tokens + EXCLUDED.cache_read_tokens, \
+                 cache_write_5m_tokens = usage_daily.cache_write_5m_tokens + EXCLUDED.cache_write_5m_tokens, \
+                 cache_write_1h_tokens = usage_daily.cache_write_1h_tokens + EXCLUDED.cache_write_1h_tokens, \
+                 output_tokens = usage_daily.output_tokens + EXCLUDED.output_tokens, \
+                 reasoning_tokens = usage_daily.reasoning_tokens + EXCLUDED.reasoning_tokens, \
+                 cost_micros = usage_daily.cost_micros + EXCLUDED.cost_micros",
+            );
+            let (sql, args) = query.into_parts()?;
+            sqlx::query_with(&sql, args).persistent(false).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(new.len() as u64)
+    }
+
+    pub(super) async fn spend(&self, filter: &SpendFilter, source: Source) -> Result<Vec<SpendRow>, StoreError> {
+        // Every fragment pushed as SQL below is a literal chosen by a match; values are bound. The
+        // rollups and the ledger name their categories alike.
+        let group = match (source, filter.group_by) {
+            (_, GroupBy::Tenant) => "tenant",
+            (_, GroupBy::Model) => "model",
+            (Source::Rollups, GroupBy::Day) => DB::ROLLUP_DAY,
+            (Source::Ledger, GroupBy::Day) => DB::LEDGER_DAY,
+            (Source::Rollups, GroupBy::Key) => "key_id",
+            (Source::Ledger, GroupBy::Key) => "COALESCE(key_id, '')",
+        };
+        let mut query = Statement::<DB>::new("SELECT ");
+        query.push(group).push(" AS grp, ");
+        match source {
+            Source::Rollups => {
+                query
+                    .push("CAST(SUM(requests) AS BIGINT), ")
+                    .push(CATEGORY_SUMS)
+                    .push(" FROM usage_daily WHERE 1 = 1");
+                if let Some(from) = filter.from {
+                    query.push(" AND day >= ").bind(DB::day(from));
+                }
+                if let Some(to) = filter.to {
+                    query.push(" AND day <= ").bind(DB::day(to));
+                }
+            }
+            Source::Ledger => {
+                query
+                    .push("CAST(COUNT(*) AS BIGINT), ")
+                    .push(CATEGORY_SUMS)
+                    .push(" FROM usage_ledger WHERE 1 = 1");
+                if let Some(from) = filter.from {
+                    query.push(" AND created_at >= ").bind(DB::time(midnight(from)));
+                }
+                if let Some(end) = filter.end_instant() {
+                    query.push(" AND created_at < ").bind(DB::time(end));
+                }
+            }
+        }
+        if let Some(tenant) = &filter.tenant {
+            query.push(" AND tenant = ").bind(tenant.as_str());
+        }
+        query.push(" GROUP BY grp ORDER BY grp");
+        let (sql, args) = query.into_parts()?;
+        let rows = sqlx::query_with(&sql, args).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SpendRow {
+                    group: row.try_get(0)?,
+                    requests: row.try_get(1)?,
+                    input_tokens: row.try_get(2)?,
+                    cache_read_tokens: row.try_get(3)?,
+                    cache_write_5m_tokens: row.try_get(4)?,
+                    cache_write_1h_tokens: row.try_get(5)?,
+                    output_tokens: row.try_get(6)?,
+                    reasoning_tokens: row.try_get(7)?,
+                    cost_micros: row.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Up to `limit` ledger rows matching `filter`, in (created_at, id) order, after `after` (the last
+    /// row of the previous page).
+    pub(super) async fn export_page(
+        &self,
+        filter: &ExportFilter,
+        after: Option<&(DateTime<Utc>, String)>,
+        limit: usize,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let mut query = Statement::<DB>::new("SELECT ");
+        query.push(LEDGER_COLUMNS).push(" FROM usage_ledger WHERE 1 = 1");
+        if let Some(tenant) = &filter.tenant {
+            query.push(" AND tenant = ").bind(tenant.as_str());
+        }
+        if let Some(from) = filter.from {
+            query.push(" AND created_at >= ").bind(DB::time(midnight(from)));
+        }
+        if let Some(end) = filter.end_instant() {
+            query.push(" AND created_at < ").bind(DB::time(end));
+        }
+        if let Some((created_at, id)) = after {
+            query
+                .push(" AND (created_at, id) > (")
+                .bind(DB::time(*created_at))
+                .push(", ")
+                .bind(id.as_str())
+                .push(")");
+        }
+        query
+            .push(" ORDER BY created_at, id LIMIT ")
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let (sql, args) = query.into_parts()?;
+        let rows = sqlx::query_with(&sql, args).fetch_all(&self.pool).await?;
+        rows.iter().map(Self::usage_from_row).collect()
+    }
+
+    /// A ledger row read back, its columns in [`LEDGER_COLUMNS`] order.
+    fn usage_from_row(row: &DB::Row) -> Result<UsageRow, StoreError> {
+        let count = |index: usize, column: &str| -> Result<u64, StoreError> {
+            let value: i64 = row.try_get(index)?;
+            u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {column}: {value}")))
+        };
+        let usage_source: String = row.try_get(14)?;
+        let price_source: String = row.try_get(16)?;
+        let status: i32 = row.try_get(19)?;
+        let attempts: i32 = row.try_get(20)?;
+        let attempt_log: String = row.try_get(21)?;
+        let prompt_version: Option<i32> = row.try_get(23)?;
+        Ok(UsageRow {
+            id: row.try_get(0)?,
+            client_request_id: row.try_get(1)?,
+            tenant: row.try_get(2)?,
+            key_id: row.try_get(3)?,
+            model: row.try_get(4)?,
+            provider: row.try_get(5)?,
+            vendor_model: row.try_get(6)?,
+            upstream_key: row.try_get(7)?,
+            usage: TokenUsage {
+                input: count(8, "input_tokens")?,
+                cache_read: count(9, "cache_read_tokens")?,
+                cache_write_5m: count(10, "cache_write_5m_tokens")?,
+                cache_write_1h: count(11, "cache_write_1h_tokens")?,
+                output: count(12, "output_tokens")?,
+                reasoning: count(13, "reasoning_tokens")?,
+            },
+            usage_source: UsageSource::parse(&usage_source)
+                .ok_or_else(|| StoreError::Corrupt(format!("usage_source {usage_source:?}")))?,
+            cost_micros: row.try_get(15)?,
+            price_source: PriceSource::parse(&price_source)
+                .ok_or_else(|| StoreError::Corrupt(format!("price_source {price_source:?}")))?,
+            price_date: row.try_get::<Option<DB::Day>, _>(17)?.map(DB::read_day).transpose()?,
+            latency_ms: count(18, "latency_ms")?,
+            status: u16::try_from(status).map_err(|_| StoreError::Corrupt(format!("status {status}")))?,
+            attempts: u32::try_from(attempts).map_err(|_| StoreError::Corrupt(format!("attempts {attempts}")))?,
+            attempt_log: serde_json::from_str(&attempt_log)
+                .map_err(|e| StoreError::Corrupt(format!("attempt_log is not a list of attempts: {e}")))?,
+            prompt_name: row.try_get(22)?,
+            prompt_version: prompt_version
+                .map(|v| u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("prompt_version {v}"))))
+                .transpose()?,
+            created_at: DB::read_time(row.try_get(24)?)?,
+        })
+    }
+
+    /// Micro-dollars `tenant` spent: rollups from `day` on when `window` is `None`; else rollups after
+    /// `day` and the ledger within `window` (the rest of `day`).
+    pub(super) async fn tenant_spend_since(
+        &self,
+        tenant: &str,
+        day: NaiveDate,
+        window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    ) -> Result<i64, StoreError> {
+        let total = match window {
+            None => {
+                sqlx::query_scalar::<DB, i64>(
+                    "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM usage_daily \
+                     WHERE tenant = $1 AND day >= $2",
+                )
+                .bind(tenant)
+                .bind(DB::day(day))
+                .fetch_one(&self.pool)
+                .await?
+            }
+            Some((since, end)) => {
+                sqlx::query_scalar::<DB, i64>(
+                    "SELECT CAST((SELECT COALESCE(SUM(cost_micros), 0) FROM usage_daily \
+                        WHERE tenant = $1 AND day > $2) AS BIGINT) \
+                     + CAST((SELECT COALESCE(SUM(cost_micros), 0) FROM usage_ledger \
+                        WHERE tenant = $1 AND created_at >= $3 AND created_at < $4) AS BIGINT)",
+                )
+                .bind(tenant)
+                .bind(DB::day(day))
+                .bind(DB::time(since))
+                .bind(DB::time(end))
+                .fetch_one(&self.pool)
+                .await?
+            }
+        };
+        Ok(total)
+    }
+}
+
+/// A usage row's per-day rollup key, and the sums added to it.
+#[derive(Debug, Default, Clone, Copy)]
+struct RollupSums {
+    requests: i64,
+    input: i64,
+    cache_read: i64,
+    cache_write_5m: i64,
+    cache_write_1h: i64,
+    output: i64,
+    reasoning: i64,
+    cost_micros: i64,
+}
+
+/// Sums the rows that were new to the ledger by (day, tenant, key, model), strings capped as the ledger
+/// stores them, in that order: the order the upserts take their row locks in.
+fn rollups<'a>(
+    rows: impl Iterator<Item = &'a &'a UsageRow>,
+) -> BTreeMap<(NaiveDate, &'a str, &'a str, &'a str), RollupSums> {
+    let mut sums = BTreeMap::new();
+    for row in rows {
+        let key = (
+            row.created_at.date_naive(),
+            cap(&row.tenant, MAX_TENANT_BYTES),
+            row.key_id.as_deref().map_or("", |k| cap(k, MAX_NAME_BYTES)),
+            cap(&row.model, MAX_MODEL_BYTES),
+        );
+        let entry: &mut RollupSums = sums.entry(key).or_default();
+        let u = &row.usage;
+        entry.requests += 1;
+        for (sum, tokens) in [
+            (&mut entry.input, u.input),
+            (&mut entry.cache_read, u.cache_read),
+            (&mut entry.cache_write_5m, u.cache_write_5m),
+            (&mut entry.cache_write_1h, u.cache_write_1h),
+            (&mut entry.output, u.output),
+            (&mut entry.reasoning, u.reasoning),
+        ] {
+            *sum = sum.saturating_add(to_i64(tokens));
+        }
+        entry.cost_micros = entry.cost_micros.saturating_add(row.cost_micros.unwrap_or(0));
+    }
+    sums
+}
+
+/// An optional string capped as the ledger stores it.
+fn capped(value: &Option<String>, max: usize) -> Option<&str> {
+    value.as_deref().map(|v| cap(v, max))
+}
+
+/// A row's attempts as the `attempt_log` column's JSON.
+fn encode_attempts(attempts: &[AttemptUsage]) -> String {
+    // Serializing these plain structs cannot fail.
+    serde_json::to_string(attempts).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Token counts are `u64` on the wire and `BIGINT` in the database; 2^63 tokens do not happen, and
+/// saturating keeps a corrupt count from failing a whole batch.
+pub(super) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Reads a row's optional non-negative limit back.
+fn to_u64(value: Option<i64>, column: &str) -> Result<Option<u64>, StoreError> {
+    value
+        .map(|v| u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative {column}: {v}"))))
+        .transpose()
+}
+
+/// A stored JSON list of names (`NULL` for "all").
+fn decode_list(value: Option<String>, column: &str) -> Result<Option<Vec<String>>, StoreError> {
+    value
+        .map(|text| {
+            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column} is not a JSON list: {e}")))
+        })
+        .transpose()
+}
+
+fn encode_list(list: &Option<Vec<String>>) -> Option<String> {
+    // Serializing a list of strings cannot fail.
+    list.as_ref()
+        .map(|l| serde_json::to_string(l).unwrap_or_else(|_| "[]".to_owned()))
+}

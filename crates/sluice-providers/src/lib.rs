@@ -19,9 +19,12 @@ pub mod anthropic;
 pub mod error;
 pub mod gemini;
 pub mod limits;
+pub mod model_field;
 pub mod openai;
 mod params;
+pub mod passthrough;
 pub mod simulated;
+mod sse_frames;
 mod transport;
 
 pub use anthropic::AnthropicAdapter;
@@ -29,6 +32,9 @@ pub use error::{ProviderError, TimeoutPhase};
 pub use gemini::GeminiAdapter;
 pub use limits::RateLimitSnapshot;
 pub use openai::{AZURE_DEFAULT_API_VERSION, OpenAiAdapter, OpenAiFlavor};
+pub use passthrough::{
+    FrameStream, MessagesBody, MessagesCall, MessagesPassthrough, MessagesReply, RawFrame, TokenCount,
+};
 pub use simulated::{Fault, SimConfig, SimStats, SimulatedAdapter, Simulator};
 pub use transport::Timeouts;
 
@@ -44,6 +50,13 @@ pub trait ChatProvider: Send + Sync + 'static {
     /// Sends one chat completion upstream. A streaming request (`request.stream == true`) answers with
     /// [`ReplyBody::Stream`] once the upstream has sent its response head.
     fn chat<'a>(&'a self, call: ChatCall<'a>) -> BoxFuture<'a, Result<ChatReply, ProviderError>>;
+
+    /// The Anthropic Messages pass-through, for adapters whose upstream takes Messages bodies as they are
+    /// (Anthropic's): a `/v1/messages` call goes through it byte for byte instead of being translated.
+    /// `None` for the others, whose Messages calls are translated to chat completions.
+    fn messages_passthrough(&self) -> Option<&dyn MessagesPassthrough> {
+        None
+    }
 
     /// Sends one embeddings request upstream. Vendors without embeddings refuse it as invalid.
     fn embed<'a>(&'a self, call: EmbedCall<'a>) -> BoxFuture<'a, Result<EmbedReply, ProviderError>> {

@@ -314,6 +314,17 @@ pub mod internals {
         }
     }
 
+    /// The Messages pass-through's stream driver: `body` cut into the vendor's SSE frames, bytes untouched,
+    /// with the usage read out, waiting at most `idle` between reads.
+    pub fn passthrough_frames<S, B, E>(body: S, idle: Duration) -> crate::FrameStream
+    where
+        S: Stream<Item = Result<B, E>> + Send + 'static,
+        B: AsRef<[u8]> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        crate::anthropic::passthrough::frames(body, idle)
+    }
+
     /// A complete Anthropic Messages body as the OpenAI body and usage the client gets.
     pub fn anthropic_response(body: &[u8]) -> Result<(Bytes, Option<Usage>), ProviderError> {
         crate::anthropic::response::translate(body, CREATED)

@@ -80,6 +80,11 @@ impl ModelField {
         &self.model
     }
 
+    /// Where the model's string token is in the body, quotes included.
+    pub fn span(&self) -> Range<usize> {
+        self.span.clone()
+    }
+
     /// `body` (the one this field was found in) with the model's value replaced by `model`, every other
     /// byte as it was.
     pub fn swap(&self, body: &[u8], model: &str) -> Bytes {

@@ -10,7 +10,7 @@
 
 mod content;
 pub(crate) mod error;
-mod passthrough;
+pub(crate) mod passthrough;
 pub(crate) mod request;
 pub(crate) mod response;
 pub(crate) mod stream;

@@ -6,9 +6,9 @@
 //! JSON, then scanned once at the top level: strings are skipped with their escapes, nested objects and
 //! arrays by depth, and only the bytes of the model's string value are replaced.
 //!
-//! Refused as the client's error (a 400 naming `model`): a body that is not a JSON object, a model that
-//! is missing, not a string (a number, `null`, an object), or given twice (parsers disagree on which one
-//! counts, so no choice is safe).
+//! Refused as the client's error (a 400 naming `model`): a body that is not a JSON object (or not UTF-8,
+//! which JSON text must be), a model that is missing, not a string (a number, `null`, an object), or given
+//! twice (parsers disagree on which one counts, so no choice is safe).
 
 use std::ops::Range;
 
@@ -30,7 +30,9 @@ pub struct ModelField {
 impl ModelField {
     /// Finds the top-level `"model"` string of a JSON object body.
     pub fn find(body: &[u8]) -> Result<Self, ProviderError> {
-        serde_json::from_slice::<IgnoredAny>(body)
+        // JSON text is UTF-8 (RFC 8259), and serde_json does not check the strings it skips.
+        let text = std::str::from_utf8(body).map_err(|e| refuse(&format!("the request body is not UTF-8: {e}")))?;
+        serde_json::from_str::<IgnoredAny>(text)
             .map_err(|e| refuse(&format!("the request body is not valid JSON: {e}")))?;
         let mut scan = Scanner { body, at: 0 };
         scan.whitespace();
@@ -248,6 +250,10 @@ mod tests {
             (b"{\"model\": \"m\"} trailing", "not valid JSON"),
             (b"", "not valid JSON"),
             (b"\"model\"", "JSON object"),
+            // A fuzzing regression (`fuzz/corpus/model_swap/regression-invalid-utf8`): serde_json skips the
+            // strings it ignores without checking their UTF-8, so a body with invalid UTF-8 in a nested key
+            // was accepted and forwarded.
+            (b"{\"model\": \"m\", \"tools\": [{\"in\xf0ut\": 1}]}", "not UTF-8"),
         ] {
             let (status, param, message) = param(ModelField::find(body).unwrap_err());
             assert_eq!(status, 400);

@@ -36,7 +36,8 @@
 //!   conversation, as Codex does with `store: false`). `store` left out is accepted: it is what the
 //!   official SDKs send by default, and nothing is stored;
 //! - tools run by the vendor's platform: OpenAI's built-in tools (`web_search`, `file_search`,
-//!   `code_interpreter`, `computer_use_preview`, `mcp`, `custom`, ...) and Anthropic's server tools;
+//!   `code_interpreter`, `computer_use_preview`, `mcp`, ...) and Anthropic's server tools; and OpenAI's
+//!   free-form `custom` tools, whose grammar a chat function tool cannot carry;
 //! - content chat completions has no place for: files, images by file id, images inside tool results,
 //!   documents, search results;
 //! - any top-level field this crate does not know, so a new vendor feature is refused by name rather than

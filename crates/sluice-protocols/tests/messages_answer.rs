@@ -330,4 +330,28 @@ fn message_start_uses_the_gateways_prompt_count_and_the_end_its_usage() {
         Err(ProtocolError::Answer { .. })
     ));
     assert!(out.is_empty());
+    // Text, then tool call 0 going on after it: refused whole, before anything of the chunk is sent.
+    let call = br#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"a","function":{"name":"f","arguments":"{"}}]}}]}"#;
+    stream.chunk(call, &mut out).unwrap();
+    let before = out.len();
+    let mixed =
+        br#"{"choices":[{"index":0,"delta":{"content":"x","tool_calls":[{"index":0,"function":{"arguments":"}"}}]}}]}"#;
+    assert!(matches!(
+        stream.chunk(mixed, &mut out),
+        Err(ProtocolError::Answer { .. })
+    ));
+    assert_eq!(out.len(), before);
+    stream.fail(
+        StreamFailure {
+            kind: FailureKind::Upstream,
+            message: "cut",
+        },
+        &mut out,
+    );
+    let message = check_stream(&support::events(&out));
+    assert_eq!(
+        message["content"].as_array().unwrap().len(),
+        1,
+        "no text block was started"
+    );
 }

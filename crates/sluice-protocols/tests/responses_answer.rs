@@ -447,4 +447,17 @@ fn an_untranslatable_chunk_is_an_error_and_appends_nothing() {
         Err(ProtocolError::Answer { .. })
     ));
     assert_eq!(out.len(), before);
+    // Nothing of the refused chunk was taken in: the failure that ends the stream is consistent with what
+    // was sent (sequence numbers without a gap, the open call cut).
+    stream.fail(
+        StreamFailure {
+            kind: FailureKind::Upstream,
+            message: "cut",
+        },
+        &mut out,
+    );
+    let response = check_stream(&events(&out));
+    assert_eq!(response["status"], "failed");
+    assert_eq!(response["output"][1]["status"], "incomplete");
+    assert_eq!(response["output"][1]["arguments"], "{");
 }

@@ -241,6 +241,11 @@ fn what_chat_cannot_express_is_refused_naming_the_field() {
             "web_search",
         ),
         (
+            json!({"model": "m", "input": "x", "tools": [{"type": "custom", "name": "apply_patch", "format": {"type": "grammar"}}]}),
+            "tools[0].type",
+            "free-form",
+        ),
+        (
             json!({"model": "m", "input": "x", "tool_choice": {"type": "file_search"}}),
             "tool_choice.type",
             "file_search",

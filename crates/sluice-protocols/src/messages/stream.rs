@@ -184,6 +184,7 @@ impl MessagesStream {
             return Ok(());
         };
         let delta = &choice.delta;
+        self.check_calls(delta)?;
         for (text, refusal) in [(delta.content.as_deref(), false), (delta.refusal.as_deref(), true)] {
             let Some(text) = text.filter(|t| !t.is_empty()) else {
                 continue;
@@ -209,11 +210,6 @@ impl MessagesStream {
                     input: Value::Object(serde_json::Map::new()),
                 };
                 self.open_block(out, Open::Tool(call.index), block)?;
-            } else if self.open != Some(Open::Tool(call.index)) {
-                return Err(ProtocolError::answer(format!(
-                    "tool call {} went on after another content block began",
-                    call.index
-                )));
             }
             if let Some(arguments) = function.and_then(|f| f.arguments.as_deref()).filter(|a| !a.is_empty()) {
                 self.delta(
@@ -226,6 +222,33 @@ impl MessagesStream {
         }
         if let Some(reason) = choice.finish_reason.as_deref() {
             self.finish_reason = Some(reason.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Checks, before anything is sent, that the chunk's tool calls can be streamed as Anthropic streams
+    /// blocks, one at a time: a call that goes on must be the block still open once the chunk's text (which
+    /// comes first) has been placed.
+    fn check_calls(&self, delta: &crate::chat::Delta<'_>) -> Result<(), ProtocolError> {
+        let text = delta.content.as_deref().is_some_and(|t| !t.is_empty())
+            || delta.refusal.as_deref().is_some_and(|t| !t.is_empty());
+        let mut open = match self.open {
+            Some(Open::Tool(index)) if !text => Some(index),
+            _ => None,
+        };
+        let mut new = Vec::new();
+        for call in delta.tool_calls.as_deref().unwrap_or_default() {
+            let known = self.calls.contains(&call.index) || new.contains(&call.index);
+            if known && open != Some(call.index) {
+                return Err(ProtocolError::answer(format!(
+                    "tool call {} went on after another content block began",
+                    call.index
+                )));
+            }
+            if !known {
+                new.push(call.index);
+                open = Some(call.index);
+            }
         }
         Ok(())
     }

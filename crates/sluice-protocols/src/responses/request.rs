@@ -546,15 +546,26 @@ fn input_part(part: RawPart, path: &str) -> Result<ContentPart, ProtocolError> {
 }
 
 fn function_tool(tool: &RawTool, i: usize) -> Result<Tool, ProtocolError> {
-    if tool.kind != "function" {
-        return Err(ProtocolError::unsupported(
-            format!("tools[{i}].type"),
-            format!(
-                "The built-in tool `{}` is run by OpenAI's platform and cannot be served through chat completions; \
-                 Sluice serves `function` tools.",
-                tool.kind
-            ),
-        ));
+    match tool.kind.as_str() {
+        "function" => {}
+        // Free-form tools (Codex's `apply_patch` on some models): client-run, but with a grammar instead of
+        // a JSON schema, which chat completions' function tools cannot carry.
+        "custom" => {
+            return Err(ProtocolError::unsupported(
+                format!("tools[{i}].type"),
+                "Custom (free-form) tools cannot be expressed as chat completions function tools; Sluice serves \
+                 `function` tools.",
+            ));
+        }
+        other => {
+            return Err(ProtocolError::unsupported(
+                format!("tools[{i}].type"),
+                format!(
+                    "The built-in tool `{other}` is run by OpenAI's platform and cannot be served through chat \
+                     completions; Sluice serves `function` tools."
+                ),
+            ));
+        }
     }
     let name = tool.name.clone().ok_or_else(|| missing(format!("tools[{i}].name")))?;
     Ok(Tool {

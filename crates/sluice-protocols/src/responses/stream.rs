@@ -186,6 +186,7 @@ impl ResponsesStream {
             return Ok(());
         };
         let delta = &choice.delta;
+        self.check_calls(delta)?;
         if let Some(text) = delta.reasoning_text() {
             if self.open != Some(Open::Reasoning) {
                 self.open_item(
@@ -227,12 +228,7 @@ impl ResponsesStream {
                         known.push_str(name);
                     }
                 }
-                Some(_) => {
-                    return Err(ProtocolError::answer(format!(
-                        "tool call {} went on after another output item began",
-                        call.index
-                    )));
-                }
+                Some(_) => unreachable_call(call.index)?,
                 None => {
                     let index = self.items.len();
                     let call_id = match call.id.as_deref() {
@@ -266,6 +262,31 @@ impl ResponsesStream {
         }
         if let Some(reason) = choice.finish_reason.as_deref() {
             self.status = Status::from_finish(Some(reason));
+        }
+        Ok(())
+    }
+
+    /// Checks, before anything is sent, that the chunk's tool calls can be streamed as OpenAI streams
+    /// items, one at a time: a call that goes on must be the item still open once the chunk's text (which
+    /// comes first) has been placed.
+    fn check_calls(&self, delta: &crate::chat::Delta<'_>) -> Result<(), ProtocolError> {
+        let text = delta.reasoning_text().is_some()
+            || delta.content.as_deref().is_some_and(|t| !t.is_empty())
+            || delta.refusal.as_deref().is_some_and(|t| !t.is_empty());
+        let mut open = match self.open {
+            Some(Open::Call) if !text => self.calls.last().map(|(index, _)| *index),
+            _ => None,
+        };
+        let mut new = Vec::new();
+        for call in delta.tool_calls.as_deref().unwrap_or_default() {
+            let known = self.calls.iter().any(|(index, _)| *index == call.index) || new.contains(&call.index);
+            if known && open != Some(call.index) {
+                return unreachable_call(call.index);
+            }
+            if !known {
+                new.push(call.index);
+                open = Some(call.index);
+            }
         }
         Ok(())
     }
@@ -553,4 +574,11 @@ impl ResponsesStream {
         self.open = None;
         Ok(())
     }
+}
+
+/// The error of a tool call that goes on after another item began.
+fn unreachable_call(index: u32) -> Result<(), ProtocolError> {
+    Err(ProtocolError::answer(format!(
+        "tool call {index} went on after another output item began"
+    )))
 }

@@ -165,3 +165,37 @@ pub fn json_eq(a: &Value, b: &Value) -> bool {
         _ => a == b,
     }
 }
+
+/// The chunks the OpenAI adapter's real SSE driver and translator hand on for a stream target's input
+/// (`[n] [n lengths] body`, see [`split_input`]), whole and cut, which must agree; then what broke the
+/// stream, if it broke (the failure's `Debug` text).
+pub fn chat_chunks(data: &[u8]) -> (Vec<Bytes>, Option<String>) {
+    let (lengths, body) = split_input(data);
+    let whole = drive(cut(body, &[]), Translator::new(internals::Vendor::OpenAi));
+    let pieces = drive(cut(body, lengths), Translator::new(internals::Vendor::OpenAi));
+    assert_eq!(whole, pieces, "cutting the body into pieces changed the stream");
+    let mut chunks = Vec::new();
+    for item in whole {
+        match item {
+            Ok(event) => chunks.push(event.data),
+            Err(err) => return (chunks, Some(err)),
+        }
+    }
+    (chunks, None)
+}
+
+/// One event of the SSE text a protocol translator produced: its `event:` name and its data as JSON.
+pub fn produced_events(text: &[u8]) -> Vec<(String, Value)> {
+    let text = std::str::from_utf8(text).expect("the translators write UTF-8");
+    assert!(text.is_empty() || text.ends_with("\n\n"), "an unterminated event: {text}");
+    text.split_terminator("\n\n")
+        .map(|frame| {
+            let (event, data) = frame.split_once('\n').expect("two lines");
+            let name = event.strip_prefix("event: ").expect("an event line");
+            let data = data.strip_prefix("data: ").expect("a data line");
+            assert!(!data.contains(['\n', '\r']), "one data line: {frame}");
+            let value: Value = serde_json::from_str(data).expect("the data is JSON");
+            (name.to_owned(), value)
+        })
+        .collect()
+}

@@ -19,10 +19,13 @@ pub mod anthropic;
 pub mod error;
 pub mod gemini;
 pub mod limits;
+pub mod model_field;
 pub mod openai;
 mod params;
+pub mod passthrough;
 pub mod registry;
 pub mod sse;
+mod sse_frames;
 mod transport;
 
 pub use anthropic::AnthropicAdapter;
@@ -31,6 +34,9 @@ pub use gemini::GeminiAdapter;
 pub use limits::RateLimitSnapshot;
 pub use openai::{AZURE_DEFAULT_API_VERSION, OpenAiAdapter, OpenAiFlavor};
 pub use registry::{Field, ProviderSettings, VENDORS, VendorSpec, WireFormat, vendor};
+pub use passthrough::{
+    FrameStream, MessagesBody, MessagesCall, MessagesPassthrough, MessagesReply, RawFrame, TokenCount,
+};
 pub use transport::Timeouts;
 
 /// A boxed future, as returned by [`ChatProvider::chat`].
@@ -45,6 +51,13 @@ pub trait ChatProvider: Send + Sync + 'static {
     /// Sends one chat completion upstream. A streaming request (`request.stream == true`) answers with
     /// [`ReplyBody::Stream`] once the upstream has sent its response head.
     fn chat<'a>(&'a self, call: ChatCall<'a>) -> BoxFuture<'a, Result<ChatReply, ProviderError>>;
+
+    /// The Anthropic Messages pass-through, for adapters whose upstream takes Messages bodies as they are
+    /// (Anthropic's): a `/v1/messages` call goes through it byte for byte instead of being translated.
+    /// `None` for the others, whose Messages calls are translated to chat completions.
+    fn messages_passthrough(&self) -> Option<&dyn MessagesPassthrough> {
+        None
+    }
 
     /// Sends one embeddings request upstream. Vendors without embeddings refuse it as invalid.
     fn embed<'a>(&'a self, call: EmbedCall<'a>) -> BoxFuture<'a, Result<EmbedReply, ProviderError>> {
@@ -282,6 +295,17 @@ pub mod internals {
             created: CREATED,
             seed: GEMINI_SEED.to_owned(),
         }
+    }
+
+    /// The Messages pass-through's stream driver: `body` cut into the vendor's SSE frames, bytes untouched,
+    /// with the usage read out, waiting at most `idle` between reads.
+    pub fn passthrough_frames<S, B, E>(body: S, idle: Duration) -> crate::FrameStream
+    where
+        S: Stream<Item = Result<B, E>> + Send + 'static,
+        B: AsRef<[u8]> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        crate::anthropic::passthrough::frames(body, idle)
     }
 
     /// A complete Anthropic Messages body as the OpenAI body the client gets and the usage by billing

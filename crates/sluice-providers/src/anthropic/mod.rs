@@ -4,9 +4,13 @@
 //! with message content in [`content`]), the answer back to a `chat.completion` ([`response`]) or to
 //! `chat.completion.chunk`s ([`stream`]), and errors and rate-limit headers to the gateway's
 //! classification ([`error`]). The client cannot tell, but by the text, that Anthropic answered.
+//!
+//! A client that speaks the Messages API itself is served by the pass-through instead (`passthrough`,
+//! [`crate::MessagesPassthrough`]): its body goes byte for byte, only the model swapped.
 
 mod content;
 pub(crate) mod error;
+pub(crate) mod passthrough;
 pub(crate) mod request;
 pub(crate) mod response;
 pub(crate) mod stream;
@@ -97,6 +101,10 @@ impl AnthropicAdapter {
 }
 
 impl ChatProvider for AnthropicAdapter {
+    fn messages_passthrough(&self) -> Option<&dyn crate::MessagesPassthrough> {
+        Some(self)
+    }
+
     fn chat<'a>(&'a self, call: ChatCall<'a>) -> BoxFuture<'a, Result<ChatReply, ProviderError>> {
         Box::pin(async move {
             let (request, dropped) = self.request(&call)?;

@@ -33,10 +33,10 @@ pub use error::{ProviderError, TimeoutPhase};
 pub use gemini::GeminiAdapter;
 pub use limits::RateLimitSnapshot;
 pub use openai::{AZURE_DEFAULT_API_VERSION, OpenAiAdapter, OpenAiFlavor};
-pub use registry::{Field, ProviderSettings, VENDORS, VendorSpec, WireFormat, vendor};
 pub use passthrough::{
     FrameStream, MessagesBody, MessagesCall, MessagesPassthrough, MessagesReply, RawFrame, TokenCount,
 };
+pub use registry::{Field, ProviderSettings, VENDORS, VendorSpec, WireFormat, vendor};
 pub use transport::Timeouts;
 
 /// A boxed future, as returned by [`ChatProvider::chat`].

@@ -171,8 +171,8 @@ pub fn json_eq(a: &Value, b: &Value) -> bool {
 /// stream, if it broke (the failure's `Debug` text).
 pub fn chat_chunks(data: &[u8]) -> (Vec<Bytes>, Option<String>) {
     let (lengths, body) = split_input(data);
-    let whole = drive(cut(body, &[]), Translator::new(internals::Vendor::OpenAi));
-    let pieces = drive(cut(body, lengths), Translator::new(internals::Vendor::OpenAi));
+    let whole = drive(cut(body, &[]), translator("openai"));
+    let pieces = drive(cut(body, lengths), translator("openai"));
     assert_eq!(whole, pieces, "cutting the body into pieces changed the stream");
     let mut chunks = Vec::new();
     for item in whole {

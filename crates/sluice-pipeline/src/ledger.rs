@@ -206,7 +206,8 @@ impl Entry {
                 (UsageSource::Estimated, _) | (_, UsageSource::Estimated) => UsageSource::Estimated,
                 (_, from) => from,
             });
-        // The request's price is its answering (or last) call's; its cost, every billed call's.
+        // The request's price is its answering (or last) call's; its cost, every billed call's: unknown when
+        // one of them had no price, and zero (known) when no vendor saw the request.
         let charge = billed
             .iter()
             .try_fold(
@@ -217,7 +218,7 @@ impl Entry {
                 },
             )
             .map_or(Charge::UNPRICED, |(charge, sum)| Charge {
-                cost_micros: (!billed.is_empty()).then_some(sum),
+                cost_micros: Some(sum),
                 ..charge
             });
         if let Some(rate) = self.rate.take() {

@@ -9,6 +9,9 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+mod redis;
+pub use self::redis::RawRedis;
+
 /// The configuration as written in the file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +40,9 @@ pub struct RawConfig {
     /// `[prompts]`
     #[serde(default)]
     pub prompts: RawPrompts,
+    /// `[redis]`: budgets shared between replicas; absent, each process keeps its own.
+    #[serde(default)]
+    pub redis: Option<RawRedis>,
 }
 
 /// `[server]`
@@ -627,6 +633,10 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             "models".to_owned(),
             "no model is defined; add at least one [[models]] table".to_owned(),
         );
+    }
+
+    if let Some(redis) = &raw.redis {
+        problems.extend(redis.problems());
     }
 
     if !problems.is_empty() {

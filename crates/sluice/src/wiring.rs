@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use sluice_budget::{Backoff, BudgetBackend, Limits, LocalBudgets};
+use sluice_budget::{Backoff, BudgetBackend, Limits, LocalBudgets, RedisBudgets};
 use sluice_pipeline::{Authenticator, Directory, Ledger, Pipeline, PriceBook, PriceChoice, StaticKeys};
 use sluice_prompts::PromptWatcher;
 use sluice_providers::{
@@ -34,6 +34,9 @@ pub enum WiringError {
         /// Why it failed.
         source: sluice_store::StoreError,
     },
+    /// The shared budgets could not start.
+    #[error("cannot share budgets through Redis ([redis] or SLUICE_REDIS_URL): {0}")]
+    Budgets(#[from] sluice_budget::BudgetError),
     /// The prompt templates do not load; each problem names its file and line.
     #[error("the prompt templates in {dir} do not load:\n{source}")]
     Prompts {
@@ -52,6 +55,9 @@ pub struct Gateway {
     pub auth: Arc<dyn Authenticator>,
     /// Every budget: upstream keys' and tenants'.
     pub budgets: Arc<dyn BudgetBackend>,
+    /// The same budgets when they are shared through Redis, for waiting on the first connection and
+    /// leaving at shutdown.
+    pub redis: Option<Arc<RedisBudgets>>,
     /// Where usage is recorded, once [`attach_store`] ran.
     pub ledger: Option<Arc<Ledger>>,
     /// The configured client and admin keys, also accepted with a store.
@@ -147,7 +153,11 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
         failures: upstream.breaker_failures,
         cool_off: Duration::from_millis(upstream.breaker_cooloff_ms),
     };
-    let budgets: Arc<dyn BudgetBackend> = Arc::new(LocalBudgets::new());
+    let redis = redis_budgets(config, env)?;
+    let budgets: Arc<dyn BudgetBackend> = match &redis {
+        Some(redis) => Arc::clone(redis) as Arc<dyn BudgetBackend>,
+        None => Arc::new(LocalBudgets::new()),
+    };
     let models = config
         .raw
         .models
@@ -234,6 +244,7 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
         router,
         auth,
         budgets,
+        redis,
         ledger: None,
         configured,
         tenancy: None,
@@ -241,6 +252,31 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
         prompts,
         warnings,
     })
+}
+
+/// The Redis settings when budgets are shared: `[redis]`, or its defaults when only `SLUICE_REDIS_URL`
+/// is set (which overrides `[redis] url`).
+pub fn redis_settings(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Option<sluice_budget::RedisSettings> {
+    let url = env("SLUICE_REDIS_URL").filter(|url| !url.is_empty());
+    match (&config.raw.redis, url) {
+        (Some(raw), url) => Some(raw.settings(url)),
+        (None, Some(url)) => Some(crate::config::RawRedis::default().settings(Some(url))),
+        (None, None) => None,
+    }
+}
+
+/// Budgets shared through Redis, when configured; they connect in the background and serve local shares
+/// until Redis answers.
+fn redis_budgets(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Arc<RedisBudgets>>, WiringError> {
+    let Some(settings) = redis_settings(config, env) else {
+        return Ok(None);
+    };
+    let budgets = RedisBudgets::start(settings)?;
+    tracing::info!(replica = budgets.replica(), "budgets are shared through Redis");
+    Ok(Some(Arc::new(budgets)))
 }
 
 /// The database URL: `SLUICE_DATABASE_URL` when set, else `[store] url`.
@@ -335,8 +371,21 @@ impl Gateway {
         Some(Arc::clone(&tenancy.directory).spawn_refresh(every))
     }
 
+    /// Waits, at most `limit`, for shared budgets to reach Redis before serving, so the first requests
+    /// take leases rather than local shares.
+    pub async fn connect_budgets(&self, limit: Duration) {
+        if let Some(redis) = &self.redis
+            && !redis.wait_connected(limit).await
+        {
+            tracing::warn!("Redis did not answer yet: serving with local shares of every limit until it does");
+        }
+    }
+
     /// Flushes the usage ledger, within `grace`.
     pub async fn flush(&self, grace: Duration) {
+        if let Some(redis) = &self.redis {
+            redis.leave().await;
+        }
         if let Some(ledger) = &self.ledger {
             let stats = ledger.writer().shutdown(grace).await;
             tracing::info!(?stats, "usage ledger flushed");
@@ -427,6 +476,7 @@ pub fn app(gateway: &Gateway, config: &Config) -> axum::Router {
         },
         Some(Arc::clone(&gateway.prompts)),
         gateway.tenancy.clone(),
+        Arc::clone(&gateway.budgets),
     );
     sluice_server::build_router(state)
 }

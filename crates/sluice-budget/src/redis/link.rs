@@ -29,6 +29,8 @@ pub(crate) struct Link {
     pub(crate) scripts: Scripts,
     /// Wakes the flusher: something is waiting to be written.
     pub(crate) wake: Notify,
+    /// Wakes the flusher without gathering more first: a cooldown to announce.
+    pub(crate) urgent: Notify,
     /// Told when Redis becomes reachable.
     pub(crate) connected: Notify,
     pub(crate) announcements: broadcast::Sender<Announcement>,
@@ -62,6 +64,7 @@ impl Link {
             fallbacks: AtomicU64::new(0),
             scripts: Scripts::new(),
             wake: Notify::new(),
+            urgent: Notify::new(),
             connected: Notify::new(),
             announcements: broadcast::channel(64).0,
             replicas_key,

@@ -197,14 +197,16 @@ async fn heartbeat(inner: Arc<Inner>) {
     }
 }
 
-/// Writes what budgets left to write: soon after a wake (a cooldown, a settlement), batched over a few
-/// milliseconds, and at least twice per lease so expired leases go back.
+/// Writes what budgets left to write: at once for a cooldown, a few milliseconds after a settlement (so
+/// several go together), and at least twice per lease so expired leases go back.
 async fn flusher(inner: Arc<Inner>) {
     const GATHER: Duration = Duration::from_millis(5);
     let every = inner.link.settings.lease / 2;
     loop {
-        if tokio::time::timeout(every, inner.link.wake.notified()).await.is_ok() {
-            tokio::time::sleep(GATHER).await;
+        tokio::select! {
+            () = inner.link.wake.notified() => tokio::time::sleep(GATHER).await,
+            () = inner.link.urgent.notified() => {}
+            () = tokio::time::sleep(every) => {}
         }
         if inner.link.is_up() {
             inner.flush().await;

@@ -421,7 +421,7 @@ impl RateBudget for RedisRate {
         s.cool_ms = s.cool_ms.max(pause.as_millis() as u64).max(1);
         drop(s);
         // Announced at once: every request another replica sends meanwhile would be refused too.
-        self.link.wake.notify_one();
+        self.link.urgent.notify_one();
         pause
     }
 

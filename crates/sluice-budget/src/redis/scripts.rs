@@ -73,16 +73,18 @@ return {got_r, got_k, math.ceil(wait / 1000), math.ceil(cool_left / 1000),
   string.format('%.4f', r), string.format('%.4f', k)}
 ";
 
-/// Holds a request's worst-case cost against a tenant's period. The hash: `spent` (settled micro-dollars)
-/// and `h:{replica}` (what each replica's requests in flight hold). Holds of a replica whose heartbeat
-/// stopped are dropped: its requests died with it.
+/// Holds an *allowance* of a tenant's period for one replica: micro-dollars its requests' worst cases
+/// are then held against locally, without a round trip. The hash: `spent` (settled micro-dollars) and
+/// `h:{replica}` (what each replica holds: its allowance, requests in flight included). Holds of a replica
+/// whose heartbeat stopped are dropped: its requests died with it.
 ///
 /// KEYS[1] the period's hash, KEYS[2] the replicas' heartbeats (a sorted set scored by µs). ARGV: 1 the
-/// cap (-1: none), 2 the micro-dollars to hold, 3 this replica's id, 4 the spend to start from if the
-/// hash is gone (Redis lost it), 5 the hash's lifetime in s, 6 how old a heartbeat may be, in µs.
+/// cap, 2 the micro-dollars needed now (the request's worst case), 3 this replica's id, 4 the spend to
+/// start from if the hash is gone (Redis lost it), 5 the hash's lifetime in s, 6 how old a heartbeat may
+/// be, in µs, 7 the micro-dollars wanted (at least the need).
 ///
-/// Returns: 1 if held (0 if over the cap), what is committed (spent and held, with this hold when
-/// taken), what is spent.
+/// Returns: what was granted (0 if the need does not fit under the cap; else between the need and the
+/// want), what is committed (spent and held, with the grant), what is spent.
 pub(crate) const SPEND_RESERVE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -105,19 +107,20 @@ for i = 1, #fields, 2 do
     end
   end
 end
-local cap, micros = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cap, need, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[7])
 local committed = spent + held
 redis.call('EXPIRE', KEYS[1], ARGV[5])
-if cap >= 0 and micros > 0 and committed + micros > cap then
+local room = cap - committed
+if need > room then
   return {0, committed, spent}
 end
-if micros > 0 then
-  redis.call('HINCRBY', KEYS[1], 'h:' .. ARGV[3], micros)
-end
-return {1, committed + math.max(micros, 0), spent}
+local grant = math.max(need, math.min(want, room))
+redis.call('HINCRBY', KEYS[1], 'h:' .. ARGV[3], grant)
+return {grant, committed + grant, spent}
 ";
 
-/// Settles requests of one replica in one period: their holds released, their costs added.
+/// Settles requests of one replica in one period: holds released (costs moved from held to spent, and
+/// allowances given back), costs added.
 ///
 /// KEYS[1] the period's hash. ARGV: 1 the holds to release, 2 the cost to add, 3 this replica's id, 4 the
 /// spend to start from if the hash is gone, 5 the hash's lifetime in s.

@@ -1,10 +1,16 @@
-//! A tenant's spend shared through Redis: for a tenant with a cap, each request's worst case is held by
-//! one script (spent plus every replica's holds plus this request within the cap, atomically); costs and
-//! released holds are written in the background, merged per period; a tenant without a cap only counts,
-//! in the background. While Redis is away, each replica may spend its part of what was left, divided by
-//! the replicas last seen alive.
+//! A tenant's spend shared through Redis. For a tenant with a cap, a replica holds an *allowance* taken
+//! by one script (spent plus every replica's holds plus the allowance within the cap, atomically) and
+//! holds its requests' worst cases against it locally: a round trip only when the allowance runs short,
+//! as for rate leases. An allowance is sized by the replica's recent spending and is at most
+//! `lease_share` of what is left divided by the replicas alive (never less than the request); what is
+//! left of it goes back after `lease`. Costs (moved from held to spent) and returned allowances are written
+//! in the background, merged per period; a tenant without a cap only counts, in the background. While
+//! Redis is away, each replica may spend its part of what was left, divided by the replicas last seen
+//! alive.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::time::Instant;
 
 use super::link::Link;
 use crate::{OverBudget, Period, Reserve, SpendBudget};
@@ -19,6 +25,20 @@ pub(crate) struct RedisSpend {
     base: String,
     link: Arc<Link>,
     state: Mutex<SpendLocal>,
+    /// One allowance request at a time: the requests behind it look at what it brought first.
+    turn: tokio::sync::Mutex<()>,
+}
+
+/// Micro-dollars this replica holds in Redis and has not given to a request yet.
+#[derive(Debug, Default, Clone, Copy)]
+struct Allowance {
+    /// Left to give out (negative: answers cost more than their worst case).
+    left: i64,
+    /// Serves requests until then.
+    until: Option<Instant>,
+    /// Given out since the last grant, and when that grant came: the recent rate of spending.
+    taken: i64,
+    since: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -35,6 +55,7 @@ struct SpendLocal {
     share: Option<(i64, i64)>,
     /// Released holds and costs to write, one entry per period.
     pending: Vec<Pending>,
+    allowance: Allowance,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +77,7 @@ impl SpendLocal {
                 self.committed = 0;
                 self.unheld = 0;
                 self.share = None;
+                self.allowance = Allowance::default();
                 true
             }
         }
@@ -73,6 +95,39 @@ impl SpendLocal {
             }
             None => self.pending.push(entry),
         }
+    }
+
+    /// Takes `micros` from the allowance if it covers them now; `None` when it does not.
+    fn from_allowance(&mut self, micros: i64, now: Instant) -> Option<Result<(), OverBudget>> {
+        let allowance = &mut self.allowance;
+        if allowance.until.is_some_and(|until| until > now) && allowance.left >= micros {
+            allowance.left -= micros;
+            allowance.taken = allowance.taken.saturating_add(micros);
+            return Some(Ok(()));
+        }
+        None
+    }
+
+    /// Gives back what is left of an allowance that stopped serving (or all of it, `now` being `None`).
+    fn return_allowance(&mut self, now: Option<Instant>) {
+        let expired = match (now, self.allowance.until) {
+            (Some(now), Some(until)) => until <= now,
+            _ => true,
+        };
+        if !expired {
+            return;
+        }
+        if let Some(period) = self.period
+            && self.allowance.left > 0
+        {
+            self.queue(Pending {
+                period,
+                release: self.allowance.left,
+                add: 0,
+            });
+        }
+        self.allowance.left = 0;
+        self.allowance.until = None;
     }
 
     /// Holds `micros` against this replica's part of what was left when Redis went away.
@@ -101,7 +156,21 @@ impl RedisSpend {
             base: format!("{}:spend:{name}:", link.settings.prefix),
             link,
             state: Mutex::default(),
+            turn: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// How much to ask for: this replica's recent spending over a lease's lifetime plus the request,
+    /// at most `lease_share` of what is left divided by the replicas alive, at least the request.
+    fn want(&self, s: &SpendLocal, cap: i64, micros: i64, now: Instant) -> i64 {
+        let settings = &self.link.settings;
+        let recent = s.allowance.since.map_or(0.0, |since| {
+            let elapsed = now.saturating_duration_since(since).as_secs_f64().max(0.001);
+            s.allowance.taken as f64 / elapsed * settings.lease.as_secs_f64()
+        });
+        let left = cap.saturating_sub(s.committed.max(s.spent)).max(0) as f64;
+        let ceiling = left * settings.lease_share / f64::from(self.link.replicas());
+        ((recent + micros as f64).min(ceiling).max(micros as f64)) as i64
     }
 
     fn key(&self, period: Period) -> String {
@@ -109,8 +178,19 @@ impl RedisSpend {
     }
 
     async fn reserve_remote(&self, period: Period, cap: i64, micros: i64) -> Result<(), OverBudget> {
+        let _turn = self.turn.lock().await;
+        let (known, want) = {
+            let now = Instant::now();
+            let mut s = lock(&self.state);
+            if s.period != Some(period) {
+                return Ok(());
+            }
+            if let Some(done) = s.from_allowance(micros, now) {
+                return done;
+            }
+            (s.spent, self.want(&s, cap, micros, now))
+        };
         let key = self.key(period);
-        let known = lock(&self.state).spent;
         let replies = self
             .link
             .call(|mut connection| async move {
@@ -125,26 +205,35 @@ impl RedisSpend {
                     .arg(known)
                     .arg(HASH_LIFETIME_S)
                     .arg(self.link.dead_after_us())
+                    .arg(want)
                     .invoke_async::<(i64, i64, i64)>(&mut connection)
                     .await
             })
             .await;
+        let now = Instant::now();
         let mut s = lock(&self.state);
         match replies {
-            Ok((held, committed, spent)) => {
+            Ok((granted, committed, spent)) => {
                 if s.period == Some(period) {
                     s.committed = committed;
                     s.spent = spent.saturating_add(s.unwritten(period));
                 }
-                if held == 1 {
-                    Ok(())
-                } else {
-                    Err(OverBudget { committed })
+                if granted <= 0 {
+                    return Err(OverBudget { committed });
                 }
+                if s.period == Some(period) {
+                    let allowance = &mut s.allowance;
+                    allowance.left = allowance.left.saturating_add(granted - micros);
+                    allowance.until = Some(now + self.link.settings.lease);
+                    allowance.taken = micros;
+                    allowance.since = Some(now);
+                }
+                Ok(())
             }
             Err(_) if s.period != Some(period) => Ok(()),
             Err(_) => {
                 let replicas = self.link.replicas();
+                s.return_allowance(None);
                 s.reserve_share(cap, micros, replicas)
             }
         }
@@ -188,7 +277,11 @@ impl RedisSpend {
     pub(crate) async fn flush(&self) {
         let (pending, current, spent) = {
             let mut s = lock(&self.state);
-            if s.pending.is_empty() || !self.link.is_up() {
+            if !self.link.is_up() {
+                return;
+            }
+            s.return_allowance(Some(Instant::now()));
+            if s.pending.is_empty() {
                 return;
             }
             (std::mem::take(&mut s.pending), s.period, s.spent)
@@ -248,9 +341,14 @@ impl SpendBudget for RedisSpend {
         };
         if !self.link.is_up() {
             let replicas = self.link.replicas();
+            // What the allowance held in Redis goes back when Redis does; the share replaces it.
+            s.return_allowance(None);
             return Reserve::ready(s.reserve_share(cap, micros, replicas));
         }
         s.share = None;
+        if let Some(done) = s.from_allowance(micros, Instant::now()) {
+            return Reserve::ready(done);
+        }
         drop(s);
         Reserve::pending(self.reserve_remote(period, cap, micros))
     }
@@ -262,7 +360,14 @@ impl SpendBudget for RedisSpend {
         if s.period == Some(period) {
             let unheld = s.unheld.min(reserved);
             s.unheld -= unheld;
-            release -= unheld;
+            release = 0;
+            if unheld < reserved {
+                // Held in Redis as part of the allowance: the cost moves from held to spent, and what
+                // the worst case did not use stays in the allowance.
+                release = used;
+                let allowance = &mut s.allowance;
+                allowance.left = allowance.left.saturating_add(reserved - unheld - used);
+            }
             s.spent = s.spent.saturating_add(used);
             s.committed = s.committed.saturating_add(used - reserved).max(s.spent);
             if let Some((_, committed)) = &mut s.share {

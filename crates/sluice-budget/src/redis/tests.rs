@@ -171,7 +171,7 @@ async fn the_spend_scripts_hold_within_the_cap_and_drop_a_dead_replicas_holds() 
     };
     assert_eq!(seed(100).await, (1, 100));
     assert_eq!(seed(999).await, (0, 100), "seeded once");
-    let hold = |replica: &'static str, micros: i64| {
+    let hold = |replica: &'static str, micros: i64, want: i64| {
         let (scripts, key, replicas) = (&scripts, key.clone(), replicas.clone());
         let mut c = c.clone();
         async move {
@@ -185,18 +185,28 @@ async fn the_spend_scripts_hold_within_the_cap_and_drop_a_dead_replicas_holds() 
                 .arg(0)
                 .arg(3_600)
                 .arg(10_000_000)
+                .arg(want)
                 .invoke_async::<(i64, i64, i64)>(&mut c)
                 .await
                 .unwrap()
         }
     };
-    assert_eq!(hold("a", 500).await, (1, 600, 100));
+    assert_eq!(hold("a", 500, 500).await, (500, 600, 100));
     assert_eq!(
-        hold("b", 500).await,
+        hold("b", 500, 900).await,
         (0, 600, 100),
         "100 spent and 500 held: 500 more is over"
     );
-    assert_eq!(hold("b", 400).await, (1, 1_000, 100));
+    assert_eq!(
+        hold("b", 100, 250).await,
+        (250, 850, 100),
+        "an allowance: what was wanted"
+    );
+    assert_eq!(
+        hold("b", 100, 900).await,
+        (150, 1_000, 100),
+        "what was left, more than the need"
+    );
     let settle = |replica: &'static str, release: i64, add: i64| {
         let (scripts, key) = (&scripts, key.clone());
         let mut c = c.clone();
@@ -215,7 +225,7 @@ async fn the_spend_scripts_hold_within_the_cap_and_drop_a_dead_replicas_holds() 
         }
     };
     assert_eq!(settle("a", 500, 120).await, 220);
-    assert_eq!(hold("a", 380).await, (1, 1_000, 220), "220 spent, 400 held by b");
+    assert_eq!(hold("a", 380, 380).await, (380, 1_000, 220), "220 spent, 400 held by b");
     // A replica that stopped beating: its holds no longer count.
     redis::cmd("ZADD")
         .arg(&replicas)
@@ -224,7 +234,7 @@ async fn the_spend_scripts_hold_within_the_cap_and_drop_a_dead_replicas_holds() 
         .query_async::<i64>(&mut c.clone())
         .await
         .unwrap();
-    assert_eq!(hold("a", 0).await, (1, 600, 220), "b's 400 dropped");
+    assert_eq!(hold("a", 0, 0).await, (0, 600, 220), "b's 400 dropped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,3 +92,43 @@ impl RawRedis {
 pub(crate) fn is_redis_url(url: &str) -> bool {
     url.strip_prefix("redis://").is_some_and(|rest| !rest.is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    const MODEL: &str = "[[providers]]\nname = \"up\"\nkind = \"openai\"\nkeys = [\"k\"]\n[[models]]\nname = \"m\"\n[[models.deployments]]\nprovider = \"up\"\nmodel = \"gpt-4o\"\n";
+
+    fn problems(table: &str) -> String {
+        match Config::parse(Path::new("sluice.toml"), &format!("{MODEL}[redis]\n{table}")) {
+            Ok(_) => String::new(),
+            Err(err) => err.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_table_has_defaults_and_every_bad_value_is_named() {
+        let config = Config::parse(Path::new("sluice.toml"), &format!("{MODEL}[redis]\n")).unwrap();
+        let settings = config.raw.redis.as_ref().unwrap().settings(None);
+        assert_eq!(settings, sluice_budget::RedisSettings::default());
+        assert_eq!(
+            config
+                .raw
+                .redis
+                .unwrap()
+                .settings(Some("redis://other:6379".to_owned()))
+                .url,
+            "redis://other:6379",
+            "SLUICE_REDIS_URL wins"
+        );
+        assert!(problems("url = \"http://x\"").contains("redis.url"));
+        assert!(problems("url = \"rediss://x:6379\"").contains("TLS"));
+        assert!(problems("lease_share = 0.0").contains("redis.lease_share"));
+        assert!(problems("timeout_ms = 0").contains("redis.timeout_ms"));
+        assert!(problems("prefix = \"a b\"").contains("redis.prefix"));
+        assert!(problems("colour = 1").contains("colour"), "unknown keys are refused");
+        assert_eq!(problems("url = \"redis://127.0.0.1:6379\"\nlease_ms = 500"), "");
+    }
+}

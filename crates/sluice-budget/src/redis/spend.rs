@@ -98,7 +98,7 @@ impl SpendLocal {
     }
 
     /// Takes `micros` from the allowance if it covers them now; `None` when it does not.
-    fn from_allowance(&mut self, micros: i64, now: Instant) -> Option<Result<(), OverBudget>> {
+    fn take_allowance(&mut self, micros: i64, now: Instant) -> Option<Result<(), OverBudget>> {
         let allowance = &mut self.allowance;
         if allowance.until.is_some_and(|until| until > now) && allowance.left >= micros {
             allowance.left -= micros;
@@ -185,7 +185,7 @@ impl RedisSpend {
             if s.period != Some(period) {
                 return Ok(());
             }
-            if let Some(done) = s.from_allowance(micros, now) {
+            if let Some(done) = s.take_allowance(micros, now) {
                 return done;
             }
             (s.spent, self.want(&s, cap, micros, now))
@@ -346,7 +346,7 @@ impl SpendBudget for RedisSpend {
             return Reserve::ready(s.reserve_share(cap, micros, replicas));
         }
         s.share = None;
-        if let Some(done) = s.from_allowance(micros, Instant::now()) {
+        if let Some(done) = s.take_allowance(micros, Instant::now()) {
             return Reserve::ready(done);
         }
         drop(s);

@@ -979,7 +979,7 @@ EOF
         store=$'[store]\nurl = "'"$FULL_URL"'"'
         keys='[]   # virtual keys only: sluice keys create'
         if [[ -n $FULL_REDIS ]]; then
-            store+=$'\n\n[redis]\nurl = "'"$FULL_REDIS"'"\nprefix = "sluice-bench-'"$$"'"'
+            store+=$(printf '\n\n[redis]\nurl = "%s"\nprefix = "sluice-bench-%s"' "$FULL_REDIS" "$$")
         fi
     fi
     cat >"$file" <<EOF

@@ -47,6 +47,26 @@ impl Bucket {
     }
 }
 
+/// How long a key cools down after a 429: the vendor's retry time, or without one an exponential
+/// backoff over `strikes` (429s without a retry time in a row) with full jitter; at most [`MAX_COOLDOWN`].
+pub(crate) fn pause(retry_after: Option<Duration>, backoff: Backoff, strikes: &mut u32) -> Duration {
+    match retry_after {
+        Some(after) => {
+            *strikes = 0;
+            after
+        }
+        None => {
+            *strikes = strikes.saturating_add(1);
+            let exponent = strikes.saturating_sub(1).min(16);
+            let ceiling = backoff.base.saturating_mul(1 << exponent).min(backoff.max);
+            // Full jitter: a random point below the ceiling, so keys refused together do not all come
+            // back together.
+            ceiling.mul_f64(fastrand::f64()).max(Duration::from_millis(10))
+        }
+    }
+    .min(MAX_COOLDOWN)
+}
+
 /// One rate budget's state.
 #[derive(Debug)]
 pub(crate) struct RateState {
@@ -61,7 +81,7 @@ pub(crate) struct RateState {
 
 /// How long a request waits for a slot in flight: a slot frees when a request ends, which cannot be
 /// predicted, so the caller checks again shortly.
-const IN_FLIGHT_RECHECK: Duration = Duration::from_millis(50);
+pub(crate) const IN_FLIGHT_RECHECK: Duration = Duration::from_millis(50);
 
 impl RateState {
     /// A budget with `limits`, full at `now`.
@@ -155,21 +175,7 @@ impl RateState {
     }
 
     pub(crate) fn cool_down(&mut self, retry_after: Option<Duration>, backoff: Backoff, now: Instant) -> Duration {
-        let pause = match retry_after {
-            Some(after) => {
-                self.strikes = 0;
-                after
-            }
-            None => {
-                self.strikes = self.strikes.saturating_add(1);
-                let exponent = self.strikes.saturating_sub(1).min(16);
-                let ceiling = backoff.base.saturating_mul(1 << exponent).min(backoff.max);
-                // Full jitter: a random point below the ceiling, so keys refused together do not all come
-                // back together.
-                ceiling.mul_f64(fastrand::f64()).max(Duration::from_millis(10))
-            }
-        }
-        .min(MAX_COOLDOWN);
+        let pause = pause(retry_after, backoff, &mut self.strikes);
         let until = now + pause;
         self.cooldown_until = Some(self.cooldown_until.map_or(until, |current| current.max(until)));
         pause

@@ -12,10 +12,14 @@
 //! implements the same traits. Reserving may wait on such a backend, so it returns a [`Reserve`] future;
 //! everything else is fire-and-forget, so the request path never waits on a shared store to give back.
 //!
+//! [`RedisBudgets`] shares every budget between replicas through Redis: see the [`redis`] module for its
+//! consistency model and what it does when Redis fails.
+//!
 //! Times come from tokio's clock, so tests run on paused time.
 
 mod bucket;
 mod local;
+pub mod redis;
 mod reserve;
 
 use std::fmt::Debug;
@@ -25,7 +29,31 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use crate::local::LocalBudgets;
+pub use crate::redis::{RedisBudgets, RedisSettings};
 pub use crate::reserve::{BoxFuture, Reserve};
+
+/// Why a budget backend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetError {
+    /// The Redis URL is not one the client can use.
+    #[error("the Redis URL is not valid: {0}")]
+    InvalidUrl(String),
+    /// A shared backend runs background tasks and needs a tokio runtime to start them in.
+    #[error("the Redis budgets must be started inside a tokio runtime")]
+    NoRuntime,
+    /// Redis did not answer.
+    #[error("Redis did not answer: {0}")]
+    Unreachable(String),
+}
+
+/// A change to virtual keys or tenants made on one replica that every other replica must apply at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcement {
+    /// The virtual key with this id was revoked: drop it from memory without waiting for the database.
+    KeyRevoked(Arc<str>),
+    /// Tenants or keys changed: read them again from the database.
+    TenantsChanged,
+}
 
 /// Limits of a rate budget. `None` is unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -188,6 +216,17 @@ pub trait BudgetBackend: Send + Sync + Debug + 'static {
     /// reachable or serving local fallbacks.
     fn status(&self) -> BackendStatus {
         BackendStatus::default()
+    }
+
+    /// Tells every other replica sharing the backend about `change`, without waiting; a local backend
+    /// has no one to tell.
+    fn announce(&self, change: Announcement) {
+        let _ = change;
+    }
+
+    /// Changes other replicas announce, as they arrive; `None` for a backend no other replica shares.
+    fn announcements(&self) -> Option<tokio::sync::broadcast::Receiver<Announcement>> {
+        None
     }
 }
 

@@ -1,13 +1,15 @@
 //! Who holds a virtual key: keys and tenants read from the store into memory and refreshed every few
 //! seconds, so the request path never waits on the database and a revoked key stops working within one
-//! refresh.
+//! refresh. With replicas sharing a budget backend, a change made on one is announced to the others: a
+//! revoked key is dropped from every replica's memory at once, without reading the database (which may
+//! be unreachable), and a change to tenants or keys makes them read it again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sluice_budget::BudgetBackend;
+use sluice_budget::{Announcement, BudgetBackend};
 use sluice_store::{KeyHash, Store, StoreError};
 
 use crate::caller::{Authenticator, Principal, StaticKeys};
@@ -28,7 +30,14 @@ pub struct Directory {
     budgets: Arc<dyn BudgetBackend>,
     keys: RwLock<HashMap<KeyHash, CachedKey>>,
     tenants: RwLock<HashMap<String, Arc<TenantState>>>,
+    /// Keys revoked by an announcement, by id, and when: kept out of the cache until a read of the
+    /// database that began after the announcement no longer lists them (a read begun before it would
+    /// bring them back).
+    revoked: RwLock<HashMap<Arc<str>, Instant>>,
 }
+
+/// How long a revocation heard from another replica is kept when the database still lists the key.
+const REVOKED_KEPT: Duration = Duration::from_secs(600);
 
 impl std::fmt::Debug for Directory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,6 +59,7 @@ impl Directory {
             budgets,
             keys: RwLock::new(HashMap::new()),
             tenants: RwLock::new(HashMap::new()),
+            revoked: RwLock::new(HashMap::new()),
         };
         directory.refresh().await?;
         Ok(directory)
@@ -58,6 +68,7 @@ impl Directory {
     /// Reloads keys and tenants from the store. A tenant seen for the first time has its spend for the
     /// current period seeded from the ledger.
     pub async fn refresh(&self) -> Result<(), StoreError> {
+        let began = Instant::now();
         let now = Utc::now();
         let tenants = self.store.list_tenants().await?;
         let mut fresh = HashMap::with_capacity(tenants.len());
@@ -78,11 +89,15 @@ impl Directory {
             };
             fresh.insert(state.name().to_owned(), state);
         }
-        let keys = self
-            .store
-            .list_active_keys()
-            .await?
+        let active = self.store.list_active_keys().await?;
+        let mut revoked = self.revoked.write().unwrap_or_else(PoisonError::into_inner);
+        revoked.retain(|id, heard| {
+            let listed = active.iter().any(|a| a.key.id.as_str() == id.as_ref());
+            (*heard >= began || listed) && heard.elapsed() < REVOKED_KEPT
+        });
+        let keys = active
             .into_iter()
+            .filter(|active| !revoked.contains_key(active.key.id.as_str()))
             .map(|active| {
                 (
                     active.hash,
@@ -96,19 +111,78 @@ impl Directory {
             .collect();
         *self.tenants.write().unwrap_or_else(PoisonError::into_inner) = fresh;
         *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
+        drop(revoked);
         Ok(())
     }
 
-    /// Refreshes every `every` until the task is dropped; a failed refresh keeps the last good view.
+    /// The key with this `id` was revoked in the store through this replica: it stops working here at
+    /// once, and every other replica sharing the budget backend is told.
+    pub fn key_revoked(&self, id: &str) {
+        self.forget_key(id);
+        self.budgets.announce(Announcement::KeyRevoked(Arc::from(id)));
+    }
+
+    /// Tenants or keys changed in the store through this replica: the other replicas read them again.
+    pub fn changed(&self) {
+        self.budgets.announce(Announcement::TenantsChanged);
+    }
+
+    /// Drops the key `id` from memory, and keeps it out until the database agrees.
+    fn forget_key(&self, id: &str) {
+        self.revoked
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(Arc::from(id), Instant::now());
+        self.keys
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, key| key.id.as_ref() != id);
+    }
+
+    /// Applies a change another replica announced.
+    async fn apply(&self, change: Announcement) {
+        match change {
+            Announcement::KeyRevoked(id) => {
+                self.forget_key(&id);
+                tracing::info!(key = %id, "key revoked on another replica");
+            }
+            Announcement::TenantsChanged => {
+                if let Err(err) = self.refresh().await {
+                    tracing::warn!(%err, "could not read keys and tenants changed on another replica");
+                }
+            }
+        }
+    }
+
+    /// Refreshes every `every` until the task is dropped, and applies at once what other replicas
+    /// announce; a failed refresh keeps the last good view.
     pub fn spawn_refresh(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
+            let mut heard = self.budgets.announcements();
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             loop {
-                tick.tick().await;
-                if let Err(err) = self.refresh().await {
-                    tracing::warn!(%err, "could not refresh keys and tenants; serving the last known ones");
+                let announced = async {
+                    match heard.as_mut() {
+                        Some(heard) => heard.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Err(err) = self.refresh().await {
+                            tracing::warn!(%err, "could not refresh keys and tenants; serving the last known ones");
+                        }
+                    }
+                    change = announced => match change {
+                        Ok(change) => self.apply(change).await,
+                        // Announcements were missed: read everything again.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            self.apply(Announcement::TenantsChanged).await;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => heard = None,
+                    },
                 }
             }
         })

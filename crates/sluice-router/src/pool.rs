@@ -94,8 +94,8 @@ impl ProviderPool {
     }
 
     /// The vendor refused key `index` as invalid: it is out until a probe on a growing backoff (a minute,
-    /// doubling up to an hour) finds it good again. Its value is never logged, only its id.
-    pub(crate) fn refuse(&self, index: usize, now: Instant) {
+    /// doubling up to an hour) finds it good again; returns that wait. Its value is never logged, only its id.
+    pub(crate) fn refuse(&self, index: usize, now: Instant) -> Duration {
         let out_for = self.health[index].refuse(now);
         tracing::error!(
             provider = %self.name,
@@ -103,6 +103,7 @@ impl ProviderPool {
             probe_in_s = out_for.as_secs(),
             "the upstream refused this key as invalid; it is out of the pool until a probe finds it good"
         );
+        out_for
     }
 
     /// Key `index` answered: if it was out, it is back.

@@ -272,7 +272,9 @@ impl Router {
             ProviderError::Authentication { .. } => {
                 reservation.cancel();
                 if take_out {
-                    deployment.provider.refuse(key, now);
+                    let out_for = deployment.provider.refuse(key, now);
+                    // The key's budget cools down as long: replicas sharing the budget skip the key too.
+                    budget.cool_down(Some(out_for), self.settings.backoff);
                 } else {
                     deployment.provider.release_probe(key);
                 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use secrecy::SecretString;
 use sluice_api::ChatCompletionRequest;
-use sluice_budget::{Limits, LocalBudgets};
+use sluice_budget::{BudgetBackend, Limits, LocalBudgets};
 use sluice_providers::{
     BoxFuture, ChatCall, ChatProvider, ChatReply, ProviderError, RateLimitSnapshot, ReplyBody, UpstreamKey,
 };
@@ -121,7 +121,11 @@ impl Setup {
     }
 
     fn router(&self) -> Router {
-        let budgets = LocalBudgets::new();
+        self.router_on(&LocalBudgets::new())
+    }
+
+    /// A router whose budgets come from `budgets`, which another router (another replica) may share.
+    fn router_on(&self, budgets: &dyn BudgetBackend) -> Router {
         let deployments = self
             .deployments
             .iter()
@@ -146,7 +150,7 @@ impl Setup {
                         breaker: self.breaker,
                         drop_unsupported: false,
                     },
-                    &budgets,
+                    budgets,
                 )
             })
             .collect();
@@ -323,12 +327,46 @@ async fn a_refused_key_sits_out_then_a_probe_brings_it_back() {
     assert_eq!(calls_to_0, 1, "out after its refusal");
     let view = router.limits();
     assert!(!view[0].usable && view[0].probe_in_ms == Some(60_000), "{view:?}");
+    assert_eq!(
+        view[0].budget.cooldown_ms,
+        Some(60_000),
+        "its budget cools down as long"
+    );
     tokio::time::advance(Duration::from_secs(60)).await;
     for _ in 0..4 {
         assert!(chat(&router).await.0.is_ok());
     }
     assert!(adapter.calls().iter().filter(|k| *k == "p0#0").count() >= 2, "probed");
     assert!(router.limits()[0].usable, "the probe answered: back in the pool");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_refused_on_one_replica_is_skipped_by_another_sharing_its_budget() {
+    let adapter = Arc::new(Scripted::default()).script("p0#0", &[Step::Fail(refused)]);
+    let setup = Setup::new(&adapter, 2);
+    let shared = LocalBudgets::new();
+    let (first, second) = (setup.router_on(&shared), setup.router_on(&shared));
+    // Requests on the first replica until key 0 is refused and out of its pool.
+    while adapter.calls().iter().all(|k| k != "p0#0") {
+        assert!(chat(&first).await.0.is_ok());
+    }
+    assert!(
+        second.limits()[0].usable,
+        "the second replica's pool knows nothing of it"
+    );
+    for _ in 0..6 {
+        assert!(chat(&second).await.0.is_ok());
+    }
+    let calls_to_0 = adapter.calls().iter().filter(|k| *k == "p0#0").count();
+    assert_eq!(calls_to_0, 1, "the shared budget kept the second replica off the key");
+    tokio::time::advance(Duration::from_secs(60)).await;
+    for _ in 0..4 {
+        assert!(chat(&second).await.0.is_ok());
+    }
+    assert!(
+        adapter.calls().iter().filter(|k| *k == "p0#0").count() >= 2,
+        "back after the probe wait"
+    );
 }
 
 #[tokio::test(start_paused = true)]

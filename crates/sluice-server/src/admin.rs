@@ -186,16 +186,18 @@ pub(crate) async fn list_keys(State(state): State<AppState>, Path(tenant): Path<
 pub(crate) async fn revoke_key(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let tenancy = tenancy(&state)?;
     tenancy.store.revoke_key(&id).await.map_err(|e| store_error(&e))?;
+    tenancy.directory.key_revoked(&id);
     refresh(tenancy).await;
     Ok(axum::Json(json!({"id": id, "revoked": true})).into_response())
 }
 
-/// A change made through this gateway takes effect at once here; other replicas see it at their next
-/// refresh.
+/// A change made through this gateway takes effect at once here; other replicas sharing its budgets are
+/// told to read it, and see it at their next refresh otherwise.
 async fn refresh(tenancy: &Tenancy) {
     if let Err(err) = tenancy.directory.refresh().await {
         tracing::warn!(%err, "could not refresh keys and tenants after a change");
     }
+    tenancy.directory.changed();
 }
 
 /// Query of the spend endpoints.

@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use sluice_api::ModelList;
+use sluice_budget::BudgetBackend;
 use sluice_pipeline::{Authenticator, Directory, Pipeline, Principal};
 use sluice_prompts::PromptWatcher;
 use sluice_router::Router;
@@ -61,6 +62,7 @@ struct StateInner {
     models_body: Bytes,
     prompts: Option<Arc<PromptWatcher>>,
     tenancy: Option<Tenancy>,
+    budgets: Arc<dyn BudgetBackend>,
 }
 
 /// What tenant features need: the store and the key and tenant directory.
@@ -74,13 +76,14 @@ pub struct Tenancy {
 
 impl AppState {
     /// State over the request `pipeline`, `auth` and, when they are on, the published `prompts` and the
-    /// `tenancy` (tenants and virtual keys).
+    /// `tenancy` (tenants and virtual keys); `budgets` is asked for its health by `/readyz` and `/metrics`.
     pub fn new(
         pipeline: Arc<Pipeline>,
         auth: Arc<dyn Authenticator>,
         settings: HttpSettings,
         prompts: Option<Arc<PromptWatcher>>,
         tenancy: Option<Tenancy>,
+        budgets: Arc<dyn BudgetBackend>,
     ) -> Self {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -98,6 +101,7 @@ impl AppState {
                 models_body,
                 prompts,
                 tenancy,
+                budgets,
             }),
         }
     }
@@ -310,6 +314,7 @@ async fn metrics(State(state): State<AppState>, served: Option<axum::Extension<A
             let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
     }
+    budget_metrics(&state.inner.budgets.status(), &mut body);
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -318,14 +323,58 @@ async fn metrics(State(state): State<AppState>, served: Option<axum::Extension<A
     response
 }
 
+/// The budget backend's health: whether budgets are shared, by how many replicas, and how often they fell
+/// back to local shares.
+fn budget_metrics(status: &sluice_budget::BackendStatus, out: &mut String) {
+    use std::fmt::Write;
+    let backend = status.backend;
+    for (name, kind, help, value) in [
+        (
+            "sluice_budgets_shared",
+            "gauge",
+            "1 while budgets are shared between replicas (0 for local budgets, or while the shared store is unreachable).",
+            u64::from(status.shared),
+        ),
+        (
+            "sluice_budgets_replicas",
+            "gauge",
+            "Replicas sharing the budgets, as last seen.",
+            u64::from(status.replicas),
+        ),
+        (
+            "sluice_budgets_fallbacks_total",
+            "counter",
+            "Times the shared budgets fell back to local shares because the shared store was unreachable.",
+            status.fallbacks,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{backend=\"{backend}\"}} {value}"
+        );
+    }
+}
+
 async fn healthz() -> Response {
     json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
 }
 
-/// Ready when at least one model can be served.
+/// Ready when at least one model can be served. The body also tells how budgets are kept: a replica whose
+/// shared store is unreachable still serves (each limit divided by the replicas last seen), so it stays
+/// ready and says so.
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.router().has_enabled_model() {
-        json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#))
+        let status = state.inner.budgets.status();
+        let body = serde_json::json!({
+            "status": "ready",
+            "budgets": {
+                "backend": status.backend,
+                "shared": status.shared,
+                "replicas": status.replicas,
+                "fallbacks": status.fallbacks,
+            },
+        });
+        json_response(StatusCode::OK, Bytes::from(body.to_string()))
     } else {
         json_response(
             StatusCode::SERVICE_UNAVAILABLE,

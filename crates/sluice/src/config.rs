@@ -16,6 +16,9 @@ pub use providers::{
     Upstream,
 };
 
+mod redis;
+pub use self::redis::RawRedis;
+
 /// The configuration as written in the file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +47,9 @@ pub struct RawConfig {
     /// `[prompts]`
     #[serde(default)]
     pub prompts: RawPrompts,
+    /// `[redis]`: budgets shared between replicas; absent, each process keeps its own.
+    #[serde(default)]
+    pub redis: Option<RawRedis>,
 }
 
 /// `[server]`
@@ -334,6 +340,9 @@ pub struct Config {
     pub prompts: PromptsConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[redis]`, checked: budgets shared between replicas; absent, each process keeps its own (unless
+    /// `SLUICE_REDIS_URL` is set).
+    pub redis: Option<RawRedis>,
 }
 
 /// How upstream failures are backed off and broken off, from `[upstream]`.
@@ -505,9 +514,14 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         providers: raw_providers,
         models: raw_models,
         prompts,
+        redis,
     } = raw;
     let providers = providers::validate_providers(raw_providers, &mut problems);
     let models = providers::validate_models(raw_models, &providers, &mut problems);
+
+    if let Some(redis) = &redis {
+        problems.extend(redis.problems());
+    }
 
     if !problems.is_empty() {
         return Err(ConfigError::Invalid {
@@ -566,6 +580,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             format: log.format,
             level: log.level,
         },
+        redis,
     })
 }
 

@@ -269,7 +269,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&cli.config)?;
             init_logging(cli.log_format, Some(&config));
             let store = sluice::wiring::open_store(&config, &env_var).await?;
-            keys(&store, command).await
+            keys(&store, command, sluice::wiring::redis_settings(&config, &env_var)).await
         }
         Command::Spend(args) => {
             let config = Config::load(&cli.config)?;
@@ -391,7 +391,11 @@ async fn tenants(store: &sluice_store::Store, command: TenantsCommand) -> anyhow
     Ok(())
 }
 
-async fn keys(store: &sluice_store::Store, command: KeysCommand) -> anyhow::Result<()> {
+async fn keys(
+    store: &sluice_store::Store,
+    command: KeysCommand,
+    redis: Option<sluice_budget::RedisSettings>,
+) -> anyhow::Result<()> {
     use secrecy::ExposeSecret;
     match command {
         KeysCommand::Create { tenant, name } => {
@@ -437,6 +441,15 @@ async fn keys(store: &sluice_store::Store, command: KeysCommand) -> anyhow::Resu
         KeysCommand::Revoke { id } => {
             store.revoke_key(&id).await?;
             println!("revoked {id}");
+            // Replicas sharing budgets through Redis drop the key at once; the others at their next refresh.
+            if let Some(settings) = redis {
+                let revoked = sluice_budget::Announcement::KeyRevoked(id.as_str().into());
+                if let Err(err) = sluice_budget::RedisBudgets::announce_once(&settings, revoked).await {
+                    eprintln!(
+                        "warning: could not tell the gateways through Redis ({err}); they see it within [store] refresh_ms"
+                    );
+                }
+            }
         }
     }
     Ok(())
@@ -490,6 +503,7 @@ fn table_text(columns: &[(&str, Align)], rows: &[Vec<String>]) -> String {
 async fn serve(config: Config) -> anyhow::Result<()> {
     sluice::exposure::check_listen(&config)?;
     let mut gateway = sluice::build(&config, &env_var)?;
+    gateway.connect_budgets(Duration::from_secs(2)).await;
     sluice::wiring::attach_store(&mut gateway, &config, &env_var).await?;
     let _refreshing = gateway.refresh_tenancy(&config);
     let _watching = gateway.watch_prompts(&config);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use sluice_budget::{Backoff, BudgetBackend, Limits, LocalBudgets};
+use sluice_budget::{Backoff, BudgetBackend, Limits, LocalBudgets, RedisBudgets};
 use sluice_pipeline::{Authenticator, DeploymentPrice, Directory, Ledger, Pipeline, PriceBook, StaticKeys};
 use sluice_prompts::PromptWatcher;
 use sluice_providers::{ChatProvider, UpstreamKey};
@@ -38,6 +38,9 @@ pub enum WiringError {
     /// The price list does not load; the message names the file, the line and the key.
     #[error("cannot load the prices: {0}")]
     Prices(sluice_store::PricesError),
+    /// The shared budgets could not start.
+    #[error("cannot share budgets through Redis ([redis] or SLUICE_REDIS_URL): {0}")]
+    Budgets(#[from] sluice_budget::BudgetError),
     /// The prompt templates do not load; each problem names its file and line.
     #[error("the prompt templates in {dir} do not load:\n{source}")]
     Prompts {
@@ -56,6 +59,9 @@ pub struct Gateway {
     pub auth: Arc<dyn Authenticator>,
     /// Every budget: upstream keys' and tenants'.
     pub budgets: Arc<dyn BudgetBackend>,
+    /// The same budgets when they are shared through Redis, for waiting on the first connection and
+    /// leaving at shutdown.
+    pub redis: Option<Arc<RedisBudgets>>,
     /// Where usage is recorded, once [`attach_store`] ran.
     pub ledger: Option<Arc<Ledger>>,
     /// The configured client and admin keys, also accepted with a store.
@@ -121,7 +127,11 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
         failures: failover.breaker_failures,
         cool_off: failover.breaker_cooloff,
     };
-    let budgets: Arc<dyn BudgetBackend> = Arc::new(LocalBudgets::new());
+    let redis = redis_budgets(config, env)?;
+    let budgets: Arc<dyn BudgetBackend> = match &redis {
+        Some(redis) => Arc::clone(redis) as Arc<dyn BudgetBackend>,
+        None => Arc::new(LocalBudgets::new()),
+    };
     let models = config
         .models
         .iter()
@@ -208,6 +218,7 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
         router,
         auth,
         budgets,
+        redis,
         ledger: None,
         configured,
         tenancy: None,
@@ -215,6 +226,31 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
         prompts,
         warnings,
     })
+}
+
+/// The Redis settings when budgets are shared: `[redis]`, or its defaults when only `SLUICE_REDIS_URL`
+/// is set (which overrides `[redis] url`).
+pub fn redis_settings(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Option<sluice_budget::RedisSettings> {
+    let url = env("SLUICE_REDIS_URL").filter(|url| !url.is_empty());
+    match (&config.redis, url) {
+        (Some(raw), url) => Some(raw.settings(url)),
+        (None, Some(url)) => Some(crate::config::RawRedis::default().settings(Some(url))),
+        (None, None) => None,
+    }
+}
+
+/// Budgets shared through Redis, when configured; they connect in the background and serve local shares
+/// until Redis answers.
+fn redis_budgets(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Arc<RedisBudgets>>, WiringError> {
+    let Some(settings) = redis_settings(config, env) else {
+        return Ok(None);
+    };
+    let budgets = RedisBudgets::start(settings)?;
+    tracing::info!(replica = budgets.replica(), "budgets are shared through Redis");
+    Ok(Some(Arc::new(budgets)))
 }
 
 /// The database URL: `SLUICE_DATABASE_URL` when set, else `[store] url`.
@@ -342,8 +378,21 @@ impl Gateway {
         Some(Arc::clone(&tenancy.directory).spawn_refresh(config.store.refresh))
     }
 
+    /// Waits, at most `limit`, for shared budgets to reach Redis before serving, so the first requests
+    /// take leases rather than local shares.
+    pub async fn connect_budgets(&self, limit: Duration) {
+        if let Some(redis) = &self.redis
+            && !redis.wait_connected(limit).await
+        {
+            tracing::warn!("Redis did not answer yet: serving with local shares of every limit until it does");
+        }
+    }
+
     /// Flushes the usage ledger, within `grace`.
     pub async fn flush(&self, grace: Duration) {
+        if let Some(redis) = &self.redis {
+            redis.leave().await;
+        }
         if let Some(ledger) = &self.ledger {
             let stats = ledger.writer().shutdown(grace).await;
             tracing::info!(?stats, "usage ledger flushed");
@@ -420,6 +469,7 @@ pub fn app(gateway: &Gateway, config: &Config) -> axum::Router {
         },
         Some(Arc::clone(&gateway.prompts)),
         gateway.tenancy.clone(),
+        Arc::clone(&gateway.budgets),
     );
     sluice_server::build_router(state)
 }

@@ -16,6 +16,8 @@ pub enum PipelineError {
         message: String,
         /// The field at fault.
         param: &'static str,
+        /// A machine-readable code, where one says more than the status.
+        code: Option<&'static str>,
     },
     /// The caller's tenant may not make this request now.
     #[error("tenant `{tenant}` may not call `{model}` now: {refusal:?}")]
@@ -44,6 +46,15 @@ impl PipelineError {
         Self::Invalid {
             message: message.into(),
             param,
+            code: None,
         }
+    }
+
+    /// The same refusal with a machine-readable `code`.
+    pub fn with_code(mut self, new_code: &'static str) -> Self {
+        if let Self::Invalid { code, .. } = &mut self {
+            *code = Some(new_code);
+        }
+        self
     }
 }

@@ -147,6 +147,7 @@ impl Pipeline {
                 });
             }
         };
+        operation.admits(route).map_err(Refused::unrecorded)?;
         let tenant = caller.principal.tenant.as_ref();
         let refusal = |refusal: TenantRefusal| {
             Refused::unrecorded(PipelineError::Tenant {

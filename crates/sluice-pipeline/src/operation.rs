@@ -6,7 +6,8 @@ use std::sync::Arc;
 use sluice_api::{ChatCompletionRequest, EmbeddingRequest};
 use sluice_providers::{BoxFuture, ChatReply, ReplyBody};
 use sluice_router::{
-    Attempt, ChatOperation, Completion, EmbedOperation, Operation as RouteOperation, RouteError, Routed, Router,
+    Attempt, ChatOperation, Completion, EmbedOperation, ModelRoute, Operation as RouteOperation, RouteError, Routed,
+    Router,
 };
 use sluice_tokens::Encoding;
 
@@ -27,6 +28,13 @@ pub trait Operation: Send + Sync {
     /// Checks what parsing cannot: values that parse but make no sense, and bounds on the work a request
     /// may ask for. Cheap: it runs before anything else.
     fn validate(&self) -> Result<(), PipelineError>;
+
+    /// Whether the model's `route` can serve this operation at all: checked right after the route is found,
+    /// before any token is counted.
+    fn admits(&self, route: &ModelRoute) -> Result<(), PipelineError> {
+        let _ = route;
+        Ok(())
+    }
 
     /// The input's tokens with `encoding`. Large inputs are counted off the executor.
     fn count(&self, encoding: Encoding) -> BoxFuture<'_, u64>;
@@ -166,6 +174,20 @@ impl Operation for Embeddings {
             ));
         }
         Ok(())
+    }
+
+    fn admits(&self, route: &ModelRoute) -> Result<(), PipelineError> {
+        if route.embeds() {
+            return Ok(());
+        }
+        Err(PipelineError::invalid(
+            format!(
+                "The model `{}` has no provider that offers embeddings.",
+                self.request.model
+            ),
+            "model",
+        )
+        .with_code("embeddings_not_supported"))
     }
 
     fn count(&self, encoding: Encoding) -> BoxFuture<'_, u64> {

@@ -24,6 +24,8 @@ pub struct ProviderPool {
     health: Vec<KeyHealth>,
     pub(crate) missing: Vec<String>,
     next_key: AtomicUsize,
+    /// Whether the vendor offers embeddings.
+    embeds: bool,
 }
 
 impl std::fmt::Debug for ProviderPool {
@@ -52,7 +54,20 @@ impl ProviderPool {
             keys,
             missing,
             next_key: AtomicUsize::new(0),
+            embeds: true,
         }
+    }
+
+    /// The same pool, saying whether its vendor offers embeddings (by default it does): a model none of
+    /// whose providers does is refused an embeddings request before its input is counted.
+    pub fn with_embeddings(mut self, embeds: bool) -> Self {
+        self.embeds = embeds;
+        self
+    }
+
+    /// Whether the vendor offers embeddings.
+    pub fn embeds(&self) -> bool {
+        self.embeds
     }
 
     /// The provider's configured name.
@@ -385,6 +400,11 @@ impl ModelRoute {
     /// Its deployments, by priority.
     pub fn deployments(&self) -> &[Deployment] {
         &self.deployments
+    }
+
+    /// Whether any of its deployments' providers offers embeddings.
+    pub fn embeds(&self) -> bool {
+        self.deployments.iter().any(|d| d.provider.embeds())
     }
 
     /// Its counters.

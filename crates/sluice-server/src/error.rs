@@ -127,7 +127,13 @@ impl ApiError {
     /// How a refusal of the pipeline reaches the client.
     pub fn from_pipeline(err: &PipelineError) -> Self {
         match err {
-            PipelineError::Invalid { message, param } => Self::invalid_request(message.clone(), Some(param)),
+            PipelineError::Invalid { message, param, code } => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                message.clone(),
+                Some(param),
+                *code,
+            ),
             PipelineError::Tenant { refusal, tenant, model } => Self::from_tenant(refusal, tenant, model),
             PipelineError::Route(err) => Self::from_route(err),
         }

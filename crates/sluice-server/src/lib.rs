@@ -264,6 +264,17 @@ async fn metrics(State(state): State<AppState>, served: Option<axum::Extension<A
     if let Some(axum::Extension(stats)) = served {
         serve::render_metrics(&stats, &mut body);
     }
+    {
+        use std::fmt::Write;
+        let (inline, offloaded) = sluice_tokens::counting_stats();
+        let _ = writeln!(
+            body,
+            "# HELP sluice_token_counts_total Inputs counted, on the request's own thread or on the bounded pool.\n\
+             # TYPE sluice_token_counts_total counter\n\
+             sluice_token_counts_total{{where=\"inline\"}} {inline}\n\
+             sluice_token_counts_total{{where=\"offloaded\"}} {offloaded}"
+        );
+    }
     if let Some(ledger) = state.ledger() {
         use std::fmt::Write;
         let stats = ledger.writer().stats();

@@ -28,5 +28,5 @@ pub use chat::{count_chat, count_chat_with_limit, fits, upper_bound};
 pub use encoding::{
     Encoding, EncodingName, Exactness, TokenCount, UnknownEncoding, count_text, count_text_with_limit, for_model,
 };
-pub use offload::{BLOCKING_PERMITS, INLINE_MAX, count_chat_offloaded, count_offloaded};
+pub use offload::{INLINE_MAX, blocking_permits, count_chat_offloaded, count_offloaded, counting_stats};
 pub use stream::CompletionCounter;

@@ -1,6 +1,7 @@
 //! Counting from async code without stalling the executor.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use sluice_api::ChatCompletionRequest;
 use tokio::sync::Semaphore;
@@ -14,14 +15,29 @@ use crate::encoding::{Encoding, Exactness, TokenCount};
 /// worth the hand-off to the blocking pool (about 75 us of latency on a busy 2-core machine).
 pub const INLINE_MAX: u64 = 4 * 1024;
 
-/// Blocking threads counting at once. Counting is pure CPU work, and the machine has few cores: more
-/// permits would only take cores from the executor. Requests beyond them wait their turn without a thread.
-pub const BLOCKING_PERMITS: usize = 2;
+/// Blocking threads counting at once: one fewer than the machine's cores, at least one. Counting is pure CPU
+/// work: as many counts as cores would take every core from the executor, and `/healthz` and every other
+/// request would wait on the OS scheduler. Requests beyond them wait their turn without a thread.
+pub fn blocking_permits() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
 
-static BLOCKING: Semaphore = Semaphore::const_new(BLOCKING_PERMITS);
+/// Counts made inline and on the blocking pool since the process started.
+static INLINE: AtomicU64 = AtomicU64::new(0);
+static OFFLOADED: AtomicU64 = AtomicU64::new(0);
+
+/// How many counts ran inline and how many on the blocking pool, for `/metrics`.
+pub fn counting_stats() -> (u64, u64) {
+    (INLINE.load(Ordering::Relaxed), OFFLOADED.load(Ordering::Relaxed))
+}
+
+fn blocking() -> &'static Semaphore {
+    static BLOCKING: OnceLock<Semaphore> = OnceLock::new();
+    BLOCKING.get_or_init(|| Semaphore::new(blocking_permits()))
+}
 
 /// [`count_chat`] for async callers: a small prompt (see [`INLINE_MAX`]) is counted inline, a larger one on
-/// tokio's blocking pool, at most [`BLOCKING_PERMITS`] at a time, so that one huge or hostile request cannot
+/// tokio's blocking pool, at most [`blocking_permits`] at a time, so that one huge or hostile request cannot
 /// hold an executor thread. A prompt whose encoding is not loaded yet also goes to the pool, since loading
 /// takes tens of milliseconds.
 ///
@@ -42,18 +58,20 @@ pub async fn count_offloaded(
     count: impl FnOnce() -> TokenCount + Send + 'static,
 ) -> TokenCount {
     if bound <= INLINE_MAX && encoding.name.is_loaded() {
+        INLINE.fetch_add(1, Ordering::Relaxed);
         return count();
     }
+    OFFLOADED.fetch_add(1, Ordering::Relaxed);
     let fallback = TokenCount {
         tokens: bound,
         exactness: Exactness::Estimate,
     };
     // The semaphore is never closed.
-    let Ok(permit) = BLOCKING.acquire().await else {
+    let Ok(permit) = blocking().acquire().await else {
         return fallback;
     };
     // The permit moves into the task: should this future be dropped, the count still holds its permit
-    // until it ends, so no more than `BLOCKING_PERMITS` counts ever run.
+    // until it ends, so no more than `blocking_permits()` counts ever run.
     let task = tokio::task::spawn_blocking(move || {
         let counted = count();
         drop(permit);

@@ -99,12 +99,14 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
 
     for (i, provider) in config.providers.iter().enumerate() {
         let (keys, missing) = resolve_keys(i, provider, env, &mut warnings);
-        let adapter: Arc<dyn ChatProvider> = match &provider.upstream {
-            Upstream::Vendor { spec, settings } => spec.adapter(client.clone(), settings, config.timeouts),
+        let (adapter, embeds): (Arc<dyn ChatProvider>, bool) = match &provider.upstream {
+            Upstream::Vendor { spec, settings } => {
+                (spec.adapter(client.clone(), settings, config.timeouts), spec.embeds)
+            }
             Upstream::Simulated(sim_config) => {
                 let sim = Arc::new(Simulator::new(sim_config.clone()));
                 simulators.insert(provider.name.clone(), Arc::clone(&sim));
-                Arc::new(SimulatedAdapter::new(sim, config.timeouts))
+                (Arc::new(SimulatedAdapter::new(sim, config.timeouts)), false)
             }
         };
         if keys.is_empty() {
@@ -118,7 +120,7 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
         }
         pools.insert(
             provider.name.as_str(),
-            Arc::new(ProviderPool::new(provider.name.as_str(), adapter, keys, missing)),
+            Arc::new(ProviderPool::new(provider.name.as_str(), adapter, keys, missing).with_embeddings(embeds)),
         );
     }
 

@@ -32,8 +32,11 @@ enum State {
     Open {
         until: Instant,
     },
-    /// One probe is out; others are refused until it answers.
-    Probing,
+    /// One probe is out since then; others are refused until it answers, or until a cool-off has passed
+    /// without an answer (the probe's request was cancelled), when another may probe.
+    Probing {
+        since: Instant,
+    },
 }
 
 /// The breaker of one deployment.
@@ -78,12 +81,17 @@ impl Breaker {
         match *state {
             State::Closed { .. } => Ok(()),
             State::Open { until } if now >= until => {
-                *state = State::Probing;
+                *state = State::Probing { since: now };
                 Ok(())
             }
             State::Open { until } => Err(until - now),
+            // A probe that never answered (its request was dropped) does not hold the breaker forever.
+            State::Probing { since } if now.saturating_duration_since(since) >= self.policy.cool_off => {
+                *state = State::Probing { since: now };
+                Ok(())
+            }
             // The probe's answer decides; meanwhile others wait a little.
-            State::Probing => Err(Duration::from_millis(100)),
+            State::Probing { .. } => Err(Duration::from_millis(100)),
         }
     }
 
@@ -118,7 +126,7 @@ impl Breaker {
             State::Open { until } if until > now => BreakerView::Open {
                 retry_in_ms: (until - now).as_millis() as u64,
             },
-            State::Open { .. } | State::Probing => BreakerView::HalfOpen,
+            State::Open { .. } | State::Probing { .. } => BreakerView::HalfOpen,
         }
     }
 }

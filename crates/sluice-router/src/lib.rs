@@ -190,11 +190,16 @@ impl AttemptOutcome {
 pub struct KeySettlement {
     reservation: Reservation,
     estimate: Arc<CompletionEstimate>,
+    completion: Completion,
 }
 
 impl KeySettlement {
-    fn new(reservation: Reservation, estimate: Arc<CompletionEstimate>) -> Self {
-        Self { reservation, estimate }
+    fn new(reservation: Reservation, estimate: Arc<CompletionEstimate>, completion: Completion) -> Self {
+        Self {
+            reservation,
+            estimate,
+            completion,
+        }
     }
 
     /// The tokens reserved.
@@ -202,13 +207,14 @@ impl KeySettlement {
         self.reservation.tokens()
     }
 
-    /// Settles with `usage`; a vendor-reported completion also feeds the deployment's completion estimate.
-    /// Without any usage, what was reserved stays counted.
+    /// Settles with `usage`; a vendor-reported completion also feeds the deployment's completion estimate,
+    /// per choice (the estimate is reserved per choice). Without any usage, what was reserved stays counted.
     pub fn settle(self, usage: Option<&TokenUsage>, vendor_reported: bool) {
         match usage {
             Some(usage) => {
-                if vendor_reported {
-                    self.estimate.record(usage.output);
+                // Operations that generate nothing (embeddings, `cap` 0) teach nothing about completions.
+                if vendor_reported && self.completion.cap != Some(0) {
+                    self.estimate.record(usage.output / self.completion.choices.max(1));
                 }
                 self.reservation.settle(usage.total());
             }

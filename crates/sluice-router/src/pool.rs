@@ -156,13 +156,15 @@ struct KeyOut {
     probe_at: Instant,
     /// Refusals in a row, for the backoff.
     strikes: u32,
-    /// A probe is out.
-    probing: bool,
+    /// A probe is out since then.
+    probing: Option<Instant>,
 }
 
 /// The first wait before probing a refused key, doubled per refusal up to [`KEY_PROBE_MAX`].
 const KEY_PROBE_BASE: Duration = Duration::from_secs(60);
 const KEY_PROBE_MAX: Duration = Duration::from_secs(3600);
+/// A probe with no answer after this long (its request was dropped) no longer holds the key's probe.
+const KEY_PROBE_STALE: Duration = Duration::from_secs(60);
 
 impl KeyHealth {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<KeyOut>> {
@@ -173,8 +175,8 @@ impl KeyHealth {
         let mut state = self.lock();
         match state.as_mut() {
             None => true,
-            Some(out) if !out.probing && now >= out.probe_at => {
-                out.probing = true;
+            Some(out) if now >= out.probe_at && out.probing.is_none_or(|since| now >= since + KEY_PROBE_STALE) => {
+                out.probing = Some(now);
                 true
             }
             Some(_) => false,
@@ -183,18 +185,17 @@ impl KeyHealth {
 
     fn release(&self) {
         if let Some(out) = self.lock().as_mut() {
-            out.probing = false;
+            out.probing = None;
         }
     }
 
     fn out_for(&self, now: Instant) -> Option<Duration> {
-        self.lock().map(|out| {
-            if out.probing {
-                // Out until the probe answers; checked again shortly.
+        self.lock().map(|out| match out.probing {
+            // Out until the probe answers (or goes stale); checked again shortly.
+            Some(since) if now < since + KEY_PROBE_STALE => {
                 Duration::from_millis(100).max(out.probe_at.saturating_duration_since(now))
-            } else {
-                out.probe_at.saturating_duration_since(now)
             }
+            _ => out.probe_at.saturating_duration_since(now),
         })
     }
 
@@ -207,7 +208,7 @@ impl KeyHealth {
         *state = Some(KeyOut {
             probe_at: now + wait,
             strikes,
-            probing: false,
+            probing: None,
         });
         wait
     }

@@ -2,7 +2,7 @@
 //! none has it), call it, learn from the outcome, fail over on what another candidate could avoid.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sluice_budget::Reservation;
@@ -97,7 +97,7 @@ impl Router {
                         deployment: deployment.ordinal,
                         encoding: deployment.encoding,
                         attempts,
-                        settlement: KeySettlement::new(reservation, Arc::clone(&deployment.estimate)),
+                        settlement: KeySettlement::new(reservation, Arc::clone(&deployment.estimate), completion),
                     });
                 }
                 Err(err) => {
@@ -186,8 +186,9 @@ impl Router {
             return Acquired::Exhausted(self.honest_wait(route, prompt_tokens, completion, wait));
         }
         route.counters.queue_waits.fetch_add(1, Ordering::Relaxed);
-        route.waiting.fetch_add(1, Ordering::AcqRel);
-        let acquired = async {
+        // Counted while waiting, and uncounted however the wait ends, the request dropped included.
+        let _waiting = Waiting::enter(&route.waiting);
+        async {
             let Ok(_turn) = tokio::time::timeout_at(deadline, route.queue.lock()).await else {
                 return self.after_deadline(route, prompt_tokens, completion, tried).await;
             };
@@ -203,9 +204,7 @@ impl Router {
                 }
             }
         }
-        .await;
-        route.waiting.fetch_sub(1, Ordering::AcqRel);
-        acquired
+        .await
     }
 
     /// The last look when the queue time ran out waiting for a turn.
@@ -259,6 +258,9 @@ impl Router {
                     cooldown_ms = pause.as_millis() as u64,
                     "key cooling down"
                 );
+                // The vendor authenticated the key and answered: it is good, and the deployment is up.
+                deployment.provider.answered(key);
+                deployment.breaker.success();
             }
             ProviderError::QuotaExhausted { .. } => {
                 deployment
@@ -268,6 +270,8 @@ impl Router {
                 reservation.cancel();
                 // Quota comes back with billing, not with time: keep the key out for a long while.
                 budget.cool_down(Some(Duration::from_secs(600)), self.settings.backoff);
+                deployment.provider.answered(key);
+                deployment.breaker.success();
             }
             ProviderError::Authentication { .. } => {
                 reservation.cancel();
@@ -278,15 +282,19 @@ impl Router {
                 } else {
                     deployment.provider.release_probe(key);
                 }
+                // The deployment answered; the key is the problem.
+                deployment.breaker.success();
             }
             ProviderError::Connect { .. } => {
                 reservation.cancel();
+                deployment.provider.release_probe(key);
                 deployment.breaker.failure(now);
             }
             ProviderError::Rejected { .. } => {
                 reservation.cancel();
-                // A key on probation answered: the request was bad, the key is good.
+                // A key on probation answered: the request was bad, the key is good, the deployment is up.
                 deployment.provider.answered(key);
+                deployment.breaker.success();
             }
             ProviderError::Overloaded { .. }
             | ProviderError::Server { .. }
@@ -299,6 +307,22 @@ impl Router {
                 deployment.breaker.failure(now);
             }
         }
+    }
+}
+
+/// One request counted among those waiting for capacity, for as long as it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::AcqRel);
+        Self(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -31,6 +31,8 @@ enum Step {
     Fail(fn() -> ProviderError),
     /// Fails this way on every call.
     Always(fn() -> ProviderError),
+    /// Never answers (once).
+    Hang,
 }
 
 impl Scripted {
@@ -51,19 +53,26 @@ impl ChatProvider for Scripted {
     fn chat<'a>(&'a self, call: ChatCall<'a>) -> BoxFuture<'a, Result<ChatReply, ProviderError>> {
         let key = call.key.id().to_owned();
         self.calls.lock().unwrap().push((key.clone(), Instant::now()));
-        let step = {
+        let (step, hang) = {
             let mut scripts = self.scripts.lock().unwrap();
             let queue = scripts.entry(key).or_default();
             match queue.front().cloned() {
-                Some(Step::Always(err)) => Some(err),
+                Some(Step::Always(err)) => (Some(err), false),
                 Some(Step::Fail(err)) => {
                     queue.pop_front();
-                    Some(err)
+                    (Some(err), false)
                 }
-                None => None,
+                Some(Step::Hang) => {
+                    queue.pop_front();
+                    (None, true)
+                }
+                None => (None, false),
             }
         };
         Box::pin(async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
             match step {
                 Some(err) => Err(err()),
                 None => Ok(ChatReply {
@@ -405,4 +414,101 @@ async fn every_choice_is_reserved() {
         .unwrap();
     assert_eq!(routed.settlement.reserved(), 310);
     assert_eq!(router.limits()[0].budget.remaining_tokens, Some(9_690));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_probe_that_meets_a_429_closes_the_breaker() {
+    let adapter = Arc::new(Scripted::default()).script(
+        "p0#0",
+        &[
+            Step::Fail(server_error),
+            Step::Fail(server_error),
+            Step::Fail(|| rate_limited(1)),
+        ],
+    );
+    let mut setup = Setup::new(&adapter, 1);
+    setup.breaker = BreakerPolicy {
+        failures: 2,
+        cool_off: Duration::from_secs(10),
+    };
+    setup.max_queue = Duration::ZERO;
+    let router = setup.router();
+    chat(&router).await.0.unwrap_err();
+    chat(&router).await.0.unwrap_err();
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // The probe is answered with a 429: the deployment is up, so the breaker closes (the key cools down).
+    chat(&router).await.0.unwrap_err();
+    assert_eq!(router.limits()[0].breaker, crate::breaker::BreakerView::Closed);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(chat(&router).await.0.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_probe_whose_request_is_dropped_does_not_hold_the_breaker() {
+    let adapter = Arc::new(Scripted::default()).script(
+        "p0#0",
+        &[Step::Fail(server_error), Step::Fail(server_error), Step::Hang],
+    );
+    let mut setup = Setup::new(&adapter, 1);
+    setup.breaker = BreakerPolicy {
+        failures: 2,
+        cool_off: Duration::from_secs(10),
+    };
+    setup.max_queue = Duration::ZERO;
+    let router = setup.router();
+    chat(&router).await.0.unwrap_err();
+    chat(&router).await.0.unwrap_err();
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // The probe hangs and its client gives up.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), chat(&router))
+            .await
+            .is_err()
+    );
+    assert!(chat(&router).await.0.is_err(), "the probe is out: others wait");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert!(chat(&router).await.0.is_ok(), "a stale probe lets another through");
+    assert_eq!(router.limits()[0].breaker, crate::breaker::BreakerView::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_key_whose_probe_meets_a_429_is_back() {
+    let adapter = Arc::new(Scripted::default()).script("p0#0", &[Step::Fail(refused), Step::Fail(|| rate_limited(1))]);
+    let mut setup = Setup::new(&adapter, 1);
+    setup.max_queue = Duration::ZERO;
+    let router = setup.router();
+    chat(&router).await.0.unwrap_err();
+    assert!(!router.limits()[0].usable);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    // The vendor knows the key again (a 429 is an answer to an authenticated call).
+    chat(&router).await.0.unwrap_err();
+    assert!(router.limits()[0].usable, "{:?}", router.limits()[0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_dropped_while_queued_is_no_longer_counted_as_waiting() {
+    let adapter = Arc::new(Scripted::default());
+    let mut setup = Setup::new(&adapter, 1);
+    setup.deployments = vec![(
+        0,
+        Limits {
+            rpm: Some(1),
+            ..Limits::default()
+        },
+    )];
+    let router = setup.router();
+    let _held = chat(&router).await.0.unwrap();
+    // The next waits for the refill (60 s, past the 5 s queue time it would be refused at once): make it
+    // a wait within the queue time by asking after 56 s.
+    tokio::time::advance(Duration::from_secs(56)).await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), chat(&router))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        router.models()[0].waiting.load(std::sync::atomic::Ordering::Acquire),
+        0,
+        "the dropped request left the queue"
+    );
 }

@@ -76,7 +76,14 @@ impl Directory {
             let existing = self.tenant(&tenant.name);
             let state = match existing {
                 Some(state) => {
+                    // A budget now counted over another period starts from what the ledger holds for it.
+                    let new_period = state.settings().budget_period != tenant.budget_period;
+                    let since = tenant.budget_period.start(now);
                     state.update(tenant, self.budgets.as_ref());
+                    if new_period {
+                        let spent = self.store.tenant_spend_since(state.name(), since).await?;
+                        state.seed_spend(spent, now).await;
+                    }
                     state
                 }
                 None => {

@@ -57,4 +57,25 @@ impl PipelineError {
         }
         self
     }
+
+    /// The refusal's kind, a stable snake_case name, as the admin view of recent failures shows it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Invalid { .. } => "invalid_request",
+            Self::Tenant { refusal, .. } => match refusal {
+                TenantRefusal::ModelNotAllowed => "model_not_allowed",
+                TenantRefusal::RateLimited { .. } => "tenant_rate_limited",
+                TenantRefusal::TooLarge { .. } => "tenant_request_too_large",
+                TenantRefusal::OverBudget { .. } => "over_budget",
+                TenantRefusal::NotPriced => "model_not_priced",
+            },
+            Self::Route(err) => match err.as_ref() {
+                RouteError::UnknownModel { .. } => "unknown_model",
+                RouteError::NotConfigured { .. } => "no_upstream_key",
+                RouteError::Exhausted { .. } => "upstream_keys_exhausted",
+                RouteError::TooLarge { .. } => "request_too_large",
+                RouteError::Upstream { last, .. } => last.kind(),
+            },
+        }
+    }
 }

@@ -15,6 +15,7 @@ use sluice_store::{
 };
 
 use crate::caller::Caller;
+use crate::failures::{Failure, FailureLog, FailureStage};
 
 /// The price that applies to one deployment, and where it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,11 +109,20 @@ impl Ledger {
     }
 }
 
+/// Where an entry is written: the ledger when requests are recorded, and the failures to the log.
+pub(crate) struct Sinks {
+    pub(crate) ledger: Option<Arc<Ledger>>,
+    pub(crate) failures: Arc<FailureLog>,
+}
+
 /// One request's entry, written once: when the answer is complete, when a stream ends, or, if the
 /// request is dropped first (the client went away), with what is known by then. It holds the tenant's
 /// reservations, settled when it is written.
 pub(crate) struct Entry {
     ledger: Option<Arc<Ledger>>,
+    failures: Arc<FailureLog>,
+    /// Why the request failed, when the pipeline knows better than its status.
+    failure: Option<&'static str>,
     pub(crate) trail: Vec<Attempt>,
     caller: Caller,
     model: String,
@@ -129,7 +139,7 @@ pub(crate) struct Entry {
 
 impl Entry {
     pub(crate) fn new(
-        ledger: Option<Arc<Ledger>>,
+        sinks: Sinks,
         caller: &Caller,
         model: &str,
         prompt_tokens: u64,
@@ -137,7 +147,9 @@ impl Entry {
         spend: Option<SpendReservation>,
     ) -> Self {
         Self {
-            ledger,
+            ledger: sinks.ledger,
+            failures: sinks.failures,
+            failure: None,
             trail: Vec::new(),
             caller: caller.clone(),
             model: model.to_owned(),
@@ -154,6 +166,52 @@ impl Entry {
     /// Remembers the answering call's usage.
     pub(crate) fn observe(&mut self, usage: TokenUsage, source: UsageSource) {
         self.usage = Some((usage, source));
+    }
+
+    /// Says why the request failed, for the failure log.
+    pub(crate) fn fail(&mut self, kind: &'static str) {
+        self.failure = Some(kind);
+    }
+
+    /// Logs each failed upstream call and, when the client got an error, the answer. A client that went
+    /// away (499) is not a failure.
+    fn log_failures(&self, status: u16) {
+        let answered_error = status >= 400 && status != 499;
+        let failed_calls = self
+            .trail
+            .iter()
+            .any(|a| matches!(a.outcome, RouteOutcome::Failed { .. }));
+        if !answered_error && !failed_calls {
+            return;
+        }
+        let at = Utc::now();
+        let tenant = self.caller.principal.tenant_name();
+        let failure = |stage, kind, status, attempt: Option<&Attempt>| Failure {
+            at,
+            stage,
+            kind,
+            status,
+            model: self.model.clone(),
+            provider: attempt.map(|a| a.provider.to_string()),
+            vendor_model: attempt.map(|a| a.vendor_model.to_string()),
+            upstream_key: attempt.map(|a| a.key_id.to_string()),
+            tenant: tenant.to_owned(),
+        };
+        for attempt in &self.trail {
+            if let RouteOutcome::Failed { kind, .. } = attempt.outcome {
+                self.failures
+                    .record(failure(FailureStage::Upstream, kind, None, Some(attempt)));
+            }
+        }
+        if answered_error {
+            let kind = self.failure.unwrap_or(match status {
+                429 => "rate_limited",
+                400..=499 => "client_error",
+                _ => "server_error",
+            });
+            self.failures
+                .record(failure(FailureStage::Answer, kind, Some(status), self.trail.last()));
+        }
     }
 
     /// What every call the vendors may bill consumed, one log entry each, with the status the client got
@@ -196,6 +254,7 @@ impl Entry {
         if std::mem::replace(&mut self.written, true) {
             return;
         }
+        self.log_failures(status);
         let billed = self.billed(status);
         let usage = billed
             .iter()

@@ -16,12 +16,14 @@
 //! 8. **Settle and record**: a complete answer at once; a stream as it ends, breaks or is dropped, through
 //!    [`Metered`], where its usage is read once for the key, the tenant and the ledger.
 //!
-//! A refusal after step 2 comes back as [`Refused`], which the edge records with the status it answers.
+//! A refusal comes back as [`Refused`], which the edge records with the status it answers. Every failed
+//! upstream call and every error answer also lands in the [`FailureLog`], the operators' recent view.
 //! A cache, a new endpoint or a new inbound protocol is one more [`Operation`] or one more step here.
 
 mod caller;
 mod directory;
 mod error;
+mod failures;
 mod ledger;
 mod meter;
 mod operation;
@@ -39,6 +41,7 @@ use sluice_router::{ModelRoute, Router};
 pub use crate::caller::{Authenticator, Caller, DEFAULT_TENANT, Principal, StaticKeys};
 pub use crate::directory::Directory;
 pub use crate::error::PipelineError;
+pub use crate::failures::{DEFAULT_FAILURE_CAPACITY, Failure, FailureLog, FailureStage};
 pub use crate::ledger::{DeploymentPrice, Ledger, PriceBook};
 pub use crate::meter::Metered;
 pub use crate::operation::{Chat, Embeddings, MAX_EMBEDDING_INPUTS, MAX_MESSAGES, Operation};
@@ -55,6 +58,7 @@ pub const UNKNOWN_MODEL: &str = "(unknown model)";
 pub struct Pipeline {
     router: Arc<Router>,
     ledger: Option<Arc<Ledger>>,
+    failures: Arc<FailureLog>,
 }
 
 /// A request served.
@@ -90,22 +94,54 @@ pub enum AnswerBody {
 pub struct Refused {
     /// Why.
     pub error: PipelineError,
-    entry: Option<Box<Entry>>,
+    record: Record,
+}
+
+/// Where a refusal is recorded.
+#[derive(Debug)]
+enum Record {
+    /// In the ledger (and the failure log), through its entry.
+    Entry(Box<Entry>),
+    /// Refused before any work was done: in the failure log only.
+    Failure {
+        failures: Arc<FailureLog>,
+        model: String,
+        tenant: String,
+    },
 }
 
 impl Refused {
-    fn unrecorded(error: impl Into<PipelineError>) -> Self {
+    fn recorded(error: impl Into<PipelineError>, entry: Entry) -> Self {
         Self {
             error: error.into(),
-            entry: None,
+            record: Record::Entry(Box::new(entry)),
         }
     }
 
-    /// Records the request with the HTTP `status` its caller got (when it is one the ledger keeps), and
-    /// hands back why it failed.
+    /// Records the request with the HTTP `status` its caller got (in the ledger when it is one the ledger
+    /// keeps, and in the failure log), and hands back why it failed.
     pub fn record(self, status: u16) -> PipelineError {
-        if let Some(mut entry) = self.entry {
-            entry.finish(status);
+        let kind = self.error.kind();
+        match self.record {
+            Record::Entry(mut entry) => {
+                entry.fail(kind);
+                entry.finish(status);
+            }
+            Record::Failure {
+                failures,
+                model,
+                tenant,
+            } => failures.record(Failure {
+                at: chrono::Utc::now(),
+                stage: FailureStage::Answer,
+                kind,
+                status: Some(status),
+                model,
+                provider: None,
+                vendor_model: None,
+                upstream_key: None,
+                tenant,
+            }),
         }
         self.error
     }
@@ -120,7 +156,43 @@ impl std::fmt::Debug for Entry {
 impl Pipeline {
     /// A pipeline routing through `router` and recording in `ledger` when there is one.
     pub fn new(router: Arc<Router>, ledger: Option<Arc<Ledger>>) -> Self {
-        Self { router, ledger }
+        Self {
+            router,
+            ledger,
+            failures: Arc::new(FailureLog::default()),
+        }
+    }
+
+    /// The last failures, for operators.
+    pub fn failures(&self) -> &FailureLog {
+        &self.failures
+    }
+
+    /// A refusal before any work, logged as a failure only.
+    fn refuse(&self, caller: &Caller, model: &str, error: impl Into<PipelineError>) -> Refused {
+        Refused {
+            error: error.into(),
+            record: Record::Failure {
+                failures: Arc::clone(&self.failures),
+                model: model.to_owned(),
+                tenant: caller.principal.tenant_name().to_owned(),
+            },
+        }
+    }
+
+    fn entry(
+        &self,
+        caller: &Caller,
+        model: &str,
+        prompt_tokens: u64,
+        rate: Option<Reservation>,
+        spend: Option<SpendReservation>,
+    ) -> Entry {
+        let sinks = ledger::Sinks {
+            ledger: self.ledger.clone(),
+            failures: Arc::clone(&self.failures),
+        };
+        Entry::new(sinks, caller, model, prompt_tokens, rate, spend)
     }
 
     /// The router.
@@ -135,26 +207,24 @@ impl Pipeline {
 
     /// Serves `operation` for `caller`: see the crate docs for the steps.
     pub async fn run<O: Operation>(&self, caller: &Caller, operation: &O) -> Result<Answer, Refused> {
-        operation.validate().map_err(Refused::unrecorded)?;
         let model = operation.model();
+        operation.validate().map_err(|e| self.refuse(caller, model, e))?;
         let route = match self.router.route(model) {
             Ok(route) => route,
             Err(err) => {
-                let entry = Entry::new(self.ledger.clone(), caller, UNKNOWN_MODEL, 0, None, None);
-                return Err(Refused {
-                    error: err.into(),
-                    entry: Some(Box::new(entry)),
-                });
+                let entry = self.entry(caller, UNKNOWN_MODEL, 0, None, None);
+                return Err(Refused::recorded(err, entry));
             }
         };
-        operation.admits(route).map_err(Refused::unrecorded)?;
+        operation.admits(route).map_err(|e| self.refuse(caller, model, e))?;
         let tenant = caller.principal.tenant.as_ref();
         let refusal = |refusal: TenantRefusal| {
-            Refused::unrecorded(PipelineError::Tenant {
+            let error = PipelineError::Tenant {
                 refusal,
                 tenant: tenant.map_or_else(|| Arc::from(DEFAULT_TENANT), |t| Arc::from(t.name())),
                 model: model.to_owned(),
-            })
+            };
+            self.refuse(caller, model, error)
         };
         if let Some(tenant) = tenant {
             tenant.precheck(model).map_err(refusal)?;
@@ -171,15 +241,10 @@ impl Pipeline {
                 .map_err(refusal)?,
             None => (None, None),
         };
-        let mut entry = Entry::new(self.ledger.clone(), caller, model, prompt_tokens, rate, spend);
+        let mut entry = self.entry(caller, model, prompt_tokens, rate, spend);
         let routed = match operation.route(&self.router, prompt_tokens, &mut entry.trail).await {
             Ok(routed) => routed,
-            Err(err) => {
-                return Err(Refused {
-                    error: err.into(),
-                    entry: Some(Box::new(entry)),
-                });
-            }
+            Err(err) => return Err(Refused::recorded(err, entry)),
         };
         let provider = Arc::clone(&routed.provider);
         let attempts = routed.attempts;

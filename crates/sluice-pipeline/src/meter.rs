@@ -81,6 +81,14 @@ impl Metered {
         entry.finish(status);
     }
 
+    /// Settles a stream that broke after its first chunk: the client got an error event (a 502).
+    fn broken(&mut self, err: &ProviderError) {
+        if let Some(open) = &mut self.open {
+            open.entry.fail(err.kind());
+        }
+        self.finish(502);
+    }
+
     /// The gateway's own count: the prompt as counted before sending, the completion from the text that
     /// passed through.
     fn counted(&mut self) -> TokenUsage {
@@ -125,7 +133,7 @@ impl Stream for Metered {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if let Some(err) = self.pending_error.take() {
             self.ended = true;
-            self.finish(502);
+            self.broken(&err);
             return Poll::Ready(Some(Err(err)));
         }
         if self.ended {
@@ -157,7 +165,7 @@ impl Stream for Metered {
                         Poll::Ready(Some(Ok(usage)))
                     }
                     None => {
-                        self.finish(502);
+                        self.broken(&err);
                         Poll::Ready(Some(Err(err)))
                     }
                 }

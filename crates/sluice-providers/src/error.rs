@@ -113,6 +113,23 @@ impl ProviderError {
         !matches!(self, ProviderError::Rejected { .. })
     }
 
+    /// The failure's kind, a stable snake_case name (`rate_limited`, `timeout`, `key_refused`...), as the
+    /// ledger's attempt log and the admin view of recent failures name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::Connect { .. } => "connect",
+            ProviderError::Timeout { .. } => "timeout",
+            ProviderError::RateLimited { .. } => "rate_limited",
+            ProviderError::QuotaExhausted { .. } => "quota_exhausted",
+            ProviderError::Overloaded { .. } => "overloaded",
+            ProviderError::Server { .. } => "server_error",
+            ProviderError::Authentication { .. } => "key_refused",
+            ProviderError::Rejected { .. } => "rejected",
+            ProviderError::Protocol { .. } => "malformed",
+            ProviderError::Truncated { .. } => "truncated",
+        }
+    }
+
     /// When the vendor said the key can be used again.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

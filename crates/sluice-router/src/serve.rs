@@ -103,7 +103,7 @@ impl Router {
                 Err(err) => {
                     if let Some(attempt) = trail.last_mut() {
                         attempt.outcome = AttemptOutcome::Failed {
-                            kind: failure_kind(&err),
+                            kind: err.kind(),
                             billable: may_be_billed(&err),
                         };
                     }
@@ -334,22 +334,6 @@ fn may_be_billed(err: &ProviderError) -> bool {
         ProviderError::Timeout { phase, .. } => *phase != TimeoutPhase::Connect,
         ProviderError::Protocol { .. } | ProviderError::Truncated { .. } => true,
         _ => false,
-    }
-}
-
-/// A failure's kind, as the ledger's attempt log names it.
-fn failure_kind(err: &ProviderError) -> &'static str {
-    match err {
-        ProviderError::Connect { .. } => "connect",
-        ProviderError::Timeout { .. } => "timeout",
-        ProviderError::RateLimited { .. } => "rate_limited",
-        ProviderError::QuotaExhausted { .. } => "quota_exhausted",
-        ProviderError::Overloaded { .. } => "overloaded",
-        ProviderError::Server { .. } => "server_error",
-        ProviderError::Authentication { .. } => "key_refused",
-        ProviderError::Rejected { .. } => "rejected",
-        ProviderError::Protocol { .. } => "malformed",
-        ProviderError::Truncated { .. } => "truncated",
     }
 }
 

@@ -6,9 +6,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
 use http::StatusCode;
 use secrecy::ExposeSecret;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::json;
-use sluice_store::{BudgetPeriod, GroupBy, NewTenant, SpendFilter, StoreError, usd_to_micros};
+use sluice_store::{BudgetPeriod, GroupBy, NewTenant, SpendFilter, StoreError, TenantChange, usd_to_micros};
 
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -88,27 +88,8 @@ pub(crate) async fn create_tenant(
     ApiJson(body): ApiJson<TenantBody>,
 ) -> Result<Response, ApiError> {
     let tenancy = tenancy(&state)?;
-    let budget_micros = match body.budget_usd {
-        None => None,
-        Some(usd) => Some(usd_to_micros(usd).filter(|m| *m >= 0).ok_or_else(|| {
-            ApiError::invalid_request(
-                "`budget_usd` must be a non-negative amount of dollars.",
-                Some("budget_usd"),
-            )
-        })?),
-    };
-    if let Some(models) = &body.models {
-        let known: Vec<&str> = state.router().model_names().collect();
-        if let Some(unknown) = models.iter().find(|m| !known.contains(&m.as_str())) {
-            return Err(ApiError::invalid_request(
-                format!(
-                    "`models` names `{unknown}`, which is not a configured model ({}).",
-                    known.join(", ")
-                ),
-                Some("models"),
-            ));
-        }
-    }
+    let budget_micros = body.budget_usd.map(budget_micros).transpose()?;
+    check_models(&state, body.models.as_deref())?;
     let tenant = NewTenant {
         name: body.name,
         rpm: body.rpm,
@@ -125,6 +106,130 @@ pub(crate) async fn create_tenant(
         .map_err(|e| store_error(&e))?;
     refresh(tenancy).await;
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
+}
+
+fn budget_micros(usd: f64) -> Result<i64, ApiError> {
+    usd_to_micros(usd).filter(|m| *m >= 0).ok_or_else(|| {
+        ApiError::invalid_request(
+            "`budget_usd` must be a non-negative amount of dollars.",
+            Some("budget_usd"),
+        )
+    })
+}
+
+/// Refuses a model list naming a model the gateway does not serve.
+fn check_models(state: &AppState, models: Option<&[String]>) -> Result<(), ApiError> {
+    let known: Vec<&str> = state.router().model_names().collect();
+    match models.into_iter().flatten().find(|m| !known.contains(&m.as_str())) {
+        None => Ok(()),
+        Some(unknown) => Err(ApiError::invalid_request(
+            format!(
+                "`models` names `{unknown}`, which is not a configured model ({}).",
+                known.join(", ")
+            ),
+            Some("models"),
+        )),
+    }
+}
+
+/// Reads a field that is present, `null` included, as `Some`: an absent field is `None` by `default`.
+fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The body of `PATCH /admin/tenants/{name}`: the limits to change; `null` lifts one, a field left out
+/// keeps its value.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TenantPatch {
+    #[serde(default, deserialize_with = "present")]
+    rpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    tpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    budget_usd: Option<Option<f64>>,
+    #[serde(default)]
+    budget_period: Option<BudgetPeriod>,
+    #[serde(default, deserialize_with = "present")]
+    models: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    prompts: Option<Option<Vec<String>>>,
+}
+
+pub(crate) async fn update_tenant(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<TenantPatch>,
+) -> Result<Response, ApiError> {
+    let tenancy = tenancy(&state)?;
+    check_models(&state, body.models.as_ref().and_then(Option::as_deref))?;
+    let change = TenantChange {
+        rpm: body.rpm,
+        tpm: body.tpm,
+        budget_micros: body.budget_usd.map(|b| b.map(budget_micros).transpose()).transpose()?,
+        budget_period: body.budget_period,
+        models: body.models,
+        prompts: body.prompts,
+    };
+    let changed = tenancy
+        .store
+        .update_tenant(&name, &change)
+        .await
+        .map_err(|e| store_error(&e))?;
+    refresh(tenancy).await;
+    Ok(axum::Json(changed).into_response())
+}
+
+/// `GET /admin/tenants/{name}`: the tenant, its budget used this period (as the gateway enforces it), its
+/// rate limit's state now and its keys with their state.
+pub(crate) async fn describe_tenant(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenancy = tenancy(&state)?;
+    let tenant = tenancy
+        .store
+        .tenant(&name)
+        .await
+        .map_err(|e| store_error(&e))?
+        .ok_or_else(|| store_error(&StoreError::TenantNotFound(name.clone())))?;
+    let now = Utc::now();
+    let live = tenancy.directory.tenant(&name);
+    let period_start = tenant.budget_period.start(now);
+    let spent = match &live {
+        Some(live) => live.spent(now),
+        None => tenancy
+            .store
+            .tenant_spend_since(&name, period_start)
+            .await
+            .map_err(|e| store_error(&e))?,
+    };
+    let keys: Vec<_> = tenancy
+        .store
+        .list_keys(&name)
+        .await
+        .map_err(|e| store_error(&e))?
+        .into_iter()
+        .map(|key| {
+            let state = key.state(now);
+            let mut value = serde_json::to_value(key).unwrap_or_default();
+            value["state"] = json!(state);
+            value
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "tenant": tenant,
+        "budget": {
+            "budget_micros": tenant.budget_micros,
+            "spent_micros": spent,
+            "period": tenant.budget_period,
+            "period_start": period_start,
+            "resets_at": tenant.budget_period.next_reset(now),
+        },
+        "rate": live.and_then(|t| t.rate_view()),
+        "keys": keys,
+    }))
+    .into_response())
 }
 
 pub(crate) async fn list_tenants(State(state): State<AppState>) -> Result<Response, ApiError> {

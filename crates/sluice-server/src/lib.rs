@@ -28,9 +28,11 @@ pub mod admin;
 mod answer;
 pub mod auth;
 mod chat;
+mod console;
 mod embeddings;
 pub mod error;
 pub mod extract;
+mod failures;
 mod prompts;
 pub mod serve;
 pub mod throttle;
@@ -156,7 +158,8 @@ impl AppState {
 ///
 /// Under `/v1`, `require_key` authenticates the caller and adds its [`Principal`] as an extension; under
 /// `/admin`, `require_admin` lets only the admin key through. Before either, `throttle::guard` answers
-/// 429 to an address with too many failed authentications. `/healthz`, `/readyz` and `/metrics` are
+/// 429 to an address with too many failed authentications. `/healthz`, `/readyz`, `/metrics` and the
+/// console's files under `/ui` (which hold no data: the page calls `/admin` with the key it is given) are
 /// public.
 pub fn build_router(state: AppState) -> AxumRouter {
     let settings = state.inner.settings;
@@ -175,17 +178,24 @@ pub fn build_router(state: AppState) -> AxumRouter {
         .route("/admin/limits", get(admin_limits))
         .route("/admin/tenants", post(admin::create_tenant).get(admin::list_tenants))
         .route(
+            "/admin/tenants/{name}",
+            get(admin::describe_tenant).patch(admin::update_tenant),
+        )
+        .route(
             "/admin/tenants/{name}/keys",
             post(admin::create_key).get(admin::list_keys),
         )
         .route("/admin/keys/{id}", axum::routing::delete(admin::revoke_key))
         .route("/admin/spend", get(admin::spend))
+        .route("/admin/failures", get(failures::recent))
+        .route("/admin/prompts", get(prompts::catalog))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin))
         .route_layer(middleware::from_fn_with_state(throttle, throttle::guard));
     let sensitive = Arc::from([header::AUTHORIZATION, header::PROXY_AUTHORIZATION]);
     AxumRouter::new()
         .merge(api)
         .merge(admin)
+        .merge(console::routes())
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

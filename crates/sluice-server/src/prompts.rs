@@ -179,3 +179,37 @@ fn render_error(err: &RenderError) -> ApiError {
 pub(crate) async fn openapi(State(state): State<AppState>, Extension(principal): Extension<Principal>) -> Response {
     axum::Json(registry(&state).openapi_of(None, |name| allowed(&principal, name))).into_response()
 }
+
+/// `GET /admin/prompts`: every prompt with every version loaded, its model, parameters, variables and
+/// message templates, for the console's catalog.
+pub(crate) async fn catalog(State(state): State<AppState>) -> Response {
+    let registry = registry(&state);
+    let prompts: Vec<Value> = registry
+        .list()
+        .into_iter()
+        .map(|summary| {
+            let versions: Vec<Value> = summary
+                .versions
+                .iter()
+                .filter_map(|v| registry.get(&summary.name, Some(*v)))
+                .map(|prompt| {
+                    let messages: Vec<Value> = prompt
+                        .messages()
+                        .iter()
+                        .map(|m| json!({"role": m.role, "content": m.content}))
+                        .collect();
+                    json!({
+                        "version": prompt.version(),
+                        "description": prompt.description(),
+                        "model": prompt.model(),
+                        "parameters": prompt.parameters(),
+                        "variables": prompt.variables_schema(),
+                        "messages": messages,
+                    })
+                })
+                .collect();
+            json!({"name": summary.name, "latest": summary.latest, "versions": versions})
+        })
+        .collect();
+    axum::Json(json!({"object": "list", "data": prompts})).into_response()
+}

@@ -41,8 +41,8 @@ pub use ledger::{
 };
 pub use model::{
     ActiveKey, BudgetPeriod, CreatedKey, DEFAULT_TENANT, ExportFilter, GroupBy, InsertOutcome, KeyInfo, KeyLookup,
-    KeyState, MAX_NAME_CHARS, MICROS_PER_USD, NO_KEY, NewTenant, SpendFilter, SpendRow, Tenant, format_usd,
-    micros_to_usd, usd_to_micros,
+    KeyState, MAX_NAME_CHARS, MICROS_PER_USD, NO_KEY, NewTenant, SpendFilter, SpendRow, Tenant, TenantChange,
+    format_usd, micros_to_usd, usd_to_micros,
 };
 pub use prices::{AppliedPrice, Charge, LongContext, Price, PriceError, Prices, PricesError};
 pub use sluice_api::{TokenUsage, UsageSource};

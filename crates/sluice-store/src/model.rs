@@ -222,6 +222,60 @@ impl Tenant {
     }
 }
 
+/// A change to a tenant's limits. Each field is `None` to keep it as it is, `Some(None)` to lift it
+/// (unlimited, every model, every prompt) and `Some(Some(value))` to set it. The name never changes: the
+/// ledger records tenants by name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TenantChange {
+    /// Requests per minute.
+    pub rpm: Option<Option<u64>>,
+    /// Tokens per minute.
+    pub tpm: Option<Option<u64>>,
+    /// Spend budget per period in micro-dollars.
+    pub budget_micros: Option<Option<i64>>,
+    /// The period the budget covers.
+    pub budget_period: Option<BudgetPeriod>,
+    /// Model names the tenant may call.
+    pub models: Option<Option<Vec<String>>>,
+    /// Prompt names the tenant may call.
+    pub prompts: Option<Option<Vec<String>>>,
+}
+
+impl TenantChange {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `tenant` with this change applied.
+    pub fn apply(&self, tenant: &Tenant) -> Tenant {
+        Tenant {
+            rpm: self.rpm.unwrap_or(tenant.rpm),
+            tpm: self.tpm.unwrap_or(tenant.tpm),
+            budget_micros: self.budget_micros.unwrap_or(tenant.budget_micros),
+            budget_period: self.budget_period.unwrap_or(tenant.budget_period),
+            models: self.models.clone().unwrap_or_else(|| tenant.models.clone()),
+            prompts: self.prompts.clone().unwrap_or_else(|| tenant.prompts.clone()),
+            ..tenant.clone()
+        }
+    }
+
+    /// Checks the values it sets as a new tenant's are checked.
+    pub(crate) fn validate(&self, tenant: &Tenant) -> Result<(), StoreError> {
+        let changed = self.apply(tenant);
+        NewTenant {
+            name: changed.name,
+            rpm: changed.rpm,
+            tpm: changed.tpm,
+            budget_micros: changed.budget_micros,
+            budget_period: changed.budget_period,
+            models: changed.models,
+            prompts: changed.prompts,
+        }
+        .validate()
+    }
+}
+
 // === Virtual keys ===
 
 /// A key as created: the plaintext is here once and never again.

@@ -9,6 +9,7 @@ mod support;
 suite!(
     migrate_twice,
     tenants,
+    tenant_updates,
     keys,
     ledger_is_idempotent,
     spend_groups_and_ranges,
@@ -26,8 +27,8 @@ mod cases {
     use chrono::Utc;
     use secrecy::ExposeSecret;
     use sluice_store::{
-        BudgetPeriod, GroupBy, KeyHash, KeyState, NO_KEY, NewTenant, SpendFilter, Store, StoreError, TokenUsage,
-        UsageRow, UsageWriter, WriterConfig, looks_like_key,
+        BudgetPeriod, GroupBy, KeyHash, KeyState, NO_KEY, NewTenant, SpendFilter, Store, StoreError, TenantChange,
+        TokenUsage, UsageRow, UsageWriter, WriterConfig, looks_like_key,
     };
 
     use crate::support::{Harness, Kind, Outage, at, day, eventually, ledger_total, row, totals};
@@ -110,6 +111,74 @@ mod cases {
         assert_eq!(listed, vec![alpha.clone(), beta.clone()]);
         assert_eq!(store.tenant("alpha").await.unwrap(), Some(alpha));
         assert_eq!(store.tenant("gamma").await.unwrap(), None);
+    }
+
+    pub async fn tenant_updates(h: &Harness) {
+        let store = h.store().await;
+        let created = store
+            .create_tenant(&NewTenant {
+                rpm: Some(60),
+                budget_micros: Some(5_000_000),
+                models: Some(vec!["gpt-4o".into()]),
+                ..NewTenant::new("alpha")
+            })
+            .await
+            .unwrap();
+
+        // Only what the change names changes; `Some(None)` lifts a limit.
+        let changed = store
+            .update_tenant(
+                "alpha",
+                &TenantChange {
+                    tpm: Some(Some(40_000)),
+                    budget_micros: Some(None),
+                    budget_period: Some(BudgetPeriod::Day),
+                    prompts: Some(Some(vec!["summarize".into()])),
+                    ..TenantChange::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(changed.rpm, Some(60));
+        assert_eq!(changed.tpm, Some(40_000));
+        assert_eq!(changed.budget_micros, None);
+        assert_eq!(changed.budget_period, BudgetPeriod::Day);
+        assert_eq!(changed.models.as_deref(), Some(&["gpt-4o".to_owned()][..]));
+        assert_eq!(changed.prompts.as_deref(), Some(&["summarize".to_owned()][..]));
+        assert_eq!((changed.id, changed.created_at), (created.id, created.created_at));
+        assert_eq!(store.tenant("alpha").await.unwrap(), Some(changed.clone()));
+
+        let lifted = store
+            .update_tenant(
+                "alpha",
+                &TenantChange {
+                    rpm: Some(None),
+                    models: Some(None),
+                    ..TenantChange::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((lifted.rpm, lifted.models), (None, None));
+        assert_eq!(lifted.tpm, Some(40_000));
+
+        // Nothing to change reads the tenant back; bad values and unknown tenants are refused.
+        assert_eq!(
+            store.update_tenant("alpha", &TenantChange::default()).await.unwrap(),
+            store.tenant("alpha").await.unwrap().unwrap()
+        );
+        let negative = TenantChange {
+            budget_micros: Some(Some(-1)),
+            ..TenantChange::default()
+        };
+        match store.update_tenant("alpha", &negative).await {
+            Err(StoreError::Invalid { field, .. }) => assert_eq!(field, "budget_usd"),
+            other => panic!("expected an invalid budget, got {other:?}"),
+        }
+        assert!(matches!(
+            store.update_tenant("nobody", &TenantChange::default()).await,
+            Err(StoreError::TenantNotFound(name)) if name == "nobody"
+        ));
     }
 
     // === Keys ===

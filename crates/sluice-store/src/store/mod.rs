@@ -30,7 +30,7 @@ use crate::keys::{self, KeyHash};
 use crate::ledger::UsageRow;
 use crate::model::{
     ActiveKey, CreatedKey, ExportFilter, InsertOutcome, KeyInfo, KeyLookup, NO_KEY, NewTenant, SpendFilter, SpendRow,
-    Tenant, validate_name,
+    Tenant, TenantChange, validate_name,
 };
 
 /// Runs `$body` with `$db` bound to the store's [`Db`], whichever database it is: the body is written
@@ -210,6 +210,26 @@ impl Store {
     pub async fn tenant(&self, name: &str) -> Result<Option<Tenant>, StoreError> {
         let found = on_backend!(self, db => db.tenants(Some(name)).await)?;
         Ok(found.into_iter().next())
+    }
+
+    /// Changes the limits of the tenant named `name` and returns it as changed. Only the columns the
+    /// change sets are written, so two admins changing different limits at once both keep their change.
+    /// An unknown name is [`StoreError::TenantNotFound`]; values are checked as on creation.
+    pub async fn update_tenant(&self, name: &str, change: &TenantChange) -> Result<Tenant, StoreError> {
+        let current = self
+            .tenant(name)
+            .await?
+            .ok_or_else(|| StoreError::TenantNotFound(name.to_owned()))?;
+        change.validate(&current)?;
+        if !change.is_empty() {
+            let found = on_backend!(self, db => db.update_tenant(name, change).await)?;
+            if !found {
+                return Err(StoreError::TenantNotFound(name.to_owned()));
+            }
+        }
+        self.tenant(name)
+            .await?
+            .ok_or_else(|| StoreError::TenantNotFound(name.to_owned()))
     }
 
     // === Virtual keys ===

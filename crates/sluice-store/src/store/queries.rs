@@ -18,7 +18,9 @@ use crate::keys::KeyHash;
 use crate::ledger::{
     AttemptUsage, MAX_ID_BYTES, MAX_MODEL_BYTES, MAX_NAME_BYTES, MAX_TENANT_BYTES, PriceSource, UsageRow, cap,
 };
-use crate::model::{BudgetPeriod, ExportFilter, GroupBy, KeyInfo, NewTenant, SpendFilter, SpendRow, Tenant, midnight};
+use crate::model::{
+    BudgetPeriod, ExportFilter, GroupBy, KeyInfo, NewTenant, SpendFilter, SpendRow, Tenant, TenantChange, midnight,
+};
 
 /// Rows per INSERT statement: at 25 bound values a row, 25,000, below both backends' parameter limits
 /// (65,535 in Postgres, 32,766 in SQLite).
@@ -127,6 +129,47 @@ where
         .fetch_one(&self.pool)
         .await?;
         Ok(id)
+    }
+
+    /// Writes the columns `change` sets; false when no tenant has that name.
+    pub(super) async fn update_tenant(&self, name: &str, change: &TenantChange) -> Result<bool, StoreError> {
+        // Encoded before the statement, which borrows them.
+        let models = change.models.as_ref().map(encode_list);
+        let prompts = change.prompts.as_ref().map(encode_list);
+        let mut query = Statement::<DB>::new("UPDATE tenants SET ");
+        let mut first = true;
+        let mut column = |query: &mut Statement<'_, DB>, sql: &str| {
+            query.push(if first { "" } else { ", " }).push(sql);
+            first = false;
+        };
+        if let Some(rpm) = change.rpm {
+            column(&mut query, "rpm = ");
+            query.bind(rpm.map(to_i64));
+        }
+        if let Some(tpm) = change.tpm {
+            column(&mut query, "tpm = ");
+            query.bind(tpm.map(to_i64));
+        }
+        if let Some(budget) = change.budget_micros {
+            column(&mut query, "budget_micros = ");
+            query.bind(budget);
+        }
+        if let Some(period) = change.budget_period {
+            column(&mut query, "budget_period = ");
+            query.bind(period.as_str());
+        }
+        if let Some(models) = &models {
+            column(&mut query, "models = ");
+            query.bind(models.as_deref());
+        }
+        if let Some(prompts) = &prompts {
+            column(&mut query, "prompts = ");
+            query.bind(prompts.as_deref());
+        }
+        query.push(" WHERE name = ").bind(name).push(" RETURNING id");
+        let (sql, args) = query.into_parts()?;
+        let found = sqlx::query_with(&sql, args).fetch_optional(&self.pool).await?;
+        Ok(found.is_some())
     }
 
     pub(super) async fn tenants(&self, name: Option<&str>) -> Result<Vec<Tenant>, StoreError> {

@@ -21,7 +21,13 @@ fuzz_target!(|data: &[u8]| {
         Ok(text) => text,
         Err(e) => std::str::from_utf8(&body[..e.valid_up_to()]).expect("the valid prefix"),
     };
-    let expected = reference_events(valid);
+    // Past the valid prefix comes more text (a WHATWG decoder makes it U+FFFD), so a CR that ends the
+    // prefix is a whole line break, not perhaps the first half of a CRLF.
+    let expected = if valid.len() < body.len() && valid.ends_with('\r') {
+        reference_events(&format!("{valid}\n"))
+    } else {
+        reference_events(valid)
+    };
     let got: Vec<String> = whole
         .iter()
         .filter_map(|item| item.as_ref().ok())

@@ -234,6 +234,13 @@ mod tests {
         let (events, error) = parse(b"data: a\n\ndata: b\xff\n\ndata: c\n\n", 4, MAX_EVENT_BYTES);
         assert_eq!(events, ["a"]);
         assert!(matches!(error, Some(ProviderError::Protocol { .. })), "{error:?}");
+        // A CR before the bad text is a whole line break (nothing after it can make it a CRLF): the empty
+        // line it ends dispatches the event, as a WHATWG parser reading U+FFFD after it would.
+        for size in [1, 2, 16] {
+            let (events, error) = parse(b"data: a\n\r\xff\n", size, MAX_EVENT_BYTES);
+            assert_eq!(events, ["a"], "pieces of {size}");
+            assert!(matches!(error, Some(ProviderError::Protocol { .. })), "{error:?}");
+        }
         let (events, error) = parse(b"data: a\n\ndata: \xe2\x82", 3, MAX_EVENT_BYTES);
         assert_eq!(events, ["a"]);
         assert!(matches!(error, Some(ProviderError::Truncated { .. })), "{error:?}");

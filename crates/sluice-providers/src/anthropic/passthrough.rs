@@ -25,6 +25,7 @@ use crate::model_field::swap_model;
 use crate::passthrough::{
     FrameStream, MessagesBody, MessagesCall, MessagesPassthrough, MessagesReply, RawFrame, TokenCount,
 };
+use crate::sse::MAX_EVENT_BYTES;
 use crate::sse_frames::{FrameSplitter, fields};
 use crate::transport::{self, MAX_RESPONSE_BYTES};
 use crate::{BoxFuture, ProviderError, TimeoutPhase};
@@ -291,6 +292,13 @@ where
                 };
                 return Some((item, s));
             }
+            // No whole frame is buffered: what is, is one unfinished frame, bounded as the parser bounds
+            // an event, so a vendor that never ends a frame cannot grow the buffer without end.
+            if s.splitter.rest().len() > MAX_EVENT_BYTES {
+                s.ended = true;
+                let detail = format!("an event stream frame is larger than {MAX_EVENT_BYTES} bytes");
+                return Some((Err(ProviderError::Protocol { detail }), s));
+            }
             let error = match tokio::time::timeout(idle, s.body.next()).await {
                 Ok(Some(Ok(piece))) => {
                     s.splitter.push(piece.as_ref());
@@ -379,6 +387,25 @@ mod tests {
             (35, 1000, 1)
         );
         assert_eq!((usages[1].output, usages[1].reasoning), (220, 180));
+    }
+
+    #[tokio::test]
+    async fn a_frame_that_never_ends_is_refused_past_the_event_limit() {
+        let start = TOOL_USE.split("event: content_block_start").next().unwrap();
+        let mut pieces = vec![start.as_bytes().to_vec()];
+        let line = vec![b'x'; 1 << 20];
+        pieces.extend(std::iter::repeat_n(line, MAX_EVENT_BYTES / (1 << 20) + 2));
+        let items = drive(pieces).await;
+        let (last, rest) = items.split_last().unwrap();
+        assert!(
+            !rest.is_empty() && rest.iter().all(Result::is_ok),
+            "the frames before it pass"
+        );
+        let last = last.as_ref().unwrap_err();
+        assert!(
+            last.starts_with("Protocol") && last.contains("frame is larger than"),
+            "{last}"
+        );
     }
 
     #[tokio::test]

@@ -270,11 +270,6 @@ impl Reservation {
         self.tokens
     }
 
-    /// The budget it holds from.
-    pub fn budget(&self) -> &Arc<dyn RateBudget> {
-        &self.budget
-    }
-
     /// Settles with the tokens actually used.
     pub fn settle(mut self, used_tokens: u64) {
         self.end(End::Used(used_tokens));

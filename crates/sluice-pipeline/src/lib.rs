@@ -229,6 +229,8 @@ impl Pipeline {
         if let Some(tenant) = tenant {
             tenant.precheck(model).map_err(refusal)?;
         }
+        // The first deployment's encoding: deployments of one model name normally share a tokenizer
+        // family; when they do not, the first one's count is the estimate.
         let encoding = route
             .deployments()
             .first()

@@ -287,12 +287,6 @@ impl Router {
             .any(|m| m.deployments.iter().any(|d| d.provider.is_enabled()))
     }
 
-    /// The encoding to count a request for `model` with: its first deployment's. Deployments of one model
-    /// name normally share a tokenizer family; when they do not, the first one's count is the estimate.
-    pub fn encoding(&self, model: &str) -> Option<sluice_tokens::Encoding> {
-        self.route(model).ok()?.deployments.first().map(|d| d.encoding)
-    }
-
     /// The encodings the configured deployments use, to load them before the first request.
     pub fn encodings(&self) -> Vec<sluice_tokens::EncodingName> {
         let mut names: Vec<_> = self

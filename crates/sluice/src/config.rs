@@ -19,6 +19,9 @@ pub use providers::{
 mod redis;
 pub use self::redis::RawRedis;
 
+/// The longest duration a `*_ms` setting may name: one day.
+pub(crate) const MAX_DURATION_MS: u64 = 86_400_000;
+
 /// The configuration as written in the file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -486,6 +489,28 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             problem(key.to_owned(), "must be greater than 0".to_owned());
         }
     }
+    // A wait past a day is a typo, and a huge one overflows the clock arithmetic it feeds.
+    for (key, value) in [
+        ("server.request_timeout_ms", raw.server.request_timeout_ms),
+        ("server.shutdown_grace_ms", raw.server.shutdown_grace_ms),
+        ("server.shutdown_flush_ms", raw.server.shutdown_flush_ms),
+        ("server.header_timeout_ms", raw.server.header_timeout_ms),
+        ("server.keep_alive_timeout_ms", raw.server.keep_alive_timeout_ms),
+        ("server.send_timeout_ms", raw.server.send_timeout_ms),
+        ("store.refresh_ms", raw.store.refresh_ms),
+        ("auth.failure_window_ms", raw.auth.failure_window_ms),
+        ("upstream.connect_timeout_ms", raw.upstream.connect_timeout_ms),
+        ("upstream.first_byte_timeout_ms", raw.upstream.first_byte_timeout_ms),
+        ("upstream.idle_timeout_ms", raw.upstream.idle_timeout_ms),
+        ("upstream.backoff_base_ms", raw.upstream.backoff_base_ms),
+        ("upstream.backoff_max_ms", raw.upstream.backoff_max_ms),
+        ("upstream.breaker_cooloff_ms", raw.upstream.breaker_cooloff_ms),
+        ("prompts.reload_ms", raw.prompts.reload_ms),
+    ] {
+        if value > MAX_DURATION_MS {
+            problem(key.to_owned(), format!("must be at most {MAX_DURATION_MS} (one day)"));
+        }
+    }
     if raw.server.max_header_bytes < 1024 {
         problem("server.max_header_bytes".to_owned(), "must be at least 1024".to_owned());
     }
@@ -653,6 +678,22 @@ model = "gpt-4o-mini"
             message.starts_with("config/sluice.toml:4: providers[0].kind: unknown variant `openia`"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn durations_past_a_day_are_refused_by_name() {
+        let text = format!("[upstream]\nbreaker_cooloff_ms = 18446744073709551615\n{MINIMAL}");
+        let message = error_of(&text);
+        assert!(
+            message.contains("upstream.breaker_cooloff_ms: must be at most 86400000 (one day)"),
+            "{message}"
+        );
+        let text = MINIMAL.replace(
+            "name = \"gpt-4o-mini\"\n[[",
+            "name = \"gpt-4o-mini\"\nmax_queue_ms = 100000000\n[[",
+        );
+        let message = error_of(&text);
+        assert!(message.contains("models[0].max_queue_ms: must be at most"), "{message}");
     }
 
     #[test]

@@ -421,6 +421,12 @@ pub(super) fn validate_models(
         if model.deployments.is_empty() {
             problems.push((at("deployments"), "must list at least one deployment".to_owned()));
         }
+        if model.max_queue_ms > super::MAX_DURATION_MS {
+            problems.push((
+                at("max_queue_ms"),
+                format!("must be at most {} (one day)", super::MAX_DURATION_MS),
+            ));
+        }
         let mut deployments = Vec::with_capacity(model.deployments.len());
         for (d, deployment) in model.deployments.into_iter().enumerate() {
             let at = |field: &str| format!("models[{i}].deployments[{d}].{field}");

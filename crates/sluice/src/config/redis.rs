@@ -63,6 +63,8 @@ impl RawRedis {
         ] {
             if value == 0 {
                 problem(key, "must be greater than 0".to_owned());
+            } else if value > super::MAX_DURATION_MS {
+                problem(key, format!("must be at most {} (one day)", super::MAX_DURATION_MS));
             }
         }
         if !(self.lease_share > 0.0 && self.lease_share <= 1.0) {

@@ -215,6 +215,77 @@ async fn five_requests_with_one_request_id_are_five_rows() {
     assert_eq!(upstream.stats().requests, 6);
 }
 
+/// A usage row of `tenant` costing `micros`, as a gateway spools it.
+fn spooled_row(id: &str, tenant: &str, model: &str, micros: i64) -> UsageRow {
+    UsageRow {
+        id: id.to_owned(),
+        client_request_id: None,
+        tenant: tenant.to_owned(),
+        key_id: None,
+        model: model.to_owned(),
+        provider: "sim".to_owned(),
+        vendor_model: "vendor-m".to_owned(),
+        upstream_key: Some("sim#0".to_owned()),
+        usage: sluice_api::TokenUsage::new(10, 2),
+        usage_source: UsageSource::Vendor,
+        cost_micros: Some(micros),
+        price_source: sluice_store::PriceSource::Override,
+        price_date: None,
+        latency_ms: 1,
+        status: 200,
+        attempts: 1,
+        attempt_log: Vec::new(),
+        prompt_name: None,
+        prompt_version: None,
+        created_at: chrono::Utc::now(),
+    }
+}
+
+#[tokio::test]
+async fn a_restart_seeds_spend_from_the_whole_ledger_spool_included() {
+    // What a gateway stopped during a database outage leaves: rows charged to a tenant, in the spool.
+    let upstream = SimServer::start(SimConfig::default()).await;
+    let dir = scratch_dir("metering-restart");
+    let toml = format!(
+        "{}{}",
+        store_table(
+            Some(&format!("sqlite://{}", dir.join("ledger.db").display())),
+            "restart"
+        ),
+        config(
+            "",
+            &provider("sim", "openai_compatible", &upstream.base_url(), &["k"]),
+            "",
+            &deployment("sim", "vendor-m", "price = { input = 1.0, output = 1.0 }"),
+        )
+    );
+    let first = GatewayServer::start(&toml).await;
+    tenant_key(
+        &first,
+        json!({"name": "acme", "budget_usd": 1.0, "budget_period": "month"}),
+    )
+    .await;
+    first.stop(Duration::from_secs(5)).await;
+    let spool_path = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("spool = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_owned();
+    let lines: String = (0..3)
+        .map(|i| serde_json::to_string(&spooled_row(&format!("left-{i}"), "acme", "m", 250_000)).unwrap() + "\n")
+        .collect();
+    std::fs::write(&spool_path, lines).unwrap();
+
+    let second = GatewayServer::start(&toml).await;
+    assert_eq!(
+        spent(&second, "acme").await,
+        750_000,
+        "the spool's rows count in the seed"
+    );
+    assert_eq!(second.writer_stats().replayed, 3);
+}
+
 // === Finding 2: an abandoned stream is recorded as free ===
 
 #[tokio::test]

@@ -226,7 +226,7 @@ fn kind(i: usize) -> Kind {
 fn body(i: usize) -> Value {
     let kind = kind(i);
     let stream = match kind {
-        Kind::Plain | Kind::Long | Kind::Think => i % 3 != 0,
+        Kind::Plain | Kind::Long | Kind::Think => !i.is_multiple_of(3),
         _ => true,
     };
     let model = match kind {
@@ -247,7 +247,7 @@ fn body(i: usize) -> Value {
     if kind != Kind::Think {
         body["max_tokens"] = json!(8 + i % 13);
     }
-    if stream && i % 2 == 0 {
+    if stream && i.is_multiple_of(2) {
         body["stream_options"] = json!({"include_usage": true});
     }
     body

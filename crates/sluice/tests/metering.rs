@@ -334,14 +334,14 @@ async fn a_stream_read_for_a_few_chunks_then_dropped_is_billed_as_estimated() {
         cost,
         "the tenant's spend rose by the row's cost"
     );
-    // The vendor billed at least what passed through, and far less than the whole answer.
-    let bill = upstream.stats().bill();
+    // The vendor billed what passed through (within README's bound for estimates: a quarter for the
+    // tokenizers' disagreement, 4 tokens in transit), far less than the whole answer.
     assert!(eventually(Duration::from_secs(5), || upstream.stats().streams_cancelled == 1).await);
-    let bill_output = upstream.stats().bill().output;
+    let billed = upstream.stats().bill().output;
+    let recorded = row.completion_tokens();
     assert!(
-        bill_output >= row.completion_tokens() && bill_output < 400,
-        "billed {bill_output}, recorded {}; {bill:?}",
-        row.completion_tokens()
+        billed.abs_diff(recorded) <= billed / 4 + 4 && billed < 100,
+        "billed {billed}, recorded {recorded}"
     );
 }
 

@@ -23,4 +23,4 @@ pub use embeddings::{
 pub use error::{ErrorBody, ErrorObject};
 pub use models::{Model, ModelList};
 pub use parse::{ParseError, parse_json};
-pub use usage::{TokenUsage, UsageSource};
+pub use usage::{MAX_REQUEST_TOKENS, TokenUsage, UsageSource};

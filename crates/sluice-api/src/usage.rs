@@ -69,7 +69,27 @@ impl UsageSource {
     }
 }
 
+/// The most tokens of one category one request is recorded with: about a thousand times the largest
+/// context window a vendor sells. A vendor (or whatever answers in its place) reporting more is not
+/// believed: past this, sums, budgets' debts and waits, costs and the ledger's 64-bit columns and rollups
+/// could overflow.
+pub const MAX_REQUEST_TOKENS: u64 = 1 << 32;
+
 impl TokenUsage {
+    /// Every category at most [`MAX_REQUEST_TOKENS`]: how a vendor's report is taken, so no later
+    /// arithmetic on it can overflow.
+    pub fn clamped(&self) -> Self {
+        let at_most = |n: u64| n.min(MAX_REQUEST_TOKENS);
+        Self {
+            input: at_most(self.input),
+            cache_read: at_most(self.cache_read),
+            cache_write_5m: at_most(self.cache_write_5m),
+            cache_write_1h: at_most(self.cache_write_1h),
+            output: at_most(self.output),
+            reasoning: at_most(self.reasoning).min(at_most(self.output)),
+        }
+    }
+
     /// Usage of `input` uncached prompt tokens and `output` generated tokens.
     pub fn new(input: u64, output: u64) -> Self {
         Self {

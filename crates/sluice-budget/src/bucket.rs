@@ -38,13 +38,28 @@ impl Bucket {
         if amount > self.capacity || self.capacity <= 0.0 {
             return None;
         }
-        Some(Duration::from_secs_f64((amount - self.level) * 60.0 / self.capacity))
+        Some(minutes_of(amount - self.level, self.capacity))
+    }
+
+    /// Takes `amount` off the bucket after the fact (an answer longer than its reservation): the bucket
+    /// may go into debt, by at most an hour of refill, so that one absurd report cannot lock a budget
+    /// for longer than a vendor's longest wait.
+    fn charge(&mut self, amount: f64) {
+        self.level = (self.level - amount).clamp(-60.0 * self.capacity, self.capacity);
     }
 
     fn give_back(&mut self, amount: f64, now: Instant) {
         self.refill(now);
         self.level = (self.level + amount).min(self.capacity);
     }
+}
+
+/// The time `missing` units take to refill at `per_minute`; at most [`MAX_COOLDOWN`] past an hour of
+/// refill, whatever the numbers (never a panic on a huge or non-finite count).
+pub(crate) fn minutes_of(missing: f64, per_minute: f64) -> Duration {
+    Duration::try_from_secs_f64(missing * 60.0 / per_minute)
+        .unwrap_or(MAX_COOLDOWN)
+        .min(MAX_COOLDOWN + Duration::from_secs(60))
 }
 
 /// How long a key cools down after a 429: the vendor's retry time, or without one an exponential
@@ -147,7 +162,7 @@ impl RateState {
             End::Used(used) => {
                 if let Some(bucket) = &mut self.tokens {
                     bucket.refill(now);
-                    bucket.level = (bucket.level + reserved as f64 - used as f64).min(bucket.capacity);
+                    bucket.charge(used as f64 - reserved as f64);
                 }
             }
             End::Cancelled => {

@@ -51,6 +51,22 @@ async fn settling_gives_back_the_unused_part_and_charges_overruns() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_absurd_overrun_is_at_most_an_hour_of_debt() {
+    let budget = budget(None, Some(1000));
+    take(&budget, 10).await.unwrap().settle(u64::MAX);
+    // An hour of refill, and the token asked for.
+    let Refusal::Wait(wait) = take(&budget, 1).await.unwrap_err() else {
+        panic!("a wait");
+    };
+    assert!(
+        wait > Duration::from_secs(3599) && wait <= Duration::from_secs(3661),
+        "{wait:?}"
+    );
+    tokio::time::advance(wait).await;
+    assert!(take(&budget, 1).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
 async fn cancelling_gives_everything_back() {
     let budget = budget(Some(1), Some(100));
     take(&budget, 100).await.unwrap().cancel();

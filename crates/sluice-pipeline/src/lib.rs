@@ -254,7 +254,7 @@ impl Pipeline {
         let body = match reply.body {
             ReplyBody::Complete { body, usage } => {
                 let (usage, source) = match usage {
-                    Some(usage) => (usage, UsageSource::Vendor),
+                    Some(usage) => (usage.clamped(), UsageSource::Vendor),
                     None => (
                         TokenUsage::new(prompt_tokens, estimate_complete(&body, routed.encoding)),
                         UsageSource::Estimated,

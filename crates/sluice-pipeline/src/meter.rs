@@ -149,7 +149,7 @@ impl Stream for Metered {
                         } else {
                             UsageSource::Vendor
                         };
-                        self.usage = Some((usage, source));
+                        self.usage = Some((usage.clamped(), source));
                         self.tally.clear();
                     }
                     None if self.usage.is_none() => self.tally.push(&event.data),

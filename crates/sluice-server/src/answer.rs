@@ -172,7 +172,7 @@ fn sse_response(events: Box<Metered>, forward_usage: bool) -> Response {
                     }
                     Some(Err(err)) => {
                         span.in_scope(|| {
-                            tracing::warn!(error = %err, detail = ?err, "upstream stream broke after the first byte");
+                            tracing::warn!(error = %err, kind = err.kind(), "upstream stream broke after the first byte");
                         });
                         return Some((Ok(error_frame(&err)), None));
                     }

@@ -386,7 +386,11 @@ impl Simulator {
             .config
             .tokens_per_sec
             .filter(|tps| *tps > 0.0)
-            .map(|tps| Duration::from_secs_f64(1.0 / tps));
+            // A speed too slow for a `Duration` (`--tokens-per-sec 1e-300`) is an hour a token, not a panic.
+            .map(|tps| {
+                Duration::try_from_secs_f64(1.0 / tps)
+                    .map_or(Duration::from_secs(3600), |d| d.min(Duration::from_secs(3600)))
+            });
         let fault = self.config.fault;
         futures_util::stream::unfold(
             (events.into_iter().enumerate(), guard, false),

@@ -250,6 +250,23 @@ impl UsageWriter {
         }
     }
 
+    /// Waits (at most `limit`) until the rows an earlier run left in the spool are in the ledger; false
+    /// when some are not by then (the database is down or slow). Meant for the start, before requests
+    /// add rows of their own: whatever reads the ledger's totals then (budgets seeded from it) must not
+    /// miss rows that were charged before a restart.
+    pub async fn leftovers_replayed(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.shared.counters.spool_pending.load(Ordering::Relaxed) == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Rows in the queue now.
     pub fn queue_depth(&self) -> u64 {
         (self.tx.max_capacity() - self.tx.capacity()) as u64

@@ -276,6 +276,9 @@ pub async fn open_store(config: &Config, env: &dyn Fn(&str) -> Option<String>) -
     Ok(store)
 }
 
+/// How long a start waits for the rows an earlier run left in the spool to reach the ledger.
+const LEFTOVERS_WAIT: Duration = Duration::from_secs(10);
+
 /// Attaches the store: virtual keys and tenants join the configured keys, and every request is recorded
 /// in the usage ledger. Keys and tenants are re-read every `[store] refresh_ms`.
 pub async fn attach_store(
@@ -284,15 +287,6 @@ pub async fn attach_store(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), WiringError> {
     let store = open_store(config, env).await?;
-    let configured = gateway.configured.take().unwrap_or_else(|| StaticKeys::new(&[], None));
-    let directory = Arc::new(
-        Directory::load(store.clone(), configured, Arc::clone(&gateway.budgets))
-            .await
-            .map_err(|source| WiringError::Store {
-                what: "load keys and tenants",
-                source,
-            })?,
-    );
     // Costs decide budgets: a price list with an error stops the start rather than leaving models unpriced.
     // A missing one is said loudly; without prices, costs are not counted and tenants with a budget are
     // refused every model without a price of its own (never served uncounted).
@@ -315,6 +309,29 @@ pub async fn attach_store(
             source,
         }
     })?;
+    // Rows an earlier run left in the spool were charged to their tenants then: they go into the ledger
+    // before tenants' spend is seeded from it, or the restarted gateway would let each tenant spend them
+    // again.
+    let leftovers = writer.stats().spool_pending;
+    if leftovers > 0 && !writer.leftovers_replayed(LEFTOVERS_WAIT).await {
+        let message = format!(
+            "{} of the {leftovers} usage rows left in the spool were not replayed within {} s: tenants' spend \
+             this period is short by their cost until the period ends",
+            writer.stats().spool_pending,
+            LEFTOVERS_WAIT.as_secs()
+        );
+        tracing::warn!("{message}");
+        gateway.warnings.push(message);
+    }
+    let configured = gateway.configured.take().unwrap_or_else(|| StaticKeys::new(&[], None));
+    let directory = Arc::new(
+        Directory::load(store.clone(), configured, Arc::clone(&gateway.budgets))
+            .await
+            .map_err(|source| WiringError::Store {
+                what: "load keys and tenants",
+                source,
+            })?,
+    );
     gateway.auth = Arc::clone(&directory) as Arc<dyn Authenticator>;
     gateway.tenancy = Some(Tenancy { store, directory });
     gateway.ledger = Some(Arc::new(Ledger::new(writer, book)));

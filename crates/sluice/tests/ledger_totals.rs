@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,54 +21,8 @@ const ADMIN: &str = "sk-ledger-admin-0123456789abcdefghijklmn";
 const INPUT_MICROS: u64 = 2;
 const OUTPUT_MICROS: u64 = 8;
 
-/// The ledger's database, and how a test takes it away and brings it back.
-enum Database {
-    /// A SQLite file; the outage is another process holding a write transaction on it.
-    Sqlite { path: PathBuf, lock: Option<SqliteLock> },
-    /// A throwaway PostgreSQL database behind a proxy that can cut every connection.
-    Postgres { proxy: TcpOutage, database: FreshDatabase },
-}
-
-impl Database {
-    fn sqlite(name: &str) -> Self {
-        let dir = scratch(name);
-        Self::Sqlite {
-            path: dir.join("ledger.db"),
-            lock: None,
-        }
-    }
-
-    /// `None` when the PostgreSQL tests are skipped.
-    async fn postgres(prefix: &str) -> Option<Self> {
-        let database = FreshDatabase::create(prefix)?;
-        let proxy = TcpOutage::start("127.0.0.1:5432".parse().unwrap()).await;
-        Some(Self::Postgres { proxy, database })
-    }
-
-    fn url(&self) -> String {
-        match self {
-            Self::Sqlite { path, .. } => format!("sqlite://{}", path.display()),
-            Self::Postgres { proxy, database } => database.url(&proxy.addr.to_string()),
-        }
-    }
-
-    async fn cut(&mut self) {
-        match self {
-            Self::Sqlite { path, lock } => *lock = Some(SqliteLock::hold(path).await),
-            Self::Postgres { proxy, .. } => proxy.cut(),
-        }
-    }
-
-    async fn restore(&mut self) {
-        match self {
-            Self::Sqlite { lock, .. } => lock.take().expect("the database was cut").release().await,
-            Self::Postgres { proxy, .. } => proxy.restore(),
-        }
-    }
-}
-
 /// A fresh folder for one test's database and spool.
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str) -> std::path::PathBuf {
     scratch_dir(&format!("ledger-{name}"))
 }
 
@@ -442,7 +395,7 @@ async fn totals_under_load_across_an_outage(mut database: Database, failures: u6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ledger_totals_equal_the_upstreams_under_load_across_an_outage_on_sqlite() {
     // Each failed write waits out SQLite's busy timeout (5 s): one is enough here.
-    totals_under_load_across_an_outage(Database::sqlite("load-sqlite"), 1).await;
+    totals_under_load_across_an_outage(Database::sqlite(&scratch("load-sqlite")), 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,7 +415,7 @@ async fn ledger_totals_equal_the_upstreams_under_load_across_an_outage_on_postgr
 async fn a_sqlite_outage_loses_no_usage_and_counts_none_twice() {
     const N: usize = 20;
     let started = Instant::now();
-    let mut database = Database::sqlite("outage-sqlite");
+    let mut database = Database::sqlite(&scratch("outage-sqlite"));
     let upstream = SimServer::start(SimConfig::default()).await;
     let gateway = GatewayServer::start(&config(&upstream.base_url(), &database, "outage-sqlite-spool")).await;
     let keys = keys_for(&gateway, &["steady"]).await;

@@ -177,7 +177,7 @@ impl Seen {
     pub(crate) fn wait(&self, limits: Limits, tokens: u64, balance: (f64, f64), now: Instant) -> Duration {
         let (requests, held_tokens) = self.project(limits, now);
         let wait = |level: f64, need: f64, limit: Option<u64>| match limit {
-            Some(limit) if limit > 0 && level < need => Duration::from_secs_f64((need - level) * 60.0 / limit as f64),
+            Some(limit) if limit > 0 && level < need => crate::bucket::minutes_of(need - level, limit as f64),
             _ => Duration::ZERO,
         };
         wait(requests + balance.0, 1.0, limits.rpm).max(wait(held_tokens + balance.1, tokens as f64, limits.tpm))
@@ -208,7 +208,7 @@ impl Level {
         if self.level >= need || self.capacity <= 0.0 {
             return Duration::ZERO;
         }
-        Duration::from_secs_f64((need - self.level) * 60.0 / self.capacity)
+        crate::bucket::minutes_of(need - self.level, self.capacity)
     }
 }
 

@@ -147,6 +147,14 @@ impl GatewayServer {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.server.url(), path)
     }
+
+    /// Stops as `sluice serve` does on SIGTERM: stops accepting, lets requests in flight finish (at most
+    /// the grace period), then flushes the usage ledger for at most `flush`. Returns the writer's counters.
+    pub async fn stop(self, flush: Duration) -> Option<sluice_store::WriterStats> {
+        self.server.shutdown().await;
+        self.gateway.flush(flush).await;
+        self.gateway.ledger.as_ref().map(|l| l.writer().stats())
+    }
 }
 
 /// A gateway configuration with one model `m` served by one OpenAI-format provider at `base_url`.
@@ -666,5 +674,58 @@ pub fn serve_listener(listener: tokio::net::TcpListener, app: axum::Router, grac
         addr,
         stop: Some(stop),
         task: Some(task),
+    }
+}
+
+/// The ledger's database, and how a test takes it away and brings it back.
+pub enum Database {
+    /// A SQLite file; the outage is another process holding a write transaction on it.
+    Sqlite {
+        path: std::path::PathBuf,
+        lock: Option<SqliteLock>,
+    },
+    /// A throwaway PostgreSQL database behind a proxy that can cut every connection.
+    Postgres { proxy: TcpOutage, database: FreshDatabase },
+}
+
+impl Database {
+    /// A SQLite file in `dir`.
+    pub fn sqlite(dir: &Path) -> Self {
+        Self::Sqlite {
+            path: dir.join("ledger.db"),
+            lock: None,
+        }
+    }
+
+    /// `None` when the PostgreSQL tests are skipped.
+    pub async fn postgres(prefix: &str) -> Option<Self> {
+        let database = FreshDatabase::create(prefix)?;
+        let proxy = TcpOutage::start("127.0.0.1:5432".parse().unwrap()).await;
+        Some(Self::Postgres { proxy, database })
+    }
+
+    /// The database's URL, through the proxy for PostgreSQL.
+    pub fn url(&self) -> String {
+        match self {
+            Self::Sqlite { path, .. } => format!("sqlite://{}", path.display()),
+            Self::Postgres { proxy, database } => database.url(&proxy.addr.to_string()),
+        }
+    }
+
+    /// Takes the database away: a write lock held by another process (SQLite), or every connection cut
+    /// and new ones refused (PostgreSQL).
+    pub async fn cut(&mut self) {
+        match self {
+            Self::Sqlite { path, lock } => *lock = Some(SqliteLock::hold(path).await),
+            Self::Postgres { proxy, .. } => proxy.cut(),
+        }
+    }
+
+    /// Brings the database back.
+    pub async fn restore(&mut self) {
+        match self {
+            Self::Sqlite { lock, .. } => lock.take().expect("the database was cut").release().await,
+            Self::Postgres { proxy, .. } => proxy.restore(),
+        }
     }
 }

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use sluice_prompts::{PromptRegistry, RenderError};
+use sluice_prompts::{Lifecycle, Prompt, PromptRegistry, RenderError, Status};
 
 use sluice_pipeline::{Caller, Chat, Principal};
 
@@ -114,34 +114,57 @@ pub(crate) async fn list(State(state): State<AppState>, Extension(principal): Ex
     axum::Json(json!({"object": "list", "data": prompts})).into_response()
 }
 
+/// Query of `GET /v1/prompts/{name}`: a version to describe instead of the default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DescribeQuery {
+    #[serde(default)]
+    version: Option<u32>,
+}
+
 pub(crate) async fn describe(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
+    query: Result<Query<DescribeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(query) =
+        query.map_err(|e| ApiError::invalid_request(format!("Invalid query: {}", e.body_text()), Some("version")))?;
     if let Some(refusal) = not_allowed(&principal, &name) {
         return Err(refusal);
     }
     let registry = registry(&state);
     let prompt = registry
-        .get(&name, None)
-        .ok_or_else(|| not_found(&name, None, &registry, &principal))?;
-    let versions = registry
-        .list()
-        .into_iter()
-        .find(|p| p.name == name)
-        .map(|p| p.versions)
-        .unwrap_or_default();
-    Ok(axum::Json(json!({
+        .get(&name, query.version)
+        .ok_or_else(|| not_found(&name, query.version, &registry, &principal))?;
+    let versions: Vec<Value> = registry.versions(&name).map(version_status).collect();
+    let mut response = axum::Json(json!({
         "name": prompt.name(),
         "version": prompt.version(),
+        "status": prompt.status(),
+        "sunset": prompt.lifecycle().sunset,
+        "replaced_by": prompt.lifecycle().replaced_by,
         "versions": versions,
+        "access": registry.access(&name),
         "description": prompt.description(),
         "model": prompt.model(),
         "parameters": prompt.parameters(),
         "variables": prompt.variables_schema(),
     }))
-    .into_response())
+    .into_response();
+    lifecycle_headers(prompt.lifecycle(), response.headers_mut());
+    Ok(response)
+}
+
+/// One version's number and lifecycle, as descriptions and the catalog list them.
+pub(crate) fn version_status(prompt: &Prompt) -> Value {
+    let lifecycle = prompt.lifecycle();
+    json!({
+        "version": prompt.version(),
+        "status": lifecycle.status,
+        "sunset": lifecycle.sunset,
+        "replaced_by": lifecycle.replaced_by,
+    })
 }
 
 pub(crate) async fn run(
@@ -158,6 +181,9 @@ pub(crate) async fn run(
     let prompt = registry
         .get(&name, call.version)
         .ok_or_else(|| not_found(&name, call.version, &registry, &principal))?;
+    if prompt.status() == Status::Retired {
+        return Err(retired(prompt));
+    }
     let mut request = prompt.render(&call.variables).map_err(|err| render_error(&err))?;
     request.stream = call.stream;
     request.stream_options = call.stream_options;
@@ -168,7 +194,47 @@ pub(crate) async fn run(
     );
     let caller = Caller::new(principal, client_request_id(&headers)).with_prompt(prompt.name(), prompt.version());
     let forward_usage = request.wants_stream_usage();
-    Ok(crate::answer::run(&state, &caller, &Chat::new(request), forward_usage).await)
+    let mut response = crate::answer::run(&state, &caller, &Chat::new(request), forward_usage).await;
+    lifecycle_headers(prompt.lifecycle(), response.headers_mut());
+    Ok(response)
+}
+
+/// A deprecated version's answer says so: `Deprecation` (RFC 9745), `Sunset` (RFC 8594) and a `Link`
+/// to its successor; an active one with an announced sunset carries `Sunset` alone.
+fn lifecycle_headers(lifecycle: &Lifecycle, headers: &mut HeaderMap) {
+    let values = [
+        ("deprecation", lifecycle.deprecation_header()),
+        ("sunset", lifecycle.sunset_header()),
+        (
+            "link",
+            lifecycle.deprecation_header().and_then(|_| lifecycle.link_header()),
+        ),
+    ];
+    for (name, value) in values {
+        if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// A 410 for a retired version, naming its replacement.
+fn retired(prompt: &Prompt) -> ApiError {
+    let lifecycle = prompt.lifecycle();
+    let instead = lifecycle.replaced_by.as_ref().map_or_else(
+        || " It has no replacement.".to_owned(),
+        |r| format!(" Use {r} instead."),
+    );
+    ApiError::new(
+        StatusCode::GONE,
+        "invalid_request_error",
+        format!(
+            "The prompt `{}` version {} is retired.{instead}",
+            prompt.name(),
+            prompt.version()
+        ),
+        Some("version"),
+        Some("prompt_version_retired"),
+    )
 }
 
 fn render_error(err: &RenderError) -> ApiError {
@@ -200,6 +266,9 @@ pub(crate) async fn catalog(State(state): State<AppState>) -> Response {
                         .collect();
                     json!({
                         "version": prompt.version(),
+                        "status": prompt.status(),
+                        "sunset": prompt.lifecycle().sunset,
+                        "replaced_by": prompt.lifecycle().replaced_by,
                         "description": prompt.description(),
                         "model": prompt.model(),
                         "parameters": prompt.parameters(),
@@ -208,7 +277,13 @@ pub(crate) async fn catalog(State(state): State<AppState>) -> Response {
                     })
                 })
                 .collect();
-            json!({"name": summary.name, "latest": summary.latest, "versions": versions})
+            json!({
+                "name": summary.name,
+                "latest": summary.latest,
+                "default": summary.default,
+                "access": summary.access,
+                "versions": versions,
+            })
         })
         .collect();
     axum::Json(json!({"object": "list", "data": prompts})).into_response()

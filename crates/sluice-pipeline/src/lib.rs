@@ -190,7 +190,7 @@ impl Pipeline {
     /// Admits `caller` to the prompt `name`, whose access is `access`, before it is rendered: a tenant
     /// needs a grant or an open prompt its allow-list does not exclude; a configured key may call every
     /// prompt. The model the prompt calls is checked by [`Pipeline::run`].
-    pub fn admit_prompt(&self, caller: &Caller, name: &str, model: &str, access: Access) -> Result<(), Refused> {
+    pub fn admit_prompt(&self, caller: &Caller, name: &str, model: &str, access: Access) -> Result<(), Box<Refused>> {
         let Some(tenant) = caller.principal.tenant.as_ref() else {
             return Ok(());
         };
@@ -200,7 +200,7 @@ impl Pipeline {
                 tenant: Arc::from(tenant.name()),
                 model: model.to_owned(),
             };
-            self.refuse(caller, model, error)
+            Box::new(self.refuse(caller, model, error))
         })
     }
 

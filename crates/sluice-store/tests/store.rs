@@ -21,6 +21,7 @@ suite!(
     writer_rejects_what_it_cannot_write,
     grants_and_subscriptions,
     audit_log,
+    allow_lists_become_grants,
 );
 
 mod cases {
@@ -909,5 +910,58 @@ mod cases {
             older.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
             ["t2", "t1", "t0"]
         );
+    }
+
+    pub async fn allow_lists_become_grants(h: &Harness) {
+        use crate::support::Kind;
+        use sluice_store::Service;
+        // A database as the versions before 0004 left it, with tenants' allow-lists.
+        Store::open(&h.url).await.unwrap().close().await;
+        let before_catalog = |kind: &'static str| async move {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../migrations")
+                .join(kind);
+            let mut migrator = sqlx::migrate::Migrator::new(dir).await.unwrap();
+            migrator.migrations = migrator.migrations.iter().filter(|m| m.version < 4).cloned().collect();
+            migrator
+        };
+        let tenants = "INSERT INTO tenants (name, models, prompts, created_at) VALUES \
+             ('listed', '[\"gpt-4o\",\"o3\"]', '[\"summarize\"]', '2026-03-01T12:00:00.000000Z'), \
+             ('empty', '[]', NULL, '2026-03-01T12:00:00.000000Z'), \
+             ('all', NULL, NULL, '2026-03-01T12:00:00.000000Z')";
+        match h.kind {
+            Kind::Postgres => {
+                let pool = sqlx::PgPool::connect(&h.url).await.unwrap();
+                before_catalog("postgres").await.run(&pool).await.unwrap();
+                sqlx::query(tenants).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+            Kind::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&h.url).await.unwrap();
+                before_catalog("sqlite").await.run(&pool).await.unwrap();
+                sqlx::query(tenants).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+        }
+        let store = h.store().await;
+        let grants: Vec<(String, Service, String)> = store
+            .list_grants()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| (g.tenant, g.service, g.granted_by))
+            .collect();
+        let migrated = |service: Service| ("listed".to_owned(), service, "migration".to_owned());
+        assert_eq!(
+            grants,
+            vec![
+                migrated(Service::model("gpt-4o")),
+                migrated(Service::model("o3")),
+                migrated(Service::prompt("summarize")),
+            ]
+        );
+        // The lists still restrict what is open.
+        let listed = store.tenant("listed").await.unwrap().unwrap();
+        assert!(listed.allows_model("gpt-4o") && !listed.allows_model("gpt-4o-mini"));
     }
 }

@@ -213,6 +213,14 @@ async fn the_catalog_flow(store: String, label: &str) {
     assert_eq!(entry(&catalog, "model:m")["permission"], "call");
     assert_eq!(entry(&catalog, "model:m")["description"], "The everyday model.");
     assert_eq!(entry(&catalog, "model:secret")["permission"], "none");
+    let models = get(&a, "/v1/models", &alpha).await;
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["m"], "a private model is not listed to a tenant without a grant");
 
     // Refused before a request, then while it is pending.
     let (status, code, message) = error_code(run_prompt(&a, &alpha, None).await).await;
@@ -312,6 +320,8 @@ async fn the_catalog_flow(store: String, label: &str) {
     .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(chat(beta.clone(), "secret").await.unwrap().status(), 200);
+    let models = get(&a, "/v1/models", &beta).await;
+    assert_eq!(models["data"].as_array().unwrap().len(), 2, "{models}");
     let (status, code, _) = error_code(chat(alpha.clone(), "secret").await.unwrap()).await;
     assert_eq!((status, code.as_str()), (403, "model_not_allowed"));
 

@@ -767,7 +767,13 @@ async fn the_console_in_a_browser() {
     };
     assert_eq!(review().await.unwrap().status(), 403, "not before approval");
     open(&browser, &gateway, "access", "#pending-requests").await;
-    assert!(browser.text("#pending-requests").await.unwrap().contains("an evaluation"));
+    assert!(
+        browser
+            .text("#pending-requests")
+            .await
+            .unwrap()
+            .contains("an evaluation")
+    );
     browser
         .find("button[aria-label='Approve globex\u{2019}s request for prompt:review']")
         .await
@@ -782,7 +788,13 @@ async fn the_console_in_a_browser() {
         .await;
     assert_eq!(review().await.unwrap().status(), 200, "approved from the console");
     assert!(browser.text("#grants").await.unwrap().contains("prompt:review"));
-    assert!(browser.text("#audit-log").await.unwrap().contains("subscription.approve"));
+    assert!(
+        browser
+            .text("#audit-log")
+            .await
+            .unwrap()
+            .contains("subscription.approve")
+    );
     quiet(&browser).await;
     browser.screenshot(&shot("access"), 1280, 1400).await;
 

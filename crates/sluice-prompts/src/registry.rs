@@ -237,9 +237,15 @@ impl PromptRegistry {
             let Some(prompt) = self.get(&summary.name, None) else {
                 continue;
             };
+            // A retired version answers 410: it is not one a client may pin.
+            let servable: Vec<u32> = self
+                .versions(&summary.name)
+                .filter(|p| p.status() != Status::Retired)
+                .map(Prompt::version)
+                .collect();
             paths.insert(
                 format!("/v1/prompts/{}", summary.name),
-                json!({ "post": operation(prompt, &summary) }),
+                json!({ "post": operation(prompt, &summary, &servable) }),
             );
         }
         let mut doc = json!({
@@ -278,7 +284,7 @@ fn default_of(versions: &BTreeMap<u32, Prompt>) -> Option<&Prompt> {
         .or_else(|| versions.last_key_value().map(|(_, p)| p))
 }
 
-fn operation(prompt: &Prompt, summary: &PromptSummary) -> Value {
+fn operation(prompt: &Prompt, summary: &PromptSummary, servable: &[u32]) -> Value {
     let mut variables = prompt.variables_schema();
     if let Some(obj) = variables.as_object_mut() {
         obj.insert(
@@ -336,7 +342,7 @@ fn operation(prompt: &Prompt, summary: &PromptSummary) -> Value {
                     "variables": variables,
                     "version": {
                         "type": "integer",
-                        "enum": summary.versions,
+                        "enum": servable,
                         "description": "Pin a version; the newest active one when absent. A deprecated version answers with `Deprecation`, `Sunset` and `Link` headers; a retired one answers 410.",
                     },
                     "stream": {

@@ -1043,7 +1043,10 @@ fn the_default_is_the_newest_active_version_and_lifecycles_load() {
         (3, 2, Status::Active)
     );
     let doc = registry.openapi(None);
-    assert_eq!(doc["paths"]["/v1/prompts/greet"]["post"]["deprecated"], json!(false));
+    let operation = &doc["paths"]["/v1/prompts/greet"]["post"];
+    assert_eq!(operation["deprecated"], json!(false));
+    let pinnable = &operation["requestBody"]["content"]["application/json"]["schema"]["properties"]["version"]["enum"];
+    assert_eq!(pinnable, &json!([1, 2]), "a retired version is not offered");
 }
 
 #[test]

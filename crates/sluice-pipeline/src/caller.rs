@@ -16,7 +16,8 @@ pub struct Principal {
     pub name: Arc<str>,
     /// Whether the caller holds the admin key.
     pub admin: bool,
-    /// The virtual key's id, for the usage ledger; `None` for configured keys.
+    /// The virtual key's id, for the usage ledger; for the admin key, its [`admin_key_id`]; `None` for
+    /// configured client keys.
     pub key_id: Option<Arc<str>>,
     /// The caller's tenant; `None` for configured keys, which belong to no tenant and have no limits.
     pub tenant: Option<Arc<TenantState>>,
@@ -67,13 +68,21 @@ impl StaticKeys {
                 Principal {
                     name: "admin".into(),
                     admin: true,
-                    key_id: None,
+                    key_id: Some(admin_key_id(admin.expose_secret()).into()),
                     tenant: None,
                 },
             );
         }
         Self { keys }
     }
+}
+
+/// The admin key's id, as the audit log records who acted: `admin#` and the first 8 bytes of its SHA-256
+/// in hex. Tells keys apart across a rotation and says nothing usable about the key.
+pub fn admin_key_id(key: &str) -> String {
+    let hash = sluice_store::KeyHash::of(key);
+    let hex: String = hash.as_bytes()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("admin#{hex}")
 }
 
 impl Authenticator for StaticKeys {

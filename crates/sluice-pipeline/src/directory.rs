@@ -2,15 +2,20 @@
 //! seconds, so the request path never waits on the database and a revoked key stops working within one
 //! refresh. With replicas sharing a budget backend, a change made on one is announced to the others: a
 //! revoked key is dropped from every replica's memory at once, without reading the database (which may
-//! be unreachable), and a change to tenants or keys makes them read it again.
+//! be unreachable), and a change to tenants or keys makes them read it again. Grants and pending
+//! subscription requests are reloaded whenever the store's access version moves, read every
+//! [`ACCESS_POLL`], so an approval takes effect on every replica within a second.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sluice_budget::{Announcement, BudgetBackend};
-use sluice_store::{KeyHash, Store, StoreError};
+use sluice_store::{KeyHash, Store, StoreError, SubscriptionStatus};
+
+use crate::access::{self, TenantAccess};
 
 use crate::caller::{Authenticator, Principal, StaticKeys};
 use crate::tenancy::TenantState;
@@ -34,7 +39,15 @@ pub struct Directory {
     /// database that began after the announcement no longer lists them (a read begun before it would
     /// bring them back).
     revoked: RwLock<HashMap<Arc<str>, Instant>>,
+    /// Each tenant's grants and pending requests, by tenant name.
+    access: RwLock<HashMap<String, Arc<TenantAccess>>>,
+    /// The store's access version they were read at.
+    access_version: AtomicI64,
 }
+
+/// How often the store's access version is read: an approval or a grant made through any replica takes
+/// effect on every replica within this (plus one read of the grants).
+pub const ACCESS_POLL: Duration = Duration::from_millis(250);
 
 /// How long a revocation heard from another replica is kept when the database still lists the key.
 const REVOKED_KEPT: Duration = Duration::from_secs(600);
@@ -60,6 +73,8 @@ impl Directory {
             keys: RwLock::new(HashMap::new()),
             tenants: RwLock::new(HashMap::new()),
             revoked: RwLock::new(HashMap::new()),
+            access: RwLock::new(HashMap::new()),
+            access_version: AtomicI64::new(i64::MIN),
         };
         directory.refresh().await?;
         Ok(directory)
@@ -97,29 +112,63 @@ impl Directory {
             fresh.insert(state.name().to_owned(), state);
         }
         let active = self.store.list_active_keys().await?;
-        let mut revoked = self.revoked.write().unwrap_or_else(PoisonError::into_inner);
-        revoked.retain(|id, heard| {
-            let listed = active.iter().any(|a| a.key.id.as_str() == id.as_ref());
-            (*heard >= began || listed) && heard.elapsed() < REVOKED_KEPT
-        });
-        let keys = active
+        {
+            let mut revoked = self.revoked.write().unwrap_or_else(PoisonError::into_inner);
+            revoked.retain(|id, heard| {
+                let listed = active.iter().any(|a| a.key.id.as_str() == id.as_ref());
+                (*heard >= began || listed) && heard.elapsed() < REVOKED_KEPT
+            });
+            let keys = active
+                .into_iter()
+                .filter(|active| !revoked.contains_key(active.key.id.as_str()))
+                .map(|active| {
+                    (
+                        active.hash,
+                        CachedKey {
+                            id: active.key.id.as_str().into(),
+                            tenant: active.key.tenant.clone(),
+                            expires_at: active.key.expires_at,
+                        },
+                    )
+                })
+                .collect();
+            *self.tenants.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+            *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
+        }
+        // The guard is gone before the next read: the refresh task must be `Send`.
+        self.reload_access().await
+    }
+
+    /// Reads every grant and pending subscription request again and hands each tenant its own.
+    pub async fn reload_access(&self) -> Result<(), StoreError> {
+        // Read first: a change made while the rows are read moves it again, and the next poll reloads.
+        let version = self.store.access_version().await?;
+        let grants = self.store.list_grants().await?;
+        let pending = self.store.list_subscriptions(Some(SubscriptionStatus::Pending)).await?;
+        let map: HashMap<String, Arc<TenantAccess>> = access::by_tenant(grants, pending)
             .into_iter()
-            .filter(|active| !revoked.contains_key(active.key.id.as_str()))
-            .map(|active| {
-                (
-                    active.hash,
-                    CachedKey {
-                        id: active.key.id.as_str().into(),
-                        tenant: active.key.tenant.clone(),
-                        expires_at: active.key.expires_at,
-                    },
-                )
-            })
+            .map(|(tenant, access)| (tenant, Arc::new(access)))
             .collect();
-        *self.tenants.write().unwrap_or_else(PoisonError::into_inner) = fresh;
-        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
-        drop(revoked);
+        *self.access.write().unwrap_or_else(PoisonError::into_inner) = map;
+        self.apply_access();
+        self.access_version.store(version, Ordering::Release);
         Ok(())
+    }
+
+    /// Reloads access when the store's access version moved: cheap enough to run several times a second.
+    pub async fn poll_access(&self) -> Result<(), StoreError> {
+        let version = self.store.access_version().await?;
+        if version != self.access_version.load(Ordering::Acquire) {
+            self.reload_access().await?;
+        }
+        Ok(())
+    }
+
+    fn apply_access(&self) {
+        let access = self.access.read().unwrap_or_else(PoisonError::into_inner);
+        for tenant in self.tenants.read().unwrap_or_else(PoisonError::into_inner).values() {
+            tenant.set_access(access.get(tenant.name()).cloned().unwrap_or_default());
+        }
     }
 
     /// The key with this `id` was revoked in the store through this replica: it stops working here at
@@ -169,6 +218,9 @@ impl Directory {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
+            let mut poll = tokio::time::interval(ACCESS_POLL.min(every));
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            poll.tick().await;
             loop {
                 let announced = async {
                     match heard.as_mut() {
@@ -180,6 +232,11 @@ impl Directory {
                     _ = tick.tick() => {
                         if let Err(err) = self.refresh().await {
                             tracing::warn!(%err, "could not refresh keys and tenants; serving the last known ones");
+                        }
+                    }
+                    _ = poll.tick() => {
+                        if let Err(err) = self.poll_access().await {
+                            tracing::debug!(%err, "could not read the access version; serving the last known grants");
                         }
                     }
                     change = announced => match change {

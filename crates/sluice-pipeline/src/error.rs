@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use sluice_router::RouteError;
 
+use crate::access::{Permission, ServiceKind};
 use crate::tenancy::TenantRefusal;
 
 /// Why a request was not served. The HTTP edge turns each into the caller's protocol's error.
@@ -63,7 +64,12 @@ impl PipelineError {
         match self {
             Self::Invalid { .. } => "invalid_request",
             Self::Tenant { refusal, .. } => match refusal {
-                TenantRefusal::ModelNotAllowed => "model_not_allowed",
+                TenantRefusal::NotAllowed { service, permission } => match (permission, service.kind) {
+                    (Permission::Pending { .. }, _) => "subscription_pending",
+                    (Permission::Request, _) => "subscription_required",
+                    (_, ServiceKind::Model) => "model_not_allowed",
+                    (_, ServiceKind::Prompt) => "prompt_not_allowed",
+                },
                 TenantRefusal::RateLimited { .. } => "tenant_rate_limited",
                 TenantRefusal::TooLarge { .. } => "tenant_request_too_large",
                 TenantRefusal::OverBudget { .. } => "over_budget",

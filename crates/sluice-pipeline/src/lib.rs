@@ -6,7 +6,9 @@
 //!
 //! 1. **Validate**: what parsing cannot check, and bounds on the work a request may ask for.
 //! 2. **Route exists**: an unknown model is refused (and recorded under a fixed label) before any work.
-//! 3. **Tenant precheck**: the model is allowed, the request rate and the spend budget have room now.
+//! 3. **Tenant precheck**: the tenant may call the model (its access, the tenant's grants and
+//!    allow-list: [`access`]), the request rate and the spend budget have room now. A prompt is admitted
+//!    the same way before it is rendered ([`Pipeline::admit_prompt`]).
 //! 4. **Count** the input's tokens with the model's encoding, large inputs off the executor.
 //! 5. **Reserve** the tenant's rate (one request, the prompt and the expected completion) and its spend
 //!    (the worst-case cost), each one atomic step on the [`sluice_budget::BudgetBackend`].
@@ -20,6 +22,7 @@
 //! upstream call and every error answer also lands in the [`FailureLog`], the operators' recent view.
 //! A cache, a new endpoint or a new inbound protocol is one more [`Operation`] or one more step here.
 
+pub mod access;
 mod caller;
 mod directory;
 mod error;
@@ -30,6 +33,7 @@ mod operation;
 mod tally;
 pub mod tenancy;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -38,7 +42,8 @@ use sluice_budget::{Reservation, SpendReservation};
 use sluice_providers::ReplyBody;
 use sluice_router::{ModelRoute, Router};
 
-pub use crate::caller::{Authenticator, Caller, DEFAULT_TENANT, Principal, StaticKeys};
+pub use crate::access::{Access, ModelPolicy, Permission, Service, ServiceKind, TenantAccess};
+pub use crate::caller::{Authenticator, Caller, DEFAULT_TENANT, Principal, StaticKeys, admin_key_id};
 pub use crate::directory::Directory;
 pub use crate::error::PipelineError;
 pub use crate::failures::{DEFAULT_FAILURE_CAPACITY, Failure, FailureLog, FailureStage};
@@ -59,6 +64,8 @@ pub struct Pipeline {
     router: Arc<Router>,
     ledger: Option<Arc<Ledger>>,
     failures: Arc<FailureLog>,
+    /// Each model's access and description; a model not in it is open.
+    model_policies: HashMap<String, ModelPolicy>,
 }
 
 /// A request served.
@@ -160,7 +167,41 @@ impl Pipeline {
             router,
             ledger,
             failures: Arc::new(FailureLog::default()),
+            model_policies: HashMap::new(),
         }
+    }
+
+    /// The same pipeline with each model's access and description (a model not named is open).
+    pub fn with_model_policies(mut self, policies: HashMap<String, ModelPolicy>) -> Self {
+        self.model_policies = policies;
+        self
+    }
+
+    /// Who may call `model`.
+    pub fn model_access(&self, model: &str) -> Access {
+        self.model_policies.get(model).map(|p| p.access).unwrap_or_default()
+    }
+
+    /// What the catalog says of `model`: its access and description.
+    pub fn model_policy(&self, model: &str) -> ModelPolicy {
+        self.model_policies.get(model).cloned().unwrap_or_default()
+    }
+
+    /// Admits `caller` to the prompt `name`, whose access is `access`, before it is rendered: a tenant
+    /// needs a grant or an open prompt its allow-list does not exclude; a configured key may call every
+    /// prompt. The model the prompt calls is checked by [`Pipeline::run`].
+    pub fn admit_prompt(&self, caller: &Caller, name: &str, model: &str, access: Access) -> Result<(), Box<Refused>> {
+        let Some(tenant) = caller.principal.tenant.as_ref() else {
+            return Ok(());
+        };
+        tenant.admit(&Service::prompt(name), access).map_err(|refusal| {
+            let error = PipelineError::Tenant {
+                refusal,
+                tenant: Arc::from(tenant.name()),
+                model: model.to_owned(),
+            };
+            Box::new(self.refuse(caller, model, error))
+        })
     }
 
     /// The last failures, for operators.
@@ -227,7 +268,7 @@ impl Pipeline {
             self.refuse(caller, model, error)
         };
         if let Some(tenant) = tenant {
-            tenant.precheck(model).map_err(refusal)?;
+            tenant.precheck(model, self.model_access(model)).map_err(refusal)?;
         }
         // The first deployment's encoding: deployments of one model name normally share a tokenizer
         // family; when they do not, the first one's count is the estimate.

@@ -14,6 +14,8 @@ use sluice_budget::{
 };
 use sluice_store::Tenant;
 
+use crate::access::{Access, Permission, Service, TenantAccess};
+
 /// One tenant's live state: its settings and its budgets.
 #[derive(Debug)]
 pub struct TenantState {
@@ -21,13 +23,20 @@ pub struct TenantState {
     settings: RwLock<Arc<Tenant>>,
     rate: RwLock<Option<Arc<dyn RateBudget>>>,
     spend: Arc<dyn SpendBudget>,
+    access: RwLock<Arc<TenantAccess>>,
 }
 
 /// Why a tenant may not make a request now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TenantRefusal {
-    /// The tenant may not call this model.
-    ModelNotAllowed,
+    /// The tenant may not call this service (model or prompt): what it may do instead is `permission`
+    /// (ask for it, wait for its pending request, or nothing).
+    NotAllowed {
+        /// The service refused.
+        service: Service,
+        /// What the tenant may do with it.
+        permission: Permission,
+    },
     /// The tenant is over its requests or tokens per minute.
     RateLimited {
         /// When it will have capacity again.
@@ -73,6 +82,7 @@ impl TenantState {
         Self {
             rate: RwLock::new(rate_limits(&tenant).map(|limits| budgets.rate(&format!("tenant/{name}"), limits))),
             spend: budgets.spend(&format!("tenant/{name}")),
+            access: RwLock::new(Arc::default()),
             settings: RwLock::new(Arc::new(tenant)),
             name,
         }
@@ -107,14 +117,37 @@ impl TenantState {
         self.spend.spent(period(&self.settings(), now))
     }
 
-    /// Whether the tenant may call `model`, and whether its request rate and its budget leave room for a
-    /// request now. Cheap, so it runs before the request's tokens are counted; the reservations after
-    /// counting decide.
-    pub fn precheck(&self, model: &str) -> Result<(), TenantRefusal> {
-        let settings = self.settings();
-        if !settings.allows_model(model) {
-            return Err(TenantRefusal::ModelNotAllowed);
+    /// The tenant's grants and pending requests, as last loaded.
+    pub fn access(&self) -> Arc<TenantAccess> {
+        Arc::clone(&self.access.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub(crate) fn set_access(&self, access: Arc<TenantAccess>) {
+        *self.access.write().unwrap_or_else(PoisonError::into_inner) = access;
+    }
+
+    /// What the tenant may do with `service`, whose access is `access`.
+    pub fn permission(&self, service: &Service, access: Access) -> Permission {
+        self.access().permission(&self.settings(), service, access)
+    }
+
+    /// Whether the tenant may call `service` now, whose access is `access`.
+    pub fn admit(&self, service: &Service, access: Access) -> Result<(), TenantRefusal> {
+        match self.permission(service, access) {
+            Permission::Call => Ok(()),
+            permission => Err(TenantRefusal::NotAllowed {
+                service: service.clone(),
+                permission,
+            }),
         }
+    }
+
+    /// Whether the tenant may call `model` (whose access is `access`), and whether its request rate and
+    /// its budget leave room for a request now. Cheap, so it runs before the request's tokens are
+    /// counted; the reservations after counting decide.
+    pub fn precheck(&self, model: &str, access: Access) -> Result<(), TenantRefusal> {
+        self.admit(&Service::model(model), access)?;
+        let settings = self.settings();
         if let Some(rate) = self.rate()
             && let Ok(wait) = rate.available_in(0)
             && !wait.is_zero()

@@ -10,6 +10,7 @@ use sluice_api::{ChatCompletionRequest, ParseError, Role};
 use toml::Spanned;
 
 use crate::error::Problem;
+use crate::lifecycle::{Access, Lifecycle, Replacement, Status, toml_instant};
 use crate::prompt::{MessageTemplate, Prompt, VarType, Variable, check_value, message_template_name, sandbox};
 
 /// Chat-completion fields a prompt may not set: the model and messages are the prompt's own, and
@@ -31,6 +32,16 @@ struct RawPrompt {
     #[serde(default)]
     variables: BTreeMap<String, Spanned<RawVariable>>,
     messages: Spanned<Vec<RawMessage>>,
+    #[serde(default)]
+    status: Status,
+    #[serde(default)]
+    sunset: Option<Spanned<toml::value::Datetime>>,
+    #[serde(default)]
+    deprecated_since: Option<Spanned<toml::value::Datetime>>,
+    #[serde(default)]
+    replaced_by: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    access: Access,
 }
 
 #[derive(Deserialize)]
@@ -169,6 +180,7 @@ pub(crate) fn parse_prompt(file: &Path, text: &str) -> Result<Prompt, Vec<Proble
     }
     let model_line = cite.line(raw.model.span().start);
 
+    let lifecycle = check_lifecycle(&mut cite, &name, version, &raw);
     let variables = check_variables(&mut cite, raw.variables);
     let parameters = check_parameters(&mut cite, &raw.model, raw.parameters);
 
@@ -243,7 +255,68 @@ pub(crate) fn parse_prompt(file: &Path, text: &str) -> Result<Prompt, Vec<Proble
         messages,
         source: file.to_path_buf(),
         env,
+        lifecycle,
+        access: raw.access,
+        replaced_by_line: replaced_by_line(text),
     })
+}
+
+/// Reads `status`, `sunset`, `deprecated_since` and `replaced_by`; whether the replacement exists is
+/// checked once every file is loaded.
+fn check_lifecycle(cite: &mut Cite<'_>, name: &str, version: u32, raw: &RawPrompt) -> Lifecycle {
+    let mut instant = |field: &Option<Spanned<toml::value::Datetime>>, key: &str| {
+        let spanned = field.as_ref()?;
+        match toml_instant(spanned.get_ref()) {
+            Ok(t) => Some(t),
+            Err(message) => {
+                cite.at(spanned.span().start, format!("`{key}`: {message}"));
+                None
+            }
+        }
+    };
+    let sunset = instant(&raw.sunset, "sunset");
+    let since = instant(&raw.deprecated_since, "deprecated_since");
+    let replaced_by = raw
+        .replaced_by
+        .as_ref()
+        .and_then(|spanned| match Replacement::parse(name, spanned.get_ref()) {
+            Ok(r) if r.name == name && r.version == Some(version) => {
+                cite.at(spanned.span().start, "`replaced_by` names this very version");
+                None
+            }
+            Ok(r) => Some(r),
+            Err(message) => {
+                cite.at(spanned.span().start, message);
+                None
+            }
+        });
+    // Absent a date, a version was deprecated when its file last changed: that is when it was marked.
+    let deprecated_since = match raw.status {
+        Status::Active => since,
+        _ => since.or_else(|| {
+            std::fs::metadata(cite.file)
+                .and_then(|m| m.modified())
+                .ok()
+                .map(chrono::DateTime::<chrono::Utc>::from)
+        }),
+    };
+    Lifecycle {
+        status: raw.status,
+        sunset,
+        replaced_by,
+        deprecated_since,
+    }
+}
+
+/// The line of the top-level `replaced_by` key, for a replacement that does not exist.
+fn replaced_by_line(text: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            line.trim_start()
+                .strip_prefix("replaced_by")
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 fn role_name(role: Role) -> String {

@@ -18,11 +18,13 @@
 
 mod error;
 mod file;
+mod lifecycle;
 mod prompt;
 mod registry;
 mod watch;
 
 pub use error::{LoadError, Problem, RenderError};
+pub use lifecycle::{Access, Lifecycle, Replacement, Status};
 pub use prompt::{FUEL_PER_MESSAGE, MAX_RENDERED_BYTES, MessageTemplate, Prompt, VarType, Variable};
 pub use registry::{PromptRegistry, PromptSummary};
 pub use watch::PromptWatcher;

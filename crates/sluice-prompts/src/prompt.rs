@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 use sluice_api::{ChatCompletionRequest, Role};
 
 use crate::error::RenderError;
+use crate::lifecycle::{Access, Lifecycle, Status};
 
 /// Steps a single message template may take before rendering stops (minijinja's fuel: about one per
 /// instruction). Ordinary prompts use a few hundred; a loop over a 1,000-item array still fits.
@@ -148,6 +149,12 @@ pub struct Prompt {
     pub(crate) source: PathBuf,
     /// The sandbox holding this prompt's compiled message templates, named `messages[i]`.
     pub(crate) env: Environment<'static>,
+    /// Where the version stands, its sunset and its replacement.
+    pub(crate) lifecycle: Lifecycle,
+    /// Who may call the prompt (the newest version's file decides for the name).
+    pub(crate) access: Access,
+    /// The line of `replaced_by`, for a replacement that does not exist.
+    pub(crate) replaced_by_line: Option<usize>,
 }
 
 impl fmt::Debug for Prompt {
@@ -196,6 +203,22 @@ impl Prompt {
     /// Its message templates, in order.
     pub fn messages(&self) -> &[MessageTemplate] {
         &self.messages
+    }
+
+    /// Where this version stands, its sunset and its replacement.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+
+    /// This version's status.
+    pub fn status(&self) -> Status {
+        self.lifecycle.status
+    }
+
+    /// Who may call the prompt, as this version's file says (the registry reports the newest version's
+    /// for the name: [`PromptRegistry::access`](crate::PromptRegistry::access)).
+    pub fn access(&self) -> Access {
+        self.access
     }
 
     /// The file it was loaded from.

@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{LoadError, Problem};
 use crate::file::parse_prompt;
+use crate::lifecycle::{Access, Status};
 use crate::prompt::Prompt;
 
 /// Template files larger than this are refused: a prompt is text a person maintains.
@@ -26,11 +27,18 @@ pub struct PromptSummary {
     pub name: String,
     /// Every version loaded, ascending.
     pub versions: Vec<u32>,
-    /// The newest version, served when the caller pins none.
+    /// The newest version.
     pub latest: u32,
-    /// The newest version's description.
+    /// The version served when the caller pins none: the newest active one (else the newest
+    /// deprecated, else the newest).
+    pub default: u32,
+    /// The default version's status: `deprecated` when no version is active.
+    pub status: Status,
+    /// Who may call it (the newest version's file says).
+    pub access: Access,
+    /// The default version's description.
     pub description: String,
-    /// The newest version's model.
+    /// The default version's model.
     pub model: String,
 }
 
@@ -94,11 +102,39 @@ impl PromptRegistry {
             }
             versions.insert(prompt.version, prompt);
         }
+        let registry = Self { prompts };
+        problems.extend(registry.check_replacements());
         if problems.is_empty() {
-            Ok(Self { prompts })
+            Ok(registry)
         } else {
             Err(LoadError::new(problems))
         }
+    }
+
+    /// Every `replaced_by` names a prompt (and version) that is loaded and not retired.
+    fn check_replacements(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for prompt in self.iter() {
+            let Some(replacement) = &prompt.lifecycle.replaced_by else {
+                continue;
+            };
+            let found = self.get(&replacement.name, replacement.version);
+            let problem = match found {
+                None => Some(format!(
+                    "prompt `{}` version {} is replaced by {replacement}, which is not loaded",
+                    prompt.name, prompt.version
+                )),
+                Some(target) if target.status() == Status::Retired => Some(format!(
+                    "prompt `{}` version {} is replaced by {replacement}, which is retired",
+                    prompt.name, prompt.version
+                )),
+                Some(_) => None,
+            };
+            if let Some(message) = problem {
+                problems.push(Problem::new(&prompt.source, prompt.replaced_by_line, message));
+            }
+        }
+        problems
     }
 
     /// Whether no prompt is loaded.
@@ -117,24 +153,40 @@ impl PromptRegistry {
             .iter()
             .filter_map(|(name, versions)| {
                 let (latest, newest) = versions.last_key_value()?;
+                let default = default_of(versions)?;
                 Some(PromptSummary {
                     name: name.clone(),
                     versions: versions.keys().copied().collect(),
                     latest: *latest,
-                    description: newest.description.clone(),
-                    model: newest.model.clone(),
+                    default: default.version,
+                    status: default.status(),
+                    access: newest.access,
+                    description: default.description.clone(),
+                    model: default.model.clone(),
                 })
             })
             .collect()
     }
 
-    /// The prompt `name` at `version`, or its newest version when `version` is `None`.
+    /// The prompt `name` at `version`, or its default version when `version` is `None`: the newest
+    /// active one, else the newest deprecated, else the newest (retired: the caller answers 410).
     pub fn get(&self, name: &str, version: Option<u32>) -> Option<&Prompt> {
         let versions = self.prompts.get(name)?;
         match version {
             Some(version) => versions.get(&version),
-            None => versions.last_key_value().map(|(_, prompt)| prompt),
+            None => default_of(versions),
         }
+    }
+
+    /// Who may call the prompt `name`: its newest version's `access`; `None` for an unknown name.
+    pub fn access(&self, name: &str) -> Option<Access> {
+        let versions = self.prompts.get(name)?;
+        versions.last_key_value().map(|(_, p)| p.access)
+    }
+
+    /// Every version of `name`, oldest first.
+    pub fn versions(&self, name: &str) -> impl Iterator<Item = &Prompt> {
+        self.prompts.get(name).into_iter().flat_map(BTreeMap::values)
     }
 
     /// Every loaded prompt, every version, by name then version.
@@ -185,9 +237,15 @@ impl PromptRegistry {
             let Some(prompt) = self.get(&summary.name, None) else {
                 continue;
             };
+            // A retired version answers 410: it is not one a client may pin.
+            let servable: Vec<u32> = self
+                .versions(&summary.name)
+                .filter(|p| p.status() != Status::Retired)
+                .map(Prompt::version)
+                .collect();
             paths.insert(
                 format!("/v1/prompts/{}", summary.name),
-                json!({ "post": operation(prompt, &summary) }),
+                json!({ "post": operation(prompt, &summary, &servable) }),
             );
         }
         let mut doc = json!({
@@ -217,7 +275,16 @@ impl PromptRegistry {
     }
 }
 
-fn operation(prompt: &Prompt, summary: &PromptSummary) -> Value {
+/// The version served when none is pinned: the newest active, else the newest deprecated, else the
+/// newest.
+fn default_of(versions: &BTreeMap<u32, Prompt>) -> Option<&Prompt> {
+    let newest = |status: Status| versions.values().rev().find(|p| p.status() == status);
+    newest(Status::Active)
+        .or_else(|| newest(Status::Deprecated))
+        .or_else(|| versions.last_key_value().map(|(_, p)| p))
+}
+
+fn operation(prompt: &Prompt, summary: &PromptSummary, servable: &[u32]) -> Value {
     let mut variables = prompt.variables_schema();
     if let Some(obj) = variables.as_object_mut() {
         obj.insert(
@@ -237,6 +304,18 @@ fn operation(prompt: &Prompt, summary: &PromptSummary) -> Value {
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(", ");
+    let lifecycle = &prompt.lifecycle;
+    let deprecated = summary.status != Status::Active;
+    let mut notice = String::new();
+    if deprecated {
+        notice.push_str(" Deprecated: no version is active.");
+        if let Some(replacement) = &lifecycle.replaced_by {
+            notice.push_str(&format!(" Use {replacement} instead."));
+        }
+        if let Some(sunset) = lifecycle.sunset {
+            notice.push_str(&format!(" Sunset: {}.", sunset.format("%Y-%m-%d")));
+        }
+    }
     let error = |description: &str| {
         json!({
             "description": description,
@@ -246,11 +325,12 @@ fn operation(prompt: &Prompt, summary: &PromptSummary) -> Value {
     json!({
         "operationId": operation_id(&summary.name),
         "summary": prompt.description(),
+        "deprecated": deprecated,
         "description": format!(
-            "{}\n\nModel: `{}`. Versions: {versions} (newest: {}).",
+            "{}\n\nModel: `{}`. Versions: {versions} (default: {}).{notice}",
             prompt.description(),
             prompt.model(),
-            summary.latest
+            summary.default
         ),
         "tags": ["prompts"],
         "requestBody": {
@@ -262,8 +342,8 @@ fn operation(prompt: &Prompt, summary: &PromptSummary) -> Value {
                     "variables": variables,
                     "version": {
                         "type": "integer",
-                        "enum": summary.versions,
-                        "description": "Pin a version; the newest when absent.",
+                        "enum": servable,
+                        "description": "Pin a version; the newest active one when absent. A deprecated version answers with `Deprecation`, `Sunset` and `Link` headers; a retired one answers 410.",
                     },
                     "stream": {
                         "type": "boolean",
@@ -285,7 +365,9 @@ fn operation(prompt: &Prompt, summary: &PromptSummary) -> Value {
             },
             "400": error("A variable is missing, unknown or of the wrong type (the error's `param` names it)."),
             "401": error("The key is missing or unknown."),
+            "403": error("The tenant may not call this prompt (a subscription may be pending)."),
             "404": error("No such prompt, or no such version."),
+            "410": error("The version is retired; the message names its replacement."),
             "429": error("Rate limited; retry after the `retry-after` header."),
         },
     })

@@ -997,3 +997,97 @@ fn shipped_prompts_load_and_render() {
         assert_eq!(prompt.model(), "sluice-demo");
     }
 }
+
+// === lifecycle and access ===
+
+#[test]
+fn the_default_is_the_newest_active_version_and_lifecycles_load() {
+    use crate::{Access, Status};
+    let dir = TempDir::new("lifecycle");
+    dir.write(
+        "v1.toml",
+        &simple(
+            "greet",
+            1,
+            "status = \"deprecated\"\nsunset = 2027-01-31\ndeprecated_since = 2026-06-01T00:00:00Z\nreplaced_by = 2\n",
+            "v1",
+        ),
+    );
+    dir.write("v2.toml", &simple("greet", 2, "access = \"approval\"\n", "v2"));
+    dir.write(
+        "v3.toml",
+        &simple(
+            "greet",
+            3,
+            "status = \"retired\"\nreplaced_by = \"greet@2\"\naccess = \"private\"\n",
+            "v3",
+        ),
+    );
+    let registry = PromptRegistry::load(dir.path()).unwrap();
+    let default = registry.get("greet", None).unwrap();
+    assert_eq!((default.version(), default.status()), (2, Status::Active));
+    let v1 = registry.get("greet", Some(1)).unwrap().lifecycle();
+    assert_eq!(v1.status, Status::Deprecated);
+    assert_eq!(v1.deprecation_header().unwrap(), "@1780272000");
+    assert_eq!(v1.sunset_header().unwrap(), "Sun, 31 Jan 2027 00:00:00 GMT");
+    assert_eq!(
+        v1.link_header().unwrap(),
+        "</v1/prompts/greet?version=2>; rel=\"successor-version\""
+    );
+    assert_eq!(registry.get("greet", Some(3)).unwrap().status(), Status::Retired);
+    // The newest version's file sets the access of the name.
+    assert_eq!(registry.access("greet"), Some(Access::Private));
+    let summary = &registry.list()[0];
+    assert_eq!(
+        (summary.latest, summary.default, summary.status),
+        (3, 2, Status::Active)
+    );
+    let doc = registry.openapi(None);
+    let operation = &doc["paths"]["/v1/prompts/greet"]["post"];
+    assert_eq!(operation["deprecated"], json!(false));
+    let pinnable = &operation["requestBody"]["content"]["application/json"]["schema"]["properties"]["version"]["enum"];
+    assert_eq!(pinnable, &json!([1, 2]), "a retired version is not offered");
+}
+
+#[test]
+fn a_prompt_with_no_active_version_is_deprecated_in_openapi() {
+    let dir = TempDir::new("deprecated-only");
+    dir.write(
+        "v1.toml",
+        &simple("old", 1, "status = \"deprecated\"\nreplaced_by = \"new\"\n", "v1"),
+    );
+    dir.write("new.toml", &simple("new", 1, "", "n"));
+    let registry = PromptRegistry::load(dir.path()).unwrap();
+    let old = registry.get("old", None).unwrap();
+    assert_eq!(old.version(), 1);
+    // Without `deprecated_since`, the file's modification time dates the deprecation.
+    assert!(old.lifecycle().deprecated_since.is_some());
+    let doc = registry.openapi(None);
+    let operation = &doc["paths"]["/v1/prompts/old"]["post"];
+    assert_eq!(operation["deprecated"], json!(true));
+    assert!(operation["description"].as_str().unwrap().contains("Use `new` instead"));
+    assert_eq!(doc["paths"]["/v1/prompts/new"]["post"]["deprecated"], json!(false));
+}
+
+#[test]
+fn bad_lifecycles_are_cited_by_line() {
+    let dir = TempDir::new("bad-lifecycle");
+    dir.write(
+        "a.toml",
+        &simple("a", 1, "status = \"retired\"\nreplaced_by = \"ghost@4\"\n", "x"),
+    );
+    dir.write("b.toml", &simple("b", 1, "status = \"sunsetting\"\n", "x"));
+    dir.write("c.toml", &simple("c", 2, "replaced_by = 2\n", "x"));
+    dir.write("d.toml", &simple("d", 1, "sunset = 12:00:00\n", "x"));
+    let text = load_err(&dir).to_string();
+    assert!(
+        text.contains("a.toml:6: prompt `a` version 1 is replaced by `ghost` version 4, which is not loaded"),
+        "{text}"
+    );
+    assert!(text.contains("b.toml:5:") && text.contains("sunsetting"), "{text}");
+    assert!(
+        text.contains("c.toml:5: `replaced_by` names this very version"),
+        "{text}"
+    );
+    assert!(text.contains("d.toml:5: `sunset`: 12:00:00 is not a date"), "{text}");
+}

@@ -17,6 +17,7 @@ const PAGES = [
   { path: 'upstream', title: 'Upstream keys', load: () => import('./pages/upstream.js') },
   { path: 'failures', title: 'Errors', load: () => import('./pages/failures.js') },
   { path: 'prompts', title: 'Prompts', load: () => import('./pages/prompts.js') },
+  { path: 'access', title: 'Access', load: () => import('./pages/access.js') },
 ];
 
 const main = document.getElementById('main');

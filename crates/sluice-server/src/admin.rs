@@ -15,7 +15,7 @@ use crate::extract::ApiJson;
 use crate::{AppState, Tenancy};
 use sluice_pipeline::Principal;
 
-fn tenancy(state: &AppState) -> Result<&Tenancy, ApiError> {
+pub(crate) fn tenancy(state: &AppState) -> Result<&Tenancy, ApiError> {
     state.tenancy().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -27,7 +27,7 @@ fn tenancy(state: &AppState) -> Result<&Tenancy, ApiError> {
     })
 }
 
-fn store_error(err: &StoreError) -> ApiError {
+pub(crate) fn store_error(err: &StoreError) -> ApiError {
     match err {
         StoreError::DuplicateTenant { .. } => ApiError::new(
             StatusCode::CONFLICT,
@@ -49,6 +49,20 @@ fn store_error(err: &StoreError) -> ApiError {
             err.to_string(),
             None,
             Some("key_not_found"),
+        ),
+        StoreError::SubscriptionNotFound { .. } => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            err.to_string(),
+            None,
+            Some("subscription_not_found"),
+        ),
+        StoreError::SubscriptionDecided { .. } => ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            err.to_string(),
+            None,
+            Some("subscription_decided"),
         ),
         StoreError::Invalid { field, .. } => ApiError::invalid_request(err.to_string(), Some(field)),
         other => {
@@ -85,6 +99,7 @@ pub(crate) struct TenantBody {
 
 pub(crate) async fn create_tenant(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiJson(body): ApiJson<TenantBody>,
 ) -> Result<Response, ApiError> {
     let tenancy = tenancy(&state)?;
@@ -105,6 +120,8 @@ pub(crate) async fn create_tenant(
         .await
         .map_err(|e| store_error(&e))?;
     refresh(tenancy).await;
+    let detail = serde_json::to_value(&created).unwrap_or_default();
+    audit(tenancy, &principal, "tenant.create", &created.name, detail).await;
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
 
@@ -158,6 +175,7 @@ pub(crate) struct TenantPatch {
 
 pub(crate) async fn update_tenant(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<TenantPatch>,
 ) -> Result<Response, ApiError> {
@@ -177,6 +195,8 @@ pub(crate) async fn update_tenant(
         .await
         .map_err(|e| store_error(&e))?;
     refresh(tenancy).await;
+    let detail = serde_json::to_value(&changed).unwrap_or_default();
+    audit(tenancy, &principal, "tenant.update", &name, detail).await;
     Ok(axum::Json(changed).into_response())
 }
 
@@ -250,6 +270,7 @@ pub(crate) struct KeyBody {
 
 pub(crate) async fn create_key(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(tenant): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -266,6 +287,9 @@ pub(crate) async fn create_key(
         .await
         .map_err(|e| store_error(&e))?;
     refresh(tenancy).await;
+    // The key's id and prefix, never the key.
+    let detail = json!({"tenant": created.tenant, "name": created.name, "prefix": created.prefix, "expires_at": created.expires_at});
+    audit(tenancy, &principal, "key.create", &created.id, detail).await;
     // The only time the key itself is shown.
     Ok((
         StatusCode::CREATED,
@@ -288,12 +312,32 @@ pub(crate) async fn list_keys(State(state): State<AppState>, Path(tenant): Path<
     Ok(axum::Json(json!({"data": keys})).into_response())
 }
 
-pub(crate) async fn revoke_key(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn revoke_key(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let tenancy = tenancy(&state)?;
     tenancy.store.revoke_key(&id).await.map_err(|e| store_error(&e))?;
     tenancy.directory.key_revoked(&id);
     refresh(tenancy).await;
+    audit(tenancy, &principal, "key.revoke", &id, json!({})).await;
     Ok(axum::Json(json!({"id": id, "revoked": true})).into_response())
+}
+
+/// Records an admin action in the audit log, as done by the admin key's id. The action is done already: a
+/// failed write is logged, not answered.
+pub(crate) async fn audit(
+    tenancy: &Tenancy,
+    principal: &Principal,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) {
+    let actor = crate::catalog::actor(principal);
+    if let Err(err) = tenancy.store.record_audit(&actor, action, target, &detail).await {
+        tracing::error!(%err, action, target, "could not write the audit log");
+    }
 }
 
 /// A change made through this gateway takes effect at once here; other replicas sharing its budgets are

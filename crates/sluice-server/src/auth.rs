@@ -9,11 +9,15 @@ use http::header::AUTHORIZATION;
 use crate::AppState;
 use crate::error::ApiError;
 
-/// Middleware for admin routes: only the admin key passes.
-pub(crate) async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Middleware for admin routes: only the admin key passes, recorded as an extension like a client.
+pub(crate) async fn require_admin(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     match bearer(&request).map(|token| state.auth().authenticate(token)) {
         None => ApiError::missing_key().into_response(),
-        Some(Some(principal)) if principal.admin => next.run(request).await,
+        Some(Some(principal)) if principal.admin => {
+            // The admin's identity, for the audit log.
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
         Some(Some(_)) => ApiError::new(
             http::StatusCode::FORBIDDEN,
             "permission_error",

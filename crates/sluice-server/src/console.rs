@@ -58,6 +58,7 @@ static ASSETS: &[Asset] = &[
     asset!("pages/upstream.js", JS),
     asset!("pages/failures.js", JS),
     asset!("pages/prompts.js", JS),
+    asset!("pages/access.js", JS),
 ];
 
 /// The policy: nothing but this origin's own files and API; no inline script or style, no plugins, no

@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use sluice_api::{ErrorBody, ParseError};
-use sluice_pipeline::{PipelineError, TenantRefusal};
+use sluice_pipeline::{Permission, PipelineError, Service, ServiceKind, TenantRefusal};
 use sluice_providers::{ProviderError, TimeoutPhase};
 use sluice_router::RouteError;
 
@@ -139,16 +139,48 @@ impl ApiError {
         }
     }
 
+    /// A tenant refused a service: what it may do next is in the message and the code.
+    fn not_allowed(tenant: &str, service: &Service, permission: &Permission) -> Self {
+        let (what, param) = match service.kind {
+            ServiceKind::Model => ("model", "model"),
+            ServiceKind::Prompt => ("prompt", "name"),
+        };
+        let name = &service.name;
+        let (message, code) = match permission {
+            Permission::Pending { subscription } => (
+                format!(
+                    "The tenant `{tenant}` may not use the {what} `{name}` yet: its subscription request                      {subscription} is pending approval by an admin."
+                ),
+                "subscription_pending",
+            ),
+            Permission::Request => (
+                format!(
+                    "The {what} `{name}` needs an approved subscription. Ask for one with POST /v1/subscriptions                      {{\"service\": \"{service}\", \"reason\": \"...\"}}."
+                ),
+                "subscription_required",
+            ),
+            Permission::Call | Permission::None => (
+                format!("The tenant `{tenant}` may not use the {what} `{name}`."),
+                if service.kind == ServiceKind::Model {
+                    "model_not_allowed"
+                } else {
+                    "prompt_not_allowed"
+                },
+            ),
+        };
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            message,
+            Some(param),
+            Some(code),
+        )
+    }
+
     /// How a tenant's refusal reaches the client.
     pub fn from_tenant(refusal: &TenantRefusal, tenant: &str, model: &str) -> Self {
         match refusal {
-            TenantRefusal::ModelNotAllowed => Self::new(
-                StatusCode::FORBIDDEN,
-                "permission_error",
-                format!("The tenant `{tenant}` may not use the model `{model}`."),
-                Some("model"),
-                Some("model_not_allowed"),
-            ),
+            TenantRefusal::NotAllowed { service, permission } => Self::not_allowed(tenant, service, permission),
             TenantRefusal::RateLimited { retry_after } => {
                 let mut error = Self::new(
                     StatusCode::TOO_MANY_REQUESTS,

@@ -27,6 +27,7 @@ use tower_http::trace::TraceLayer;
 pub mod admin;
 mod answer;
 pub mod auth;
+mod catalog;
 mod chat;
 mod console;
 mod embeddings;
@@ -172,6 +173,11 @@ pub fn build_router(state: AppState) -> AxumRouter {
         .route("/v1/prompts/{name}", get(prompts::describe).post(prompts::run))
         .route("/v1/openapi.json", get(prompts::openapi))
         .route("/v1/usage", get(admin::usage))
+        .route("/v1/catalog", get(catalog::catalog))
+        .route(
+            "/v1/subscriptions",
+            post(catalog::subscribe).get(catalog::own_subscriptions),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&throttle), throttle::guard));
     let admin = AxumRouter::new()
@@ -189,6 +195,15 @@ pub fn build_router(state: AppState) -> AxumRouter {
         .route("/admin/spend", get(admin::spend))
         .route("/admin/failures", get(failures::recent))
         .route("/admin/prompts", get(prompts::catalog))
+        .route("/admin/subscriptions", get(catalog::list_subscriptions))
+        .route("/admin/subscriptions/{id}/{decision}", post(catalog::decide))
+        .route("/admin/grants", get(catalog::list_grants))
+        .route("/admin/tenants/{name}/grants", post(catalog::grant))
+        .route(
+            "/admin/tenants/{name}/grants/{service}",
+            axum::routing::delete(catalog::revoke_grant),
+        )
+        .route("/admin/audit", get(catalog::audit_log))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin))
         .route_layer(middleware::from_fn_with_state(throttle, throttle::guard));
     let sensitive = Arc::from([header::AUTHORIZATION, header::PROXY_AUTHORIZATION]);
@@ -236,12 +251,15 @@ async fn list_models(
     State(state): State<AppState>,
     axum::Extension(principal): axum::Extension<Principal>,
 ) -> Response {
-    let allowed = principal.tenant.as_ref().map(|t| t.settings());
-    match allowed.as_ref().filter(|t| t.models.is_some()) {
-        // Most callers see every model: the list serialised once at start.
+    match principal.tenant.as_ref() {
+        // Configured keys see every model: the list serialised once at start.
         None => json_response(StatusCode::OK, state.inner.models_body.clone()),
         Some(tenant) => {
-            let names = state.router().model_names().filter(|m| tenant.allows_model(m));
+            let pipeline = state.pipeline();
+            let names = state.router().model_names().filter(|m| {
+                let service = sluice_pipeline::Service::model(m);
+                tenant.permission(&service, pipeline.model_access(m)) == sluice_pipeline::Permission::Call
+            });
             let list = ModelList::from_names(names, 0);
             axum::Json(list).into_response()
         }

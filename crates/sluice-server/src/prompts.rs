@@ -6,14 +6,14 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use sluice_prompts::{PromptRegistry, RenderError};
+use sluice_prompts::{Lifecycle, Prompt, PromptRegistry, RenderError, Status};
 
-use sluice_pipeline::{Caller, Chat, Principal};
+use sluice_pipeline::{Access, Caller, Chat, Permission, Principal, Service, TenantRefusal};
 
 use crate::AppState;
 use crate::answer::client_request_id;
@@ -34,30 +34,44 @@ pub(crate) struct PromptCall {
     stream_options: Option<sluice_api::StreamOptions>,
 }
 
-fn registry(state: &AppState) -> Arc<PromptRegistry> {
+pub(crate) fn registry(state: &AppState) -> Arc<PromptRegistry> {
     state
         .prompts()
         .map_or_else(|| Arc::new(PromptRegistry::empty()), |watcher| watcher.current())
 }
 
-/// Whether `principal` may use the prompt `name`: a tenant only those on its list, a configured key all.
-fn allowed(principal: &Principal, name: &str) -> bool {
-    principal
-        .tenant
-        .as_ref()
-        .is_none_or(|tenant| tenant.settings().allows_prompt(name))
+/// Who may call the prompt `name`, as the pipeline reads it (an unknown name is open, so that a name
+/// off a tenant's list is refused whether it exists or not).
+pub(crate) fn access_of(registry: &PromptRegistry, name: &str) -> Access {
+    match registry.access(name) {
+        Some(sluice_prompts::Access::Approval) => Access::Approval,
+        Some(sluice_prompts::Access::Private) => Access::Private,
+        Some(sluice_prompts::Access::Open) | None => Access::Open,
+    }
 }
 
-fn not_allowed(principal: &Principal, name: &str) -> Option<ApiError> {
+/// What `principal` may do with the prompt `name`: a configured key may call every prompt.
+fn permission(principal: &Principal, registry: &PromptRegistry, name: &str) -> Permission {
+    principal.tenant.as_ref().map_or(Permission::Call, |tenant| {
+        tenant.permission(&Service::prompt(name), access_of(registry, name))
+    })
+}
+
+/// Whether `principal` may call the prompt `name`: what lists and the OpenAPI document show.
+fn allowed(principal: &Principal, registry: &PromptRegistry, name: &str) -> bool {
+    permission(principal, registry, name) == Permission::Call
+}
+
+/// A 403 when `principal` may neither call nor ask for the prompt `name`; one it may ask for is described.
+fn not_visible(principal: &Principal, registry: &PromptRegistry, name: &str) -> Option<ApiError> {
     let tenant = principal.tenant.as_ref()?;
-    (!tenant.settings().allows_prompt(name)).then(|| {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "permission_error",
-            format!("The tenant `{}` may not use the prompt `{name}`.", tenant.name()),
-            None,
-            Some("prompt_not_allowed"),
-        )
+    let permission = permission(principal, registry, name);
+    (permission == Permission::None).then(|| {
+        let refusal = TenantRefusal::NotAllowed {
+            service: Service::prompt(name),
+            permission,
+        };
+        ApiError::from_tenant(&refusal, tenant.name(), "")
     })
 }
 
@@ -81,7 +95,7 @@ fn not_found(name: &str, version: Option<u32>, registry: &PromptRegistry, princi
                 .list()
                 .into_iter()
                 .map(|p| p.name)
-                .filter(|p| allowed(principal, p))
+                .filter(|p| allowed(principal, registry, p))
                 .collect();
             (
                 format!(
@@ -106,42 +120,66 @@ fn not_found(name: &str, version: Option<u32>, registry: &PromptRegistry, princi
 }
 
 pub(crate) async fn list(State(state): State<AppState>, Extension(principal): Extension<Principal>) -> Response {
-    let prompts: Vec<_> = registry(&state)
+    let registry = registry(&state);
+    let prompts: Vec<_> = registry
         .list()
         .into_iter()
-        .filter(|p| allowed(&principal, &p.name))
+        .filter(|p| allowed(&principal, &registry, &p.name))
         .collect();
     axum::Json(json!({"object": "list", "data": prompts})).into_response()
+}
+
+/// Query of `GET /v1/prompts/{name}`: a version to describe instead of the default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DescribeQuery {
+    #[serde(default)]
+    version: Option<u32>,
 }
 
 pub(crate) async fn describe(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
+    query: Result<Query<DescribeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    if let Some(refusal) = not_allowed(&principal, &name) {
+    let Query(query) =
+        query.map_err(|e| ApiError::invalid_request(format!("Invalid query: {}", e.body_text()), Some("version")))?;
+    let registry = registry(&state);
+    if let Some(refusal) = not_visible(&principal, &registry, &name) {
         return Err(refusal);
     }
-    let registry = registry(&state);
     let prompt = registry
-        .get(&name, None)
-        .ok_or_else(|| not_found(&name, None, &registry, &principal))?;
-    let versions = registry
-        .list()
-        .into_iter()
-        .find(|p| p.name == name)
-        .map(|p| p.versions)
-        .unwrap_or_default();
-    Ok(axum::Json(json!({
+        .get(&name, query.version)
+        .ok_or_else(|| not_found(&name, query.version, &registry, &principal))?;
+    let versions: Vec<Value> = registry.versions(&name).map(version_status).collect();
+    let mut response = axum::Json(json!({
         "name": prompt.name(),
         "version": prompt.version(),
+        "status": prompt.status(),
+        "sunset": prompt.lifecycle().sunset,
+        "replaced_by": prompt.lifecycle().replaced_by,
         "versions": versions,
+        "access": registry.access(&name),
         "description": prompt.description(),
         "model": prompt.model(),
         "parameters": prompt.parameters(),
         "variables": prompt.variables_schema(),
     }))
-    .into_response())
+    .into_response();
+    lifecycle_headers(prompt.lifecycle(), response.headers_mut());
+    Ok(response)
+}
+
+/// One version's number and lifecycle, as descriptions and the catalog list them.
+pub(crate) fn version_status(prompt: &Prompt) -> Value {
+    let lifecycle = prompt.lifecycle();
+    json!({
+        "version": prompt.version(),
+        "status": lifecycle.status,
+        "sunset": lifecycle.sunset,
+        "replaced_by": lifecycle.replaced_by,
+    })
 }
 
 pub(crate) async fn run(
@@ -151,13 +189,21 @@ pub(crate) async fn run(
     Path(name): Path<String>,
     ApiJson(call): ApiJson<PromptCall>,
 ) -> Result<Response, ApiError> {
-    if let Some(refusal) = not_allowed(&principal, &name) {
-        return Err(refusal);
-    }
     let registry = registry(&state);
+    let caller = Caller::new(principal, client_request_id(&headers));
+    // Admission first, so that a name off a tenant's list is refused whether it exists or not.
+    let access = access_of(&registry, &name);
+    let model = registry.get(&name, None).map_or("", |p| p.model());
+    state
+        .pipeline()
+        .admit_prompt(&caller, &name, model, access)
+        .map_err(|refused| ApiError::from_pipeline(&refused.record(403)))?;
     let prompt = registry
         .get(&name, call.version)
-        .ok_or_else(|| not_found(&name, call.version, &registry, &principal))?;
+        .ok_or_else(|| not_found(&name, call.version, &registry, &caller.principal))?;
+    if prompt.status() == Status::Retired {
+        return Err(retired(prompt));
+    }
     let mut request = prompt.render(&call.variables).map_err(|err| render_error(&err))?;
     request.stream = call.stream;
     request.stream_options = call.stream_options;
@@ -166,9 +212,49 @@ pub(crate) async fn run(
         prompt_version = prompt.version(),
         "prompt rendered"
     );
-    let caller = Caller::new(principal, client_request_id(&headers)).with_prompt(prompt.name(), prompt.version());
+    let caller = caller.with_prompt(prompt.name(), prompt.version());
     let forward_usage = request.wants_stream_usage();
-    Ok(crate::answer::run(&state, &caller, &Chat::new(request), forward_usage).await)
+    let mut response = crate::answer::run(&state, &caller, &Chat::new(request), forward_usage).await;
+    lifecycle_headers(prompt.lifecycle(), response.headers_mut());
+    Ok(response)
+}
+
+/// A deprecated version's answer says so: `Deprecation` (RFC 9745), `Sunset` (RFC 8594) and a `Link`
+/// to its successor; an active one with an announced sunset carries `Sunset` alone.
+fn lifecycle_headers(lifecycle: &Lifecycle, headers: &mut HeaderMap) {
+    let values = [
+        ("deprecation", lifecycle.deprecation_header()),
+        ("sunset", lifecycle.sunset_header()),
+        (
+            "link",
+            lifecycle.deprecation_header().and_then(|_| lifecycle.link_header()),
+        ),
+    ];
+    for (name, value) in values {
+        if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// A 410 for a retired version, naming its replacement.
+fn retired(prompt: &Prompt) -> ApiError {
+    let lifecycle = prompt.lifecycle();
+    let instead = lifecycle.replaced_by.as_ref().map_or_else(
+        || " It has no replacement.".to_owned(),
+        |r| format!(" Use {r} instead."),
+    );
+    ApiError::new(
+        StatusCode::GONE,
+        "invalid_request_error",
+        format!(
+            "The prompt `{}` version {} is retired.{instead}",
+            prompt.name(),
+            prompt.version()
+        ),
+        Some("version"),
+        Some("prompt_version_retired"),
+    )
 }
 
 fn render_error(err: &RenderError) -> ApiError {
@@ -177,7 +263,8 @@ fn render_error(err: &RenderError) -> ApiError {
 }
 
 pub(crate) async fn openapi(State(state): State<AppState>, Extension(principal): Extension<Principal>) -> Response {
-    axum::Json(registry(&state).openapi_of(None, |name| allowed(&principal, name))).into_response()
+    let registry = registry(&state);
+    axum::Json(registry.openapi_of(None, |name| allowed(&principal, &registry, name))).into_response()
 }
 
 /// `GET /admin/prompts`: every prompt with every version loaded, its model, parameters, variables and
@@ -200,6 +287,9 @@ pub(crate) async fn catalog(State(state): State<AppState>) -> Response {
                         .collect();
                     json!({
                         "version": prompt.version(),
+                        "status": prompt.status(),
+                        "sunset": prompt.lifecycle().sunset,
+                        "replaced_by": prompt.lifecycle().replaced_by,
                         "description": prompt.description(),
                         "model": prompt.model(),
                         "parameters": prompt.parameters(),
@@ -208,7 +298,13 @@ pub(crate) async fn catalog(State(state): State<AppState>) -> Response {
                     })
                 })
                 .collect();
-            json!({"name": summary.name, "latest": summary.latest, "versions": versions})
+            json!({
+                "name": summary.name,
+                "latest": summary.latest,
+                "default": summary.default,
+                "access": summary.access,
+                "versions": versions,
+            })
         })
         .collect();
     axum::Json(json!({"object": "list", "data": prompts})).into_response()

@@ -20,6 +20,17 @@ pub enum StoreError {
     /// No virtual key with that id.
     #[error("key {0:?} not found")]
     KeyNotFound(String),
+    /// No subscription request with that id.
+    #[error("subscription {0:?} not found")]
+    SubscriptionNotFound(String),
+    /// The subscription request was decided already.
+    #[error("subscription {id:?} is already {status}")]
+    SubscriptionDecided {
+        /// The request.
+        id: String,
+        /// Its decision.
+        status: &'static str,
+    },
     /// A value the store refuses (empty name, negative budget...).
     #[error("invalid {field}: {reason}")]
     Invalid {

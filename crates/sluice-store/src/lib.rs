@@ -8,6 +8,9 @@
 //! - [`UsageRow`]: one request in the ledger: a gateway-made id (the idempotency key) and the client's
 //!   request id beside it, usage by billing category ([`TokenUsage`]) and its [`UsageSource`], the cost
 //!   and the [`PriceSource`] it came from, and each upstream attempt a vendor may bill ([`AttemptUsage`]).
+//! - Access: grants of a [`Service`] to a tenant, [`Subscription`] requests and their decisions (an
+//!   approval grants in the same transaction), a version bumped by each change for replicas to poll
+//!   ([`Store::access_version`]), and the [`AuditEntry`] log of admin actions.
 //! - [`UsageWriter`]: the request path's way in: a bounded queue, batched inserts by one task, a local
 //!   spool while the database is unreachable, replayed when it is back. Its module docs state the policy.
 //! - [`Prices`]: list prices by billing category from `config/prices.toml` and per-deployment overrides;
@@ -24,6 +27,7 @@
 //! - The ledger is idempotent by [`UsageRow::id`]: inserting the same row twice counts it once.
 //! - Strings a client chose are capped when written ([`cap`]); names are checked when created.
 
+mod catalog;
 mod error;
 mod keys;
 mod ledger;
@@ -33,6 +37,10 @@ mod spool;
 mod store;
 mod writer;
 
+pub use catalog::{
+    AuditEntry, AuditQuery, Grant, MAX_REASON_CHARS, MAX_SERVICE_BYTES, Service, ServiceKind, Subscription,
+    SubscriptionStatus,
+};
 pub use error::{Failure, StoreError};
 pub use keys::{KEY_PREFIX, KeyHash, looks_like_key};
 pub use ledger::{

@@ -19,6 +19,9 @@ suite!(
     writer_spools_while_down_and_replays_once,
     writer_shutdown_while_down_spools_for_next_start,
     writer_rejects_what_it_cannot_write,
+    grants_and_subscriptions,
+    audit_log,
+    allow_lists_become_grants,
 );
 
 mod cases {
@@ -781,5 +784,184 @@ mod cases {
         }
         assert_eq!(ledger_total(&store).await, totals("all", &expected));
         writer.shutdown(Duration::from_secs(5)).await;
+    }
+
+    // === Catalog access ===
+
+    pub async fn grants_and_subscriptions(h: &Harness) {
+        use sluice_store::{Service, ServiceKind, SubscriptionStatus};
+        let store = h.store().await;
+        store.create_tenant(&NewTenant::new("alpha")).await.unwrap();
+        store.create_tenant(&NewTenant::new("beta")).await.unwrap();
+        let v0 = store.access_version().await.unwrap();
+
+        // Service names parse and print as `kind:name`.
+        let summarize: Service = "prompt:summarize".parse().unwrap();
+        assert_eq!(summarize.kind, ServiceKind::Prompt);
+        assert_eq!(summarize.to_string(), "prompt:summarize");
+        assert!(matches!(
+            "summarize".parse::<Service>(),
+            Err(StoreError::Invalid { field: "service", .. })
+        ));
+
+        // Grants: idempotent, by tenant, revocable; each change moves the version.
+        let gpt = Service::model("gpt-4o");
+        assert!(store.grant("alpha", &gpt, "admin#1").await.unwrap());
+        assert!(!store.grant("alpha", &gpt, "admin#2").await.unwrap());
+        let grants = store.list_grants().await.unwrap();
+        assert_eq!(grants.len(), 1);
+        assert_eq!(
+            (grants[0].tenant.as_str(), grants[0].granted_by.as_str()),
+            ("alpha", "admin#1")
+        );
+        assert!(store.access_version().await.unwrap() > v0);
+        assert!(matches!(
+            store.grant("nobody", &gpt, "admin#1").await,
+            Err(StoreError::TenantNotFound(_))
+        ));
+        assert!(store.revoke_grant("alpha", &gpt).await.unwrap());
+        assert!(!store.revoke_grant("alpha", &gpt).await.unwrap());
+        assert!(store.list_grants().await.unwrap().is_empty());
+
+        // A request: one pending per tenant and service, a blank reason refused.
+        assert!(matches!(
+            store.request_subscription("alpha", &summarize, "  ").await,
+            Err(StoreError::Invalid { field: "reason", .. })
+        ));
+        let asked = store
+            .request_subscription("alpha", &summarize, "weekly reports")
+            .await
+            .unwrap();
+        assert_eq!(asked.status, SubscriptionStatus::Pending);
+        assert_eq!(asked.tenant, "alpha");
+        let again = store.request_subscription("alpha", &summarize, "again").await.unwrap();
+        assert_eq!(again.id, asked.id, "a pending request is returned, not doubled");
+        assert_eq!(again.reason, "weekly reports");
+        let other = store.request_subscription("beta", &summarize, "me too").await.unwrap();
+        let pending = store
+            .list_subscriptions(Some(SubscriptionStatus::Pending))
+            .await
+            .unwrap();
+        assert_eq!(
+            pending.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+            [asked.id.as_str(), other.id.as_str()]
+        );
+
+        // Approval grants in the same step; a decided request cannot be decided again.
+        let before = store.access_version().await.unwrap();
+        let approved = store.decide_subscription(&asked.id, true, "admin#1").await.unwrap();
+        assert_eq!(approved.status, SubscriptionStatus::Approved);
+        assert_eq!(approved.decided_by.as_deref(), Some("admin#1"));
+        assert!(approved.decided_at.is_some());
+        assert!(store.access_version().await.unwrap() > before);
+        let grants = store.list_grants().await.unwrap();
+        assert_eq!(grants.len(), 1);
+        assert_eq!(grants[0].service, summarize);
+        assert_eq!(grants[0].granted_by, format!("subscription:{}", asked.id));
+        match store.decide_subscription(&asked.id, false, "admin#1").await {
+            Err(StoreError::SubscriptionDecided { status, .. }) => assert_eq!(status, "approved"),
+            other => panic!("expected already decided, got {other:?}"),
+        }
+        assert!(matches!(
+            store.decide_subscription("nope", true, "admin#1").await,
+            Err(StoreError::SubscriptionNotFound(_))
+        ));
+
+        // A rejection grants nothing, and the tenant may ask again.
+        let rejected = store.decide_subscription(&other.id, false, "admin#1").await.unwrap();
+        assert_eq!(rejected.status, SubscriptionStatus::Rejected);
+        assert_eq!(store.list_grants().await.unwrap().len(), 1);
+        let anew = store.request_subscription("beta", &summarize, "please").await.unwrap();
+        assert_ne!(anew.id, other.id);
+        assert_eq!(store.list_subscriptions(None).await.unwrap().len(), 3);
+    }
+
+    pub async fn audit_log(h: &Harness) {
+        use sluice_store::AuditQuery;
+        let store = h.store().await;
+        for i in 0..5 {
+            store
+                .record_audit(
+                    "admin#1",
+                    "tenant.create",
+                    &format!("t{i}"),
+                    &serde_json::json!({"rpm": i}),
+                )
+                .await
+                .unwrap();
+        }
+        let newest = store.audit_log(AuditQuery { limit: 2, before: None }).await.unwrap();
+        assert_eq!(
+            newest.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
+            ["t4", "t3"]
+        );
+        assert_eq!(newest[0].actor, "admin#1");
+        assert_eq!(newest[0].action, "tenant.create");
+        assert_eq!(newest[0].detail, serde_json::json!({"rpm": 4}));
+        assert!(newest[0].at >= newest[1].at && newest[0].at <= Utc::now());
+        let older = store
+            .audit_log(AuditQuery {
+                limit: 10,
+                before: Some(newest[1].id),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            older.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
+            ["t2", "t1", "t0"]
+        );
+    }
+
+    pub async fn allow_lists_become_grants(h: &Harness) {
+        use crate::support::Kind;
+        use sluice_store::Service;
+        // A database as the versions before 0004 left it, with tenants' allow-lists.
+        Store::open(&h.url).await.unwrap().close().await;
+        let before_catalog = |kind: &'static str| async move {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../migrations")
+                .join(kind);
+            let mut migrator = sqlx::migrate::Migrator::new(dir).await.unwrap();
+            migrator.migrations = migrator.migrations.iter().filter(|m| m.version < 4).cloned().collect();
+            migrator
+        };
+        let tenants = "INSERT INTO tenants (name, models, prompts, created_at) VALUES \
+             ('listed', '[\"gpt-4o\",\"o3\"]', '[\"summarize\"]', '2026-03-01T12:00:00.000000Z'), \
+             ('empty', '[]', NULL, '2026-03-01T12:00:00.000000Z'), \
+             ('all', NULL, NULL, '2026-03-01T12:00:00.000000Z')";
+        match h.kind {
+            Kind::Postgres => {
+                let pool = sqlx::PgPool::connect(&h.url).await.unwrap();
+                before_catalog("postgres").await.run(&pool).await.unwrap();
+                sqlx::query(tenants).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+            Kind::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&h.url).await.unwrap();
+                before_catalog("sqlite").await.run(&pool).await.unwrap();
+                sqlx::query(tenants).execute(&pool).await.unwrap();
+                pool.close().await;
+            }
+        }
+        let store = h.store().await;
+        let grants: Vec<(String, Service, String)> = store
+            .list_grants()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| (g.tenant, g.service, g.granted_by))
+            .collect();
+        let migrated = |service: Service| ("listed".to_owned(), service, "migration".to_owned());
+        assert_eq!(
+            grants,
+            vec![
+                migrated(Service::model("gpt-4o")),
+                migrated(Service::model("o3")),
+                migrated(Service::prompt("summarize")),
+            ]
+        );
+        // The lists still restrict what is open.
+        let listed = store.tenant("listed").await.unwrap().unwrap();
+        assert!(listed.allows_model("gpt-4o") && !listed.allows_model("gpt-4o-mini"));
     }
 }

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sluice::config::{Config, LogFormat};
 use sluice_simulate::{Fault, SimConfig, Simulator};
 
+mod catalog;
 mod spend;
 
 #[derive(Debug, Parser)]
@@ -60,6 +61,16 @@ enum Command {
     /// Token counting.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Every model and prompt with its access and versions; with `--tenant`, what that tenant may do.
+    Catalog(catalog::CatalogArgs),
+    /// Subscription requests: list, approve or reject.
+    #[command(subcommand)]
+    Subscriptions(catalog::SubscriptionsCommand),
+    /// Grants of a service to a tenant: add, revoke or list.
+    #[command(subcommand)]
+    Grants(catalog::GrantsCommand),
+    /// The audit log of admin actions, newest first.
+    Audit(catalog::AuditArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -271,6 +282,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = sluice::wiring::open_store(&config, &env_var).await?;
             keys(&store, command, sluice::wiring::redis_settings(&config, &env_var)).await
         }
+        Command::Catalog(args) => {
+            let config = Config::load(&cli.config)?;
+            init_logging(cli.log_format, Some(&config));
+            let gateway = sluice::build(&config, &env_var)?;
+            let store = sluice::wiring::open_store(&config, &env_var).await?;
+            catalog::catalog(&store, &config.models, &gateway.prompts.current(), args).await
+        }
+        Command::Subscriptions(command) => {
+            let config = Config::load(&cli.config)?;
+            init_logging(cli.log_format, Some(&config));
+            let store = sluice::wiring::open_store(&config, &env_var).await?;
+            catalog::subscriptions(&store, command).await
+        }
+        Command::Grants(command) => {
+            let config = Config::load(&cli.config)?;
+            init_logging(cli.log_format, Some(&config));
+            let store = sluice::wiring::open_store(&config, &env_var).await?;
+            catalog::grants(&store, command).await
+        }
+        Command::Audit(args) => {
+            let config = Config::load(&cli.config)?;
+            init_logging(cli.log_format, Some(&config));
+            let store = sluice::wiring::open_store(&config, &env_var).await?;
+            catalog::audit_log(&store, args).await
+        }
         Command::Spend(args) => {
             let config = Config::load(&cli.config)?;
             init_logging(cli.log_format, Some(&config));
@@ -356,6 +392,8 @@ async fn tenants(store: &sluice_store::Store, command: TenantsCommand) -> anyhow
                     prompts,
                 })
                 .await?;
+            let detail = serde_json::to_value(&tenant).unwrap_or_default();
+            catalog::audit(store, "tenant.create", &tenant.name, detail).await;
             println!("created tenant {}", tenant.name);
         }
         TenantsCommand::List => {
@@ -400,6 +438,8 @@ async fn keys(
     match command {
         KeysCommand::Create { tenant, name } => {
             let created = store.create_key(&tenant, name.as_deref(), None).await?;
+            let detail = serde_json::json!({"tenant": created.tenant, "name": created.name, "prefix": created.prefix});
+            catalog::audit(store, "key.create", &created.id, detail).await;
             println!("id:  {}", created.id);
             println!("key: {}", created.key.expose_secret());
             eprintln!("The key is shown once; store it now.");
@@ -440,6 +480,7 @@ async fn keys(
         }
         KeysCommand::Revoke { id } => {
             store.revoke_key(&id).await?;
+            catalog::audit(store, "key.revoke", &id, serde_json::json!({})).await;
             println!("revoked {id}");
             // Replicas sharing budgets through Redis drop the key at once; the others at their next refresh.
             if let Some(settings) = redis {

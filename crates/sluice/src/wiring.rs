@@ -474,7 +474,19 @@ fn resolve_keys(
 
 /// The gateway's HTTP app for `config`.
 pub fn app(gateway: &Gateway, config: &Config) -> axum::Router {
-    let pipeline = Arc::new(Pipeline::new(Arc::clone(&gateway.router), gateway.ledger.clone()));
+    let policies = config
+        .models
+        .iter()
+        .map(|m| {
+            let policy = sluice_pipeline::ModelPolicy {
+                access: m.access,
+                description: m.description.clone(),
+            };
+            (m.name.clone(), policy)
+        })
+        .collect();
+    let pipeline =
+        Arc::new(Pipeline::new(Arc::clone(&gateway.router), gateway.ledger.clone()).with_model_policies(policies));
     let state = AppState::new(
         pipeline,
         Arc::clone(&gateway.auth),

@@ -298,6 +298,13 @@ async fn the_console_in_a_browser() {
     .await;
     let prompts = scratch("prompts");
     write_prompts(&prompts);
+    // A prompt tenants must ask for, approved from the Access page below.
+    std::fs::write(
+        prompts.join("review.toml"),
+        "name = \"review\"\nversion = 1\ndescription = \"Review a text.\"\nmodel = \"gpt-4o\"\naccess = \"approval\"\n\
+         [[messages]]\nrole = \"user\"\ncontent = \"Review this.\"\n",
+    )
+    .unwrap();
     let gateway = GatewayServer::start(&config(&limited.base_url(), &open_sim.base_url(), &prompts)).await;
 
     // === Traffic: two tenants, a 429 storm on the limited vendor, an unknown model ===
@@ -740,6 +747,56 @@ async fn the_console_in_a_browser() {
     );
     quiet(&browser).await;
     browser.screenshot(&shot("prompts"), 1280, 1800).await;
+    browser.resize(1280, 900).await;
+
+    // === Access: a tenant's request approved from the page ===
+    let asked = client()
+        .post(gateway.url("/v1/subscriptions"))
+        .bearer_auth(&globex)
+        .json(&json!({"service": "prompt:review", "reason": "an evaluation"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 201);
+    let review = || {
+        client()
+            .post(gateway.url("/v1/prompts/review"))
+            .bearer_auth(&globex)
+            .json(&json!({}))
+            .send()
+    };
+    assert_eq!(review().await.unwrap().status(), 403, "not before approval");
+    open(&browser, &gateway, "access", "#pending-requests").await;
+    assert!(
+        browser
+            .text("#pending-requests")
+            .await
+            .unwrap()
+            .contains("an evaluation")
+    );
+    browser
+        .find("button[aria-label='Approve globex\u{2019}s request for prompt:review']")
+        .await
+        .click()
+        .await;
+    browser
+        .until(
+            "the request decided",
+            "return document.querySelector('#pending-requests')?.innerText.includes('No request is waiting');",
+            json!([]),
+        )
+        .await;
+    assert_eq!(review().await.unwrap().status(), 200, "approved from the console");
+    assert!(browser.text("#grants").await.unwrap().contains("prompt:review"));
+    assert!(
+        browser
+            .text("#audit-log")
+            .await
+            .unwrap()
+            .contains("subscription.approve")
+    );
+    quiet(&browser).await;
+    browser.screenshot(&shot("access"), 1280, 1400).await;
 
     // === On a phone: nothing wider than the screen but the tables, which scroll ===
     browser.resize(390, 844).await;

@@ -27,7 +27,10 @@ function versionView(prompt, version) {
     : h('p', { class: 'muted' }, 'None: the model’s defaults.');
   return h('div', { class: 'version' },
     h('dl', { class: 'facts' },
-      h('div', null, h('dt', null, 'Version'), h('dd', null, String(version.version), version.version === prompt.latest ? ' (latest: served when a caller pins none)' : '')),
+      h('div', null, h('dt', null, 'Version'), h('dd', null, String(version.version), version.version === prompt.default ? ' (default: served when a caller pins none)' : '')),
+      h('div', null, h('dt', null, 'Status'), h('dd', null, version.status,
+        version.sunset ? `, sunset ${version.sunset.slice(0, 10)}` : '',
+        version.replaced_by ? `, replaced by ${version.replaced_by.name}${version.replaced_by.version ? ` version ${version.replaced_by.version}` : ''}` : '')),
       h('div', null, h('dt', null, 'Model'), h('dd', null, version.model)),
       h('div', null, h('dt', null, 'Description'), h('dd', null, version.description || '—'))),
     h('h3', null, 'Parameters'),
@@ -46,12 +49,12 @@ function promptView(prompt) {
   const select = h('select', {
     id: `${id}-version`,
     onchange: () => fill(holder, versionView(prompt, prompt.versions.find((v) => String(v.version) === select.value))),
-  }, prompt.versions.map((v) => h('option', { value: v.version, selected: v.version === prompt.latest }, `Version ${v.version}`)));
-  const latest = prompt.versions.find((v) => v.version === prompt.latest) ?? prompt.versions[prompt.versions.length - 1];
+  }, prompt.versions.map((v) => h('option', { value: v.version, selected: v.version === prompt.default }, `Version ${v.version} (${v.status})`)));
+  const latest = prompt.versions.find((v) => v.version === prompt.default) ?? prompt.versions[prompt.versions.length - 1];
   fill(holder, versionView(prompt, latest));
   return h('section', { class: 'card prompt', 'aria-labelledby': `${id}-title`, id },
     h('h2', { id: `${id}-title` }, h('code', null, prompt.name)),
-    h('p', { class: 'muted' }, `${prompt.versions.length} version${prompt.versions.length === 1 ? '' : 's'}: ${prompt.versions.map((v) => v.version).join(', ')}. POST /v1/prompts/${prompt.name}`),
+    h('p', { class: 'muted' }, `${prompt.versions.length} version${prompt.versions.length === 1 ? '' : 's'}: ${prompt.versions.map((v) => v.version).join(', ')}. Access: ${prompt.access}. POST /v1/prompts/${prompt.name}`),
     h('div', { class: 'field inline' }, h('label', { for: select.id }, 'Show version'), select),
     holder);
 }

@@ -44,6 +44,8 @@ macro_rules! on_backend {
     };
 }
 
+mod access;
+
 /// How a store connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {

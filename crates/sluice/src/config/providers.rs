@@ -118,6 +118,13 @@ pub struct RawModel {
     /// How long a request may wait for capacity when every key is at its limit.
     #[serde(default = "default_max_queue_ms")]
     pub max_queue_ms: u64,
+    /// Who may call it: `open` (every tenant), `approval` (an approved subscription) or `private` (an
+    /// admin's grant).
+    #[serde(default)]
+    pub access: sluice_pipeline::Access,
+    /// What it is, for the catalog.
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 fn default_max_queue_ms() -> u64 {
@@ -218,6 +225,10 @@ pub struct ModelConfig {
     pub deployments: Vec<DeploymentConfig>,
     /// How long a request may wait for capacity when every key is at its limit.
     pub max_queue: Duration,
+    /// Who may call it.
+    pub access: sluice_pipeline::Access,
+    /// What it is, for the catalog.
+    pub description: Option<String>,
 }
 
 /// A validated deployment.
@@ -480,6 +491,8 @@ pub(super) fn validate_models(
             name: model.name,
             deployments,
             max_queue: Duration::from_millis(model.max_queue_ms),
+            access: model.access,
+            description: model.description,
         });
     }
     if models.is_empty() {

@@ -8,6 +8,7 @@
 //! - [`UsageRow`]: one request in the ledger: a gateway-made id (the idempotency key) and the client's
 //!   request id beside it, usage by billing category ([`TokenUsage`]) and its [`UsageSource`], the cost
 //!   and the [`PriceSource`] it came from, and each upstream attempt a vendor may bill ([`AttemptUsage`]).
+//! - [`FiredAlert`]: budget alerts already sent, one per (tenant, period, threshold) ([`Store::record_alert`]).
 //! - [`UsageWriter`]: the request path's way in: a bounded queue, batched inserts by one task, a local
 //!   spool while the database is unreachable, replayed when it is back. Its module docs state the policy.
 //! - [`Prices`]: list prices by billing category from `config/prices.toml` and per-deployment overrides;
@@ -24,6 +25,7 @@
 //! - The ledger is idempotent by [`UsageRow::id`]: inserting the same row twice counts it once.
 //! - Strings a client chose are capped when written ([`cap`]); names are checked when created.
 
+mod alerts;
 mod error;
 mod keys;
 mod ledger;
@@ -33,6 +35,7 @@ mod spool;
 mod store;
 mod writer;
 
+pub use alerts::{FiredAlert, period_key};
 pub use error::{Failure, StoreError};
 pub use keys::{KEY_PREFIX, KeyHash, looks_like_key};
 pub use ledger::{

@@ -14,6 +14,7 @@ suite!(
     ledger_is_idempotent,
     spend_groups_and_ranges,
     tenant_spend_since,
+    budget_alerts_fire_once,
     writer_batches_and_flushes_on_shutdown,
     writer_flushes_on_interval,
     writer_spools_while_down_and_replays_once,
@@ -27,7 +28,7 @@ mod cases {
     use chrono::Utc;
     use secrecy::ExposeSecret;
     use sluice_store::{
-        BudgetPeriod, GroupBy, KeyHash, KeyState, NO_KEY, NewTenant, SpendFilter, Store, StoreError, TenantChange,
+        BudgetPeriod, FiredAlert, GroupBy, KeyHash, KeyState, NO_KEY, NewTenant, SpendFilter, Store, StoreError, TenantChange,
         TokenUsage, UsageRow, UsageWriter, WriterConfig, looks_like_key,
     };
 
@@ -471,6 +472,61 @@ mod cases {
                 }
             }
         }
+    }
+
+    // === Alerts ===
+
+    pub async fn budget_alerts_fire_once(h: &Harness) {
+        let store = h.store().await;
+        let fired = |tenant: &str, period: &str, threshold_bp: u32, spend_micros: i64| FiredAlert {
+            tenant: tenant.to_owned(),
+            period: period.to_owned(),
+            threshold_bp,
+            spend_micros,
+            fired_at: at("2026-03-20T10:00:00.1234567Z"),
+        };
+        assert!(store.record_alert(&fired("acme", "2026-03", 8000, 21)).await.unwrap());
+        // The same threshold of the same period again, from another replica or after a restart: not sent.
+        assert!(!store.record_alert(&fired("acme", "2026-03", 8000, 22)).await.unwrap());
+        let other = Store::open(&h.url).await.unwrap();
+        assert!(!other.record_alert(&fired("acme", "2026-03", 8000, 23)).await.unwrap());
+        // Another threshold, period or tenant is its own alert.
+        assert!(store.record_alert(&fired("acme", "2026-03", 10_000, 30)).await.unwrap());
+        assert!(store.record_alert(&fired("acme", "2026-04", 8000, 21)).await.unwrap());
+        assert!(store.record_alert(&fired("acme", "2026-03-21", 8000, 21)).await.unwrap());
+        assert!(store.record_alert(&fired("globex", "2026-03", 8000, 21)).await.unwrap());
+        // Replicas racing on one threshold: exactly one is told to send.
+        let racers: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                let alert = fired("initech", "2026-03", 5000, i);
+                tokio::spawn(async move { store.record_alert(&alert).await.unwrap() })
+            })
+            .collect();
+        let mut winners = 0;
+        for racer in racers {
+            winners += usize::from(racer.await.unwrap());
+        }
+        assert_eq!(winners, 1);
+
+        let acme = store.fired_alerts("acme").await.unwrap();
+        let keys: Vec<_> = acme.iter().map(|a| (a.period.as_str(), a.threshold_bp)).collect();
+        assert_eq!(
+            keys,
+            [("2026-03", 8000), ("2026-03", 10_000), ("2026-03-21", 8000), ("2026-04", 8000)]
+        );
+        // The first record stays, with its spend; times are kept to the microsecond.
+        assert_eq!(acme[0].spend_micros, 21);
+        assert_eq!(acme[0].fired_at, at("2026-03-20T10:00:00.123456Z"));
+        assert!(store.fired_alerts("nobody").await.unwrap().is_empty());
+        assert_eq!(
+            sluice_store::period_key(BudgetPeriod::Month, at("2026-03-20T10:00:00Z")),
+            "2026-03"
+        );
+        assert_eq!(
+            sluice_store::period_key(BudgetPeriod::Day, at("2026-03-20T23:59:59Z")),
+            "2026-03-20"
+        );
     }
 
     pub async fn tenant_spend_since(h: &Harness) {

@@ -25,6 +25,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use self::queries::{Db, KeyQuery, Source};
+use crate::alerts::FiredAlert;
 use crate::error::StoreError;
 use crate::keys::{self, KeyHash};
 use crate::ledger::UsageRow;
@@ -313,6 +314,23 @@ impl Store {
         let now = now();
         let keys = on_backend!(self, db => db.keys(KeyQuery::Active(now)).await)?;
         Ok(keys.into_iter().map(|(key, hash)| ActiveKey { hash, key }).collect())
+    }
+
+    // === Alerts ===
+
+    /// Records that a budget alert fired, unless one for its (tenant, period, threshold) already did:
+    /// true when this call recorded it, and the caller should send it. Replicas racing on the same
+    /// threshold get one true between them; a restart finds the record.
+    pub async fn record_alert(&self, alert: &FiredAlert) -> Result<bool, StoreError> {
+        let mut alert = alert.clone();
+        alert.fired_at = alert.fired_at.trunc_subsecs(6);
+        alert.tenant = crate::cap(&alert.tenant, crate::MAX_TENANT_BYTES).to_owned();
+        on_backend!(self, db => db.record_alert(&alert).await)
+    }
+
+    /// The budget alerts fired for the tenant named `tenant`, by period and threshold.
+    pub async fn fired_alerts(&self, tenant: &str) -> Result<Vec<FiredAlert>, StoreError> {
+        on_backend!(self, db => db.fired_alerts(tenant).await)
     }
 
     // === Usage ===

@@ -16,7 +16,9 @@ pub use providers::{
     Upstream,
 };
 
+mod alerts;
 mod redis;
+pub use self::alerts::RawAlert;
 pub use self::redis::RawRedis;
 
 /// The configuration as written in the file.
@@ -50,6 +52,9 @@ pub struct RawConfig {
     /// `[redis]`: budgets shared between replicas; absent, each process keeps its own.
     #[serde(default)]
     pub redis: Option<RawRedis>,
+    /// `[[alerts]]`: webhooks for budget thresholds and upstream key health.
+    #[serde(default)]
+    pub alerts: Vec<RawAlert>,
 }
 
 /// `[server]`
@@ -343,6 +348,8 @@ pub struct Config {
     /// `[redis]`, checked: budgets shared between replicas; absent, each process keeps its own (unless
     /// `SLUICE_REDIS_URL` is set).
     pub redis: Option<RawRedis>,
+    /// `[[alerts]]`, checked; `env:` values are resolved when the gateway starts.
+    pub alerts: Vec<RawAlert>,
 }
 
 /// How upstream failures are backed off and broken off, from `[upstream]`.
@@ -515,12 +522,16 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         models: raw_models,
         prompts,
         redis,
+        alerts,
     } = raw;
     let providers = providers::validate_providers(raw_providers, &mut problems);
     let models = providers::validate_models(raw_models, &providers, &mut problems);
 
     if let Some(redis) = &redis {
         problems.extend(redis.problems());
+    }
+    for (i, alert) in alerts.iter().enumerate() {
+        problems.extend(alert.problems(i));
     }
 
     if !problems.is_empty() {
@@ -581,6 +592,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             level: log.level,
         },
         redis,
+        alerts,
     })
 }
 

@@ -82,6 +82,7 @@ pub struct GatewayServer {
     pub warnings: Vec<String>,
     _watcher: Option<AbortOnDrop>,
     _refresher: Option<AbortOnDrop>,
+    _alerts: Option<AbortOnDrop>,
     /// The assembled gateway, for flushing its ledger and reading its store.
     pub gateway: Arc<sluice::Gateway>,
 }
@@ -133,6 +134,10 @@ impl GatewayServer {
             .unwrap_or_else(|e| panic!("{e}"));
         let watcher = gateway.watch_prompts(&config).map(AbortOnDrop);
         let refresher = gateway.refresh_tenancy(&config).map(AbortOnDrop);
+        let alerts = gateway
+            .watch_alerts(&config, &lookup)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .map(AbortOnDrop);
         let app = sluice::app(&gateway, &config);
         let server = serve(app, config.shutdown_grace).await;
         Self {
@@ -140,6 +145,7 @@ impl GatewayServer {
             warnings: gateway.warnings.clone(),
             _watcher: watcher,
             _refresher: refresher,
+            _alerts: alerts,
             gateway: Arc::new(gateway),
         }
     }

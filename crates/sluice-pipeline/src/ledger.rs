@@ -16,6 +16,7 @@ use sluice_store::{
 
 use crate::caller::Caller;
 use crate::failures::{Failure, FailureLog, FailureStage};
+use crate::spans::{self, Finished, TraceSink};
 
 /// The price that applies to one deployment, and where it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +114,7 @@ impl Ledger {
 pub(crate) struct Sinks {
     pub(crate) ledger: Option<Arc<Ledger>>,
     pub(crate) failures: Arc<FailureLog>,
+    pub(crate) traces: Option<TraceSink>,
 }
 
 /// One request's entry, written once: when the answer is complete, when a stream ends, or, if the
@@ -135,6 +137,8 @@ pub(crate) struct Entry {
     /// The answering call's usage, and where it came from.
     usage: Option<(TokenUsage, UsageSource)>,
     written: bool,
+    /// Where spans go, and the request's trace, when it is traced.
+    traces: Option<(TraceSink, Arc<sluice_trace::RequestTrace>)>,
 }
 
 impl Entry {
@@ -160,6 +164,8 @@ impl Entry {
             spend,
             usage: None,
             written: false,
+            // The entry is opened inside the request's task, where its trace is in scope.
+            traces: sinks.traces.zip(sluice_trace::current()),
         }
     }
 
@@ -293,6 +299,19 @@ impl Entry {
             source = source.as_str(),
             "usage"
         );
+        if let Some((sink, trace)) = &self.traces {
+            let done = Finished {
+                model: &self.model,
+                tenant: self.caller.principal.tenant_name(),
+                key_id: self.caller.principal.key_id.as_deref(),
+                trail: &self.trail,
+                usage: &usage,
+                cost_micros: charge.cost_micros,
+                status,
+                failure: self.failure,
+            };
+            spans::export(sink, trace, &done);
+        }
         let Some(ledger) = &self.ledger else { return };
         let last = self
             .trail

@@ -27,6 +27,7 @@ mod failures;
 mod ledger;
 mod meter;
 mod operation;
+mod spans;
 mod tally;
 pub mod tenancy;
 
@@ -44,6 +45,7 @@ pub use crate::error::PipelineError;
 pub use crate::failures::{DEFAULT_FAILURE_CAPACITY, Failure, FailureLog, FailureStage};
 pub use crate::ledger::{DeploymentPrice, Ledger, PriceBook};
 pub use crate::meter::Metered;
+pub use crate::spans::TraceSink;
 pub use crate::operation::{Chat, Embeddings, MAX_EMBEDDING_INPUTS, MAX_MESSAGES, Operation};
 pub use crate::tenancy::{TenantRefusal, TenantState};
 
@@ -59,6 +61,7 @@ pub struct Pipeline {
     router: Arc<Router>,
     ledger: Option<Arc<Ledger>>,
     failures: Arc<FailureLog>,
+    traces: Option<TraceSink>,
 }
 
 /// A request served.
@@ -160,7 +163,19 @@ impl Pipeline {
             router,
             ledger,
             failures: Arc::new(FailureLog::default()),
+            traces: None,
         }
+    }
+
+    /// The same pipeline, exporting a span per request (and per upstream attempt) to `traces`.
+    pub fn with_traces(mut self, traces: TraceSink) -> Self {
+        self.traces = Some(traces);
+        self
+    }
+
+    /// Whether requests are traced: the edge then opens each request's trace.
+    pub fn traces(&self) -> bool {
+        self.traces.is_some()
     }
 
     /// The last failures, for operators.
@@ -191,6 +206,7 @@ impl Pipeline {
         let sinks = ledger::Sinks {
             ledger: self.ledger.clone(),
             failures: Arc::clone(&self.failures),
+            traces: self.traces.clone(),
         };
         Entry::new(sinks, caller, model, prompt_tokens, rate, spend)
     }

@@ -157,6 +157,8 @@ pub struct Attempt {
     pub deployment: usize,
     /// How it ended.
     pub outcome: AttemptOutcome,
+    /// Its span, when the request is traced.
+    pub span: Option<sluice_trace::AttemptSpan>,
 }
 
 /// How an upstream call ended.

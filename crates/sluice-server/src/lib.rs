@@ -156,7 +156,8 @@ impl AppState {
 /// 7. `RequestBodyLimit`: refuses bodies over `max_body_bytes`, by `content-length` or while reading.
 ///    It is the one body limit: axum's own default (2 MiB) is turned off.
 ///
-/// Under `/v1`, `require_key` authenticates the caller and adds its [`Principal`] as an extension; under
+/// Under `/v1`, `require_key` authenticates the caller and adds its [`Principal`] as an extension, then
+/// `open_trace` puts the request in its W3C trace when spans are exported; under
 /// `/admin`, `require_admin` lets only the admin key through. Before either, `throttle::guard` answers
 /// 429 to an address with too many failed authentications. `/healthz`, `/readyz`, `/metrics` and the
 /// console's files under `/ui` (which hold no data: the page calls `/admin` with the key it is given) are
@@ -172,6 +173,7 @@ pub fn build_router(state: AppState) -> AxumRouter {
         .route("/v1/prompts/{name}", get(prompts::describe).post(prompts::run))
         .route("/v1/openapi.json", get(prompts::openapi))
         .route("/v1/usage", get(admin::usage))
+        .route_layer(middleware::from_fn_with_state(state.clone(), open_trace))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&throttle), throttle::guard));
     let admin = AxumRouter::new()
@@ -230,6 +232,22 @@ pub fn build_router(state: AppState) -> AxumRouter {
                 .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Runs the request inside its trace (the client's `traceparent`, else a new trace) when the pipeline
+/// exports spans: the ledger entry, the router's attempts and the upstream `traceparent` header find it.
+async fn open_trace(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !state.inner.pipeline.traces() {
+        return next.run(request).await;
+    }
+    let operation = if request.uri().path() == "/v1/embeddings" {
+        "embeddings"
+    } else {
+        "chat"
+    };
+    let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
+    let trace = Arc::new(sluice_trace::RequestTrace::start(traceparent, operation));
+    sluice_trace::scope(trace, next.run(request)).await
 }
 
 async fn list_models(

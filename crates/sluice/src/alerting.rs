@@ -113,3 +113,54 @@ pub async fn send_test(config: &Config, env: &dyn Fn(&str) -> Option<String>) ->
     }
     Ok(())
 }
+
+impl Gateway {
+    /// Exports a span per request over OTLP/HTTP when `[telemetry] otlp_endpoint` (or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`) is set; [`crate::app`] then traces every request.
+    pub fn export_traces(
+        &mut self,
+        config: &Config,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), WiringError> {
+        let telemetry = &config.telemetry;
+        let from_env = env("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|e| !e.is_empty());
+        let Some(endpoint) = from_env.or_else(|| telemetry.otlp_endpoint.clone()) else {
+            return Ok(());
+        };
+        let Some(endpoint) = crate::config::parse_endpoint(&endpoint) else {
+            let message = "OTEL_EXPORTER_OTLP_ENDPOINT is not an http:// or https:// URL: traces are off".to_owned();
+            tracing::warn!("{message}");
+            self.warnings.push(message);
+            return Ok(());
+        };
+        let settings = sluice_trace::ExportSettings {
+            endpoint,
+            service_name: telemetry.service_name.clone(),
+            queue: telemetry.queue,
+            batch: telemetry.batch,
+            interval: std::time::Duration::from_millis(telemetry.export_interval_ms),
+            timeout: std::time::Duration::from_millis(telemetry.export_timeout_ms),
+        };
+        let exporter = sluice_trace::Exporter::start(http_client(config.timeouts.connect)?, settings);
+        let systems = config
+            .providers
+            .iter()
+            .map(|p| (p.name.clone(), gen_ai_system(p).to_owned()))
+            .collect();
+        self.traces = Some(sluice_pipeline::TraceSink::new(exporter, systems));
+        Ok(())
+    }
+}
+
+/// The GenAI semantic conventions' `gen_ai.system` of a provider: the convention's name for the vendors
+/// it names, else the provider's kind.
+fn gen_ai_system(provider: &crate::config::ProviderConfig) -> &'static str {
+    match &provider.upstream {
+        crate::config::Upstream::Vendor { spec, .. } => match spec.kind {
+            "azure" => "az.ai.openai",
+            "gemini" => "gcp.gemini",
+            other => other,
+        },
+        crate::config::Upstream::Simulated(_) => "simulated",
+    }
+}

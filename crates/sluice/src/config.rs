@@ -18,8 +18,10 @@ pub use providers::{
 
 mod alerts;
 mod redis;
+mod telemetry;
 pub use self::alerts::RawAlert;
 pub use self::redis::RawRedis;
+pub use self::telemetry::{RawTelemetry, parse_endpoint};
 
 /// The configuration as written in the file.
 #[derive(Debug, Deserialize)]
@@ -55,6 +57,9 @@ pub struct RawConfig {
     /// `[[alerts]]`: webhooks for budget thresholds and upstream key health.
     #[serde(default)]
     pub alerts: Vec<RawAlert>,
+    /// `[telemetry]`: OpenTelemetry traces.
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
 }
 
 /// `[server]`
@@ -350,6 +355,8 @@ pub struct Config {
     pub redis: Option<RawRedis>,
     /// `[[alerts]]`, checked; `env:` values are resolved when the gateway starts.
     pub alerts: Vec<RawAlert>,
+    /// `[telemetry]`, checked.
+    pub telemetry: RawTelemetry,
 }
 
 /// How upstream failures are backed off and broken off, from `[upstream]`.
@@ -523,6 +530,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         prompts,
         redis,
         alerts,
+        telemetry,
     } = raw;
     let providers = providers::validate_providers(raw_providers, &mut problems);
     let models = providers::validate_models(raw_models, &providers, &mut problems);
@@ -533,6 +541,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     for (i, alert) in alerts.iter().enumerate() {
         problems.extend(alert.problems(i));
     }
+    problems.extend(telemetry.problems());
 
     if !problems.is_empty() {
         return Err(ConfigError::Invalid {
@@ -593,6 +602,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         },
         redis,
         alerts,
+        telemetry,
     })
 }
 

@@ -523,6 +523,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let _refreshing = gateway.refresh_tenancy(&config);
     let _watching = gateway.watch_prompts(&config);
     let _alerting = gateway.watch_alerts(&config, &env_var)?;
+    gateway.export_traces(&config, &env_var)?;
     let app = sluice::app(&gateway, &config);
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
         format!(

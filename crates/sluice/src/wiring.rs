@@ -74,6 +74,8 @@ pub struct Gateway {
     pub prompts: Arc<PromptWatcher>,
     /// What was disabled and why, already logged.
     pub warnings: Vec<String>,
+    /// Where request spans go, once [`Gateway::export_traces`] found an endpoint.
+    pub traces: Option<sluice_pipeline::TraceSink>,
 }
 
 /// The shared upstream HTTP client: one connection pool for every provider, so connections are reused.
@@ -227,6 +229,7 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
         simulators,
         prompts,
         warnings,
+        traces: None,
     })
 }
 
@@ -457,7 +460,11 @@ fn resolve_keys(
 
 /// The gateway's HTTP app for `config`.
 pub fn app(gateway: &Gateway, config: &Config) -> axum::Router {
-    let pipeline = Arc::new(Pipeline::new(Arc::clone(&gateway.router), gateway.ledger.clone()));
+    let pipeline = Pipeline::new(Arc::clone(&gateway.router), gateway.ledger.clone());
+    let pipeline = Arc::new(match &gateway.traces {
+        Some(traces) => pipeline.with_traces(traces.clone()),
+        None => pipeline,
+    });
     let state = AppState::new(
         pipeline,
         Arc::clone(&gateway.auth),

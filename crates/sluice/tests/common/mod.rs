@@ -134,6 +134,9 @@ impl GatewayServer {
             .unwrap_or_else(|e| panic!("{e}"));
         let watcher = gateway.watch_prompts(&config).map(AbortOnDrop);
         let refresher = gateway.refresh_tenancy(&config).map(AbortOnDrop);
+        gateway
+            .export_traces(&config, &lookup)
+            .unwrap_or_else(|e| panic!("{e}"));
         let alerts = gateway
             .watch_alerts(&config, &lookup)
             .unwrap_or_else(|e| panic!("{e}"))

@@ -236,7 +236,11 @@ impl Notifier {
 
     /// The budget thresholds some sink announces, in basis points, ascending.
     pub fn budget_thresholds(&self) -> Vec<u32> {
-        let mut all: Vec<u32> = self.sinks.iter().flat_map(|(s, _)| s.budget_bp.iter().copied()).collect();
+        let mut all: Vec<u32> = self
+            .sinks
+            .iter()
+            .flat_map(|(s, _)| s.budget_bp.iter().copied())
+            .collect();
         all.sort_unstable();
         all.dedup();
         all

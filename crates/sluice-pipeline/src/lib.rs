@@ -45,8 +45,8 @@ pub use crate::error::PipelineError;
 pub use crate::failures::{DEFAULT_FAILURE_CAPACITY, Failure, FailureLog, FailureStage};
 pub use crate::ledger::{DeploymentPrice, Ledger, PriceBook};
 pub use crate::meter::Metered;
-pub use crate::spans::TraceSink;
 pub use crate::operation::{Chat, Embeddings, MAX_EMBEDDING_INPUTS, MAX_MESSAGES, Operation};
+pub use crate::spans::TraceSink;
 pub use crate::tenancy::{TenantRefusal, TenantState};
 
 use crate::ledger::Entry;

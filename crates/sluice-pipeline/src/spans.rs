@@ -28,7 +28,11 @@ impl TraceSink {
     }
 
     fn system(&self, provider: &str) -> AttrValue {
-        AttrValue::Str(self.systems.get(provider).map_or_else(|| provider.to_owned(), Clone::clone))
+        AttrValue::Str(
+            self.systems
+                .get(provider)
+                .map_or_else(|| provider.to_owned(), Clone::clone),
+        )
     }
 }
 

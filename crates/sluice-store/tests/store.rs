@@ -28,8 +28,8 @@ mod cases {
     use chrono::Utc;
     use secrecy::ExposeSecret;
     use sluice_store::{
-        BudgetPeriod, FiredAlert, GroupBy, KeyHash, KeyState, NO_KEY, NewTenant, SpendFilter, Store, StoreError, TenantChange,
-        TokenUsage, UsageRow, UsageWriter, WriterConfig, looks_like_key,
+        BudgetPeriod, FiredAlert, GroupBy, KeyHash, KeyState, NO_KEY, NewTenant, SpendFilter, Store, StoreError,
+        TenantChange, TokenUsage, UsageRow, UsageWriter, WriterConfig, looks_like_key,
     };
 
     use crate::support::{Harness, Kind, Outage, at, day, eventually, ledger_total, row, totals};
@@ -493,7 +493,12 @@ mod cases {
         // Another threshold, period or tenant is its own alert.
         assert!(store.record_alert(&fired("acme", "2026-03", 10_000, 30)).await.unwrap());
         assert!(store.record_alert(&fired("acme", "2026-04", 8000, 21)).await.unwrap());
-        assert!(store.record_alert(&fired("acme", "2026-03-21", 8000, 21)).await.unwrap());
+        assert!(
+            store
+                .record_alert(&fired("acme", "2026-03-21", 8000, 21))
+                .await
+                .unwrap()
+        );
         assert!(store.record_alert(&fired("globex", "2026-03", 8000, 21)).await.unwrap());
         // Replicas racing on one threshold: exactly one is told to send.
         let racers: Vec<_> = (0..8)
@@ -513,7 +518,12 @@ mod cases {
         let keys: Vec<_> = acme.iter().map(|a| (a.period.as_str(), a.threshold_bp)).collect();
         assert_eq!(
             keys,
-            [("2026-03", 8000), ("2026-03", 10_000), ("2026-03-21", 8000), ("2026-04", 8000)]
+            [
+                ("2026-03", 8000),
+                ("2026-03", 10_000),
+                ("2026-03-21", 8000),
+                ("2026-04", 8000)
+            ]
         );
         // The first record stays, with its spend; times are kept to the microsecond.
         assert_eq!(acme[0].spend_micros, 21);

@@ -153,8 +153,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 fn new_trace_id() -> TraceId {
-    let id = fastrand::u128(1..).to_be_bytes();
-    id
+    fastrand::u128(1..).to_be_bytes()
 }
 
 fn new_span_id() -> SpanId {

@@ -75,7 +75,12 @@ impl Gateway {
         };
         let client = http_client(config.timeouts.connect)?;
         let store = self.tenancy.as_ref().map(|t| t.store.clone());
-        Ok(Some(sluice_alerts::spawn(settings, client, store, Arc::clone(&self.router))))
+        Ok(Some(sluice_alerts::spawn(
+            settings,
+            client,
+            store,
+            Arc::clone(&self.router),
+        )))
     }
 }
 
@@ -117,11 +122,7 @@ pub async fn send_test(config: &Config, env: &dyn Fn(&str) -> Option<String>) ->
 impl Gateway {
     /// Exports a span per request over OTLP/HTTP when `[telemetry] otlp_endpoint` (or
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`) is set; [`crate::app`] then traces every request.
-    pub fn export_traces(
-        &mut self,
-        config: &Config,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<(), WiringError> {
+    pub fn export_traces(&mut self, config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<(), WiringError> {
         let telemetry = &config.telemetry;
         let from_env = env("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|e| !e.is_empty());
         let Some(endpoint) = from_env.or_else(|| telemetry.otlp_endpoint.clone()) else {

@@ -44,7 +44,9 @@ impl Hook {
     /// Every alert taken, parsed.
     fn alerts(&self) -> Vec<Value> {
         let got = self.got.lock().unwrap();
-        got.iter().map(|(_, body)| serde_json::from_slice(body).unwrap()).collect()
+        got.iter()
+            .map(|(_, body)| serde_json::from_slice(body).unwrap())
+            .collect()
     }
 
     fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
@@ -67,12 +69,7 @@ async fn receive(State(hook): State<Hook>, headers: http::HeaderMap, body: Bytes
 fn expected_signature(body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256={hex}")
 }
 
@@ -186,7 +183,11 @@ async fn each_budget_threshold_fires_once_across_replicas_and_a_restart() {
         "no 80% alert: {:?}",
         hook.alerts()
     );
-    assert_eq!(*hook.refused.lock().unwrap(), 1, "the first delivery was refused and retried");
+    assert_eq!(
+        *hook.refused.lock().unwrap(),
+        1,
+        "the first delivery was refused and retried"
+    );
 
     // Both replicas keep checking a spend past 80%; then one restarts and checks it again.
     drop(a);
@@ -212,7 +213,10 @@ async fn each_budget_threshold_fires_once_across_replicas_and_a_restart() {
     assert_eq!(eighty["spend_usd"], "0.800000");
     assert_eq!(eighty["budget_usd"], "1.000000");
     assert!(
-        eighty["text"].as_str().unwrap().contains("tenant `acme` has spent 80% of its budget"),
+        eighty["text"]
+            .as_str()
+            .unwrap()
+            .contains("tenant `acme` has spent 80% of its budget"),
         "{eighty}"
     );
     // Every body is signed with the secret.
@@ -221,7 +225,15 @@ async fn each_budget_threshold_fires_once_across_replicas_and_a_restart() {
         assert_eq!(headers["x-sluice-signature"], expected_signature(body).as_str());
     }
     // The store holds one record per threshold.
-    let fired = b.gateway.tenancy.as_ref().unwrap().store.fired_alerts("acme").await.unwrap();
+    let fired = b
+        .gateway
+        .tenancy
+        .as_ref()
+        .unwrap()
+        .store
+        .fired_alerts("acme")
+        .await
+        .unwrap();
     let thresholds: Vec<u32> = fired.iter().map(|f| f.threshold_bp).collect();
     assert_eq!(thresholds, [5000, 8000, 10_000]);
 }
@@ -248,7 +260,12 @@ check_interval_ms = 100
     let gateway = GatewayServer::start(&toml).await;
     let mut statuses = Vec::new();
     for _ in 0..4 {
-        statuses.push(common::post_chat(&gateway, &common::chat_body(false)).await.status().as_u16());
+        statuses.push(
+            common::post_chat(&gateway, &common::chat_body(false))
+                .await
+                .status()
+                .as_u16(),
+        );
     }
     assert_eq!(statuses[0], 200);
     assert!(statuses[1..].iter().all(|s| *s == 429), "{statuses:?}");
@@ -269,10 +286,9 @@ check_interval_ms = 100
     assert!(alert["cooldown_ms"].as_u64().unwrap() > 0);
     assert!(alert["text"].as_str().unwrap().contains("`up#0`"), "{alert}");
     // Unsigned: no secret configured. The key's value appears nowhere.
-    let got = hook.got.lock().unwrap();
-    assert!(got[0].0.get("x-sluice-signature").is_none());
-    assert!(!String::from_utf8_lossy(&got[0].1).contains("sk-upstream-1"));
-    drop(got);
+    let (headers, body) = hook.got.lock().unwrap()[0].clone();
+    assert!(headers.get("x-sluice-signature").is_none());
+    assert!(!String::from_utf8_lossy(&body).contains("sk-upstream-1"));
     // Still cooling at later checks: announced once.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(hook.count(exhausted), 1, "{:?}", hook.alerts());
@@ -306,9 +322,16 @@ async fn alerts_test_command_posts_a_signed_test_alert() {
     let good = write("good.toml", &format!("{}/hook/T0123/secret-path", hook_server.url()));
     let output = run(good).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("delivered (200, signed)"), "{stdout}");
-    assert!(!stdout.contains("secret-path"), "the webhook's path is never printed: {stdout}");
+    assert!(
+        !stdout.contains("secret-path"),
+        "the webhook's path is never printed: {stdout}"
+    );
     let (headers, body) = hook.got.lock().unwrap()[0].clone();
     assert_eq!(headers["x-sluice-signature"], expected_signature(&body).as_str());
     let alert: Value = serde_json::from_slice(&body).unwrap();

@@ -159,7 +159,10 @@ async fn one_span_per_request_in_the_clients_trace_with_a_span_per_attempt() {
     assert_eq!((servers.len(), clients.len()), (2, 3), "{spans:#?}");
 
     // The first request's span: in the client's trace, under the client's span.
-    let first = servers.iter().find(|s| s["traceId"] == CLIENT_TRACE).expect("a span in the client's trace");
+    let first = servers
+        .iter()
+        .find(|s| s["traceId"] == CLIENT_TRACE)
+        .expect("a span in the client's trace");
     assert_eq!(first["parentSpanId"], CLIENT_SPAN);
     assert_eq!(first["name"], "chat m");
     assert_eq!(attr(first, "gen_ai.operation.name"), "chat");
@@ -177,11 +180,17 @@ async fn one_span_per_request_in_the_clients_trace_with_a_span_per_attempt() {
     assert_eq!(attr(first, "sluice.provider"), "up");
     assert_eq!(attr(first, "http.response.status_code"), "200");
     // Priced by the deployment (the failed first call, a 500, billed nothing).
-    let cost = attr(first, "sluice.cost_micros").as_str().unwrap().parse::<i64>().unwrap();
+    let cost = attr(first, "sluice.cost_micros")
+        .as_str()
+        .unwrap()
+        .parse::<i64>()
+        .unwrap();
     assert!(cost > 0, "{first}");
     assert!(first["status"]["code"] == 0);
-    assert!(first["endTimeUnixNano"].as_str().unwrap().parse::<u64>().unwrap()
-        >= first["startTimeUnixNano"].as_str().unwrap().parse::<u64>().unwrap());
+    assert!(
+        first["endTimeUnixNano"].as_str().unwrap().parse::<u64>().unwrap()
+            >= first["startTimeUnixNano"].as_str().unwrap().parse::<u64>().unwrap()
+    );
 
     // Its two attempts, children of its span; the failed one says why.
     let span_id = first["spanId"].as_str().unwrap();
@@ -194,7 +203,10 @@ async fn one_span_per_request_in_the_clients_trace_with_a_span_per_attempt() {
     assert!(attr(attempts[0], "error.type").is_string());
     assert_eq!(attr(attempts[1], "sluice.attempt.outcome"), "answered");
     assert_eq!(attr(attempts[1], "gen_ai.request.model"), "vendor-model");
-    assert_ne!(attr(attempts[0], "sluice.upstream_key"), attr(attempts[1], "sluice.upstream_key"));
+    assert_ne!(
+        attr(attempts[0], "sluice.upstream_key"),
+        attr(attempts[1], "sluice.upstream_key")
+    );
 
     // The upstream got the trace, each call naming its own attempt span as the parent.
     let sent: Vec<String> = upstream

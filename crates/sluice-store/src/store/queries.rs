@@ -13,12 +13,12 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type
 
 use super::dialect::Dialect;
 use super::statement::Statement;
+use crate::alerts::FiredAlert;
 use crate::error::StoreError;
 use crate::keys::KeyHash;
 use crate::ledger::{
     AttemptUsage, MAX_ID_BYTES, MAX_MODEL_BYTES, MAX_NAME_BYTES, MAX_TENANT_BYTES, PriceSource, UsageRow, cap,
 };
-use crate::alerts::FiredAlert;
 use crate::model::{
     BudgetPeriod, ExportFilter, GroupBy, KeyInfo, NewTenant, SpendFilter, SpendRow, Tenant, TenantChange, midnight,
 };

@@ -66,7 +66,10 @@ impl RawAlert {
             problem("check_interval_ms", "must be greater than 0".to_owned());
         }
         if self.budget.is_empty() && !self.keys {
-            problem("budget", "watches nothing: give thresholds or set keys = true".to_owned());
+            problem(
+                "budget",
+                "watches nothing: give thresholds or set keys = true".to_owned(),
+            );
         }
         problems
     }

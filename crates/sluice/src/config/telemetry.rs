@@ -42,7 +42,10 @@ impl RawTelemetry {
         if let Some(endpoint) = &self.otlp_endpoint
             && parse_endpoint(endpoint).is_none()
         {
-            problem("otlp_endpoint", "must be an http:// or https:// URL like http://127.0.0.1:4318");
+            problem(
+                "otlp_endpoint",
+                "must be an http:// or https:// URL like http://127.0.0.1:4318",
+            );
         }
         if self.service_name.is_empty() {
             problem("service_name", "must not be empty");

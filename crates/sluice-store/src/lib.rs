@@ -8,6 +8,7 @@
 //! - [`UsageRow`]: one request in the ledger: a gateway-made id (the idempotency key) and the client's
 //!   request id beside it, usage by billing category ([`TokenUsage`]) and its [`UsageSource`], the cost
 //!   and the [`PriceSource`] it came from, and each upstream attempt a vendor may bill ([`AttemptUsage`]).
+//! - [`RequestLog`]: a tenant's opt-in log of prompts and answers ([`LogSettings`]), redacted or hashed.
 //! - [`FiredAlert`]: budget alerts already sent, one per (tenant, period, threshold) ([`Store::record_alert`]).
 //! - [`UsageWriter`]: the request path's way in: a bounded queue, batched inserts by one task, a local
 //!   spool while the database is unreachable, replayed when it is back. Its module docs state the policy.
@@ -31,6 +32,7 @@ mod keys;
 mod ledger;
 mod model;
 mod prices;
+mod request_log;
 mod spool;
 mod store;
 mod writer;
@@ -48,6 +50,7 @@ pub use model::{
     format_usd, micros_to_usd, usd_to_micros,
 };
 pub use prices::{AppliedPrice, Charge, LongContext, Price, PriceError, Prices, PricesError};
+pub use request_log::{DEFAULT_RETENTION_DAYS, LogMode, LogSettings, RequestLog};
 pub use sluice_api::{TokenUsage, UsageSource};
 pub use store::{BackendKind, Export, Store, StoreOptions};
 pub use writer::{Full, UsageWriter, WriterConfig, WriterStats};

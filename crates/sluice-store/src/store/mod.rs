@@ -13,6 +13,7 @@
 //! `Store` is cheap to clone: both pools are reference-counted.
 
 mod dialect;
+mod logs;
 mod queries;
 mod statement;
 
@@ -33,6 +34,7 @@ use crate::model::{
     ActiveKey, CreatedKey, ExportFilter, InsertOutcome, KeyInfo, KeyLookup, NO_KEY, NewTenant, SpendFilter, SpendRow,
     Tenant, TenantChange, validate_name,
 };
+use crate::request_log::{LogSettings, RequestLog};
 
 /// Runs `$body` with `$db` bound to the store's [`Db`], whichever database it is: the body is written
 /// once and compiled for both.
@@ -331,6 +333,52 @@ impl Store {
     /// The budget alerts fired for the tenant named `tenant`, by period and threshold.
     pub async fn fired_alerts(&self, tenant: &str) -> Result<Vec<FiredAlert>, StoreError> {
         on_backend!(self, db => db.fired_alerts(tenant).await)
+    }
+
+    // === Request logs ===
+
+    /// Sets what the tenant named `tenant` keeps of its requests. An unknown tenant is
+    /// [`StoreError::TenantNotFound`].
+    pub async fn set_log_settings(&self, tenant: &str, settings: LogSettings) -> Result<(), StoreError> {
+        settings.validate()?;
+        if self.tenant(tenant).await?.is_none() {
+            return Err(StoreError::TenantNotFound(tenant.to_owned()));
+        }
+        let now = now();
+        on_backend!(self, db => db.set_log_settings(tenant, settings, now).await)
+    }
+
+    /// Every tenant's request-log settings that were ever set, by tenant; the others log nothing.
+    pub async fn log_settings(&self) -> Result<Vec<(String, LogSettings)>, StoreError> {
+        on_backend!(self, db => db.log_settings().await)
+    }
+
+    /// Writes request logs, ignoring ids already there; returns how many were new.
+    pub async fn insert_request_logs(&self, logs: &[RequestLog]) -> Result<u64, StoreError> {
+        let logs: Vec<RequestLog> = logs
+            .iter()
+            .map(|log| RequestLog {
+                created_at: log.created_at.trunc_subsecs(6),
+                ..log.clone()
+            })
+            .collect();
+        on_backend!(self, db => db.insert_logs(&logs).await)
+    }
+
+    /// The tenant's latest request logs, newest first, at most `limit`.
+    pub async fn request_logs(&self, tenant: &str, limit: u32) -> Result<Vec<RequestLog>, StoreError> {
+        on_backend!(self, db => db.logs(tenant, i64::from(limit)).await)
+    }
+
+    /// Deletes the tenant's request logs made before `before`; returns how many.
+    pub async fn purge_request_logs(&self, tenant: &str, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let before = before.trunc_subsecs(6);
+        on_backend!(self, db => db.purge_logs(tenant, before).await)
+    }
+
+    /// The tenants that have request logs.
+    pub async fn logged_tenants(&self) -> Result<Vec<String>, StoreError> {
+        on_backend!(self, db => db.logged_tenants().await)
     }
 
     // === Usage ===

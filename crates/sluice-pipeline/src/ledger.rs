@@ -16,6 +16,7 @@ use sluice_store::{
 
 use crate::caller::Caller;
 use crate::failures::{Failure, FailureLog, FailureStage};
+use crate::request_log::Capture;
 use crate::spans::{self, Finished, TraceSink};
 
 /// The price that applies to one deployment, and where it came from.
@@ -139,6 +140,8 @@ pub(crate) struct Entry {
     written: bool,
     /// Where spans go, and the request's trace, when it is traced.
     traces: Option<(TraceSink, Arc<sluice_trace::RequestTrace>)>,
+    /// The request's texts, when its tenant logs requests.
+    log: Option<Capture>,
 }
 
 impl Entry {
@@ -166,6 +169,26 @@ impl Entry {
             written: false,
             // The entry is opened inside the request's task, where its trace is in scope.
             traces: sinks.traces.zip(sluice_trace::current()),
+            log: None,
+        }
+    }
+
+    /// Keeps the request's texts for its tenant's request log.
+    pub(crate) fn capture(&mut self, log: Option<Capture>) {
+        self.log = log;
+    }
+
+    /// A complete answer's body, for the request log.
+    pub(crate) fn log_answer(&mut self, body: &[u8]) {
+        if let Some(log) = &mut self.log {
+            log.complete(body);
+        }
+    }
+
+    /// A stream's chunk, for the request log.
+    pub(crate) fn log_chunk(&mut self, data: &[u8]) {
+        if let Some(log) = &mut self.log {
+            log.chunk(data);
         }
     }
 
@@ -312,6 +335,11 @@ impl Entry {
             };
             spans::export(sink, trace, &done);
         }
+        let id = UsageRow::new_id();
+        if let Some(log) = self.log.take() {
+            let tenant = self.caller.principal.tenant_name();
+            log.finish(&id, tenant, &self.model, status, self.created_at);
+        }
         let Some(ledger) = &self.ledger else { return };
         let last = self
             .trail
@@ -320,7 +348,7 @@ impl Entry {
             .find(|a| a.outcome == RouteOutcome::Answered)
             .or(self.trail.last());
         let row = UsageRow {
-            id: UsageRow::new_id(),
+            id,
             client_request_id: self.caller.client_request_id.clone(),
             tenant: self.caller.principal.tenant_name().to_owned(),
             key_id: self.caller.principal.key_id.as_deref().map(str::to_owned),

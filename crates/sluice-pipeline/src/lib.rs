@@ -27,6 +27,7 @@ mod failures;
 mod ledger;
 mod meter;
 mod operation;
+mod request_log;
 mod spans;
 mod tally;
 pub mod tenancy;
@@ -46,6 +47,7 @@ pub use crate::failures::{DEFAULT_FAILURE_CAPACITY, Failure, FailureLog, Failure
 pub use crate::ledger::{DeploymentPrice, Ledger, PriceBook};
 pub use crate::meter::Metered;
 pub use crate::operation::{Chat, Embeddings, MAX_EMBEDDING_INPUTS, MAX_MESSAGES, Operation};
+pub use crate::request_log::{REDACTED, RequestLogs};
 pub use crate::spans::TraceSink;
 pub use crate::tenancy::{TenantRefusal, TenantState};
 
@@ -62,6 +64,7 @@ pub struct Pipeline {
     ledger: Option<Arc<Ledger>>,
     failures: Arc<FailureLog>,
     traces: Option<TraceSink>,
+    request_logs: Option<Arc<RequestLogs>>,
 }
 
 /// A request served.
@@ -164,7 +167,19 @@ impl Pipeline {
             ledger,
             failures: Arc::new(FailureLog::default()),
             traces: None,
+            request_logs: None,
         }
+    }
+
+    /// The same pipeline, keeping the prompts and answers of tenants that asked for request logs.
+    pub fn with_request_logs(mut self, logs: Arc<RequestLogs>) -> Self {
+        self.request_logs = Some(logs);
+        self
+    }
+
+    /// The request logs, when kept.
+    pub fn request_logs(&self) -> Option<&Arc<RequestLogs>> {
+        self.request_logs.as_ref()
     }
 
     /// The same pipeline, exporting a span per request (and per upstream attempt) to `traces`.
@@ -258,6 +273,9 @@ impl Pipeline {
             None => (None, None),
         };
         let mut entry = self.entry(caller, model, prompt_tokens, rate, spend);
+        if let (Some(logs), Some(tenant)) = (&self.request_logs, tenant) {
+            entry.capture(logs.capture(tenant.name(), || operation.log_input()));
+        }
         let routed = match operation.route(&self.router, prompt_tokens, &mut entry.trail).await {
             Ok(routed) => routed,
             Err(err) => return Err(Refused::recorded(err, entry)),
@@ -276,6 +294,7 @@ impl Pipeline {
                 };
                 routed.settlement.settle(Some(&usage), source == UsageSource::Vendor);
                 entry.observe(usage, source);
+                entry.log_answer(&body);
                 entry.finish(200);
                 AnswerBody::Complete { body, usage }
             }

@@ -15,7 +15,7 @@ use crate::extract::ApiJson;
 use crate::{AppState, Tenancy};
 use sluice_pipeline::Principal;
 
-fn tenancy(state: &AppState) -> Result<&Tenancy, ApiError> {
+pub(crate) fn tenancy(state: &AppState) -> Result<&Tenancy, ApiError> {
     state.tenancy().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -27,7 +27,7 @@ fn tenancy(state: &AppState) -> Result<&Tenancy, ApiError> {
     })
 }
 
-fn store_error(err: &StoreError) -> ApiError {
+pub(crate) fn store_error(err: &StoreError) -> ApiError {
     match err {
         StoreError::DuplicateTenant { .. } => ApiError::new(
             StatusCode::CONFLICT,

@@ -34,6 +34,7 @@ pub mod error;
 pub mod extract;
 mod failures;
 mod prompts;
+mod request_logs;
 pub mod serve;
 pub mod throttle;
 
@@ -186,6 +187,10 @@ pub fn build_router(state: AppState) -> AxumRouter {
         .route(
             "/admin/tenants/{name}/keys",
             post(admin::create_key).get(admin::list_keys),
+        )
+        .route(
+            "/admin/tenants/{name}/request-logs",
+            get(request_logs::list).put(request_logs::set),
         )
         .route("/admin/keys/{id}", axum::routing::delete(admin::revoke_key))
         .route("/admin/spend", get(admin::spend))

@@ -18,9 +18,11 @@ pub use providers::{
 
 mod alerts;
 mod redis;
+mod request_logs;
 mod telemetry;
 pub use self::alerts::RawAlert;
 pub use self::redis::RawRedis;
+pub use self::request_logs::{DEFAULT_REDACT, RawRequestLogs};
 pub use self::telemetry::{RawTelemetry, parse_endpoint};
 
 /// The configuration as written in the file.
@@ -60,6 +62,9 @@ pub struct RawConfig {
     /// `[telemetry]`: OpenTelemetry traces.
     #[serde(default)]
     pub telemetry: RawTelemetry,
+    /// `[request_logs]`: redaction of tenants' opt-in request logs.
+    #[serde(default)]
+    pub request_logs: RawRequestLogs,
 }
 
 /// `[server]`
@@ -357,6 +362,8 @@ pub struct Config {
     pub alerts: Vec<RawAlert>,
     /// `[telemetry]`, checked.
     pub telemetry: RawTelemetry,
+    /// `[request_logs]` redaction patterns, compiled.
+    pub redact: Vec<regex::Regex>,
 }
 
 /// How upstream failures are backed off and broken off, from `[upstream]`.
@@ -531,6 +538,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         redis,
         alerts,
         telemetry,
+        request_logs,
     } = raw;
     let providers = providers::validate_providers(raw_providers, &mut problems);
     let models = providers::validate_models(raw_models, &providers, &mut problems);
@@ -542,6 +550,10 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         problems.extend(alert.problems(i));
     }
     problems.extend(telemetry.problems());
+    let redact = request_logs.compile().unwrap_or_else(|found| {
+        problems.extend(found);
+        Vec::new()
+    });
 
     if !problems.is_empty() {
         return Err(ConfigError::Invalid {
@@ -603,6 +615,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         redis,
         alerts,
         telemetry,
+        redact,
     })
 }
 

@@ -521,6 +521,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     gateway.connect_budgets(Duration::from_secs(2)).await;
     sluice::wiring::attach_store(&mut gateway, &config, &env_var).await?;
     let _refreshing = gateway.refresh_tenancy(&config);
+    let _logs = gateway.maintain_request_logs(&config);
     let _watching = gateway.watch_prompts(&config);
     let _alerting = gateway.watch_alerts(&config, &env_var)?;
     gateway.export_traces(&config, &env_var)?;

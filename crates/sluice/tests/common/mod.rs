@@ -83,6 +83,7 @@ pub struct GatewayServer {
     _watcher: Option<AbortOnDrop>,
     _refresher: Option<AbortOnDrop>,
     _alerts: Option<AbortOnDrop>,
+    _logs: Option<AbortOnDrop>,
     /// The assembled gateway, for flushing its ledger and reading its store.
     pub gateway: Arc<sluice::Gateway>,
 }
@@ -134,6 +135,7 @@ impl GatewayServer {
             .unwrap_or_else(|e| panic!("{e}"));
         let watcher = gateway.watch_prompts(&config).map(AbortOnDrop);
         let refresher = gateway.refresh_tenancy(&config).map(AbortOnDrop);
+        let logs = gateway.maintain_request_logs(&config).map(AbortOnDrop);
         gateway
             .export_traces(&config, &lookup)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -149,6 +151,7 @@ impl GatewayServer {
             _watcher: watcher,
             _refresher: refresher,
             _alerts: alerts,
+            _logs: logs,
             gateway: Arc::new(gateway),
         }
     }

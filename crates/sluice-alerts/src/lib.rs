@@ -25,7 +25,7 @@ use tokio::time::MissedTickBehavior;
 
 pub use crate::budget::BudgetWatch;
 pub use crate::deliver::{DeliveryError, Notifier, Retry, SIGNATURE_HEADER, Sink, deliver, share_to_bp, signature};
-pub use crate::keys::KeyWatch;
+pub use crate::keys::{DeploymentLoad, KeyWatch};
 pub use crate::payload::{Alert, Event, OutReason, PAYLOAD_VERSION};
 
 /// The thresholds announced when a webhook names none: 50%, 80% and 100% of a budget.
@@ -65,7 +65,7 @@ pub fn spawn(
             let now = chrono::Utc::now();
             let mut events = Vec::new();
             if let Some(keys) = &mut keys {
-                events.extend(keys.check(&router.limits()));
+                events.extend(keys.check(&router.limits(), &loads(&router)));
             }
             if let Some(budgets) = &mut budgets {
                 match budgets.check(now).await {
@@ -79,6 +79,24 @@ pub fn spawn(
             }
         }
     })
+}
+
+/// Every deployment's counters now.
+fn loads(router: &Router) -> Vec<DeploymentLoad> {
+    use std::sync::atomic::Ordering;
+    router
+        .models()
+        .iter()
+        .flat_map(|route| {
+            route.deployments().iter().map(move |d| DeploymentLoad {
+                model: route.name().to_owned(),
+                provider: d.provider().name().to_owned(),
+                vendor_model: d.model().to_owned(),
+                attempts: d.counters().attempts.load(Ordering::Relaxed),
+                rate_limited: d.counters().upstream_rate_limited.load(Ordering::Relaxed),
+            })
+        })
+        .collect()
 }
 
 /// This machine's host name, what alerts carry as `gateway` unless configured.

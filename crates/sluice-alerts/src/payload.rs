@@ -44,6 +44,8 @@ pub enum OutReason {
     Refused,
     /// The deployment's circuit breaker is open after consecutive failures.
     BreakerOpen,
+    /// At least half of the deployment's calls since the last check were answered 429 (ten calls or more).
+    RateLimited,
 }
 
 impl OutReason {
@@ -52,6 +54,7 @@ impl OutReason {
             Self::Cooldown => "cooling down after repeated 429s (quota exhausted)",
             Self::Refused => "refused by the vendor (invalid or revoked key)",
             Self::BreakerOpen => "circuit breaker open after consecutive failures",
+            Self::RateLimited => "at least half of its calls answered 429",
         }
     }
 }

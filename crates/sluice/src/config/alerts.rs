@@ -79,3 +79,65 @@ impl RawAlert {
         Duration::from_millis(self.check_interval_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic, reason = "tests")]
+
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigError};
+
+    const MODEL: &str = "[[providers]]\nname = \"sim\"\nkind = \"simulated\"\n\n[[models]]\nname = \"m\"\n\
+                         [[models.deployments]]\nprovider = \"sim\"\nmodel = \"x\"\n";
+
+    fn parse(extra: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("t.toml"), &format!("{MODEL}\n{extra}"))
+    }
+
+    #[test]
+    fn alerts_telemetry_and_request_logs_parse_with_their_defaults() {
+        let config = parse(
+            "[[alerts]]\nwebhook = \"https://hooks.example.com/T/secret\"\n\n[[alerts]]\nurl = \"env:HOOK\"\n\
+             budget = [0.9]\nkeys = false\ncheck_interval_ms = 500\n\n[telemetry]\notlp_endpoint = \
+             \"http://127.0.0.1:4318\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.alerts.len(), 2);
+        assert_eq!(config.alerts[0].budget, [0.5, 0.8, 1.0]);
+        assert!(config.alerts[0].keys);
+        assert_eq!(config.alerts[1].budget, [0.9]);
+        assert_eq!(config.telemetry.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+        assert_eq!(config.telemetry.service_name, "sluice");
+        assert_eq!(config.redact.len(), crate::config::DEFAULT_REDACT.len());
+        assert!(parse("").unwrap().alerts.is_empty());
+    }
+
+    #[test]
+    fn mistakes_are_named_by_key_and_the_webhook_is_not_repeated() {
+        let unknown = parse("[[alerts]]\nurl = \"https://h.example.com/x\"\nthreshold = 0.8\n")
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.contains("unknown field `threshold`"), "{unknown}");
+        let invalid = parse(
+            "[[alerts]]\nurl = \"ftp://h.example.com/T0/s3cret\"\nbudget = [0.0, 20]\ncheck_interval_ms = 0\n\n\
+             [telemetry]\notlp_endpoint = \"collector\"\nqueue = 0\n\n[request_logs]\nredact = [\"(unclosed\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "alerts[0].url",
+            "alerts[0].budget[0]",
+            "alerts[0].budget[1]",
+            "alerts[0].check_interval_ms",
+            "telemetry.otlp_endpoint",
+            "telemetry.queue",
+            "request_logs.redact[0]",
+        ] {
+            assert!(invalid.contains(key), "{key}: {invalid}");
+        }
+        assert!(!invalid.contains("s3cret"), "{invalid}");
+        let unknown = parse("[telemetry]\nendpoint = \"http://x\"\n").unwrap_err().to_string();
+        assert!(unknown.contains("unknown field `endpoint`"), "{unknown}");
+    }
+}

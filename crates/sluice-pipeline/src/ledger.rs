@@ -167,8 +167,9 @@ impl Entry {
             spend,
             usage: None,
             written: false,
-            // The entry is opened inside the request's task, where its trace is in scope.
-            traces: sinks.traces.zip(sluice_trace::current()),
+            // The entry is opened inside the request's task, where its trace is in scope. A client that
+            // sent a trace it does not sample (flags 00) gets no span recorded, as W3C trace context asks.
+            traces: sinks.traces.zip(sluice_trace::current().filter(|t| t.sampled())),
             log: None,
         }
     }

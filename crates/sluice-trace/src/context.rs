@@ -49,6 +49,11 @@ impl RequestTrace {
         }
     }
 
+    /// Whether the trace is sampled: spans are recorded (flags bit 0; a new trace always is).
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 == 1
+    }
+
     /// The `traceparent` to send upstream: the attempt under way as the parent, else the request.
     pub fn upstream_traceparent(&self) -> String {
         let parent = self

@@ -145,8 +145,11 @@ async fn one_span_per_request_in_the_clients_trace_with_a_span_per_attempt() {
     assert_eq!(response.headers()["x-sluice-attempts"], "2");
     let response = chat(&gateway, None).await;
     assert_eq!(response.status(), 200);
+    // A trace the client does not sample: carried upstream, no span recorded.
+    let unsampled = format!("00-{}-{CLIENT_SPAN}-00", "ab".repeat(16));
+    assert_eq!(chat(&gateway, Some(&unsampled)).await.status(), 200);
 
-    // Two requests: two server spans, and three attempts under them.
+    // Two sampled requests: two server spans, and three attempts under them.
     assert!(
         eventually(Duration::from_secs(5), || collector.spans().len() >= 5).await,
         "{:#?}",
@@ -216,7 +219,12 @@ async fn one_span_per_request_in_the_clients_trace_with_a_span_per_attempt() {
         .iter()
         .map(|(headers, _)| headers["traceparent"].to_str().unwrap().to_owned())
         .collect();
-    assert_eq!(sent.len(), 3);
+    assert_eq!(sent.len(), 4);
+    assert!(
+        sent[3].starts_with(&format!("00-{}-", "ab".repeat(16))) && sent[3].ends_with("-00"),
+        "{}",
+        sent[3]
+    );
     for (header, attempt) in sent.iter().zip(&attempts) {
         assert_eq!(
             *header,

@@ -346,3 +346,61 @@ async fn alerts_test_command_posts_a_signed_test_alert() {
     assert!(stdout.contains("127.0.0.1:9: the webhook"), "{stdout}");
     assert!(!stdout.contains("secret-path"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_taken_out_by_429s_is_announced_recovered() {
+    // The vendor answers 429 with `retry-after: 1` twice, then serves: the key cools down for about two
+    // seconds while the request waits its turn, and is good again after.
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = Arc::clone(&calls);
+    let (_upstream, upstream_server) = common::Capture::start(move |_| {
+        if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+            axum::response::Response::builder()
+                .status(429)
+                .header("retry-after", "1")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(
+                    r#"{"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}"#,
+                ))
+                .unwrap()
+        } else {
+            common::json_response(
+                200,
+                json!({"id": "c", "object": "chat.completion", "created": 1, "model": "vendor-model",
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi."},
+                                    "finish_reason": "stop"}],
+                       "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}),
+            )
+        }
+    })
+    .await;
+    let (hook, hook_server) = Hook::start(0).await;
+    let toml = format!(
+        "{}\n[[alerts]]\nurl = \"{}/hook/T0123/secret-path\"\nbudget = []\ncheck_interval_ms = 100\n",
+        common::config_for(&upstream_server.url(), ""),
+        hook_server.url()
+    );
+    let gateway = GatewayServer::start(&toml).await;
+    let response = common::post_chat(&gateway, &common::chat_body(false)).await;
+    assert_eq!(response.status(), 200, "served once the key came back");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+
+    let recovered = |a: &Value| a["kind"] == "key_recovered" && a["key"] == "up#0";
+    assert!(
+        eventually(Duration::from_secs(5), || hook.count(recovered) == 1).await,
+        "{:?}",
+        hook.alerts()
+    );
+    let kinds: Vec<String> = hook
+        .alerts()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["key_out", "key_recovered"], "out first, then back, once each");
+    let back = hook.alerts().into_iter().find(|a| recovered(a)).unwrap();
+    assert_eq!(back["reason"], "cooldown");
+    assert!(
+        back["text"].as_str().unwrap().contains("serving model `m` again"),
+        "{back}"
+    );
+}

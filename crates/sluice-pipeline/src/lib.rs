@@ -193,6 +193,11 @@ impl Pipeline {
         self.traces.is_some()
     }
 
+    /// Where spans go, when requests are traced.
+    pub fn trace_sink(&self) -> Option<&TraceSink> {
+        self.traces.as_ref()
+    }
+
     /// The last failures, for operators.
     pub fn failures(&self) -> &FailureLog {
         &self.failures

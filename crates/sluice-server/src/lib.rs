@@ -359,12 +359,42 @@ async fn metrics(State(state): State<AppState>, served: Option<axum::Extension<A
         }
     }
     budget_metrics(&state.inner.budgets.status(), &mut body);
+    operator_metrics(state.pipeline(), &mut body);
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+/// What the operators' side channels did: spans exported and dropped, request logs dropped.
+fn operator_metrics(pipeline: &Pipeline, body: &mut String) {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering;
+    let mut counter = |name: &str, help: &str, value: u64| {
+        let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    };
+    if let Some(sink) = pipeline.trace_sink() {
+        let stats = sink.exporter().stats();
+        counter(
+            "sluice_trace_spans_exported_total",
+            "Spans the OTLP collector accepted.",
+            stats.exported.load(Ordering::Relaxed),
+        );
+        counter(
+            "sluice_trace_spans_dropped_total",
+            "Spans dropped: the export queue was full, or the collector refused them or could not be reached.",
+            stats.dropped.load(Ordering::Relaxed),
+        );
+    }
+    if let Some(logs) = pipeline.request_logs() {
+        counter(
+            "sluice_request_logs_dropped_total",
+            "Request logs dropped: their queue was full or the database refused them.",
+            logs.dropped(),
+        );
+    }
 }
 
 /// The budget backend's health: whether budgets are shared, by how many replicas, and how often they fell

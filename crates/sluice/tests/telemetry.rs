@@ -273,4 +273,18 @@ async fn a_collector_that_never_answers_costs_requests_nothing() {
     // 60 spans (a request and an attempt each) against a queue of 4 and a stuck batch of 2.
     assert!(stats.dropped.load(Ordering::Relaxed) >= 50, "{stats:?}");
     assert!(!held.lock().unwrap().is_empty(), "the exporter did try the collector");
+    let metrics = client()
+        .get(gateway.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dropped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_trace_spans_dropped_total "))
+        .unwrap();
+    assert!(dropped.parse::<u64>().unwrap() >= 50, "{metrics}");
+    assert!(metrics.contains("sluice_trace_spans_exported_total 0"), "{metrics}");
 }

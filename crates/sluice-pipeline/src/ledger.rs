@@ -16,6 +16,8 @@ use sluice_store::{
 
 use crate::caller::Caller;
 use crate::failures::{Failure, FailureLog, FailureStage};
+use crate::request_log::Capture;
+use crate::spans::{self, Finished, TraceSink};
 
 /// The price that applies to one deployment, and where it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +115,7 @@ impl Ledger {
 pub(crate) struct Sinks {
     pub(crate) ledger: Option<Arc<Ledger>>,
     pub(crate) failures: Arc<FailureLog>,
+    pub(crate) traces: Option<TraceSink>,
 }
 
 /// One request's entry, written once: when the answer is complete, when a stream ends, or, if the
@@ -135,6 +138,10 @@ pub(crate) struct Entry {
     /// The answering call's usage, and where it came from.
     usage: Option<(TokenUsage, UsageSource)>,
     written: bool,
+    /// Where spans go, and the request's trace, when it is traced.
+    traces: Option<(TraceSink, Arc<sluice_trace::RequestTrace>)>,
+    /// The request's texts, when its tenant logs requests.
+    log: Option<Capture>,
 }
 
 impl Entry {
@@ -160,6 +167,29 @@ impl Entry {
             spend,
             usage: None,
             written: false,
+            // The entry is opened inside the request's task, where its trace is in scope. A client that
+            // sent a trace it does not sample (flags 00) gets no span recorded, as W3C trace context asks.
+            traces: sinks.traces.zip(sluice_trace::current().filter(|t| t.sampled())),
+            log: None,
+        }
+    }
+
+    /// Keeps the request's texts for its tenant's request log.
+    pub(crate) fn capture(&mut self, log: Option<Capture>) {
+        self.log = log;
+    }
+
+    /// A complete answer's body, for the request log.
+    pub(crate) fn log_answer(&mut self, body: &[u8]) {
+        if let Some(log) = &mut self.log {
+            log.complete(body);
+        }
+    }
+
+    /// A stream's chunk, for the request log.
+    pub(crate) fn log_chunk(&mut self, data: &[u8]) {
+        if let Some(log) = &mut self.log {
+            log.chunk(data);
         }
     }
 
@@ -293,6 +323,24 @@ impl Entry {
             source = source.as_str(),
             "usage"
         );
+        if let Some((sink, trace)) = &self.traces {
+            let done = Finished {
+                model: &self.model,
+                tenant: self.caller.principal.tenant_name(),
+                key_id: self.caller.principal.key_id.as_deref(),
+                trail: &self.trail,
+                usage: &usage,
+                cost_micros: charge.cost_micros,
+                status,
+                failure: self.failure,
+            };
+            spans::export(sink, trace, &done);
+        }
+        let id = UsageRow::new_id();
+        if let Some(log) = self.log.take() {
+            let tenant = self.caller.principal.tenant_name();
+            log.finish(&id, tenant, &self.model, status, self.created_at);
+        }
         let Some(ledger) = &self.ledger else { return };
         let last = self
             .trail
@@ -301,7 +349,7 @@ impl Entry {
             .find(|a| a.outcome == RouteOutcome::Answered)
             .or(self.trail.last());
         let row = UsageRow {
-            id: UsageRow::new_id(),
+            id,
             client_request_id: self.caller.client_request_id.clone(),
             tenant: self.caller.principal.tenant_name().to_owned(),
             key_id: self.caller.principal.key_id.as_deref().map(str::to_owned),

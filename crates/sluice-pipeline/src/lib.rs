@@ -30,6 +30,8 @@ mod failures;
 mod ledger;
 mod meter;
 mod operation;
+mod request_log;
+mod spans;
 mod tally;
 pub mod tenancy;
 
@@ -50,6 +52,8 @@ pub use crate::failures::{DEFAULT_FAILURE_CAPACITY, Failure, FailureLog, Failure
 pub use crate::ledger::{DeploymentPrice, Ledger, PriceBook};
 pub use crate::meter::Metered;
 pub use crate::operation::{Chat, Embeddings, MAX_EMBEDDING_INPUTS, MAX_MESSAGES, Operation};
+pub use crate::request_log::{REDACTED, RequestLogs};
+pub use crate::spans::TraceSink;
 pub use crate::tenancy::{TenantRefusal, TenantState};
 
 use crate::ledger::Entry;
@@ -66,6 +70,8 @@ pub struct Pipeline {
     failures: Arc<FailureLog>,
     /// Each model's access and description; a model not in it is open.
     model_policies: HashMap<String, ModelPolicy>,
+    traces: Option<TraceSink>,
+    request_logs: Option<Arc<RequestLogs>>,
 }
 
 /// A request served.
@@ -168,7 +174,36 @@ impl Pipeline {
             ledger,
             failures: Arc::new(FailureLog::default()),
             model_policies: HashMap::new(),
+            traces: None,
+            request_logs: None,
         }
+    }
+
+    /// The same pipeline, keeping the prompts and answers of tenants that asked for request logs.
+    pub fn with_request_logs(mut self, logs: Arc<RequestLogs>) -> Self {
+        self.request_logs = Some(logs);
+        self
+    }
+
+    /// The request logs, when kept.
+    pub fn request_logs(&self) -> Option<&Arc<RequestLogs>> {
+        self.request_logs.as_ref()
+    }
+
+    /// The same pipeline, exporting a span per request (and per upstream attempt) to `traces`.
+    pub fn with_traces(mut self, traces: TraceSink) -> Self {
+        self.traces = Some(traces);
+        self
+    }
+
+    /// Whether requests are traced: the edge then opens each request's trace.
+    pub fn traces(&self) -> bool {
+        self.traces.is_some()
+    }
+
+    /// Where spans go, when requests are traced.
+    pub fn trace_sink(&self) -> Option<&TraceSink> {
+        self.traces.as_ref()
     }
 
     /// The same pipeline with each model's access and description (a model not named is open).
@@ -232,6 +267,7 @@ impl Pipeline {
         let sinks = ledger::Sinks {
             ledger: self.ledger.clone(),
             failures: Arc::clone(&self.failures),
+            traces: self.traces.clone(),
         };
         Entry::new(sinks, caller, model, prompt_tokens, rate, spend)
     }
@@ -285,6 +321,9 @@ impl Pipeline {
             None => (None, None),
         };
         let mut entry = self.entry(caller, model, prompt_tokens, rate, spend);
+        if let (Some(logs), Some(tenant)) = (&self.request_logs, tenant) {
+            entry.capture(logs.capture(tenant.name(), || operation.log_input()));
+        }
         let routed = match operation.route(&self.router, prompt_tokens, &mut entry.trail).await {
             Ok(routed) => routed,
             Err(err) => return Err(Refused::recorded(err, entry)),
@@ -303,6 +342,7 @@ impl Pipeline {
                 };
                 routed.settlement.settle(Some(&usage), source == UsageSource::Vendor);
                 entry.observe(usage, source);
+                entry.log_answer(&body);
                 entry.finish(200);
                 AnswerBody::Complete { body, usage }
             }

@@ -142,6 +142,11 @@ impl Stream for Metered {
         }
         match self.events.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(event))) => {
+                if !event.usage_only
+                    && let Some(open) = &mut self.open
+                {
+                    open.entry.log_chunk(&event.data);
+                }
                 match event.usage {
                     Some(usage) => {
                         let source = if event.estimated {

@@ -42,6 +42,11 @@ pub trait Operation: Send + Sync {
     /// What the request may generate, for reserving it.
     fn completion(&self) -> Completion;
 
+    /// The input as a tenant's request log keeps it (JSON: the messages, or what to embed).
+    fn log_input(&self) -> String {
+        String::new()
+    }
+
     /// Routes the request, appending every upstream call to `trail`.
     fn route<'a>(
         &'a self,
@@ -74,6 +79,10 @@ impl Chat {
 }
 
 impl Operation for Chat {
+    fn log_input(&self) -> String {
+        serde_json::to_string(&self.request.messages).unwrap_or_default()
+    }
+
     fn model(&self) -> &str {
         &self.request.model
     }
@@ -155,6 +164,10 @@ impl Embeddings {
 }
 
 impl Operation for Embeddings {
+    fn log_input(&self) -> String {
+        serde_json::to_string(&self.request.input).unwrap_or_default()
+    }
+
     fn model(&self) -> &str {
         &self.request.model
     }

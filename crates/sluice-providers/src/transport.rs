@@ -59,6 +59,11 @@ pub(crate) async fn send(
     request: reqwest::RequestBuilder,
     timeouts: &Timeouts,
 ) -> Result<reqwest::Response, ProviderError> {
+    // A traced request carries its trace upstream (W3C trace context), this attempt as the parent.
+    let request = match sluice_trace::upstream_traceparent() {
+        Some(traceparent) => request.header("traceparent", traceparent),
+        None => request,
+    };
     tokio::time::timeout(timeouts.first_byte, request.send())
         .await
         .map_err(|_| ProviderError::Timeout {

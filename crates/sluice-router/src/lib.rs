@@ -34,7 +34,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 use sluice_api::{ChatCompletionRequest, EmbeddingRequest, TokenUsage};
-use sluice_budget::{Backoff, BudgetView, Reservation};
+pub use sluice_budget::BudgetView;
+use sluice_budget::{Backoff, Reservation};
 use sluice_providers::{ChatReply, EmbedReply, ProviderError};
 use tokio::time::Instant;
 
@@ -156,6 +157,8 @@ pub struct Attempt {
     pub deployment: usize,
     /// How it ended.
     pub outcome: AttemptOutcome,
+    /// Its span, when the request is traced.
+    pub span: Option<sluice_trace::AttemptSpan>,
 }
 
 /// How an upstream call ended.

@@ -76,8 +76,12 @@ impl Router {
                 key_id: Arc::from(key.id()),
                 deployment: deployment.ordinal,
                 outcome: AttemptOutcome::Pending,
+                span: sluice_trace::begin_attempt(),
             });
             let outcome = operation.call(deployment, key).await;
+            if let Some(span) = trail.last_mut().and_then(|a| a.span.as_mut()) {
+                span.end();
+            }
             let budget = &deployment.budgets[candidate.key];
             match outcome {
                 Ok(reply) => {

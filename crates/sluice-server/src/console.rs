@@ -55,6 +55,7 @@ static ASSETS: &[Asset] = &[
     asset!("charts.js", JS),
     asset!("pages/spend.js", JS),
     asset!("pages/tenants.js", JS),
+    asset!("pages/request_logs.js", JS),
     asset!("pages/upstream.js", JS),
     asset!("pages/failures.js", JS),
     asset!("pages/prompts.js", JS),

@@ -35,6 +35,7 @@ pub mod error;
 pub mod extract;
 mod failures;
 mod prompts;
+mod request_logs;
 pub mod serve;
 pub mod throttle;
 
@@ -157,7 +158,8 @@ impl AppState {
 /// 7. `RequestBodyLimit`: refuses bodies over `max_body_bytes`, by `content-length` or while reading.
 ///    It is the one body limit: axum's own default (2 MiB) is turned off.
 ///
-/// Under `/v1`, `require_key` authenticates the caller and adds its [`Principal`] as an extension; under
+/// Under `/v1`, `require_key` authenticates the caller and adds its [`Principal`] as an extension, then
+/// `open_trace` puts the request in its W3C trace when spans are exported; under
 /// `/admin`, `require_admin` lets only the admin key through. Before either, `throttle::guard` answers
 /// 429 to an address with too many failed authentications. `/healthz`, `/readyz`, `/metrics` and the
 /// console's files under `/ui` (which hold no data: the page calls `/admin` with the key it is given) are
@@ -178,6 +180,7 @@ pub fn build_router(state: AppState) -> AxumRouter {
             "/v1/subscriptions",
             post(catalog::subscribe).get(catalog::own_subscriptions),
         )
+        .route_layer(middleware::from_fn_with_state(state.clone(), open_trace))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&throttle), throttle::guard));
     let admin = AxumRouter::new()
@@ -190,6 +193,10 @@ pub fn build_router(state: AppState) -> AxumRouter {
         .route(
             "/admin/tenants/{name}/keys",
             post(admin::create_key).get(admin::list_keys),
+        )
+        .route(
+            "/admin/tenants/{name}/request-logs",
+            get(request_logs::list).put(request_logs::set),
         )
         .route("/admin/keys/{id}", axum::routing::delete(admin::revoke_key))
         .route("/admin/spend", get(admin::spend))
@@ -245,6 +252,22 @@ pub fn build_router(state: AppState) -> AxumRouter {
                 .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Runs the request inside its trace (the client's `traceparent`, else a new trace) when the pipeline
+/// exports spans: the ledger entry, the router's attempts and the upstream `traceparent` header find it.
+async fn open_trace(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !state.inner.pipeline.traces() {
+        return next.run(request).await;
+    }
+    let operation = if request.uri().path() == "/v1/embeddings" {
+        "embeddings"
+    } else {
+        "chat"
+    };
+    let traceparent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
+    let trace = Arc::new(sluice_trace::RequestTrace::start(traceparent, operation));
+    sluice_trace::scope(trace, next.run(request)).await
 }
 
 async fn list_models(
@@ -354,12 +377,42 @@ async fn metrics(State(state): State<AppState>, served: Option<axum::Extension<A
         }
     }
     budget_metrics(&state.inner.budgets.status(), &mut body);
+    operator_metrics(state.pipeline(), &mut body);
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+/// What the operators' side channels did: spans exported and dropped, request logs dropped.
+fn operator_metrics(pipeline: &Pipeline, body: &mut String) {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering;
+    let mut counter = |name: &str, help: &str, value: u64| {
+        let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    };
+    if let Some(sink) = pipeline.trace_sink() {
+        let stats = sink.exporter().stats();
+        counter(
+            "sluice_trace_spans_exported_total",
+            "Spans the OTLP collector accepted.",
+            stats.exported.load(Ordering::Relaxed),
+        );
+        counter(
+            "sluice_trace_spans_dropped_total",
+            "Spans dropped: the export queue was full, or the collector refused them or could not be reached.",
+            stats.dropped.load(Ordering::Relaxed),
+        );
+    }
+    if let Some(logs) = pipeline.request_logs() {
+        counter(
+            "sluice_request_logs_dropped_total",
+            "Request logs dropped: their queue was full or the database refused them.",
+            logs.dropped(),
+        );
+    }
 }
 
 /// The budget backend's health: whether budgets are shared, by how many replicas, and how often they fell

@@ -11,6 +11,8 @@
 //! - Access: grants of a [`Service`] to a tenant, [`Subscription`] requests and their decisions (an
 //!   approval grants in the same transaction), a version bumped by each change for replicas to poll
 //!   ([`Store::access_version`]), and the [`AuditEntry`] log of admin actions.
+//! - [`RequestLog`]: a tenant's opt-in log of prompts and answers ([`LogSettings`]), redacted or hashed.
+//! - [`FiredAlert`]: budget alerts already sent, one per (tenant, period, threshold) ([`Store::record_alert`]).
 //! - [`UsageWriter`]: the request path's way in: a bounded queue, batched inserts by one task, a local
 //!   spool while the database is unreachable, replayed when it is back. Its module docs state the policy.
 //! - [`Prices`]: list prices by billing category from `config/prices.toml` and per-deployment overrides;
@@ -27,16 +29,19 @@
 //! - The ledger is idempotent by [`UsageRow::id`]: inserting the same row twice counts it once.
 //! - Strings a client chose are capped when written ([`cap`]); names are checked when created.
 
+mod alerts;
 mod catalog;
 mod error;
 mod keys;
 mod ledger;
 mod model;
 mod prices;
+mod request_log;
 mod spool;
 mod store;
 mod writer;
 
+pub use alerts::{FiredAlert, period_key};
 pub use catalog::{
     AuditEntry, AuditQuery, Grant, MAX_REASON_CHARS, MAX_SERVICE_BYTES, Service, ServiceKind, Subscription,
     SubscriptionStatus,
@@ -53,6 +58,7 @@ pub use model::{
     format_usd, micros_to_usd, usd_to_micros,
 };
 pub use prices::{AppliedPrice, Charge, LongContext, Price, PriceError, Prices, PricesError};
+pub use request_log::{DEFAULT_RETENTION_DAYS, LogMode, LogSettings, RequestLog};
 pub use sluice_api::{TokenUsage, UsageSource};
 pub use store::{BackendKind, Export, Store, StoreOptions};
 pub use writer::{Full, UsageWriter, WriterConfig, WriterStats};

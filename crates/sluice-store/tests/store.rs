@@ -14,6 +14,8 @@ suite!(
     ledger_is_idempotent,
     spend_groups_and_ranges,
     tenant_spend_since,
+    budget_alerts_fire_once,
+    request_logs,
     writer_batches_and_flushes_on_shutdown,
     writer_flushes_on_interval,
     writer_spools_while_down_and_replays_once,
@@ -30,8 +32,8 @@ mod cases {
     use chrono::Utc;
     use secrecy::ExposeSecret;
     use sluice_store::{
-        BudgetPeriod, GroupBy, KeyHash, KeyState, NO_KEY, NewTenant, SpendFilter, Store, StoreError, TenantChange,
-        TokenUsage, UsageRow, UsageWriter, WriterConfig, looks_like_key,
+        BudgetPeriod, FiredAlert, GroupBy, KeyHash, KeyState, LogMode, LogSettings, NO_KEY, NewTenant, RequestLog,
+        SpendFilter, Store, StoreError, TenantChange, TokenUsage, UsageRow, UsageWriter, WriterConfig, looks_like_key,
     };
 
     use crate::support::{Harness, Kind, Outage, at, day, eventually, ledger_total, row, totals};
@@ -474,6 +476,169 @@ mod cases {
                 }
             }
         }
+    }
+
+    // === Alerts ===
+
+    pub async fn budget_alerts_fire_once(h: &Harness) {
+        let store = h.store().await;
+        let fired = |tenant: &str, period: &str, threshold_bp: u32, spend_micros: i64| FiredAlert {
+            tenant: tenant.to_owned(),
+            period: period.to_owned(),
+            threshold_bp,
+            spend_micros,
+            fired_at: at("2026-03-20T10:00:00.1234567Z"),
+        };
+        assert!(store.record_alert(&fired("acme", "2026-03", 8000, 21)).await.unwrap());
+        // The same threshold of the same period again, from another replica or after a restart: not sent.
+        assert!(!store.record_alert(&fired("acme", "2026-03", 8000, 22)).await.unwrap());
+        let other = Store::open(&h.url).await.unwrap();
+        assert!(!other.record_alert(&fired("acme", "2026-03", 8000, 23)).await.unwrap());
+        // Another threshold, period or tenant is its own alert.
+        assert!(store.record_alert(&fired("acme", "2026-03", 10_000, 30)).await.unwrap());
+        assert!(store.record_alert(&fired("acme", "2026-04", 8000, 21)).await.unwrap());
+        assert!(
+            store
+                .record_alert(&fired("acme", "2026-03-21", 8000, 21))
+                .await
+                .unwrap()
+        );
+        assert!(store.record_alert(&fired("globex", "2026-03", 8000, 21)).await.unwrap());
+        // Replicas racing on one threshold: exactly one is told to send.
+        let racers: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                let alert = fired("initech", "2026-03", 5000, i);
+                tokio::spawn(async move { store.record_alert(&alert).await.unwrap() })
+            })
+            .collect();
+        let mut winners = 0;
+        for racer in racers {
+            winners += usize::from(racer.await.unwrap());
+        }
+        assert_eq!(winners, 1);
+
+        let acme = store.fired_alerts("acme").await.unwrap();
+        let keys: Vec<_> = acme.iter().map(|a| (a.period.as_str(), a.threshold_bp)).collect();
+        assert_eq!(
+            keys,
+            [
+                ("2026-03", 8000),
+                ("2026-03", 10_000),
+                ("2026-03-21", 8000),
+                ("2026-04", 8000)
+            ]
+        );
+        // The first record stays, with its spend; times are kept to the microsecond.
+        assert_eq!(acme[0].spend_micros, 21);
+        assert_eq!(acme[0].fired_at, at("2026-03-20T10:00:00.123456Z"));
+        assert!(store.fired_alerts("nobody").await.unwrap().is_empty());
+        assert_eq!(
+            sluice_store::period_key(BudgetPeriod::Month, at("2026-03-20T10:00:00Z")),
+            "2026-03"
+        );
+        assert_eq!(
+            sluice_store::period_key(BudgetPeriod::Day, at("2026-03-20T23:59:59Z")),
+            "2026-03-20"
+        );
+    }
+
+    // === Request logs ===
+
+    pub async fn request_logs(h: &Harness) {
+        let store = h.store().await;
+        store.create_tenant(&NewTenant::new("acme")).await.unwrap();
+        assert!(store.log_settings().await.unwrap().is_empty(), "off by default");
+        let redacted = LogSettings {
+            mode: LogMode::Redacted,
+            retention_days: 7,
+        };
+        store.set_log_settings("acme", redacted).await.unwrap();
+        store
+            .set_log_settings(
+                "acme",
+                LogSettings {
+                    retention_days: 3,
+                    ..redacted
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.log_settings().await.unwrap(),
+            [(
+                "acme".to_owned(),
+                LogSettings {
+                    retention_days: 3,
+                    ..redacted
+                }
+            )]
+        );
+        assert!(matches!(
+            store.set_log_settings("nobody", redacted).await,
+            Err(StoreError::TenantNotFound(_))
+        ));
+        assert!(matches!(
+            store
+                .set_log_settings(
+                    "acme",
+                    LogSettings {
+                        retention_days: 0,
+                        ..redacted
+                    }
+                )
+                .await,
+            Err(StoreError::Invalid { .. })
+        ));
+
+        let log = |id: &str, when: &str, request: Option<&str>| RequestLog {
+            id: id.to_owned(),
+            tenant: "acme".to_owned(),
+            model: "m".to_owned(),
+            status: 200,
+            mode: if request.is_some() {
+                LogMode::Redacted
+            } else {
+                LogMode::Hashed
+            },
+            request: request.map(str::to_owned),
+            response: request.map(|_| "an answer with [REDACTED]".to_owned()),
+            request_sha256: "ab".repeat(32),
+            request_bytes: 120,
+            response_sha256: "cd".repeat(32),
+            response_bytes: 3_000_000_000,
+            created_at: at(when),
+        };
+        let logs = [
+            log("old", "2026-03-01T10:00:00Z", Some("a prompt with [REDACTED]")),
+            log("new", "2026-03-20T10:00:00.5Z", None),
+        ];
+        assert_eq!(store.insert_request_logs(&logs).await.unwrap(), 2);
+        assert_eq!(store.insert_request_logs(&logs).await.unwrap(), 0, "idempotent by id");
+        let read = store.request_logs("acme", 10).await.unwrap();
+        assert_eq!(
+            read,
+            [logs[1].clone(), logs[0].clone()],
+            "newest first, every field kept"
+        );
+        assert_eq!(store.request_logs("acme", 1).await.unwrap().len(), 1);
+        assert_eq!(store.logged_tenants().await.unwrap(), ["acme"]);
+
+        assert_eq!(
+            store
+                .purge_request_logs("acme", at("2026-03-17T10:00:00Z"))
+                .await
+                .unwrap(),
+            1
+        );
+        let kept: Vec<String> = store
+            .request_logs("acme", 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.id)
+            .collect();
+        assert_eq!(kept, ["new"]);
     }
 
     pub async fn tenant_spend_since(h: &Harness) {

@@ -16,8 +16,14 @@ pub use providers::{
     Upstream,
 };
 
+mod alerts;
 mod redis;
+mod request_logs;
+mod telemetry;
+pub use self::alerts::RawAlert;
 pub use self::redis::RawRedis;
+pub use self::request_logs::{DEFAULT_REDACT, RawRequestLogs};
+pub use self::telemetry::{RawTelemetry, parse_endpoint};
 
 /// The longest duration a `*_ms` setting may name: one day.
 pub(crate) const MAX_DURATION_MS: u64 = 86_400_000;
@@ -53,6 +59,15 @@ pub struct RawConfig {
     /// `[redis]`: budgets shared between replicas; absent, each process keeps its own.
     #[serde(default)]
     pub redis: Option<RawRedis>,
+    /// `[[alerts]]`: webhooks for budget thresholds and upstream key health.
+    #[serde(default)]
+    pub alerts: Vec<RawAlert>,
+    /// `[telemetry]`: OpenTelemetry traces.
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+    /// `[request_logs]`: redaction of tenants' opt-in request logs.
+    #[serde(default)]
+    pub request_logs: RawRequestLogs,
 }
 
 /// `[server]`
@@ -346,6 +361,12 @@ pub struct Config {
     /// `[redis]`, checked: budgets shared between replicas; absent, each process keeps its own (unless
     /// `SLUICE_REDIS_URL` is set).
     pub redis: Option<RawRedis>,
+    /// `[[alerts]]`, checked; `env:` values are resolved when the gateway starts.
+    pub alerts: Vec<RawAlert>,
+    /// `[telemetry]`, checked.
+    pub telemetry: RawTelemetry,
+    /// `[request_logs]` redaction patterns, compiled.
+    pub redact: Vec<regex::Regex>,
 }
 
 /// How upstream failures are backed off and broken off, from `[upstream]`.
@@ -540,6 +561,9 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         models: raw_models,
         prompts,
         redis,
+        alerts,
+        telemetry,
+        request_logs,
     } = raw;
     let providers = providers::validate_providers(raw_providers, &mut problems);
     let models = providers::validate_models(raw_models, &providers, &mut problems);
@@ -547,6 +571,14 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     if let Some(redis) = &redis {
         problems.extend(redis.problems());
     }
+    for (i, alert) in alerts.iter().enumerate() {
+        problems.extend(alert.problems(i));
+    }
+    problems.extend(telemetry.problems());
+    let redact = request_logs.compile().unwrap_or_else(|found| {
+        problems.extend(found);
+        Vec::new()
+    });
 
     if !problems.is_empty() {
         return Err(ConfigError::Invalid {
@@ -606,6 +638,9 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             level: log.level,
         },
         redis,
+        alerts,
+        telemetry,
+        redact,
     })
 }
 

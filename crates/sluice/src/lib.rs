@@ -1,6 +1,7 @@
 //! The Sluice binary's library half: configuration loading and wiring, kept apart from `main` so that
 //! integration tests assemble exactly the gateway the binary runs.
 
+pub mod alerting;
 pub mod config;
 pub mod exposure;
 pub mod wiring;

@@ -71,6 +71,16 @@ enum Command {
     Grants(catalog::GrantsCommand),
     /// The audit log of admin actions, newest first.
     Audit(catalog::AuditArgs),
+    /// Alerts: send a test alert to every `[[alerts]]` webhook.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AlertsCommand {
+    /// Post one test alert (`"kind": "test"`) to every webhook, signed where configured; exits non-zero if
+    /// any did not take it.
+    Test,
 }
 
 #[derive(Debug, Subcommand)]
@@ -259,6 +269,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+        Command::Alerts(AlertsCommand::Test) => {
+            let config = Config::load(&cli.config)?;
+            init_logging(cli.log_format, Some(&config));
+            sluice::alerting::send_test(&config, &env_var).await
         }
         Command::Migrate => {
             let config = Config::load(&cli.config)?;
@@ -547,7 +562,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     gateway.connect_budgets(Duration::from_secs(2)).await;
     sluice::wiring::attach_store(&mut gateway, &config, &env_var).await?;
     let _refreshing = gateway.refresh_tenancy(&config);
+    let _logs = gateway.maintain_request_logs(&config);
     let _watching = gateway.watch_prompts(&config);
+    let _alerting = gateway.watch_alerts(&config, &env_var)?;
+    gateway.export_traces(&config, &env_var)?;
     let app = sluice::app(&gateway, &config);
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
         format!(

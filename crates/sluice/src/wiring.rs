@@ -74,6 +74,10 @@ pub struct Gateway {
     pub prompts: Arc<PromptWatcher>,
     /// What was disabled and why, already logged.
     pub warnings: Vec<String>,
+    /// Where request spans go, once [`Gateway::export_traces`] found an endpoint.
+    pub traces: Option<sluice_pipeline::TraceSink>,
+    /// Tenants' opt-in request logs, once [`attach_store`] ran.
+    pub request_logs: Option<Arc<sluice_pipeline::RequestLogs>>,
 }
 
 /// The shared upstream HTTP client: one connection pool for every provider, so connections are reused.
@@ -227,6 +231,8 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
         simulators,
         prompts,
         warnings,
+        traces: None,
+        request_logs: None,
     })
 }
 
@@ -332,6 +338,13 @@ pub async fn attach_store(
                 source,
             })?,
     );
+    let request_logs = sluice_pipeline::RequestLogs::start(store.clone(), config.redact.clone())
+        .await
+        .map_err(|source| WiringError::Store {
+            what: "load the request-log settings",
+            source,
+        })?;
+    gateway.request_logs = Some(request_logs);
     gateway.auth = Arc::clone(&directory) as Arc<dyn Authenticator>;
     gateway.tenancy = Some(Tenancy { store, directory });
     gateway.ledger = Some(Arc::new(Ledger::new(writer, book)));
@@ -395,6 +408,12 @@ impl Gateway {
     pub fn refresh_tenancy(&self, config: &Config) -> Option<tokio::task::JoinHandle<()>> {
         let tenancy = self.tenancy.as_ref()?;
         Some(Arc::clone(&tenancy.directory).spawn_refresh(config.store.refresh))
+    }
+
+    /// Re-reads request-log settings every `[store] refresh_ms` and purges logs past their retention,
+    /// when a store is attached.
+    pub fn maintain_request_logs(&self, config: &Config) -> Option<tokio::task::JoinHandle<()>> {
+        Some(Arc::clone(self.request_logs.as_ref()?).maintain(config.store.refresh))
     }
 
     /// Waits, at most `limit`, for shared budgets to reach Redis before serving, so the first requests
@@ -485,8 +504,15 @@ pub fn app(gateway: &Gateway, config: &Config) -> axum::Router {
             (m.name.clone(), policy)
         })
         .collect();
-    let pipeline =
-        Arc::new(Pipeline::new(Arc::clone(&gateway.router), gateway.ledger.clone()).with_model_policies(policies));
+    let pipeline = Pipeline::new(Arc::clone(&gateway.router), gateway.ledger.clone()).with_model_policies(policies);
+    let pipeline = match &gateway.traces {
+        Some(traces) => pipeline.with_traces(traces.clone()),
+        None => pipeline,
+    };
+    let pipeline = Arc::new(match &gateway.request_logs {
+        Some(logs) => pipeline.with_request_logs(Arc::clone(logs)),
+        None => pipeline,
+    });
     let state = AppState::new(
         pipeline,
         Arc::clone(&gateway.auth),

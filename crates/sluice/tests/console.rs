@@ -563,6 +563,9 @@ async fn the_console_in_a_browser() {
         budget.trim().starts_with(&format!("{} of $5.00", usd(acme_spent))),
         "{budget}"
     );
+    // Request logs are off by default, and the page says so.
+    let logs = browser.text("#tenant-request-logs").await.unwrap();
+    assert!(logs.contains("Request logs are off for this tenant."), "{logs}");
     let limits = "form[aria-labelledby='s-limits']";
     let rpm_id = browser
         .run(

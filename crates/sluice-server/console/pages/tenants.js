@@ -7,6 +7,7 @@ import { usage } from '../charts.js';
 import { ask, h, fill, field, section, table } from '../dom.js';
 import { isoDay, num, usd, usdInput, when } from '../format.js';
 import { dailySection, periodDays, spendColumns } from './spend.js';
+import { logsSection } from './request_logs.js';
 
 /** Configured model names, for hints: every model with a key in /admin/limits. */
 async function modelNames() {
@@ -218,9 +219,10 @@ async function detail(main, name, ctx) {
   const { tenant, budget, rate, keys } = info;
   const from = budget.period_start.slice(0, 10);
   const to = isoDay(new Date());
-  const [days, byModel] = await Promise.all([
+  const [days, byModel, logs] = await Promise.all([
     api(`/admin/spend${query({ tenant: name, from, to, group_by: 'day' })}`),
     api(`/admin/spend${query({ tenant: name, from, to, group_by: 'model' })}`),
+    logsSection(name, ctx),
   ]);
 
   const limits = limitFields(tenant, models);
@@ -333,7 +335,8 @@ async function detail(main, name, ctx) {
       rows: byModel.data,
       empty: 'No requests this period.',
     }),
-    h('p', null, h('a', { href: `#/spend${query({ tenant: name })}` }, `All of ${name}’s spend`))));
+    h('p', null, h('a', { href: `#/spend${query({ tenant: name })}` }, `All of ${name}’s spend`))),
+    logs);
 }
 
 export async function render(main, ctx) {

@@ -13,6 +13,7 @@
 //! `Store` is cheap to clone: both pools are reference-counted.
 
 mod dialect;
+mod logs;
 mod queries;
 mod statement;
 
@@ -25,6 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use self::queries::{Db, KeyQuery, Source};
+use crate::alerts::FiredAlert;
 use crate::error::StoreError;
 use crate::keys::{self, KeyHash};
 use crate::ledger::UsageRow;
@@ -32,6 +34,7 @@ use crate::model::{
     ActiveKey, CreatedKey, ExportFilter, InsertOutcome, KeyInfo, KeyLookup, NO_KEY, NewTenant, SpendFilter, SpendRow,
     Tenant, TenantChange, validate_name,
 };
+use crate::request_log::{LogSettings, RequestLog};
 
 /// Runs `$body` with `$db` bound to the store's [`Db`], whichever database it is: the body is written
 /// once and compiled for both.
@@ -315,6 +318,69 @@ impl Store {
         let now = now();
         let keys = on_backend!(self, db => db.keys(KeyQuery::Active(now)).await)?;
         Ok(keys.into_iter().map(|(key, hash)| ActiveKey { hash, key }).collect())
+    }
+
+    // === Alerts ===
+
+    /// Records that a budget alert fired, unless one for its (tenant, period, threshold) already did:
+    /// true when this call recorded it, and the caller should send it. Replicas racing on the same
+    /// threshold get one true between them; a restart finds the record.
+    pub async fn record_alert(&self, alert: &FiredAlert) -> Result<bool, StoreError> {
+        let mut alert = alert.clone();
+        alert.fired_at = alert.fired_at.trunc_subsecs(6);
+        alert.tenant = crate::cap(&alert.tenant, crate::MAX_TENANT_BYTES).to_owned();
+        on_backend!(self, db => db.record_alert(&alert).await)
+    }
+
+    /// The budget alerts fired for the tenant named `tenant`, by period and threshold.
+    pub async fn fired_alerts(&self, tenant: &str) -> Result<Vec<FiredAlert>, StoreError> {
+        on_backend!(self, db => db.fired_alerts(tenant).await)
+    }
+
+    // === Request logs ===
+
+    /// Sets what the tenant named `tenant` keeps of its requests. An unknown tenant is
+    /// [`StoreError::TenantNotFound`].
+    pub async fn set_log_settings(&self, tenant: &str, settings: LogSettings) -> Result<(), StoreError> {
+        settings.validate()?;
+        if self.tenant(tenant).await?.is_none() {
+            return Err(StoreError::TenantNotFound(tenant.to_owned()));
+        }
+        let now = now();
+        on_backend!(self, db => db.set_log_settings(tenant, settings, now).await)
+    }
+
+    /// Every tenant's request-log settings that were ever set, by tenant; the others log nothing.
+    pub async fn log_settings(&self) -> Result<Vec<(String, LogSettings)>, StoreError> {
+        on_backend!(self, db => db.log_settings().await)
+    }
+
+    /// Writes request logs, ignoring ids already there; returns how many were new.
+    pub async fn insert_request_logs(&self, logs: &[RequestLog]) -> Result<u64, StoreError> {
+        let logs: Vec<RequestLog> = logs
+            .iter()
+            .map(|log| RequestLog {
+                created_at: log.created_at.trunc_subsecs(6),
+                ..log.clone()
+            })
+            .collect();
+        on_backend!(self, db => db.insert_logs(&logs).await)
+    }
+
+    /// The tenant's latest request logs, newest first, at most `limit`.
+    pub async fn request_logs(&self, tenant: &str, limit: u32) -> Result<Vec<RequestLog>, StoreError> {
+        on_backend!(self, db => db.logs(tenant, i64::from(limit)).await)
+    }
+
+    /// Deletes the tenant's request logs made before `before`; returns how many.
+    pub async fn purge_request_logs(&self, tenant: &str, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let before = before.trunc_subsecs(6);
+        on_backend!(self, db => db.purge_logs(tenant, before).await)
+    }
+
+    /// The tenants that have request logs.
+    pub async fn logged_tenants(&self) -> Result<Vec<String>, StoreError> {
+        on_backend!(self, db => db.logged_tenants().await)
     }
 
     // === Usage ===

@@ -13,6 +13,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type
 
 use super::dialect::Dialect;
 use super::statement::Statement;
+use crate::alerts::FiredAlert;
 use crate::error::StoreError;
 use crate::keys::KeyHash;
 use crate::ledger::{
@@ -270,6 +271,48 @@ where
         .fetch_optional(&self.pool)
         .await?;
         Ok(found.is_some())
+    }
+
+    // === Alerts ===
+
+    /// Inserts the fired alert unless its (tenant, period, threshold) is there: true when this call made
+    /// the row, so exactly one caller among replicas racing on it is told to send.
+    pub(super) async fn record_alert(&self, alert: &FiredAlert) -> Result<bool, StoreError> {
+        let made = sqlx::query::<DB>(
+            "INSERT INTO alerts_fired (tenant, period, threshold_bp, spend_micros, fired_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, period, threshold_bp) DO NOTHING RETURNING tenant",
+        )
+        .bind(alert.tenant.as_str())
+        .bind(alert.period.as_str())
+        .bind(i32::try_from(alert.threshold_bp).map_err(|_| StoreError::invalid("threshold", "too large"))?)
+        .bind(alert.spend_micros)
+        .bind(DB::time(alert.fired_at))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(made.is_some())
+    }
+
+    pub(super) async fn fired_alerts(&self, tenant: &str) -> Result<Vec<FiredAlert>, StoreError> {
+        let rows = sqlx::query::<DB>(
+            "SELECT tenant, period, threshold_bp, spend_micros, fired_at FROM alerts_fired WHERE tenant = $1 \
+             ORDER BY period, threshold_bp",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let threshold: i32 = row.try_get("threshold_bp")?;
+                Ok(FiredAlert {
+                    tenant: row.try_get("tenant")?,
+                    period: row.try_get("period")?,
+                    threshold_bp: u32::try_from(threshold)
+                        .map_err(|_| StoreError::Corrupt(format!("alert threshold {threshold}")))?,
+                    spend_micros: row.try_get("spend_micros")?,
+                    fired_at: DB::read_time(row.try_get("fired_at")?)?,
+                })
+            })
+            .collect()
     }
 
     pub(super) async fn lookup_key(&self, hash: &KeyHash) -> Result<Option<(KeyInfo, Tenant)>, StoreError> {

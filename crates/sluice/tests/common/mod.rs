@@ -82,6 +82,8 @@ pub struct GatewayServer {
     pub warnings: Vec<String>,
     _watcher: Option<AbortOnDrop>,
     _refresher: Option<AbortOnDrop>,
+    _alerts: Option<AbortOnDrop>,
+    _logs: Option<AbortOnDrop>,
     /// The assembled gateway, for flushing its ledger and reading its store.
     pub gateway: Arc<sluice::Gateway>,
 }
@@ -133,6 +135,14 @@ impl GatewayServer {
             .unwrap_or_else(|e| panic!("{e}"));
         let watcher = gateway.watch_prompts(&config).map(AbortOnDrop);
         let refresher = gateway.refresh_tenancy(&config).map(AbortOnDrop);
+        let logs = gateway.maintain_request_logs(&config).map(AbortOnDrop);
+        gateway
+            .export_traces(&config, &lookup)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let alerts = gateway
+            .watch_alerts(&config, &lookup)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .map(AbortOnDrop);
         let app = sluice::app(&gateway, &config);
         let server = serve(app, config.shutdown_grace).await;
         Self {
@@ -140,6 +150,8 @@ impl GatewayServer {
             warnings: gateway.warnings.clone(),
             _watcher: watcher,
             _refresher: refresher,
+            _alerts: alerts,
+            _logs: logs,
             gateway: Arc::new(gateway),
         }
     }

@@ -44,7 +44,7 @@ pub use crate::error::PipelineError;
 pub use crate::failures::{DEFAULT_FAILURE_CAPACITY, Failure, FailureLog, FailureStage};
 pub use crate::ledger::{DeploymentPrice, Ledger, PriceBook};
 pub use crate::meter::Metered;
-pub use crate::operation::{Chat, Embeddings, MAX_EMBEDDING_INPUTS, MAX_MESSAGES, Operation};
+pub use crate::operation::{Chat, Embeddings, MAX_EMBEDDING_INPUTS, MAX_MESSAGES, Messages, Operation};
 pub use crate::tenancy::{TenantRefusal, TenantState};
 
 use crate::ledger::Entry;
@@ -72,6 +72,9 @@ pub struct Answer {
     pub attempts: u32,
     /// Client parameters dropped because the vendor cannot honour them.
     pub dropped: Vec<String>,
+    /// The body is in the client's own protocol, passed through from the vendor
+    /// ([`Operation::answered_natively`]), not in chat completions.
+    pub native: bool,
 }
 
 /// An answer's body.
@@ -276,6 +279,7 @@ impl Pipeline {
             provider,
             attempts,
             dropped: reply.dropped,
+            native: operation.answered_natively(),
         })
     }
 

@@ -34,6 +34,7 @@ pub mod error;
 pub mod extract;
 mod failures;
 mod prompts;
+mod responses;
 pub mod serve;
 pub mod throttle;
 
@@ -167,6 +168,7 @@ pub fn build_router(state: AppState) -> AxumRouter {
     let api = AxumRouter::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/responses", post(responses::create).get(responses::websocket))
         .route("/v1/models", get(list_models))
         .route("/v1/prompts", get(prompts::list))
         .route("/v1/prompts/{name}", get(prompts::describe).post(prompts::run))

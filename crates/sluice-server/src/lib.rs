@@ -17,6 +17,7 @@ use sluice_api::ModelList;
 use sluice_budget::BudgetBackend;
 use sluice_pipeline::{Authenticator, Directory, Pipeline, Principal};
 use sluice_prompts::PromptWatcher;
+use sluice_protocols::messages::ModelAliases;
 use sluice_router::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -33,10 +34,12 @@ mod embeddings;
 pub mod error;
 pub mod extract;
 mod failures;
+mod messages;
 mod prompts;
 mod responses;
 pub mod serve;
 pub mod throttle;
+mod translate;
 
 pub use error::ApiError;
 pub use serve::{PeerAddr, ServeSettings, ServeStats, serve, serve_with, shutdown_signal};
@@ -58,6 +61,7 @@ pub struct AppState {
     inner: Arc<StateInner>,
 }
 
+#[derive(Clone)]
 struct StateInner {
     pipeline: Arc<Pipeline>,
     auth: Arc<dyn Authenticator>,
@@ -66,6 +70,9 @@ struct StateInner {
     prompts: Option<Arc<PromptWatcher>>,
     tenancy: Option<Tenancy>,
     budgets: Arc<dyn BudgetBackend>,
+    aliases: Arc<ModelAliases>,
+    /// When the configuration was loaded (Unix seconds), as model lists report it.
+    created: u64,
 }
 
 /// What tenant features need: the store and the key and tenant directory.
@@ -105,8 +112,17 @@ impl AppState {
                 prompts,
                 tenancy,
                 budgets,
+                aliases: Arc::new(ModelAliases::default()),
+                created,
             }),
         }
+    }
+
+    /// The same state with the Anthropic model ids the Messages API maps to configured models.
+    pub fn with_model_aliases(self, aliases: ModelAliases) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.aliases = Arc::new(aliases);
+        Self { inner: Arc::new(inner) }
     }
 }
 
@@ -135,6 +151,10 @@ impl AppState {
 
     pub(crate) fn tenancy(&self) -> Option<&Tenancy> {
         self.inner.tenancy.as_ref()
+    }
+
+    pub(crate) fn aliases(&self) -> &ModelAliases {
+        &self.inner.aliases
     }
 
     pub(crate) fn ledger(&self) -> Option<&Arc<sluice_pipeline::Ledger>> {
@@ -169,6 +189,8 @@ pub fn build_router(state: AppState) -> AxumRouter {
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/responses", post(responses::create).get(responses::websocket))
+        .route("/v1/messages", post(messages::create))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route("/v1/models", get(list_models))
         .route("/v1/prompts", get(prompts::list))
         .route("/v1/prompts/{name}", get(prompts::describe).post(prompts::run))
@@ -234,11 +256,24 @@ pub fn build_router(state: AppState) -> AxumRouter {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
+/// `GET /v1/models`: OpenAI's list, or Anthropic's when the request carries `anthropic-version` (the
+/// Anthropic SDKs and Claude Code send it); only the models the caller's tenant may use.
 async fn list_models(
     State(state): State<AppState>,
     axum::Extension(principal): axum::Extension<Principal>,
+    headers: http::HeaderMap,
 ) -> Response {
     let allowed = principal.tenant.as_ref().map(|t| t.settings());
+    if headers.contains_key("anthropic-version") {
+        let names = state
+            .router()
+            .model_names()
+            .filter(|m| allowed.as_ref().is_none_or(|t| t.allows_model(m)));
+        return json_response(
+            StatusCode::OK,
+            sluice_protocols::messages::model_list(names, state.inner.created),
+        );
+    }
     match allowed.as_ref().filter(|t| t.models.is_some()) {
         // Most callers see every model: the list serialised once at start.
         None => json_response(StatusCode::OK, state.inner.models_body.clone()),

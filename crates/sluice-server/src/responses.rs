@@ -5,23 +5,20 @@
 //! broke. A WebSocket upgrade on the same URL is answered 426 at once, so clients that try the WebSocket
 //! transport first fall back to HTTP without waiting or retrying.
 
-use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Extension;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use http::{HeaderMap, StatusCode, header};
-use sluice_pipeline::{Answer, AnswerBody, Caller, Chat, Metered, Principal};
+use sluice_pipeline::{Answer, AnswerBody, Caller, Chat, Principal};
 use sluice_protocols::responses::{self, ResponseEcho, ResponsesStream};
-use sluice_protocols::{FailureKind, StreamFailure};
 
 use crate::AppState;
 use crate::answer::{self, Shape, add_answer_headers, add_tenant_headers, client_request_id};
 use crate::error::ApiError;
 use crate::extract::RawBody;
+use crate::translate::translate;
 
 /// `POST /v1/responses`.
 pub(crate) async fn create(
@@ -88,52 +85,4 @@ fn respond(answer: Answer, echo: ResponseEcho) -> Response {
     };
     add_answer_headers(response.headers_mut(), &answer.provider, answer.attempts, &answer.dropped);
     response
-}
-
-/// The chat chunks of `events` as the Responses stream: each chunk's events sent as it arrives (a chunk
-/// that makes none sends nothing), `response.completed` with the recorded usage at the end, or
-/// `response.failed` when the upstream broke or sent a chunk that cannot be translated.
-fn translate(
-    events: Box<Metered>,
-    translator: ResponsesStream,
-) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-    let span = tracing::Span::current();
-    futures_util::stream::unfold(Some((events, translator)), move |state| {
-        let span = span.clone();
-        async move {
-            let (mut events, mut translator) = state?;
-            let mut out = BytesMut::new();
-            loop {
-                match events.next().await {
-                    Some(Ok(event)) => {
-                        if let Err(err) = translator.chunk(&event.data, &mut out) {
-                            span.in_scope(|| tracing::warn!(error = %err, "a chunk could not be translated"));
-                            let failure = StreamFailure {
-                                kind: FailureKind::Upstream,
-                                message: "The upstream sent a chunk the gateway could not translate; the answer \
-                                          is incomplete.",
-                            };
-                            translator.fail(failure, &mut out);
-                            return Some((Ok(out.freeze()), None));
-                        }
-                        if !out.is_empty() {
-                            return Some((Ok(out.freeze()), Some((events, translator))));
-                        }
-                    }
-                    Some(Err(err)) => {
-                        answer::log_broken(&span, &err);
-                        let (kind, message) = answer::stream_failure(&err);
-                        translator.fail(StreamFailure { kind, message: &message }, &mut out);
-                        return Some((Ok(out.freeze()), None));
-                    }
-                    None => {
-                        if let Err(err) = translator.finish(events.usage(), &mut out) {
-                            span.in_scope(|| tracing::warn!(error = %err, "the stream's end could not be translated"));
-                        }
-                        return Some((Ok(out.freeze()), None));
-                    }
-                }
-            }
-        }
-    })
 }

@@ -123,6 +123,7 @@ pub fn validate(body: &Value) -> Result<(SimRequest, bool), String> {
         }
         Some(_) => return Err("system: Input should be a valid string or a list of text blocks".to_owned()),
     }
+    let reasoning = thinking(object, max_tokens)?;
     let system_turns = turns.len();
     turns.extend(conversation(object)?);
     let tools = tools(object)?;
@@ -136,9 +137,40 @@ pub fn validate(body: &Value) -> Result<(SimRequest, bool), String> {
         max_tokens: Some(max_tokens),
         stream,
         caching: SimCaching::Breakpoints(breakpoints),
-        reasoning: false,
+        reasoning,
     };
     Ok((request, stream))
+}
+
+/// Whether the request asks for extended thinking (`thinking: {"type": "enabled", "budget_tokens": N}`),
+/// checked as Anthropic checks it: a budget of at least 1024, below `max_tokens`.
+fn thinking(object: &Map<String, Value>, max_tokens: u32) -> Result<bool, String> {
+    let Some(thinking) = object.get("thinking").filter(|v| !v.is_null()) else {
+        return Ok(false);
+    };
+    match thinking.get("type").and_then(Value::as_str) {
+        Some("disabled") => Ok(false),
+        Some("enabled") => match thinking.get("budget_tokens").and_then(Value::as_u64) {
+            None => Err("thinking.enabled.budget_tokens: Field required".to_owned()),
+            Some(budget) if budget < 1024 => {
+                Err("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024".to_owned())
+            }
+            Some(budget) if budget >= u64::from(max_tokens) => {
+                Err("`max_tokens` must be greater than `thinking.budget_tokens`".to_owned())
+            }
+            Some(_) => Ok(true),
+        },
+        _ => Err("thinking: Input tag does not match any of the expected tags: 'enabled', 'disabled'".to_owned()),
+    }
+}
+
+/// The signature the simulated Anthropic issues for a thinking block's text: a keyed hash of the text,
+/// written with the characters a real signature has (`+`, `/`, `=`), so a gateway that re-encodes or
+/// alters either byte is caught when the block comes back.
+pub fn thinking_signature(thinking: &str) -> String {
+    let first = crate::text::fnv1a(format!("sluice-sim-thinking:{thinking}").as_bytes());
+    let second = crate::text::fnv1a(format!("{thinking}:sluice-sim-thinking").as_bytes());
+    format!("ErUBCkYIBxgCIkB{first:016x}+/{second:016x}==")
 }
 
 /// The most `cache_control` blocks a request may carry.
@@ -368,11 +400,31 @@ fn turn(
                 answered.push(id.to_owned());
                 turn.tool_results.push(tool_result_text(block.get("content"), &at)?);
             }
+            "thinking" => {
+                if role != "assistant" {
+                    return Err(format!("{at}: `thinking` blocks may only appear in assistant messages"));
+                }
+                let (Some(thinking), Some(signature)) = (
+                    block.get("thinking").and_then(Value::as_str),
+                    block.get("signature").and_then(Value::as_str),
+                ) else {
+                    return Err(format!("{at}.thinking: `thinking` and `signature` are required"));
+                };
+                // Anthropic checks that it issued the signature for exactly this text.
+                if signature != thinking_signature(thinking) {
+                    return Err(format!("{at}: Invalid `signature` in `thinking` block"));
+                }
+            }
+            "redacted_thinking" => {
+                if block.get("data").and_then(Value::as_str).is_none() {
+                    return Err(format!("{at}.redacted_thinking.data: Field required"));
+                }
+            }
             "" => return Err(format!("{at}.type: Field required")),
             other => {
                 return Err(format!(
                     "{at}: Input tag '{other}' found using 'type' does not match any of the expected tags: \
-                     'text', 'image', 'document', 'tool_use', 'tool_result'"
+                     'text', 'image', 'document', 'tool_use', 'tool_result', 'thinking', 'redacted_thinking'"
                 ));
             }
         }

@@ -118,6 +118,10 @@ pub struct RawModel {
     /// How long a request may wait for capacity when every key is at its limit.
     #[serde(default = "default_max_queue_ms")]
     pub max_queue_ms: u64,
+    /// Anthropic model ids served as this model on the Messages API (Claude Code sends its own): an
+    /// undated id (`claude-sonnet-4-5`) also matches its dated forms and `-latest`.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 fn default_max_queue_ms() -> u64 {
@@ -218,6 +222,8 @@ pub struct ModelConfig {
     pub deployments: Vec<DeploymentConfig>,
     /// How long a request may wait for capacity when every key is at its limit.
     pub max_queue: Duration,
+    /// Anthropic model ids served as this model on the Messages API.
+    pub aliases: Vec<String>,
 }
 
 /// A validated deployment.
@@ -410,6 +416,7 @@ pub(super) fn validate_models(
 ) -> Vec<ModelConfig> {
     let provider_names: HashSet<&str> = providers.iter().map(|p| p.name.as_str()).collect();
     let mut names = HashSet::new();
+    let mut aliases = HashSet::new();
     let mut models = Vec::with_capacity(raw.len());
     for (i, model) in raw.into_iter().enumerate() {
         let at = |field: &str| format!("models[{i}].{field}");
@@ -470,11 +477,33 @@ pub(super) fn validate_models(
                 price: deployment.price,
             });
         }
+        for (a, alias) in model.aliases.iter().enumerate() {
+            if alias.trim().is_empty() {
+                problems.push((at(&format!("aliases[{a}]")), "must not be empty".to_owned()));
+            } else if !aliases.insert(alias.clone()) {
+                problems.push((
+                    at(&format!("aliases[{a}]")),
+                    format!("the alias `{alias}` is already given to a model"),
+                ));
+            }
+        }
         models.push(ModelConfig {
             name: model.name,
             deployments,
             max_queue: Duration::from_millis(model.max_queue_ms),
+            aliases: model.aliases,
         });
+    }
+    // An alias naming a model would hide it from Messages clients that ask for it by name.
+    for model in &models {
+        for alias in &model.aliases {
+            if names.contains(alias) {
+                problems.push((
+                    format!("models.aliases `{alias}`"),
+                    "is the name of a configured model; an alias must be another name".to_owned(),
+                ));
+            }
+        }
     }
     if models.is_empty() {
         problems.push((

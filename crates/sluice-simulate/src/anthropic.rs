@@ -211,8 +211,18 @@ fn tool_use_id(answer: &SimAnswer) -> String {
     format!("toolu_sim{:08}", answer.serial())
 }
 
-/// Anthropic's `usage`: uncached input, cache writes (in all and by lifetime), cache reads, and `output`.
+/// Anthropic's `usage`: uncached input, cache writes (in all and by lifetime), cache reads, and `output`;
+/// with the final output, the thinking tokens in it (`output_tokens_details.thinking_tokens`, as newer
+/// models report them) when the model thought.
 fn usage(answer: &SimAnswer, output: u64) -> Value {
+    let mut value = start_usage(answer, output);
+    if output == answer.output_tokens() && answer.reasoning_tokens() > 0 {
+        value["output_tokens_details"] = json!({"thinking_tokens": answer.reasoning_tokens()});
+    }
+    value
+}
+
+fn start_usage(answer: &SimAnswer, output: u64) -> Value {
     let usage = answer.usage();
     json!({
         "input_tokens": usage.input,
@@ -278,7 +288,7 @@ pub fn stream_events(answer: &SimAnswer) -> Vec<(Bytes, u64)> {
         "content": [],
         "stop_reason": null,
         "stop_sequence": null,
-        "usage": usage(answer, answer.output_tokens().min(1)),
+        "usage": start_usage(answer, answer.output_tokens().min(1)),
     });
     events.push((
         event("message_start", json!({"type": "message_start", "message": start})),
@@ -365,13 +375,22 @@ pub fn stream_events(answer: &SimAnswer) -> Vec<(Bytes, u64)> {
             json!({
                 "type": "message_delta",
                 "delta": {"stop_reason": answer.finish().anthropic(), "stop_sequence": null},
-                "usage": {"output_tokens": answer.output_tokens()},
+                "usage": final_delta_usage(answer),
             }),
         ),
         all,
     ));
     events.push((event("message_stop", json!({"type": "message_stop"})), all));
     events
+}
+
+/// The usage of the last `message_delta`: the cumulative output, and the thinking tokens in it.
+fn final_delta_usage(answer: &SimAnswer) -> Value {
+    let mut usage = json!({"output_tokens": answer.output_tokens()});
+    if answer.reasoning_tokens() > 0 {
+        usage["output_tokens_details"] = json!({"thinking_tokens": answer.reasoning_tokens()});
+    }
+    usage
 }
 
 /// `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}`, the resets as RFC 3339 timestamps of

@@ -1,0 +1,549 @@
+//! Coding agents' protocols through the gateway over real HTTP: OpenAI's Responses API (`/v1/responses`)
+//! and Anthropic's Messages API (`/v1/messages`, `/v1/messages/count_tokens`, Anthropic's `/v1/models`),
+//! against simulated OpenAI, Anthropic and Gemini vendors (`sluice-simulate` faces, which refuse what the
+//! real APIs refuse). Complete answers and streams through every vendor kind; the Anthropic pass-through
+//! keeps a thinking block's signature byte for byte (the simulated Anthropic refuses a signature it did
+//! not issue for exactly that text); a cut stream ends with the protocol's error event; the ledger's rows
+//! equal the simulators' bills; a WebSocket attempt gets 426 at once. Then the official `openai` and
+//! `anthropic` Python SDKs run `tests/sdk/test_responses_sdk.py` and `tests/sdk/test_messages_sdk.py`
+//! against the same three vendors (skipped, with a message, under `SLUICE_SKIP_SDK_TESTS=1`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sluice_api::TokenUsage;
+use sluice_simulate::{Fault, SimConfig, Simulator, WireFormat};
+use sluice_store::ExportFilter;
+
+const KEY: &str = "sk-agents-client";
+
+/// One simulated vendor served over HTTP, as `sluice simulate --vendor` serves it.
+struct Vendor {
+    sim: Arc<Simulator>,
+    server: common::Running,
+}
+
+impl Vendor {
+    async fn start(vendor: WireFormat, fault: Option<Fault>) -> Self {
+        let sim = Arc::new(Simulator::new(SimConfig {
+            reply_tokens: 12,
+            fault,
+            // A faulty vendor is paced, so the events before its fault reach the gateway before it: a
+            // stream that fails before its first event is not broken but failed (a 502, or a failover).
+            tokens_per_sec: fault.map(|_| 50.0),
+            ..SimConfig::default()
+        }));
+        let server = common::serve(
+            sluice_simulate::router(Arc::clone(&sim), vendor),
+            Duration::from_secs(1),
+        )
+        .await;
+        Self { sim, server }
+    }
+
+    /// The vendor's bill, summed over its keys.
+    fn bill(&self) -> TokenUsage {
+        self.sim
+            .stats()
+            .keys
+            .values()
+            .fold(TokenUsage::default(), |sum, key| sum.plus(&key.bill))
+    }
+}
+
+/// The three vendors, and the gateway with one model routed to each (the Anthropic one also under an
+/// Anthropic model id), plus `prefix-cut-*` models whose vendors reset the connection mid-stream.
+struct Setup {
+    openai: Vendor,
+    anthropic: Vendor,
+    gemini: Vendor,
+    gateway: common::GatewayServer,
+    _cut: [Vendor; 3],
+}
+
+fn provider(name: &str, kind: &str, url: &str, key: &str) -> String {
+    format!("[[providers]]\nname = \"{name}\"\nkind = \"{kind}\"\nbase_url = \"{url}\"\nkeys = [\"{key}\"]\n")
+}
+
+fn model(name: &str, provider: &str, vendor_model: &str, extra: &str) -> String {
+    format!(
+        "[[models]]\nname = \"{name}\"\n{extra}\n[[models.deployments]]\nprovider = \"{provider}\"\nmodel = \"{vendor_model}\"\n"
+    )
+}
+
+impl Setup {
+    async fn start() -> Self {
+        let openai = Vendor::start(WireFormat::OpenAi, None).await;
+        let anthropic = Vendor::start(WireFormat::Anthropic, None).await;
+        let gemini = Vendor::start(WireFormat::Gemini, None).await;
+        let cut = [
+            Vendor::start(WireFormat::OpenAi, Some(Fault::ResetAfter(3))).await,
+            Vendor::start(WireFormat::Anthropic, Some(Fault::ResetAfter(3))).await,
+            Vendor::start(WireFormat::Gemini, Some(Fault::ResetAfter(3))).await,
+        ];
+        let mut config = format!(
+            "[auth]\nkeys = [\"{KEY}\"]\n\n[upstream]\nconnect_timeout_ms = 1000\nfirst_byte_timeout_ms = 10000\n\
+             idle_timeout_ms = 10000\n\n"
+        );
+        let vendors = [
+            ("openai", "openai", format!("{}/v1", openai.server.url()), "sk-sim-openai", "gpt-sim"),
+            ("anthropic", "anthropic", anthropic.server.url(), "sk-ant-sim", "claude-sim"),
+            ("gemini", "gemini", gemini.server.url(), "AIza-sim", "gemini-3-flash-sim"),
+        ];
+        for (name, kind, url, key, vendor_model) in &vendors {
+            config.push_str(&provider(&format!("sim-{name}"), kind, url, key));
+            let extra = if *name == "anthropic" {
+                "aliases = [\"claude-sonnet-4-5\"]"
+            } else {
+                ""
+            };
+            config.push_str(&model(&format!("via-{name}"), &format!("sim-{name}"), vendor_model, extra));
+        }
+        for ((name, kind, _, key, vendor_model), vendor) in vendors.iter().zip(&cut) {
+            let url = match *name {
+                "openai" => format!("{}/v1", vendor.server.url()),
+                _ => vendor.server.url(),
+            };
+            config.push_str(&provider(&format!("cut-{name}"), kind, &url, key));
+            config.push_str(&model(&format!("cut-{name}"), &format!("cut-{name}"), vendor_model, ""));
+        }
+        let gateway = common::GatewayServer::start(&config).await;
+        assert!(gateway.warnings.is_empty(), "{:?}", gateway.warnings);
+        Self {
+            openai,
+            anthropic,
+            gemini,
+            gateway,
+            _cut: cut,
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        common::client()
+            .post(self.gateway.url(path))
+            .bearer_auth(KEY)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A Messages API call as the Anthropic SDK makes it: `x-api-key` and `anthropic-version`.
+    async fn anthropic(&self, path: &str, body: &Value) -> reqwest::Response {
+        common::client()
+            .post(self.gateway.url(path))
+            .header("x-api-key", KEY)
+            .header("anthropic-version", "2023-06-01")
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// The events of an SSE body: `(event name, data)`, the name empty when the frame has none.
+fn sse_events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter(|frame| !frame.trim().is_empty())
+        .map(|frame| {
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in frame.lines() {
+                if let Some(value) = line.strip_prefix("event: ") {
+                    name = value.to_owned();
+                } else if let Some(value) = line.strip_prefix("data: ") {
+                    data.push_str(value);
+                }
+            }
+            (name, serde_json::from_str(&data).unwrap_or(Value::Null))
+        })
+        .collect()
+}
+
+const MODELS: [&str; 3] = ["via-openai", "via-anthropic", "via-gemini"];
+
+async fn responses_complete_and_streamed(setup: &Setup) {
+    for model in MODELS {
+        let answer = setup
+            .post(
+                "/v1/responses",
+                &json!({"model": model, "input": "Tell me about rivers.", "max_output_tokens": 256}),
+            )
+            .await;
+        assert_eq!(answer.status(), 200, "{model}");
+        let response: Value = answer.json().await.unwrap();
+        assert_eq!(response["object"], "response", "{model}: {response}");
+        assert_eq!(response["status"], "completed", "{model}: {response}");
+        let text = response["output"][0]["content"][0]["text"].as_str().unwrap();
+        assert!(!text.is_empty(), "{model}: {response}");
+        assert!(response["usage"]["input_tokens"].as_u64().unwrap() > 0, "{model}");
+        assert!(response["usage"]["output_tokens"].as_u64().unwrap() > 0, "{model}");
+
+        let answer = setup
+            .post(
+                "/v1/responses",
+                &json!({"model": model, "input": "Tell me about rivers.", "stream": true}),
+            )
+            .await;
+        assert_eq!(answer.status(), 200, "{model}");
+        assert!(answer.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        let events = sse_events(&answer.text().await.unwrap());
+        let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names[..2], ["response.created", "response.in_progress"], "{model}: {names:?}");
+        assert_eq!(names.last(), Some(&"response.completed"), "{model}: {names:?}");
+        let deltas: String = events
+            .iter()
+            .filter(|(name, _)| name == "response.output_text.delta")
+            .map(|(_, data)| data["delta"].as_str().unwrap())
+            .collect();
+        let done = events.iter().find(|(name, _)| name == "response.output_text.done").unwrap();
+        assert_eq!(deltas, done.1["text"].as_str().unwrap(), "{model}");
+        assert_eq!(text, deltas, "{model}: the stream says what the complete answer said");
+        let completed = &events.last().unwrap().1["response"];
+        assert!(completed["usage"]["output_tokens"].as_u64().unwrap() > 0, "{model}: {completed}");
+    }
+}
+
+async fn messages_complete_and_streamed(setup: &Setup) {
+    for model in MODELS {
+        let ask = json!({"model": model, "max_tokens": 256, "messages": [{"role": "user", "content": "Tell me about rivers."}]});
+        let answer = setup.anthropic("/v1/messages", &ask).await;
+        assert_eq!(answer.status(), 200, "{model}");
+        let message: Value = answer.json().await.unwrap();
+        assert_eq!(message["type"], "message", "{model}: {message}");
+        assert_eq!(message["stop_reason"], "end_turn", "{model}: {message}");
+        let text = message["content"][0]["text"].as_str().unwrap().to_owned();
+        assert!(!text.is_empty(), "{model}");
+        assert!(message["usage"]["output_tokens"].as_u64().unwrap() > 0, "{model}");
+
+        let mut streamed = ask.clone();
+        streamed["stream"] = json!(true);
+        let answer = setup.anthropic("/v1/messages", &streamed).await;
+        assert_eq!(answer.status(), 200, "{model}");
+        let events = sse_events(&answer.text().await.unwrap());
+        let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names.first(), Some(&"message_start"), "{model}: {names:?}");
+        assert_eq!(names.last(), Some(&"message_stop"), "{model}: {names:?}");
+        let deltas: String = events
+            .iter()
+            .filter(|(name, data)| name == "content_block_delta" && data["delta"]["type"] == "text_delta")
+            .map(|(_, data)| data["delta"]["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(deltas, text, "{model}");
+        let last_delta = events.iter().rfind(|(name, _)| name == "message_delta").unwrap();
+        assert!(last_delta.1["usage"]["output_tokens"].as_u64().unwrap() > 0, "{model}");
+    }
+    // The Anthropic model id configured as an alias, with Claude Code's `Authorization: Bearer`.
+    let answer = common::client()
+        .post(setup.gateway.url("/v1/messages"))
+        .bearer_auth(KEY)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "claude-sonnet-4-5-20250929", "max_tokens": 64,
+            "messages": [{"role": "user", "content": "Hello"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["x-sluice-provider"], "sim-anthropic");
+}
+
+/// The pass-through keeps a thinking block byte for byte: the signature the client gets is the vendor's,
+/// and sent back with the next turn it is accepted (the simulated Anthropic checks it against the text).
+async fn thinking_signatures_survive(setup: &Setup) {
+    let question = json!([{"role": "user", "content": "Are there infinitely many primes?"}]);
+    let ask = json!({"model": "via-anthropic", "max_tokens": 2048,
+        "thinking": {"type": "enabled", "budget_tokens": 1024}, "messages": question});
+    let answer = setup.anthropic("/v1/messages", &ask).await;
+    assert_eq!(answer.status(), 200);
+    let raw = answer.text().await.unwrap();
+    let message: Value = serde_json::from_str(&raw).unwrap();
+    let block = &message["content"][0];
+    assert_eq!(block["type"], "thinking", "{message}");
+    let (thinking, signature) = (block["thinking"].as_str().unwrap(), block["signature"].as_str().unwrap());
+    assert_eq!(signature, sluice_simulate::anthropic::thinking_signature(thinking));
+    // The vendor's body, not a re-serialisation: its signature's `+/` and `==` as the vendor wrote them.
+    assert!(raw.contains(&format!("\"signature\":\"{signature}\"")), "{raw}");
+
+    let conversation = json!([question[0], {"role": "assistant", "content": message["content"]},
+        {"role": "user", "content": "Go on."}]);
+    let next = json!({"model": "via-anthropic", "max_tokens": 2048,
+        "thinking": {"type": "enabled", "budget_tokens": 1024}, "messages": conversation});
+    let answer = setup.anthropic("/v1/messages", &next).await;
+    assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    // A changed signature is refused by the vendor, and the client hears why in Anthropic's shape.
+    let mut forged = next.clone();
+    forged["messages"][1]["content"][0]["signature"] = json!(format!("{signature}x"));
+    let answer = setup.anthropic("/v1/messages", &forged).await;
+    assert_eq!(answer.status(), 400);
+    let error: Value = answer.json().await.unwrap();
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("signature"), "{error}");
+
+    // Streamed: the signature arrives in its own delta, byte for byte.
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let answer = setup.anthropic("/v1/messages", &streamed).await;
+    let events = sse_events(&answer.text().await.unwrap());
+    let thinking: String = events
+        .iter()
+        .filter(|(_, data)| data["delta"]["type"] == "thinking_delta")
+        .map(|(_, data)| data["delta"]["thinking"].as_str().unwrap())
+        .collect();
+    let signature = events
+        .iter()
+        .find(|(_, data)| data["delta"]["type"] == "signature_delta")
+        .map(|(_, data)| data["delta"]["signature"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(signature, sluice_simulate::anthropic::thinking_signature(&thinking));
+}
+
+/// A stream the vendor cuts ends with the protocol's error event, never with its clean end.
+async fn cut_streams_end_with_the_protocols_error(setup: &Setup) {
+    for model in ["cut-openai", "cut-anthropic", "cut-gemini"] {
+        let answer = setup
+            .post(
+                "/v1/responses",
+                &json!({"model": model, "input": "Tell me about rivers.", "stream": true}),
+            )
+            .await;
+        assert_eq!(answer.status(), 200, "{model}");
+        let events = sse_events(&answer.text().await.unwrap());
+        let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names.last(), Some(&"response.failed"), "{model}: {names:?}");
+        assert!(!names.contains(&"response.completed"), "{model}: {names:?}");
+        assert_eq!(events.last().unwrap().1["response"]["status"], "failed", "{model}");
+
+        let answer = setup
+            .anthropic(
+                "/v1/messages",
+                &json!({"model": model, "max_tokens": 256, "stream": true,
+                    "messages": [{"role": "user", "content": "Tell me about rivers."}]}),
+            )
+            .await;
+        assert_eq!(answer.status(), 200, "{model}");
+        let events = sse_events(&answer.text().await.unwrap());
+        let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names.last(), Some(&"error"), "{model}: {names:?}");
+        assert!(!names.contains(&"message_stop"), "{model}: {names:?}");
+        assert_eq!(events.last().unwrap().1["type"], "error", "{model}");
+        assert_eq!(events.last().unwrap().1["error"]["type"], "api_error", "{model}");
+    }
+}
+
+async fn refusals_and_the_websocket(setup: &Setup) {
+    for (field, value) in [("previous_response_id", json!("resp_123")), ("store", json!(true))] {
+        let mut body = json!({"model": "via-openai", "input": "Hi"});
+        body[field] = value;
+        let answer = setup.post("/v1/responses", &body).await;
+        assert_eq!(answer.status(), 400, "{field}");
+        let error: Value = answer.json().await.unwrap();
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+        assert_eq!(error["error"]["param"], field, "{error}");
+    }
+    // Codex tries a WebSocket first; a 426 at once sends it to HTTP.
+    let started = std::time::Instant::now();
+    let answer = common::client()
+        .get(setup.gateway.url("/v1/responses"))
+        .bearer_auth(KEY)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 426);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let error: Value = answer.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "websocket_not_supported", "{error}");
+
+    // Messages errors are in Anthropic's shape: a bad key, an unknown model, a bad body.
+    let answer = common::client()
+        .post(setup.gateway.url("/v1/messages"))
+        .header("x-api-key", "sk-wrong")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+    let error: Value = answer.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "authentication_error", "{error}");
+    let answer = setup
+        .anthropic(
+            "/v1/messages",
+            &json!({"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]}),
+        )
+        .await;
+    assert_eq!(answer.status(), 404);
+    let error: Value = answer.json().await.unwrap();
+    assert_eq!((&error["type"], &error["error"]["type"]), (&json!("error"), &json!("not_found_error")));
+    let answer = setup
+        .anthropic("/v1/messages", &json!({"model": "via-openai", "messages": []}))
+        .await;
+    assert_eq!(answer.status(), 400);
+    let error: Value = answer.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("max_tokens"), "{error}");
+}
+
+async fn counts_and_models(setup: &Setup) {
+    let count = |model: &str, text: &str| {
+        json!({"model": model, "system": "You are a scientist", "messages": [{"role": "user", "content": text}]})
+    };
+    for (model, counted) in [
+        ("via-anthropic", "vendor"),
+        ("via-openai", "estimated"),
+        ("via-gemini", "estimated"),
+    ] {
+        let short = setup
+            .anthropic("/v1/messages/count_tokens", &count(model, "Hello, Claude"))
+            .await;
+        assert_eq!(short.status(), 200, "{model}");
+        assert_eq!(short.headers()["x-sluice-token-count"], counted, "{model}");
+        let short: Value = short.json().await.unwrap();
+        let long: Value = setup
+            .anthropic(
+                "/v1/messages/count_tokens",
+                &count(model, &"Hello, Claude. ".repeat(20)),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let (short, long) = (short["input_tokens"].as_u64().unwrap(), long["input_tokens"].as_u64().unwrap());
+        assert!(0 < short && short < long, "{model}: {short} {long}");
+    }
+    let page: Value = common::client()
+        .get(setup.gateway.url("/v1/models"))
+        .header("x-api-key", KEY)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert!(MODELS.iter().all(|m| ids.contains(m)), "{page}");
+    assert_eq!(page["data"][0]["type"], "model");
+    assert_eq!(page["has_more"], false);
+    // Without `anthropic-version`, OpenAI's list.
+    let list = common::get_json(&setup.gateway, "/v1/models", KEY).await;
+    assert_eq!(list["object"], "list", "{list}");
+}
+
+/// Every call above is in the ledger, and its rows add up to exactly what each vendor billed.
+async fn the_ledger_equals_the_bills(setup: &Setup) {
+    // Every answer has ended, so every row is queued: flushing writes them all.
+    setup.gateway.gateway.flush(Duration::from_secs(10)).await;
+    let mut billed = std::collections::HashMap::<String, TokenUsage>::new();
+    let mut export = setup.gateway.store().export(ExportFilter::default());
+    while let Some(rows) = export.next_page().await.unwrap() {
+        for row in rows {
+            let sum = billed.entry(row.provider.clone()).or_default();
+            *sum = sum.plus(&row.usage);
+        }
+    }
+    for (name, vendor) in [
+        ("sim-openai", &setup.openai),
+        ("sim-anthropic", &setup.anthropic),
+        ("sim-gemini", &setup.gemini),
+    ] {
+        let bill = vendor.bill();
+        assert!(bill.output > 0, "{name}: {bill:?}");
+        assert_eq!(billed.get(name).copied().unwrap_or_default(), bill, "{name}");
+        let stats = vendor.sim.stats();
+        assert_eq!(stats.streams_started, stats.streams_completed, "{name}: {stats:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_and_messages_through_every_vendor() {
+    let setup = Setup::start().await;
+    responses_complete_and_streamed(&setup).await;
+    messages_complete_and_streamed(&setup).await;
+    thinking_signatures_survive(&setup).await;
+    refusals_and_the_websocket(&setup).await;
+    counts_and_models(&setup).await;
+    cut_streams_end_with_the_protocols_error(&setup).await;
+    the_ledger_equals_the_bills(&setup).await;
+    // Only the forged signature tripped a vendor check.
+    assert_eq!(setup.anthropic.sim.stats().invalid_requests, 1);
+    assert_eq!(setup.openai.sim.stats().invalid_requests, 0);
+    assert_eq!(setup.gemini.sim.stats().invalid_requests, 0);
+}
+
+// === The official SDKs ===
+
+fn skip_sdk(name: &str) -> bool {
+    if std::env::var("SLUICE_SKIP_SDK_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("SKIPPED: the {name} SDK test (SLUICE_SKIP_SDK_TESTS=1)");
+        return true;
+    }
+    false
+}
+
+async fn run_script(setup: &Setup, script: &str, env: &[(&str, String)]) -> String {
+    let python = tokio::task::spawn_blocking(common::sdk_python).await.unwrap();
+    let sims = json!({
+        "via-openai": setup.openai.server.url(),
+        "via-anthropic": setup.anthropic.server.url(),
+        "via-gemini": setup.gemini.server.url(),
+    });
+    let mut command = tokio::process::Command::new(python);
+    command
+        .arg(common::repo_root().join("tests/sdk").join(script))
+        .env("SLUICE_GATEWAY_URL", setup.gateway.url(""))
+        .env("SLUICE_API_KEY", KEY)
+        .env("SLUICE_MODELS", MODELS.join(","))
+        .env("SLUICE_SIM_URLS", sims.to_string())
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("ANTHROPIC_AUTH_TOKEN")
+        .env_remove("ANTHROPIC_BASE_URL");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(output.status.success(), "the SDK checks failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_responses_api_through_every_vendor() {
+    if skip_sdk("Responses API") {
+        return;
+    }
+    let setup = Setup::start().await;
+    run_script(&setup, "test_responses_sdk.py", &[]).await;
+    the_ledger_equals_the_bills(&setup).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_anthropic_sdk_messages_api_through_every_vendor() {
+    if skip_sdk("Messages API") {
+        return;
+    }
+    let setup = Setup::start().await;
+    let aliases = json!({"claude-sonnet-4-5": "via-anthropic"}).to_string();
+    run_script(
+        &setup,
+        "test_messages_sdk.py",
+        &[
+            ("SLUICE_ANTHROPIC_MODELS", "via-anthropic".to_owned()),
+            ("SLUICE_MODEL_ALIASES", aliases),
+        ],
+    )
+    .await;
+    the_ledger_equals_the_bills(&setup).await;
+}

@@ -46,8 +46,9 @@ mod validate;
 
 pub use validate::{thinking_signature, validate};
 
-/// The `anthropic-version` values Anthropic publishes.
-const VERSIONS: [&str; 2] = ["2023-06-01", "2023-01-01"];
+/// The `anthropic-version` values Anthropic publishes (`2026-10-21` is the one the Anthropic SDK of
+/// `tests/sdk/requirements.txt` sends).
+const VERSIONS: [&str; 3] = ["2023-06-01", "2023-01-01", "2026-10-21"];
 
 /// The routes of Anthropic's face.
 pub(crate) fn routes() -> Router<Arc<Simulator>> {

@@ -138,8 +138,32 @@ pub fn validate(body: &Value) -> Result<(SimRequest, bool), String> {
         stream,
         caching: SimCaching::Breakpoints(breakpoints),
         reasoning,
+        schema: output_schema(object)?,
     };
     Ok((request, stream))
+}
+
+/// The schema of the JSON output asked for: `output_config.format` (or the older `output_format`) of type
+/// `json_schema`, which must carry an object `schema`.
+fn output_schema(object: &Map<String, Value>) -> Result<Option<Value>, String> {
+    let (at, format) = match (
+        object.get("output_config").and_then(|c| c.get("format")),
+        object.get("output_format"),
+    ) {
+        (Some(format), _) => ("output_config.format", format),
+        (None, Some(format)) => ("output_format", format),
+        (None, None) => return Ok(None),
+    };
+    if format.is_null() {
+        return Ok(None);
+    }
+    if format.get("type").and_then(Value::as_str) != Some("json_schema") {
+        return Err(format!("{at}.type: Input should be 'json_schema'"));
+    }
+    match format.get("schema") {
+        Some(schema @ Value::Object(_)) => Ok(Some(schema.clone())),
+        _ => Err(format!("{at}.schema: Field required")),
+    }
 }
 
 /// Whether the request asks for extended thinking (`thinking: {"type": "enabled", "budget_tokens": N}`),

@@ -32,10 +32,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::Serialize;
 use sluice_api::{ChatCompletionRequest, EmbeddingRequest, TokenUsage};
 use sluice_budget::{Backoff, BudgetView, Reservation};
-use bytes::Bytes;
 use sluice_providers::{ChatReply, EmbedReply, MessagesCall, ProviderError, TokenCount};
 use tokio::time::Instant;
 

@@ -18,8 +18,8 @@ use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use sluice_api::ChatCompletionRequest;
 use sluice_pipeline::{Answer, AnswerBody, Caller, Messages, Metered, Principal};
-use sluice_protocols::messages::{self, MessagesStream};
 use sluice_protocols::ProtocolError;
+use sluice_protocols::messages::{self, MessagesStream};
 
 use crate::AppState;
 use crate::answer::{self, Shape, add_answer_headers, add_tenant_headers, client_request_id};
@@ -90,7 +90,9 @@ pub(crate) async fn count_tokens(
         Some(Ok(count)) => (count.body, "vendor"),
         Some(Err(err)) => return ApiError::from_provider(&err, "anthropic").into_anthropic_response(),
         None => {
-            let tokens = sluice_tokens::count_chat_offloaded(Arc::new(chat), encoding).await.tokens;
+            let tokens = sluice_tokens::count_chat_offloaded(Arc::new(chat), encoding)
+                .await
+                .tokens;
             (messages::count_tokens_body(tokens), "estimated")
         }
     };
@@ -113,10 +115,9 @@ fn resolve(state: &AppState, mut chat: ChatCompletionRequest) -> ChatCompletionR
 fn protocol_error(err: &ProtocolError) -> Response {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut response = (status, err.to_anthropic()).into_response();
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -136,7 +137,12 @@ fn respond(answer: Answer, model: String) -> Response {
             answer::event_stream(translate(events, MessagesStream::new(id, model, None)))
         }
     };
-    add_answer_headers(response.headers_mut(), &answer.provider, answer.attempts, &answer.dropped);
+    add_answer_headers(
+        response.headers_mut(),
+        &answer.provider,
+        answer.attempts,
+        &answer.dropped,
+    );
     response
 }
 

@@ -68,9 +68,7 @@ pub(crate) async fn websocket(headers: HeaderMap) -> Response {
 
 fn respond(answer: Answer, echo: ResponseEcho) -> Response {
     let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
-    let created_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let created_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut response = match answer.body {
         AnswerBody::Complete { body, usage } => {
             match responses::complete(&body, &echo, &id, created_at, Some(&usage)) {
@@ -81,8 +79,15 @@ fn respond(answer: Answer, echo: ResponseEcho) -> Response {
                 }
             }
         }
-        AnswerBody::Stream(events) => answer::event_stream(translate(events, ResponsesStream::new(echo, id, created_at))),
+        AnswerBody::Stream(events) => {
+            answer::event_stream(translate(events, ResponsesStream::new(echo, id, created_at)))
+        }
     };
-    add_answer_headers(response.headers_mut(), &answer.provider, answer.attempts, &answer.dropped);
+    add_answer_headers(
+        response.headers_mut(),
+        &answer.provider,
+        answer.attempts,
+        &answer.dropped,
+    );
     response
 }

@@ -78,7 +78,13 @@ pub(crate) fn translate<T: StreamTranslator>(
                     Some(Err(err)) => {
                         answer::log_broken(&span, &err);
                         let (kind, message) = answer::stream_failure(&err);
-                        translator.fail(StreamFailure { kind, message: &message }, &mut out);
+                        translator.fail(
+                            StreamFailure {
+                                kind,
+                                message: &message,
+                            },
+                            &mut out,
+                        );
                         return Some((Ok(out.freeze()), None));
                     }
                     None => {

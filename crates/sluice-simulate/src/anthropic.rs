@@ -87,35 +87,41 @@ fn checked_call<'h>(
     sim: &Simulator,
     headers: &'h HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(&'h str, Value), Response> {
+) -> Result<(&'h str, Value), Box<Response>> {
     let Some(key) = header_str(headers, "x-api-key").filter(|k| !k.is_empty()) else {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "authentication_error",
             "x-api-key header is required",
-        ));
+        )));
     };
     match header_str(headers, "anthropic-version") {
-        None => return Err(invalid(sim, "anthropic-version: header is required")),
+        None => return Err(Box::new(invalid(sim, "anthropic-version: header is required"))),
         Some(version) if !VERSIONS.contains(&version) => {
-            return Err(invalid(sim, &format!("anthropic-version: invalid version `{version}`")));
+            return Err(Box::new(invalid(
+                sim,
+                &format!("anthropic-version: invalid version `{version}`"),
+            )));
         }
         Some(_) => {}
     }
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request_too_large",
                 "Request exceeds the maximum allowed number of bytes.",
-            ));
+            )));
         }
-        Err(rejection) => return Err(invalid(sim, &rejection.body_text())),
+        Err(rejection) => return Err(Box::new(invalid(sim, &rejection.body_text()))),
     };
-    serde_json::from_slice(&body)
-        .map(|value| (key, value))
-        .map_err(|e| invalid(sim, &format!("There was an issue with the JSON body of your request: {e}")))
+    serde_json::from_slice(&body).map(|value| (key, value)).map_err(|e| {
+        Box::new(invalid(
+            sim,
+            &format!("There was an issue with the JSON body of your request: {e}"),
+        ))
+    })
 }
 
 /// `POST /v1/messages/count_tokens`: the prompt's size as the simulator counts it (what a message call
@@ -128,14 +134,25 @@ async fn count_tokens(
 ) -> Response {
     let mut value = match checked_call(&sim, &headers, body) {
         Ok((_, value)) => value,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(object) = value.as_object_mut() else {
-        return invalid(&sim, "Input should be a valid dictionary or object to extract fields from");
+        return invalid(
+            &sim,
+            "Input should be a valid dictionary or object to extract fields from",
+        );
     };
-    if let Some(extra) = ["max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences", "metadata"]
-        .into_iter()
-        .find(|k| object.contains_key(*k))
+    if let Some(extra) = [
+        "max_tokens",
+        "stream",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "metadata",
+    ]
+    .into_iter()
+    .find(|k| object.contains_key(*k))
     {
         return invalid(&sim, &format!("{extra}: Extra inputs are not permitted"));
     }
@@ -153,7 +170,7 @@ async fn messages(
 ) -> Response {
     let (key, value) = match checked_call(&sim, &headers, body) {
         Ok(checked) => checked,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let (request, stream) = match validate(&value) {
         Ok(checked) => checked,
@@ -261,7 +278,10 @@ pub fn message(answer: &SimAnswer) -> Value {
     if let (Some(pieces), Some(blocks)) = (thinking_pieces(answer), content.as_array_mut()) {
         let thinking = pieces.concat();
         let signature = thinking_signature(&thinking);
-        blocks.insert(0, json!({"type": "thinking", "thinking": thinking, "signature": signature}));
+        blocks.insert(
+            0,
+            json!({"type": "thinking", "thinking": thinking, "signature": signature}),
+        );
     }
     json!({
         "id": message_id(answer),
@@ -365,7 +385,10 @@ pub fn stream_events(answer: &SimAnswer) -> Vec<(Bytes, u64)> {
         ));
     }
     events.push((
-        event("content_block_stop", json!({"type": "content_block_stop", "index": index})),
+        event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        ),
         all,
     ));
     // Anthropic pings right after the first block opens.

@@ -90,9 +90,27 @@ impl Setup {
              idle_timeout_ms = 10000\n\n"
         );
         let vendors = [
-            ("openai", "openai", format!("{}/v1", openai.server.url()), "sk-sim-openai", "gpt-sim"),
-            ("anthropic", "anthropic", anthropic.server.url(), "sk-ant-sim", "claude-sim"),
-            ("gemini", "gemini", gemini.server.url(), "AIza-sim", "gemini-3-flash-sim"),
+            (
+                "openai",
+                "openai",
+                format!("{}/v1", openai.server.url()),
+                "sk-sim-openai",
+                "gpt-sim",
+            ),
+            (
+                "anthropic",
+                "anthropic",
+                anthropic.server.url(),
+                "sk-ant-sim",
+                "claude-sim",
+            ),
+            (
+                "gemini",
+                "gemini",
+                gemini.server.url(),
+                "AIza-sim",
+                "gemini-3-flash-sim",
+            ),
         ];
         for (name, kind, url, key, vendor_model) in &vendors {
             config.push_str(&provider(&format!("sim-{name}"), kind, url, key));
@@ -101,7 +119,12 @@ impl Setup {
             } else {
                 ""
             };
-            config.push_str(&model(&format!("via-{name}"), &format!("sim-{name}"), vendor_model, extra));
+            config.push_str(&model(
+                &format!("via-{name}"),
+                &format!("sim-{name}"),
+                vendor_model,
+                extra,
+            ));
         }
         for ((name, kind, _, key, vendor_model), vendor) in vendors.iter().zip(&cut) {
             let url = match *name {
@@ -190,21 +213,36 @@ async fn responses_complete_and_streamed(setup: &Setup) {
             )
             .await;
         assert_eq!(answer.status(), 200, "{model}");
-        assert!(answer.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        assert!(
+            answer.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
         let events = sse_events(&answer.text().await.unwrap());
         let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
-        assert_eq!(names[..2], ["response.created", "response.in_progress"], "{model}: {names:?}");
+        assert_eq!(
+            names[..2],
+            ["response.created", "response.in_progress"],
+            "{model}: {names:?}"
+        );
         assert_eq!(names.last(), Some(&"response.completed"), "{model}: {names:?}");
         let deltas: String = events
             .iter()
             .filter(|(name, _)| name == "response.output_text.delta")
             .map(|(_, data)| data["delta"].as_str().unwrap())
             .collect();
-        let done = events.iter().find(|(name, _)| name == "response.output_text.done").unwrap();
+        let done = events
+            .iter()
+            .find(|(name, _)| name == "response.output_text.done")
+            .unwrap();
         assert_eq!(deltas, done.1["text"].as_str().unwrap(), "{model}");
         assert_eq!(text, deltas, "{model}: the stream says what the complete answer said");
         let completed = &events.last().unwrap().1["response"];
-        assert!(completed["usage"]["output_tokens"].as_u64().unwrap() > 0, "{model}: {completed}");
+        assert!(
+            completed["usage"]["output_tokens"].as_u64().unwrap() > 0,
+            "{model}: {completed}"
+        );
     }
 }
 
@@ -263,7 +301,10 @@ async fn thinking_signatures_survive(setup: &Setup) {
     let message: Value = serde_json::from_str(&raw).unwrap();
     let block = &message["content"][0];
     assert_eq!(block["type"], "thinking", "{message}");
-    let (thinking, signature) = (block["thinking"].as_str().unwrap(), block["signature"].as_str().unwrap());
+    let (thinking, signature) = (
+        block["thinking"].as_str().unwrap(),
+        block["signature"].as_str().unwrap(),
+    );
     assert_eq!(signature, sluice_simulate::anthropic::thinking_signature(thinking));
     // The vendor's body, not a re-serialisation: its signature's `+/` and `==` as the vendor wrote them.
     assert!(raw.contains(&format!("\"signature\":\"{signature}\"")), "{raw}");
@@ -282,7 +323,10 @@ async fn thinking_signatures_survive(setup: &Setup) {
     let error: Value = answer.json().await.unwrap();
     assert_eq!(error["type"], "error", "{error}");
     assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
-    assert!(error["error"]["message"].as_str().unwrap().contains("signature"), "{error}");
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("signature"),
+        "{error}"
+    );
 
     // Streamed: the signature arrives in its own delta, byte for byte.
     let mut streamed = ask.clone();
@@ -381,20 +425,24 @@ async fn refusals_and_the_websocket(setup: &Setup) {
         .await;
     assert_eq!(answer.status(), 404);
     let error: Value = answer.json().await.unwrap();
-    assert_eq!((&error["type"], &error["error"]["type"]), (&json!("error"), &json!("not_found_error")));
+    assert_eq!(
+        (&error["type"], &error["error"]["type"]),
+        (&json!("error"), &json!("not_found_error"))
+    );
     let answer = setup
         .anthropic("/v1/messages", &json!({"model": "via-openai", "messages": []}))
         .await;
     assert_eq!(answer.status(), 400);
     let error: Value = answer.json().await.unwrap();
     assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
-    assert!(error["error"]["message"].as_str().unwrap().contains("max_tokens"), "{error}");
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("max_tokens"),
+        "{error}"
+    );
 }
 
 async fn counts_and_models(setup: &Setup) {
-    let count = |model: &str, text: &str| {
-        json!({"model": model, "system": "You are a scientist", "messages": [{"role": "user", "content": text}]})
-    };
+    let count = |model: &str, text: &str| json!({"model": model, "system": "You are a scientist", "messages": [{"role": "user", "content": text}]});
     for (model, counted) in [
         ("via-anthropic", "vendor"),
         ("via-openai", "estimated"),
@@ -415,7 +463,10 @@ async fn counts_and_models(setup: &Setup) {
             .json()
             .await
             .unwrap();
-        let (short, long) = (short["input_tokens"].as_u64().unwrap(), long["input_tokens"].as_u64().unwrap());
+        let (short, long) = (
+            short["input_tokens"].as_u64().unwrap(),
+            long["input_tokens"].as_u64().unwrap(),
+        );
         assert!(0 < short && short < long, "{model}: {short} {long}");
     }
     let page: Value = common::client()
@@ -428,7 +479,12 @@ async fn counts_and_models(setup: &Setup) {
         .json()
         .await
         .unwrap();
-    let ids: Vec<&str> = page["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert!(MODELS.iter().all(|m| ids.contains(m)), "{page}");
     assert_eq!(page["data"][0]["type"], "model");
     assert_eq!(page["has_more"], false);

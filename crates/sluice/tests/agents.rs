@@ -29,9 +29,19 @@ struct Vendor {
 
 impl Vendor {
     async fn start(vendor: WireFormat, fault: Option<Fault>) -> Self {
+        Self::with(vendor, fault, 0.0).await
+    }
+
+    /// A vendor that answers every request with its overload or server error.
+    async fn down(vendor: WireFormat) -> Self {
+        Self::with(vendor, None, 1.0).await
+    }
+
+    async fn with(vendor: WireFormat, fault: Option<Fault>, error_rate: f64) -> Self {
         let sim = Arc::new(Simulator::new(SimConfig {
             reply_tokens: 12,
             fault,
+            error_rate,
             // A faulty vendor is paced, so the events before its fault reach the gateway before it: a
             // stream that fails before its first event is not broken but failed (a 502, or a failover).
             tokens_per_sec: fault.map(|_| 50.0),
@@ -63,6 +73,7 @@ struct Setup {
     gemini: Vendor,
     gateway: common::GatewayServer,
     _cut: [Vendor; 3],
+    _down: [Vendor; 2],
 }
 
 fn provider(name: &str, kind: &str, url: &str, key: &str) -> String {
@@ -84,6 +95,10 @@ impl Setup {
             Vendor::start(WireFormat::OpenAi, Some(Fault::ResetAfter(3))).await,
             Vendor::start(WireFormat::Anthropic, Some(Fault::ResetAfter(3))).await,
             Vendor::start(WireFormat::Gemini, Some(Fault::ResetAfter(3))).await,
+        ];
+        let down = [
+            Vendor::down(WireFormat::OpenAi).await,
+            Vendor::down(WireFormat::Anthropic).await,
         ];
         let mut config = format!(
             "[auth]\nkeys = [\"{KEY}\"]\n\n[upstream]\nconnect_timeout_ms = 1000\nfirst_byte_timeout_ms = 10000\n\
@@ -134,6 +149,40 @@ impl Setup {
             config.push_str(&provider(&format!("cut-{name}"), kind, &url, key));
             config.push_str(&model(&format!("cut-{name}"), &format!("cut-{name}"), vendor_model, ""));
         }
+        // Failover between a pass-through and a translated deployment: the first is down.
+        config.push_str(&provider(
+            "down-openai",
+            "openai",
+            &format!("{}/v1", down[0].server.url()),
+            "sk-sim-down",
+        ));
+        config.push_str(&provider(
+            "down-anthropic",
+            "anthropic",
+            &down[1].server.url(),
+            "sk-ant-down",
+        ));
+        for (name, first, then, first_model, then_model) in [
+            (
+                "fail-to-anthropic",
+                "down-openai",
+                "sim-anthropic",
+                "gpt-sim",
+                "claude-sim",
+            ),
+            (
+                "fail-to-openai",
+                "down-anthropic",
+                "sim-openai",
+                "claude-sim",
+                "gpt-sim",
+            ),
+        ] {
+            config.push_str(&format!(
+                "[[models]]\nname = \"{name}\"\n[[models.deployments]]\nprovider = \"{first}\"\nmodel = \"{first_model}\"\n\
+                 priority = 0\n[[models.deployments]]\nprovider = \"{then}\"\nmodel = \"{then_model}\"\npriority = 1\n"
+            ));
+        }
         let gateway = common::GatewayServer::start(&config).await;
         assert!(gateway.warnings.is_empty(), "{:?}", gateway.warnings);
         Self {
@@ -142,6 +191,7 @@ impl Setup {
             gemini,
             gateway,
             _cut: cut,
+            _down: down,
         }
     }
 
@@ -346,6 +396,34 @@ async fn thinking_signatures_survive(setup: &Setup) {
     assert_eq!(signature, sluice_simulate::anthropic::thinking_signature(&thinking));
 }
 
+/// A Messages call fails over between a pass-through and a translated deployment as chat does: the
+/// answer is in Anthropic's format either way, passed through or translated.
+async fn messages_fail_over_between_kinds(setup: &Setup) {
+    for (model, answered_by) in [("fail-to-anthropic", "sim-anthropic"), ("fail-to-openai", "sim-openai")] {
+        for stream in [false, true] {
+            let answer = setup
+                .anthropic(
+                    "/v1/messages",
+                    &json!({"model": model, "max_tokens": 128, "stream": stream,
+                        "messages": [{"role": "user", "content": "Tell me about rivers."}]}),
+                )
+                .await;
+            assert_eq!(answer.status(), 200, "{model}");
+            assert_eq!(answer.headers()["x-sluice-provider"], answered_by, "{model}");
+            assert_eq!(answer.headers()["x-sluice-attempts"], "2", "{model}");
+            let body = answer.text().await.unwrap();
+            if stream {
+                let events = sse_events(&body);
+                assert_eq!(events.last().unwrap().0, "message_stop", "{model}: {body}");
+            } else {
+                let message: Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(message["type"], "message", "{model}: {message}");
+                assert!(!message["content"][0]["text"].as_str().unwrap().is_empty(), "{model}");
+            }
+        }
+    }
+}
+
 /// A stream the vendor cuts ends with the protocol's error event, never with its clean end.
 async fn cut_streams_end_with_the_protocols_error(setup: &Setup) {
     for model in ["cut-openai", "cut-anthropic", "cut-gemini"] {
@@ -526,6 +604,7 @@ async fn responses_and_messages_through_every_vendor() {
     thinking_signatures_survive(&setup).await;
     refusals_and_the_websocket(&setup).await;
     counts_and_models(&setup).await;
+    messages_fail_over_between_kinds(&setup).await;
     cut_streams_end_with_the_protocols_error(&setup).await;
     the_ledger_equals_the_bills(&setup).await;
     // Only the forged signature tripped a vendor check.

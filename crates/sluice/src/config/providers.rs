@@ -614,4 +614,41 @@ mod tests {
         assert_eq!(config.models[0].max_queue, Duration::from_secs(5));
         assert_eq!(config.models[0].deployments[0].weight, 1);
     }
+
+    #[test]
+    fn aliases_are_unique_and_name_no_model() {
+        let provider = "[[providers]]\nname = \"p\"\nkind = \"simulated\"\n";
+        let model = |name: &str, aliases: &str| {
+            format!(
+                "\n[[models]]\nname = \"{name}\"\naliases = {aliases}\n[[models.deployments]]\nprovider = \"p\"\nmodel = \"x\"\n"
+            )
+        };
+        let ok = format!("{provider}{}", model("m", "[\"claude-sonnet-4-5\"]"));
+        let config = Config::parse(Path::new("x.toml"), &ok).unwrap();
+        assert_eq!(config.models[0].aliases, ["claude-sonnet-4-5"]);
+        let text = format!(
+            "{provider}{}{}",
+            model("m", "[\"claude-a\", \"\", \"n\"]"),
+            model("n", "[\"claude-a\"]")
+        );
+        let problems = problems_of(&text);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("models[0].aliases[1]: must not be empty")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("models[1].aliases[0]") && p.contains("already")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("`n`") && p.contains("name of a configured model")),
+            "{problems:?}"
+        );
+    }
 }

@@ -20,6 +20,7 @@ use sluice_simulate::{Fault, SimConfig, Simulator, WireFormat};
 use sluice_store::ExportFilter;
 
 const KEY: &str = "sk-agents-client";
+const ADMIN: &str = "sk-agents-admin-0123456789abcdefghijklmn";
 
 /// One simulated vendor served over HTTP, as `sluice simulate --vendor` serves it.
 struct Vendor {
@@ -101,7 +102,7 @@ impl Setup {
             Vendor::down(WireFormat::Anthropic).await,
         ];
         let mut config = format!(
-            "[auth]\nkeys = [\"{KEY}\"]\n\n[upstream]\nconnect_timeout_ms = 1000\nfirst_byte_timeout_ms = 10000\n\
+            "[auth]\nkeys = [\"{KEY}\"]\nadmin_key = \"{ADMIN}\"\n\n[upstream]\nconnect_timeout_ms = 1000\nfirst_byte_timeout_ms = 10000\n\
              idle_timeout_ms = 10000\n\n"
         );
         let vendors = [
@@ -571,14 +572,93 @@ async fn counts_and_models(setup: &Setup) {
     assert_eq!(list["object"], "list", "{list}");
 }
 
-/// Every call above is in the ledger, and its rows add up to exactly what each vendor billed.
-async fn the_ledger_equals_the_bills(setup: &Setup) {
+/// A tenant's virtual key works on both protocols (as `x-api-key` too), its allow-list and rate limits
+/// apply, and refusals come in each protocol's shape.
+async fn tenants_apply(setup: &Setup) -> String {
+    let admin = |path: &str, body: Value| {
+        common::client()
+            .post(setup.gateway.url(path))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+    };
+    let tenant = json!({"name": "agents", "rpm": 1000, "models": ["via-anthropic", "via-openai"]});
+    assert_eq!(admin("/admin/tenants", tenant).await.unwrap().status(), 201);
+    let key: Value = admin("/admin/tenants/agents/keys", json!({"name": "claude"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_owned();
+    let call = |path: &str, body: Value| {
+        common::client()
+            .post(setup.gateway.url(path))
+            .header("x-api-key", &key)
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+            .send()
+    };
+    let ask = |model: &str| json!({"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]});
+    let answer = call("/v1/messages", ask("via-anthropic")).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["x-ratelimit-limit-requests"], "1000");
+    let answer = call("/v1/messages", ask("via-gemini")).await.unwrap();
+    assert_eq!(answer.status(), 403);
+    let error: Value = answer.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "permission_error", "{error}");
+    let answer = call(
+        "/v1/messages/count_tokens",
+        json!({"model": "via-gemini", "messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 403);
+
+    let respond = |model: &str| {
+        common::client()
+            .post(setup.gateway.url("/v1/responses"))
+            .bearer_auth(&key)
+            .json(&json!({"model": model, "input": "Hi"}))
+            .send()
+    };
+    assert_eq!(respond("via-openai").await.unwrap().status(), 200);
+    let answer = respond("via-gemini").await.unwrap();
+    assert_eq!(answer.status(), 403);
+    let error: Value = answer.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "model_not_allowed", "{error}");
+
+    let page: Value = common::client()
+        .get(setup.gateway.url("/v1/models"))
+        .header("x-api-key", &key)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["via-openai", "via-anthropic"], "{page}");
+    "agents".to_owned()
+}
+
+/// Every call above is in the ledger, and its rows add up to exactly what each vendor billed. Returns the
+/// rows per tenant.
+async fn the_ledger_equals_the_bills(setup: &Setup) -> std::collections::HashMap<String, usize> {
     // Every answer has ended, so every row is queued: flushing writes them all.
     setup.gateway.gateway.flush(Duration::from_secs(10)).await;
     let mut billed = std::collections::HashMap::<String, TokenUsage>::new();
+    let mut tenants = std::collections::HashMap::<String, usize>::new();
     let mut export = setup.gateway.store().export(ExportFilter::default());
     while let Some(rows) = export.next_page().await.unwrap() {
         for row in rows {
+            *tenants.entry(row.tenant.clone()).or_default() += 1;
             let sum = billed.entry(row.provider.clone()).or_default();
             *sum = sum.plus(&row.usage);
         }
@@ -594,6 +674,7 @@ async fn the_ledger_equals_the_bills(setup: &Setup) {
         let stats = vendor.sim.stats();
         assert_eq!(stats.streams_started, stats.streams_completed, "{name}: {stats:?}");
     }
+    tenants
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -605,8 +686,11 @@ async fn responses_and_messages_through_every_vendor() {
     refusals_and_the_websocket(&setup).await;
     counts_and_models(&setup).await;
     messages_fail_over_between_kinds(&setup).await;
+    let tenant = tenants_apply(&setup).await;
     cut_streams_end_with_the_protocols_error(&setup).await;
-    the_ledger_equals_the_bills(&setup).await;
+    let rows = the_ledger_equals_the_bills(&setup).await;
+    // The tenant's two answered calls are its rows; its refusals cost nothing and are not rows.
+    assert_eq!(rows.get(&tenant), Some(&2), "{rows:?}");
     // Only the forged signature tripped a vendor check.
     assert_eq!(setup.anthropic.sim.stats().invalid_requests, 1);
     assert_eq!(setup.openai.sim.stats().invalid_requests, 0);

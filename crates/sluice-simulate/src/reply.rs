@@ -427,4 +427,31 @@ mod tests {
         );
         assert_eq!((capped.completion_tokens(), finish), (4, SimFinish::Length));
     }
+
+    #[test]
+    fn json_output_follows_the_schema_in_pieces() {
+        let schema = json!({"type": "object", "properties": {
+            "name": {"type": "string"}, "participants": {"type": "array", "items": {"type": "string"}}},
+            "required": ["name", "participants"]});
+        let request = SimRequest {
+            model: "m".to_owned(),
+            turns: vec![user("Alice and Bob go to a fair.")],
+            schema: Some(schema),
+            ..SimRequest::default()
+        };
+        let (reply, finish) = plan(&request, 12);
+        assert_eq!(finish, SimFinish::Stop);
+        let value: Value = serde_json::from_str(&text_of(&reply)).unwrap();
+        assert!(
+            value["name"].is_string() && value["participants"][0].is_string(),
+            "{value}"
+        );
+        assert!(reply.completion_tokens() > 1);
+        // A cap cuts it short, as a length finish.
+        let capped = SimRequest {
+            max_tokens: Some(2),
+            ..request
+        };
+        assert_eq!(plan(&capped, 12).1, SimFinish::Length);
+    }
 }

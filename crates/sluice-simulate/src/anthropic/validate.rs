@@ -679,4 +679,39 @@ mod tests {
         ]));
         assert!(refused(text_first).contains("must come first"));
     }
+
+    #[test]
+    fn thinking_blocks_must_carry_the_signature_issued_for_their_text() {
+        let thinking = json!({"type": "enabled", "budget_tokens": 1024});
+        let ask = |messages: Value| json!({"model": "claude-sim", "max_tokens": 2048, "thinking": thinking, "messages": messages});
+        let (request, _) = validate(&ask(json!([{"role": "user", "content": "Why?"}]))).unwrap();
+        assert!(request.reasoning);
+        let signed = |text: &str, signature: &str| {
+            json!([{"role": "user", "content": "Why?"},
+                {"role": "assistant", "content": [{"type": "thinking", "thinking": text, "signature": signature},
+                    {"type": "text", "text": "Because."}]},
+                {"role": "user", "content": "Go on."}])
+        };
+        let signature = thinking_signature("Let me see.");
+        assert!(validate(&ask(signed("Let me see.", &signature))).is_ok());
+        // Another text under the same signature, or the signature altered: refused, as Anthropic does.
+        assert!(refused(ask(signed("Let me see!", &signature))).contains("Invalid `signature`"));
+        assert!(refused(ask(signed("Let me see.", &signature.replace('+', "-")))).contains("Invalid `signature`"));
+        let mut low = ask(json!([{"role": "user", "content": "Why?"}]));
+        low["thinking"]["budget_tokens"] = json!(512);
+        assert!(refused(low).contains("budget_tokens"));
+        let mut over = ask(json!([{"role": "user", "content": "Why?"}]));
+        over["max_tokens"] = json!(1024);
+        assert!(refused(over).contains("max_tokens"));
+    }
+
+    #[test]
+    fn json_output_is_read_from_output_config() {
+        let schema = json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]});
+        let mut body = base(json!([{"role": "user", "content": "Name it."}]));
+        body["output_config"] = json!({"format": {"type": "json_schema", "schema": schema}});
+        assert_eq!(validate(&body).unwrap().0.schema, Some(schema));
+        body["output_config"] = json!({"format": {"type": "json_schema"}});
+        assert!(refused(body).contains("output_config.format.schema"));
+    }
 }

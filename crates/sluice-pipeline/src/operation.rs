@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use sluice_api::{ChatCompletionRequest, EmbeddingRequest};
+use sluice_api::{ChatCompletionRequest, EmbeddingRequest, ErrorBody};
 use sluice_providers::{BoxFuture, ChatReply, MessagesBody, MessagesReply, ReplyBody, StreamEvent};
 use sluice_router::{
     Attempt, ChatOperation, Completion, EmbedOperation, MessagesAnswer, MessagesOperation, ModelRoute,
@@ -258,17 +258,26 @@ pub struct Messages {
     chat: Chat,
     body: Bytes,
     headers: http::HeaderMap,
+    untranslatable: Option<ErrorBody>,
     native: AtomicBool,
 }
 
 impl Messages {
     /// The operation for the client's `body` as received, its `headers`, and `chat`, the body translated
-    /// to chat completions with the model set to the Sluice model it names.
-    pub fn new(chat: ChatCompletionRequest, body: Bytes, headers: http::HeaderMap) -> Self {
+    /// to chat completions (or read roughly, to count by) with the model set to the Sluice model it names.
+    /// `untranslatable` says why the body cannot be translated, when only the pass-through can serve it:
+    /// other deployments refuse it with that error.
+    pub fn new(
+        chat: ChatCompletionRequest,
+        body: Bytes,
+        headers: http::HeaderMap,
+        untranslatable: Option<ErrorBody>,
+    ) -> Self {
         Self {
             chat: Chat::new(chat),
             body,
             headers,
+            untranslatable,
             native: AtomicBool::new(false),
         }
     }
@@ -307,6 +316,7 @@ impl Operation for Messages {
                 chat: self.chat.request(),
                 body: &self.body,
                 headers: &self.headers,
+                untranslatable: self.untranslatable.as_ref(),
             };
             let routed = router.messages(&operation, prompt_tokens, trail).await?;
             Ok(routed.map_reply(|answer| match answer {

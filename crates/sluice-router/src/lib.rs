@@ -338,6 +338,17 @@ impl Router {
         self.serve(operation, prompt_tokens, trail).await
     }
 
+    /// Whether a deployment of `model` takes Messages API bodies as they are (an Anthropic upstream), so a
+    /// body only the pass-through can serve may be routed.
+    pub fn takes_messages(&self, model: &str) -> bool {
+        self.route(model).is_ok_and(|route| {
+            route
+                .deployments
+                .iter()
+                .any(|d| d.provider.adapter.messages_passthrough().is_some())
+        })
+    }
+
     /// Asks the first deployment of `model` whose upstream counts Messages tokens itself (Anthropic's
     /// `count_tokens`) to count the client's `body`, trying its keys in good standing in turn. `None` when
     /// no deployment can (the caller estimates instead) or every key failed; a vendor's refusal of the

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use sluice_api::{ChatCompletionRequest, EmbeddingRequest};
+use sluice_api::{ChatCompletionRequest, EmbeddingRequest, ErrorBody};
 use sluice_providers::{
     BoxFuture, ChatCall, ChatReply, EmbedCall, EmbedReply, MessagesBody, MessagesCall, MessagesReply, ProviderError,
     RateLimitSnapshot, ReplyBody, UpstreamKey,
@@ -171,6 +171,9 @@ pub struct MessagesOperation<'r> {
     pub body: &'r Bytes,
     /// The client's headers (the pass-through forwards `anthropic-version` and `anthropic-beta`).
     pub headers: &'r http::HeaderMap,
+    /// Why the body cannot be translated, when it asks for what only the pass-through can serve: a
+    /// deployment that does not take Messages bodies refuses it with a 400 carrying this error.
+    pub untranslatable: Option<&'r ErrorBody>,
 }
 
 /// A Messages call's answer: the vendor's own bytes, or a chat completion to translate back.
@@ -208,6 +211,12 @@ impl Operation for MessagesOperation<'_> {
     ) -> BoxFuture<'a, Result<MessagesAnswer, ProviderError>> {
         Box::pin(async move {
             let Some(passthrough) = deployment.provider.adapter.messages_passthrough() else {
+                if let Some(error) = self.untranslatable {
+                    return Err(ProviderError::Rejected {
+                        status: 400,
+                        error: error.clone(),
+                    });
+                }
                 let reply = ChatOperation { request: self.chat }.call(deployment, key).await?;
                 return Ok(MessagesAnswer::Chat(reply));
             };

@@ -42,13 +42,18 @@ pub(crate) async fn create(
         Ok(body) => body,
         Err(err) => return err.into_anthropic_response(),
     };
-    let chat = match messages::parse_request(&body).map(|chat| resolve(&state, chat)) {
-        Ok(chat) => chat,
-        Err(err) => return protocol_error(&err),
+    let (chat, untranslatable) = match read(&state, &body, false) {
+        Ok(read) => read,
+        Err(response) => return response,
     };
     let model = chat.model.clone();
     let caller = Caller::new(principal, client_request_id(&headers));
-    let operation = Messages::new(chat, body, headers);
+    let operation = Messages::new(
+        chat,
+        body,
+        headers,
+        untranslatable.as_ref().map(ProtocolError::to_openai),
+    );
     let mut response = match answer::answer(&state, &caller, &operation, Shape::Anthropic).await {
         Ok(answer) => respond(answer, model),
         Err(response) => response,
@@ -69,9 +74,9 @@ pub(crate) async fn count_tokens(
         Ok(body) => body,
         Err(err) => return err.into_anthropic_response(),
     };
-    let chat = match messages::parse_count_tokens(&body).map(|chat| resolve(&state, chat)) {
-        Ok(chat) => chat,
-        Err(err) => return protocol_error(&err),
+    let (chat, _) = match read(&state, &body, true) {
+        Ok(read) => read,
+        Err(response) => return response,
     };
     if let Some(tenant) = principal.tenant.as_ref()
         && !tenant.settings().allows_model(&chat.model)
@@ -89,6 +94,7 @@ pub(crate) async fn count_tokens(
     let (body, counted) = match state.router().count_tokens(&chat.model, &body, &headers).await {
         Some(Ok(count)) => (count.body, "vendor"),
         Some(Err(err)) => return ApiError::from_provider(&err, "anthropic").into_anthropic_response(),
+        // No upstream could count (none is Anthropic, or every key failed): Sluice's estimate.
         None => {
             let tokens = sluice_tokens::count_chat_offloaded(Arc::new(chat), encoding)
                 .await
@@ -101,6 +107,22 @@ pub(crate) async fn count_tokens(
         .headers_mut()
         .insert(X_SLUICE_TOKEN_COUNT.clone(), HeaderValue::from_static(counted));
     response
+}
+
+/// Reads a Messages body (`count_tokens`: a count's) into the chat request to count and admit by, with
+/// its model resolved, and why it cannot be translated when only an Anthropic upstream can serve it. A body
+/// no deployment of its model can serve is refused here, before any work.
+fn read(
+    state: &AppState,
+    body: &Bytes,
+    count_tokens: bool,
+) -> Result<(ChatCompletionRequest, Option<ProtocolError>), Response> {
+    let reading = messages::read_for_passthrough(body, count_tokens).map_err(|err| protocol_error(&err))?;
+    let chat = resolve(state, reading.chat);
+    match reading.untranslatable {
+        Some(err) if !state.router().takes_messages(&chat.model) => Err(protocol_error(&err)),
+        untranslatable => Ok((chat, untranslatable)),
+    }
 }
 
 /// The request with its model named as Sluice names it: an Anthropic id configured as an alias is

@@ -767,3 +767,147 @@ async fn the_anthropic_sdk_messages_api_through_every_vendor() {
     .await;
     the_ledger_equals_the_bills(&setup).await;
 }
+
+// === The pass-through, byte for byte ===
+
+/// What the raw upstream saw: each request's headers and body bytes.
+type Seen = Arc<std::sync::Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>>;
+
+/// An Anthropic answer written as no serialiser would write it (spacing, key order, escapes), so any
+/// re-serialisation on the way back shows.
+const MESSAGE: &str = "{\"id\":\"msg_raw\", \"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-raw\",\
+\"content\":[{\"type\":\"thinking\",\"thinking\":\"caf\\u00e9\",\"signature\":\"Zm9v+/ba==\"},\
+{\"text\":\"Hi \\ud83d\\ude00\",\"type\":\"text\"}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,\
+\"usage\":{\"input_tokens\":12,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":7}}";
+
+const STREAM: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_raw\",\
+\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-raw\",\"content\":[],\"stop_reason\":null,\
+\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n\
+event: ping\ndata: {\"type\": \"ping\"}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"Zm9v+/ba==\"}}\n\n\
+event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":7}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pass_through_sends_and_returns_bytes_untouched() {
+    let seen: Seen = Arc::default();
+    let record = Arc::clone(&seen);
+    let upstream = axum::Router::new().route(
+        "/v1/messages",
+        axum::routing::post(move |headers: http::HeaderMap, body: bytes::Bytes| {
+            let record = Arc::clone(&record);
+            async move {
+                let stream = body.windows(14).any(|w| w == b"\"stream\": true");
+                record.lock().unwrap().push((headers, body));
+                let (kind, answer) = if stream {
+                    ("text/event-stream", STREAM)
+                } else {
+                    ("application/json", MESSAGE)
+                };
+                ([(http::header::CONTENT_TYPE, kind)], answer)
+            }
+        }),
+    );
+    let upstream = common::serve(upstream, Duration::from_secs(1)).await;
+    let simulated = Vendor::start(WireFormat::OpenAi, None).await;
+    let config = format!(
+        "[auth]\nkeys = [\"{KEY}\"]\n\n{}{}{}{}",
+        provider("raw", "anthropic", &upstream.url(), "sk-ant-raw"),
+        model(
+            "claude",
+            "raw",
+            "claude-raw-vendor-id",
+            "aliases = [\"claude-opus-4-1\"]"
+        ),
+        provider(
+            "sim-openai",
+            "openai",
+            &format!("{}/v1", simulated.server.url()),
+            "sk-sim"
+        ),
+        model("gpt", "sim-openai", "gpt-sim", ""),
+    );
+    let gateway = common::GatewayServer::start(&config).await;
+
+    // A body with what only Anthropic serves (a server tool, a document, a field Sluice does not know),
+    // written with odd spacing and escapes.
+    let body = |model: &str, stream: bool| {
+        format!(
+            "{{ \"model\" : \"{model}\",\"max_tokens\":64, \"stream\": {stream},\n \"context_management\": {{\"edits\": []}},\
+             \"tools\":[{{\"type\":\"web_search_20250305\",\"name\":\"web_search\"}}],\
+             \"messages\":[{{\"role\":\"user\",\"content\":[{{\"type\":\"document\",\"source\":{{\"type\":\"text\",\
+             \"media_type\":\"text/plain\",\"data\":\"Rivers.\"}}}},{{\"type\":\"text\",\"text\":\"caf\\u00e9 1.50\",\
+             \"cache_control\":{{\"type\":\"ephemeral\"}}}}]}}] }}"
+        )
+    };
+    let send = |body: String| {
+        common::client()
+            .post(gateway.url("/v1/messages"))
+            .header("x-api-key", KEY)
+            .header("anthropic-version", "2023-06-01")
+            .header("anthropic-beta", "context-management-2025-06-27")
+            .header("anthropic-beta", "interleaved-thinking-2025-05-14")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    for stream in [false, true] {
+        let sent = body("claude-opus-4-1-20250805", stream);
+        let answer = send(sent.clone()).await.unwrap();
+        assert_eq!(answer.status(), 200, "stream {stream}");
+        let got = answer.text().await.unwrap();
+        assert_eq!(
+            got,
+            if stream { STREAM } else { MESSAGE },
+            "the vendor's bytes, untouched"
+        );
+
+        let (headers, received) = seen.lock().unwrap().last().cloned().unwrap();
+        // Only the model changed, and nothing else of the body.
+        let expected = sent.replacen("\"claude-opus-4-1-20250805\"", "\"claude-raw-vendor-id\"", 1);
+        assert_eq!(std::str::from_utf8(&received).unwrap(), expected);
+        assert_eq!(headers["anthropic-version"], "2023-06-01");
+        let betas: Vec<&str> = headers
+            .get_all("anthropic-beta")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            betas,
+            ["context-management-2025-06-27", "interleaved-thinking-2025-05-14"]
+        );
+        assert_eq!(
+            headers["x-api-key"], "sk-ant-raw",
+            "the gateway's upstream key, not the client's"
+        );
+        assert!(headers.get("authorization").is_none());
+    }
+    // The same body to a model no Anthropic upstream serves: refused before any vendor sees it, in
+    // Anthropic's shape, naming what cannot be served.
+    let answer = send(body("gpt", false)).await.unwrap();
+    assert_eq!(answer.status(), 400);
+    let error: Value = answer.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("context_management"),
+        "{error}"
+    );
+    assert_eq!(simulated.sim.stats().requests, 0);
+
+    // The ledger has the vendor's usage of both calls, read from the body and from the frames.
+    gateway.gateway.flush(Duration::from_secs(10)).await;
+    let mut usage = Vec::new();
+    let mut export = gateway.store().export(ExportFilter::default());
+    while let Some(rows) = export.next_page().await.unwrap() {
+        usage.extend(
+            rows.into_iter()
+                .map(|row| (row.usage.input, row.usage.output, row.status)),
+        );
+    }
+    assert_eq!(usage, [(12, 7, 200), (12, 7, 200)]);
+}

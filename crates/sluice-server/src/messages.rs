@@ -44,7 +44,7 @@ pub(crate) async fn create(
     };
     let (chat, untranslatable) = match read(&state, &body, false) {
         Ok(read) => read,
-        Err(response) => return response,
+        Err(err) => return protocol_error(&err),
     };
     let model = chat.model.clone();
     let caller = Caller::new(principal, client_request_id(&headers));
@@ -76,7 +76,7 @@ pub(crate) async fn count_tokens(
     };
     let (chat, _) = match read(&state, &body, true) {
         Ok(read) => read,
-        Err(response) => return response,
+        Err(err) => return protocol_error(&err),
     };
     if let Some(tenant) = principal.tenant.as_ref()
         && !tenant.settings().allows_model(&chat.model)
@@ -116,11 +116,11 @@ fn read(
     state: &AppState,
     body: &Bytes,
     count_tokens: bool,
-) -> Result<(ChatCompletionRequest, Option<ProtocolError>), Response> {
-    let reading = messages::read_for_passthrough(body, count_tokens).map_err(|err| protocol_error(&err))?;
+) -> Result<(ChatCompletionRequest, Option<ProtocolError>), ProtocolError> {
+    let reading = messages::read_for_passthrough(body, count_tokens)?;
     let chat = resolve(state, reading.chat);
     match reading.untranslatable {
-        Some(err) if !state.router().takes_messages(&chat.model) => Err(protocol_error(&err)),
+        Some(err) if !state.router().takes_messages(&chat.model) => Err(err),
         untranslatable => Ok((chat, untranslatable)),
     }
 }

@@ -453,8 +453,9 @@ fn json_response(status: StatusCode, body: Bytes) -> Response {
     response
 }
 
-/// Gives error answers without a JSON body OpenAI's error shape.
+/// Gives error answers without a JSON body OpenAI's error shape (Anthropic's for Messages API clients).
 async fn shape_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let anthropic = auth::speaks_anthropic(&request);
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -473,7 +474,11 @@ async fn shape_errors(State(state): State<AppState>, request: Request, next: Nex
         ApiError::from_status(status)
     };
     let (mut parts, _) = response.into_parts();
-    let shaped = error.into_response();
+    let shaped = if anthropic {
+        error.into_anthropic_response()
+    } else {
+        error.into_response()
+    };
     parts.headers.remove(header::CONTENT_LENGTH);
     parts
         .headers

@@ -485,7 +485,19 @@ async fn refusals_and_the_websocket(setup: &Setup) {
     let error: Value = answer.json().await.unwrap();
     assert_eq!(error["error"]["code"], "websocket_not_supported", "{error}");
 
-    // Messages errors are in Anthropic's shape: a bad key, an unknown model, a bad body.
+    // Messages errors are in Anthropic's shape: a wrong method, a bad key, an unknown model, a bad body.
+    let answer = common::client()
+        .get(setup.gateway.url("/v1/messages"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 405);
+    let error: Value = answer.json().await.unwrap();
+    assert_eq!(
+        (&error["type"], &error["error"]["type"]),
+        (&json!("error"), &json!("invalid_request_error"))
+    );
     let answer = common::client()
         .post(setup.gateway.url("/v1/messages"))
         .header("x-api-key", "sk-wrong")

@@ -75,6 +75,9 @@ pub struct Answer {
     /// The body is in the client's own protocol, passed through from the vendor
     /// ([`Operation::answered_natively`]), not in chat completions.
     pub native: bool,
+    /// The prompt's tokens as the gateway counted them before sending (the vendor's count arrives with
+    /// the usage, at a stream's end).
+    pub prompt_tokens: u64,
 }
 
 /// An answer's body.
@@ -280,6 +283,7 @@ impl Pipeline {
             attempts,
             dropped: reply.dropped,
             native: operation.answered_natively(),
+            prompt_tokens,
         })
     }
 

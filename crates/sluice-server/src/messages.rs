@@ -155,9 +155,10 @@ fn respond(answer: Answer, model: String) -> Response {
             }
         },
         (AnswerBody::Stream(events), true) => answer::event_stream(passthrough(events)),
-        (AnswerBody::Stream(events), false) => {
-            answer::event_stream(translate(events, MessagesStream::new(id, model, None)))
-        }
+        (AnswerBody::Stream(events), false) => answer::event_stream(translate(
+            events,
+            MessagesStream::new(id, model, Some(answer.prompt_tokens)),
+        )),
     };
     add_answer_headers(
         response.headers_mut(),

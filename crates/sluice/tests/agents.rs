@@ -671,6 +671,12 @@ async fn the_ledger_equals_the_bills(setup: &Setup) -> std::collections::HashMap
     while let Some(rows) = export.next_page().await.unwrap() {
         for row in rows {
             *tenants.entry(row.tenant.clone()).or_default() += 1;
+            // A cut stream is recorded as the 502 its client got, its usage as far as it went.
+            if row.provider.starts_with("cut-") {
+                *tenants.entry("(cut streams)".to_owned()).or_default() += 1;
+                assert_eq!(row.status, 502, "{row:?}");
+                assert!(row.usage.input > 0, "{row:?}");
+            }
             let sum = billed.entry(row.provider.clone()).or_default();
             *sum = sum.plus(&row.usage);
         }
@@ -703,6 +709,8 @@ async fn responses_and_messages_through_every_vendor() {
     let rows = the_ledger_equals_the_bills(&setup).await;
     // The tenant's two answered calls are its rows; its refusals cost nothing and are not rows.
     assert_eq!(rows.get(&tenant), Some(&2), "{rows:?}");
+    // Three vendors, two protocols.
+    assert_eq!(rows.get("(cut streams)"), Some(&6), "{rows:?}");
     // Only the forged signature tripped a vendor check.
     assert_eq!(setup.anthropic.sim.stats().invalid_requests, 1);
     assert_eq!(setup.openai.sim.stats().invalid_requests, 0);

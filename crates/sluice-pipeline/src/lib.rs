@@ -51,7 +51,7 @@ pub use crate::error::PipelineError;
 pub use crate::failures::{DEFAULT_FAILURE_CAPACITY, Failure, FailureLog, FailureStage};
 pub use crate::ledger::{DeploymentPrice, Ledger, PriceBook};
 pub use crate::meter::Metered;
-pub use crate::operation::{Chat, Embeddings, MAX_EMBEDDING_INPUTS, MAX_MESSAGES, Operation};
+pub use crate::operation::{Chat, Embeddings, MAX_EMBEDDING_INPUTS, MAX_MESSAGES, Messages, Operation};
 pub use crate::request_log::{REDACTED, RequestLogs};
 pub use crate::spans::TraceSink;
 pub use crate::tenancy::{TenantRefusal, TenantState};
@@ -85,6 +85,12 @@ pub struct Answer {
     pub attempts: u32,
     /// Client parameters dropped because the vendor cannot honour them.
     pub dropped: Vec<String>,
+    /// The body is in the client's own protocol, passed through from the vendor
+    /// ([`Operation::answered_natively`]), not in chat completions.
+    pub native: bool,
+    /// The prompt's tokens as the gateway counted them before sending (the vendor's count arrives with
+    /// the usage, at a stream's end).
+    pub prompt_tokens: u64,
 }
 
 /// An answer's body.
@@ -359,6 +365,8 @@ impl Pipeline {
             provider,
             attempts,
             dropped: reply.dropped,
+            native: operation.answered_natively(),
+            prompt_tokens,
         })
     }
 

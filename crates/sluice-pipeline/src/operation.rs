@@ -2,12 +2,15 @@
 //! runs and the inbound protocols translated to chat included) and embeddings.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use sluice_api::{ChatCompletionRequest, EmbeddingRequest};
-use sluice_providers::{BoxFuture, ChatReply, ReplyBody};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use sluice_api::{ChatCompletionRequest, EmbeddingRequest, ErrorBody};
+use sluice_providers::{BoxFuture, ChatReply, MessagesBody, MessagesReply, ReplyBody, StreamEvent};
 use sluice_router::{
-    Attempt, ChatOperation, Completion, EmbedOperation, ModelRoute, Operation as RouteOperation, RouteError, Routed,
-    Router,
+    Attempt, ChatOperation, Completion, EmbedOperation, MessagesAnswer, MessagesOperation, ModelRoute,
+    Operation as RouteOperation, RouteError, Routed, Router,
 };
 use sluice_tokens::Encoding;
 
@@ -54,6 +57,12 @@ pub trait Operation: Send + Sync {
         prompt_tokens: u64,
         trail: &'a mut Vec<Attempt>,
     ) -> BoxFuture<'a, Result<Routed<ChatReply>, RouteError>>;
+
+    /// Whether the answer `route` brought back is in the client's own protocol, passed through from a
+    /// vendor that speaks it (bodies and stream frames byte for byte), rather than in chat completions.
+    fn answered_natively(&self) -> bool {
+        false
+    }
 }
 
 // === impl Chat ===
@@ -249,5 +258,116 @@ impl Operation for Embeddings {
                 dropped: Vec::new(),
             }))
         })
+    }
+}
+
+// === impl Messages ===
+
+/// An Anthropic Messages API call. Admitted, counted and reserved as the chat request it translates to;
+/// routed to a deployment that takes Messages bodies as they are (the client's body goes byte for byte,
+/// and its answer comes back so) or, for the others, as that chat request.
+#[derive(Debug)]
+pub struct Messages {
+    chat: Chat,
+    body: Bytes,
+    headers: http::HeaderMap,
+    untranslatable: Option<ErrorBody>,
+    native: AtomicBool,
+}
+
+impl Messages {
+    /// The operation for the client's `body` as received, its `headers`, and `chat`, the body translated
+    /// to chat completions (or read roughly, to count by) with the model set to the Sluice model it names.
+    /// `untranslatable` says why the body cannot be translated, when only the pass-through can serve it:
+    /// other deployments refuse it with that error.
+    pub fn new(
+        chat: ChatCompletionRequest,
+        body: Bytes,
+        headers: http::HeaderMap,
+        untranslatable: Option<ErrorBody>,
+    ) -> Self {
+        Self {
+            chat: Chat::new(chat),
+            body,
+            headers,
+            untranslatable,
+            native: AtomicBool::new(false),
+        }
+    }
+
+    /// The request, translated to chat completions.
+    pub fn chat(&self) -> &ChatCompletionRequest {
+        self.chat.request()
+    }
+}
+
+impl Operation for Messages {
+    fn model(&self) -> &str {
+        self.chat.model()
+    }
+
+    fn validate(&self) -> Result<(), PipelineError> {
+        self.chat.validate()
+    }
+
+    fn count(&self, encoding: Encoding) -> BoxFuture<'_, u64> {
+        self.chat.count(encoding)
+    }
+
+    fn completion(&self) -> Completion {
+        self.chat.completion()
+    }
+
+    fn route<'a>(
+        &'a self,
+        router: &'a Router,
+        prompt_tokens: u64,
+        trail: &'a mut Vec<Attempt>,
+    ) -> BoxFuture<'a, Result<Routed<ChatReply>, RouteError>> {
+        Box::pin(async move {
+            let operation = MessagesOperation {
+                chat: self.chat.request(),
+                body: &self.body,
+                headers: &self.headers,
+                untranslatable: self.untranslatable.as_ref(),
+            };
+            let routed = router.messages(&operation, prompt_tokens, trail).await?;
+            Ok(routed.map_reply(|answer| match answer {
+                MessagesAnswer::Chat(reply) => {
+                    self.native.store(false, Ordering::Release);
+                    reply
+                }
+                MessagesAnswer::Native(reply) => {
+                    self.native.store(true, Ordering::Release);
+                    native_reply(reply)
+                }
+            }))
+        })
+    }
+
+    fn answered_natively(&self) -> bool {
+        self.native.load(Ordering::Acquire)
+    }
+}
+
+/// A passed-through answer in the shape the pipeline settles and meters: the vendor's body, or each frame
+/// as one event whose data is the frame's bytes (`event:` line and blank line included) and whose usage is
+/// what the frame reported.
+fn native_reply(reply: MessagesReply) -> ChatReply {
+    let body = match reply.body {
+        MessagesBody::Complete { body, usage } => ReplyBody::Complete { body, usage },
+        MessagesBody::Stream(frames) => ReplyBody::Stream(Box::pin(frames.map(|frame| {
+            frame.map(|frame| StreamEvent {
+                data: frame.bytes,
+                usage: frame.usage,
+                usage_only: false,
+                estimated: false,
+            })
+        }))),
+    };
+    ChatReply {
+        body,
+        limits: reply.limits,
+        dropped: Vec::new(),
     }
 }

@@ -32,16 +32,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::Serialize;
 use sluice_api::{ChatCompletionRequest, EmbeddingRequest, TokenUsage};
 pub use sluice_budget::BudgetView;
 use sluice_budget::{Backoff, Reservation};
-use sluice_providers::{ChatReply, EmbedReply, ProviderError};
+use sluice_providers::{ChatReply, EmbedReply, MessagesCall, ProviderError, TokenCount};
 use tokio::time::Instant;
 
 use crate::breaker::BreakerView;
 pub use crate::estimate::CompletionEstimate;
-pub use crate::operation::{ChatOperation, Completion, EmbedOperation, Operation};
+pub use crate::operation::{ChatOperation, Completion, EmbedOperation, MessagesAnswer, MessagesOperation, Operation};
 pub use crate::pool::{Deployment, DeploymentSpec, ModelRoute, ProviderPool};
 
 /// Why the router could not serve a request.
@@ -321,6 +322,70 @@ impl Router {
         trail: &mut Vec<Attempt>,
     ) -> Result<Routed, RouteError> {
         self.serve(&ChatOperation { request }, prompt_tokens, trail).await
+    }
+
+    /// Serves a Messages API call whose prompt counts `prompt_tokens`; see [`Router::serve`] and
+    /// [`MessagesOperation`].
+    pub async fn messages(
+        &self,
+        operation: &MessagesOperation<'_>,
+        prompt_tokens: u64,
+        trail: &mut Vec<Attempt>,
+    ) -> Result<Routed<MessagesAnswer>, RouteError> {
+        self.serve(operation, prompt_tokens, trail).await
+    }
+
+    /// Whether a deployment of `model` takes Messages API bodies as they are (an Anthropic upstream), so a
+    /// body only the pass-through can serve may be routed.
+    pub fn takes_messages(&self, model: &str) -> bool {
+        self.route(model).is_ok_and(|route| {
+            route
+                .deployments
+                .iter()
+                .any(|d| d.provider.adapter.messages_passthrough().is_some())
+        })
+    }
+
+    /// Asks the first deployment of `model` whose upstream counts Messages tokens itself (Anthropic's
+    /// `count_tokens`) to count the client's `body`, trying its keys in good standing in turn. `None` when
+    /// no deployment can (the caller estimates instead) or every key failed; a vendor's refusal of the
+    /// request as invalid comes back as `Some(Err)`. A count generates nothing and vendors meter it apart
+    /// from messages, so it takes no budget.
+    pub async fn count_tokens(
+        &self,
+        model: &str,
+        body: &Bytes,
+        headers: &http::HeaderMap,
+    ) -> Option<Result<TokenCount, ProviderError>> {
+        let route = self.route(model).ok()?;
+        let now = Instant::now();
+        for deployment in &route.deployments {
+            let Some(passthrough) = deployment.provider.adapter.messages_passthrough() else {
+                continue;
+            };
+            for index in deployment.provider.key_order() {
+                if deployment.provider.is_out(index, now).is_some() {
+                    continue;
+                }
+                let call = MessagesCall {
+                    body,
+                    model: &deployment.model,
+                    key: &deployment.provider.keys[index],
+                    client_headers: headers,
+                };
+                match passthrough.count_tokens(call).await {
+                    Ok(count) => return Some(Ok(count)),
+                    Err(err @ ProviderError::Rejected { .. }) => return Some(Err(err)),
+                    Err(err) => tracing::warn!(
+                        provider = %deployment.provider.name,
+                        key = deployment.provider.keys[index].id(),
+                        error = %err,
+                        "count_tokens failed; trying the next key"
+                    ),
+                }
+            }
+        }
+        None
     }
 
     /// Serves an embeddings `request` whose input counts `input_tokens`; see [`Router::serve`].

@@ -1,9 +1,11 @@
 //! What the routing loop needs to know of one kind of upstream call, and the kinds there are.
 
+use bytes::Bytes;
 use futures_util::StreamExt;
-use sluice_api::{ChatCompletionRequest, EmbeddingRequest};
+use sluice_api::{ChatCompletionRequest, EmbeddingRequest, ErrorBody};
 use sluice_providers::{
-    BoxFuture, ChatCall, ChatReply, EmbedCall, EmbedReply, ProviderError, RateLimitSnapshot, ReplyBody, UpstreamKey,
+    BoxFuture, ChatCall, ChatReply, EmbedCall, EmbedReply, MessagesBody, MessagesCall, MessagesReply, ProviderError,
+    RateLimitSnapshot, ReplyBody, UpstreamKey,
 };
 
 use crate::pool::Deployment;
@@ -153,5 +155,109 @@ async fn first_chunk_arrived(reply: ChatReply) -> Result<ChatReply, ProviderErro
         body: ReplyBody::Stream(Box::pin(events)),
         limits,
         dropped,
+    })
+}
+
+/// A Messages API call (`POST /v1/messages`): passed through byte for byte to a deployment whose adapter
+/// takes Messages bodies as they are (Anthropic's), translated to chat completions for the others. Which
+/// one is the adapter's to say ([`sluice_providers::ChatProvider::messages_passthrough`]); the router only
+/// hands the body over, it reads none of it.
+#[derive(Debug, Clone, Copy)]
+pub struct MessagesOperation<'r> {
+    /// The request translated to chat completions, for deployments that do not take Messages bodies, and
+    /// for what the loop needs to know (model, completion cap).
+    pub chat: &'r ChatCompletionRequest,
+    /// The client's body, exactly as received, for the pass-through.
+    pub body: &'r Bytes,
+    /// The client's headers (the pass-through forwards `anthropic-version` and `anthropic-beta`).
+    pub headers: &'r http::HeaderMap,
+    /// Why the body cannot be translated, when it asks for what only the pass-through can serve: a
+    /// deployment that does not take Messages bodies refuses it with a 400 carrying this error.
+    pub untranslatable: Option<&'r ErrorBody>,
+}
+
+/// A Messages call's answer: the vendor's own bytes, or a chat completion to translate back.
+pub enum MessagesAnswer {
+    /// Passed through: the vendor's Messages body or frames, byte for byte.
+    Native(MessagesReply),
+    /// Translated: a chat completion, or its chunks.
+    Chat(ChatReply),
+}
+
+impl std::fmt::Debug for MessagesAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MessagesAnswer::Native(reply) => f.debug_tuple("Native").field(reply).finish(),
+            MessagesAnswer::Chat(reply) => f.debug_tuple("Chat").field(&reply.body).finish(),
+        }
+    }
+}
+
+impl Operation for MessagesOperation<'_> {
+    type Reply = MessagesAnswer;
+
+    fn model(&self) -> &str {
+        &self.chat.model
+    }
+
+    fn completion(&self) -> Completion {
+        ChatOperation { request: self.chat }.completion()
+    }
+
+    fn call<'a>(
+        &'a self,
+        deployment: &'a Deployment,
+        key: &'a UpstreamKey,
+    ) -> BoxFuture<'a, Result<MessagesAnswer, ProviderError>> {
+        Box::pin(async move {
+            let Some(passthrough) = deployment.provider.adapter.messages_passthrough() else {
+                if let Some(error) = self.untranslatable {
+                    return Err(ProviderError::Rejected {
+                        status: 400,
+                        error: error.clone(),
+                    });
+                }
+                let reply = ChatOperation { request: self.chat }.call(deployment, key).await?;
+                return Ok(MessagesAnswer::Chat(reply));
+            };
+            let call = MessagesCall {
+                body: self.body,
+                model: &deployment.model,
+                key,
+                client_headers: self.headers,
+            };
+            let reply = passthrough.messages(call).await?;
+            Ok(MessagesAnswer::Native(first_frame_arrived(reply).await?))
+        })
+    }
+
+    fn limits(reply: &MessagesAnswer) -> &RateLimitSnapshot {
+        match reply {
+            MessagesAnswer::Native(reply) => &reply.limits,
+            MessagesAnswer::Chat(reply) => &reply.limits,
+        }
+    }
+}
+
+/// Waits for a passed-through stream's first frame, as [`first_chunk_arrived`] does for chat streams.
+async fn first_frame_arrived(reply: MessagesReply) -> Result<MessagesReply, ProviderError> {
+    let MessagesReply { body, limits } = reply;
+    let mut frames = match body {
+        MessagesBody::Stream(frames) => frames,
+        complete => return Ok(MessagesReply { body: complete, limits }),
+    };
+    let first = match frames.next().await {
+        Some(Err(err)) => return Err(err),
+        Some(Ok(first)) => first,
+        None => {
+            return Err(ProviderError::Truncated {
+                detail: "the stream ended before its first frame".to_owned(),
+            });
+        }
+    };
+    let frames = futures_util::stream::once(std::future::ready(Ok(first))).chain(frames);
+    Ok(MessagesReply {
+        body: MessagesBody::Stream(Box::pin(frames)),
+        limits,
     })
 }

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use sluice_api::ErrorBody;
 use sluice_pipeline::{Answer, AnswerBody, Caller, Metered, Operation, PipelineError, TenantState};
+use sluice_protocols::FailureKind;
 use sluice_providers::ProviderError;
 use sluice_router::RouteError;
 
@@ -26,6 +27,15 @@ pub(crate) fn client_request_id(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-request-id").and_then(|v| v.to_str().ok())
 }
 
+/// The error shape of the protocol a client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// `{"error": {"message", "type", "param", "code"}}`: chat completions, the Responses API.
+    OpenAi,
+    /// `{"type": "error", "error": {"type", "message"}}`: the Messages API.
+    Anthropic,
+}
+
 /// Runs `operation` for `caller` and answers in OpenAI's format; a stream drops the usage-only chunk
 /// unless `forward_usage`.
 pub(crate) async fn run<O: Operation>(
@@ -34,17 +44,27 @@ pub(crate) async fn run<O: Operation>(
     operation: &O,
     forward_usage: bool,
 ) -> Response {
-    let tenant = caller.principal.tenant.as_ref();
-    let mut response = match state.pipeline().run(caller, operation).await {
+    let mut response = match answer(state, caller, operation, Shape::OpenAi).await {
         Ok(answer) => respond(answer, forward_usage),
-        Err(refused) => {
-            let (status, response) = refusal_response(&refused.error);
-            drop(refused.record(status.as_u16()));
-            response
-        }
+        Err(response) => response,
     };
-    add_tenant_headers(response.headers_mut(), tenant);
+    add_tenant_headers(response.headers_mut(), caller.principal.tenant.as_ref());
     response
+}
+
+/// Runs `operation` for `caller` through the pipeline. A refusal comes back as the error answer in
+/// `shape`, already recorded with its status (the caller adds the tenant's headers).
+pub(crate) async fn answer<O: Operation>(
+    state: &AppState,
+    caller: &Caller,
+    operation: &O,
+    shape: Shape,
+) -> Result<Answer, Response> {
+    state.pipeline().run(caller, operation).await.map_err(|refused| {
+        let (status, response) = refusal_response(&refused.error, shape);
+        drop(refused.record(status.as_u16()));
+        response
+    })
 }
 
 fn respond(answer: Answer, forward_usage: bool) -> Response {
@@ -53,28 +73,37 @@ fn respond(answer: Answer, forward_usage: bool) -> Response {
         provider,
         attempts,
         dropped,
+        ..
     } = answer;
     let mut response = match body {
-        AnswerBody::Complete { body, .. } => {
-            let mut response = (StatusCode::OK, body).into_response();
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
-        }
+        AnswerBody::Complete { body, .. } => json_body(body),
         AnswerBody::Stream(events) => sse_response(events, forward_usage),
     };
-    add_route_headers(response.headers_mut(), &provider, attempts);
-    if !dropped.is_empty()
-        && let Ok(value) = HeaderValue::from_str(&dropped.join(", "))
-    {
-        response.headers_mut().insert(X_SLUICE_DROPPED_PARAMS.clone(), value);
-    }
+    add_answer_headers(response.headers_mut(), &provider, attempts, &dropped);
     response
 }
 
+/// A 200 with a JSON body.
+pub(crate) fn json_body(body: Bytes) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The gateway's headers on a served answer: who answered, after how many calls, what was dropped.
+pub(crate) fn add_answer_headers(headers: &mut HeaderMap, provider: &str, attempts: u32, dropped: &[String]) {
+    add_route_headers(headers, provider, attempts);
+    if !dropped.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&dropped.join(", "))
+    {
+        headers.insert(X_SLUICE_DROPPED_PARAMS.clone(), value);
+    }
+}
+
 /// A refusal as an answer, with the attempts made when there were some (they explain a slow error).
-fn refusal_response(error: &PipelineError) -> (StatusCode, Response) {
+fn refusal_response(error: &PipelineError, shape: Shape) -> (StatusCode, Response) {
     let tried = match error {
         PipelineError::Route(err) => match err.as_ref() {
             RouteError::Upstream { provider, attempts, .. } => Some((Arc::clone(provider), *attempts)),
@@ -85,7 +114,10 @@ fn refusal_response(error: &PipelineError) -> (StatusCode, Response) {
     };
     let error = ApiError::from_pipeline(error);
     let status = error.status;
-    let mut response = error.into_response();
+    let mut response = match shape {
+        Shape::OpenAi => error.into_response(),
+        Shape::Anthropic => error.into_anthropic_response(),
+    };
     if let Some((provider, attempts)) = tried {
         add_route_headers(response.headers_mut(), &provider, attempts);
     }
@@ -100,7 +132,7 @@ fn add_route_headers(headers: &mut HeaderMap, provider: &str, attempts: u32) {
 }
 
 /// The tenant's `x-ratelimit-*` headers, in OpenAI's format, when the tenant has rate limits.
-fn add_tenant_headers(headers: &mut HeaderMap, tenant: Option<&Arc<TenantState>>) {
+pub(crate) fn add_tenant_headers(headers: &mut HeaderMap, tenant: Option<&Arc<TenantState>>) {
     let Some(view) = tenant.and_then(|t| t.rate_view()) else {
         return;
     };
@@ -171,9 +203,7 @@ fn sse_response(events: Box<Metered>, forward_usage: bool) -> Response {
                         return Some((Ok::<Bytes, Infallible>(data_frame(&event.data)), Some(events)));
                     }
                     Some(Err(err)) => {
-                        span.in_scope(|| {
-                            tracing::warn!(error = %err, kind = err.kind(), "upstream stream broke after the first byte");
-                        });
+                        log_broken(&span, &err);
                         return Some((Ok(error_frame(&err)), None));
                     }
                     None => return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None)),
@@ -181,6 +211,14 @@ fn sse_response(events: Box<Metered>, forward_usage: bool) -> Response {
             }
         }
     });
+    event_stream(frames)
+}
+
+/// A 200 event stream of `frames`, with the headers every stream gets.
+pub(crate) fn event_stream<S>(frames: S) -> Response
+where
+    S: futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+{
     let mut response = Response::new(Body::from_stream(frames));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -193,6 +231,16 @@ fn sse_response(events: Box<Metered>, forward_usage: bool) -> Response {
     response
 }
 
+/// What broke a stream, for the inbound protocols' error events: the kind and a message safe to show.
+pub(crate) fn stream_failure(err: &ProviderError) -> (FailureKind, String) {
+    let kind = match err {
+        ProviderError::RateLimited { .. } | ProviderError::QuotaExhausted { .. } => FailureKind::RateLimited,
+        ProviderError::Overloaded { .. } => FailureKind::Overloaded,
+        _ => FailureKind::Upstream,
+    };
+    (kind, failure_message(err).1)
+}
+
 fn data_frame(data: &[u8]) -> Bytes {
     let mut frame = BytesMut::with_capacity(data.len() + 8);
     frame.put_slice(b"data: ");
@@ -203,7 +251,14 @@ fn data_frame(data: &[u8]) -> Bytes {
 
 /// The error event that ends a broken stream, in the shape OpenAI's SDKs raise as an API error.
 fn error_frame(err: &ProviderError) -> Bytes {
-    let (code, message) = match err {
+    let (code, message) = failure_message(err);
+    let body = ErrorBody::new("server_error", message, None, Some(code.to_owned()));
+    data_frame(&body.to_bytes())
+}
+
+/// The code and message telling a client why its stream broke.
+fn failure_message(err: &ProviderError) -> (&'static str, String) {
+    match err {
         ProviderError::Timeout { after, .. } => (
             "upstream_timeout",
             format!(
@@ -219,7 +274,12 @@ fn error_frame(err: &ProviderError) -> Bytes {
             "upstream_error",
             "The upstream connection broke; the answer is incomplete.".to_owned(),
         ),
-    };
-    let body = ErrorBody::new("server_error", message, None, Some(code.to_owned()));
-    data_frame(&body.to_bytes())
+    }
+}
+
+/// Logs a stream that broke after its first byte, inside the request's span.
+pub(crate) fn log_broken(span: &tracing::Span, err: &ProviderError) {
+    span.in_scope(|| {
+        tracing::warn!(error = %err, kind = err.kind(), "upstream stream broke after the first byte");
+    });
 }

@@ -40,10 +40,36 @@ fn bearer(request: &Request) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Middleware: rejects requests without a known bearer token and records the caller as an extension.
+/// The key an Anthropic client sends: `x-api-key` (the SDKs' `api_key`); Claude Code with
+/// `ANTHROPIC_AUTH_TOKEN` sends `Authorization: Bearer` instead.
+fn x_api_key(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether the caller speaks Anthropic's Messages API (its routes, or `anthropic-version` sent, as the
+/// Anthropic SDKs do on every call), so its errors take Anthropic's shape.
+pub(crate) fn speaks_anthropic(request: &Request) -> bool {
+    request.uri().path().starts_with("/v1/messages") || request.headers().contains_key("anthropic-version")
+}
+
+/// Middleware: rejects requests without a known key (`Authorization: Bearer`, or `x-api-key` as Anthropic
+/// clients send it) and records the caller as an extension.
 pub(crate) async fn require_key(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let Some(token) = bearer(&request) else {
-        return ApiError::missing_key().into_response();
+    let anthropic = speaks_anthropic(&request);
+    let refuse = |error: ApiError| {
+        if anthropic {
+            error.into_anthropic_response()
+        } else {
+            error.into_response()
+        }
+    };
+    let Some(token) = bearer(&request).or_else(|| x_api_key(&request)) else {
+        return refuse(ApiError::missing_key());
     };
     match state.auth().authenticate(token) {
         Some(principal) => {
@@ -51,6 +77,6 @@ pub(crate) async fn require_key(State(state): State<AppState>, mut request: Requ
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
-        None => ApiError::invalid_key().into_response(),
+        None => refuse(ApiError::invalid_key()),
     }
 }

@@ -413,6 +413,32 @@ pub(crate) fn retry_after_secs(after: Duration) -> u64 {
     after.as_secs() + u64::from(after.subsec_nanos() > 0)
 }
 
+impl ApiError {
+    /// The same error in Anthropic's shape, `{"type": "error", "error": {"type", "message"}}`, for the
+    /// Messages API: the status, message and `retry-after` kept, the type the one Anthropic uses for the
+    /// status.
+    pub fn into_anthropic_response(self) -> Response {
+        let body = sluice_protocols::messages::error_body(self.status.as_u16(), &self.body.error.message);
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(after) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(after).max(1)));
+        }
+        response
+    }
+
+    /// A request the inbound protocol's translation refused (a 400 naming the field), or an answer it could
+    /// not translate back (a 502), in OpenAI's shape.
+    pub fn from_protocol(err: &sluice_protocols::ProtocolError) -> Self {
+        Self {
+            status: StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            body: err.to_openai(),
+            retry_after: None,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, self.body.to_bytes()).into_response();

@@ -22,6 +22,22 @@ impl<S: BodyLimit + Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let RawBody(bytes) = RawBody::from_request(request, state).await?;
+        sluice_api::parse_json(&bytes)
+            .map(ApiJson)
+            .map_err(|e| ApiError::from_parse(&e))
+    }
+}
+
+/// A request body as received, not empty, within the body limit: for the inbound protocols, which parse
+/// it themselves (and the Messages pass-through, which sends it on byte for byte).
+#[derive(Debug)]
+pub struct RawBody(pub Bytes);
+
+impl<S: BodyLimit + Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| match rejection {
@@ -38,8 +54,6 @@ impl<S: BodyLimit + Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson
                 None,
             ));
         }
-        sluice_api::parse_json(&bytes)
-            .map(ApiJson)
-            .map_err(|e| ApiError::from_parse(&e))
+        Ok(RawBody(bytes))
     }
 }

@@ -17,6 +17,7 @@ use sluice_api::ModelList;
 use sluice_budget::BudgetBackend;
 use sluice_pipeline::{Authenticator, Directory, Pipeline, Principal};
 use sluice_prompts::PromptWatcher;
+use sluice_protocols::messages::ModelAliases;
 use sluice_router::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -34,10 +35,13 @@ mod embeddings;
 pub mod error;
 pub mod extract;
 mod failures;
+mod messages;
 mod prompts;
 mod request_logs;
+mod responses;
 pub mod serve;
 pub mod throttle;
+mod translate;
 
 pub use error::ApiError;
 pub use serve::{PeerAddr, ServeSettings, ServeStats, serve, serve_with, shutdown_signal};
@@ -59,6 +63,7 @@ pub struct AppState {
     inner: Arc<StateInner>,
 }
 
+#[derive(Clone)]
 struct StateInner {
     pipeline: Arc<Pipeline>,
     auth: Arc<dyn Authenticator>,
@@ -67,6 +72,9 @@ struct StateInner {
     prompts: Option<Arc<PromptWatcher>>,
     tenancy: Option<Tenancy>,
     budgets: Arc<dyn BudgetBackend>,
+    aliases: Arc<ModelAliases>,
+    /// When the configuration was loaded (Unix seconds), as model lists report it.
+    created: u64,
 }
 
 /// What tenant features need: the store and the key and tenant directory.
@@ -106,8 +114,17 @@ impl AppState {
                 prompts,
                 tenancy,
                 budgets,
+                aliases: Arc::new(ModelAliases::default()),
+                created,
             }),
         }
+    }
+
+    /// The same state with the Anthropic model ids the Messages API maps to configured models.
+    pub fn with_model_aliases(self, aliases: ModelAliases) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.aliases = Arc::new(aliases);
+        Self { inner: Arc::new(inner) }
     }
 }
 
@@ -136,6 +153,10 @@ impl AppState {
 
     pub(crate) fn tenancy(&self) -> Option<&Tenancy> {
         self.inner.tenancy.as_ref()
+    }
+
+    pub(crate) fn aliases(&self) -> &ModelAliases {
+        &self.inner.aliases
     }
 
     pub(crate) fn ledger(&self) -> Option<&Arc<sluice_pipeline::Ledger>> {
@@ -170,6 +191,9 @@ pub fn build_router(state: AppState) -> AxumRouter {
     let api = AxumRouter::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/responses", post(responses::create).get(responses::websocket))
+        .route("/v1/messages", post(messages::create))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route("/v1/models", get(list_models))
         .route("/v1/prompts", get(prompts::list))
         .route("/v1/prompts/{name}", get(prompts::describe).post(prompts::run))
@@ -270,19 +294,33 @@ async fn open_trace(State(state): State<AppState>, request: Request, next: Next)
     sluice_trace::scope(trace, next.run(request)).await
 }
 
+/// `GET /v1/models`: OpenAI's list, or Anthropic's when the request carries `anthropic-version` (the
+/// Anthropic SDKs and Claude Code send it); only the models the caller's tenant may use.
 async fn list_models(
     State(state): State<AppState>,
     axum::Extension(principal): axum::Extension<Principal>,
+    headers: http::HeaderMap,
 ) -> Response {
+    let pipeline = state.pipeline();
+    // A tenant sees the models it may call; configured keys see every model.
+    let callable = |m: &str| {
+        principal.tenant.as_ref().is_none_or(|tenant| {
+            let service = sluice_pipeline::Service::model(m);
+            tenant.permission(&service, pipeline.model_access(m)) == sluice_pipeline::Permission::Call
+        })
+    };
+    if headers.contains_key("anthropic-version") {
+        let names = state.router().model_names().filter(|m| callable(m));
+        return json_response(
+            StatusCode::OK,
+            sluice_protocols::messages::model_list(names, state.inner.created),
+        );
+    }
     match principal.tenant.as_ref() {
         // Configured keys see every model: the list serialised once at start.
         None => json_response(StatusCode::OK, state.inner.models_body.clone()),
-        Some(tenant) => {
-            let pipeline = state.pipeline();
-            let names = state.router().model_names().filter(|m| {
-                let service = sluice_pipeline::Service::model(m);
-                tenant.permission(&service, pipeline.model_access(m)) == sluice_pipeline::Permission::Call
-            });
+        Some(_) => {
+            let names = state.router().model_names().filter(|m| callable(m));
             let list = ModelList::from_names(names, 0);
             axum::Json(list).into_response()
         }
@@ -487,8 +525,9 @@ fn json_response(status: StatusCode, body: Bytes) -> Response {
     response
 }
 
-/// Gives error answers without a JSON body OpenAI's error shape.
+/// Gives error answers without a JSON body OpenAI's error shape (Anthropic's for Messages API clients).
 async fn shape_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let anthropic = auth::speaks_anthropic(&request);
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -507,7 +546,11 @@ async fn shape_errors(State(state): State<AppState>, request: Request, next: Nex
         ApiError::from_status(status)
     };
     let (mut parts, _) = response.into_parts();
-    let shaped = error.into_response();
+    let shaped = if anthropic {
+        error.into_anthropic_response()
+    } else {
+        error.into_response()
+    };
     parts.headers.remove(header::CONTENT_LENGTH);
     parts
         .headers

@@ -44,14 +44,17 @@ use crate::{add_headers, before_answer, header_str, json_response, paced_sse, ss
 
 mod validate;
 
-pub use validate::validate;
+pub use validate::{thinking_signature, validate};
 
-/// The `anthropic-version` values Anthropic publishes.
-const VERSIONS: [&str; 2] = ["2023-06-01", "2023-01-01"];
+/// The `anthropic-version` values Anthropic publishes (`2026-10-21` is the one the Anthropic SDK of
+/// `tests/sdk/requirements.txt` sends).
+const VERSIONS: [&str; 3] = ["2023-06-01", "2023-01-01", "2026-10-21"];
 
 /// The routes of Anthropic's face.
 pub(crate) fn routes() -> Router<Arc<Simulator>> {
-    Router::new().route("/v1/messages", post(messages))
+    Router::new()
+        .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
 }
 
 // === Errors ===
@@ -78,44 +81,96 @@ fn invalid(sim: &Simulator, message: &str) -> Response {
 
 // === The handler ===
 
-async fn messages(
-    State(sim): State<Arc<Simulator>>,
-    headers: HeaderMap,
+/// The checks every call makes before reading its body: the key, `anthropic-version`, a JSON body. The key
+/// and the body, or the refusal.
+fn checked_call<'h>(
+    sim: &Simulator,
+    headers: &'h HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let Some(key) = header_str(&headers, "x-api-key").filter(|k| !k.is_empty()) else {
-        return error(
+) -> Result<(&'h str, Value), Box<Response>> {
+    let Some(key) = header_str(headers, "x-api-key").filter(|k| !k.is_empty()) else {
+        return Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "authentication_error",
             "x-api-key header is required",
-        );
+        )));
     };
-    match header_str(&headers, "anthropic-version") {
-        None => return invalid(&sim, "anthropic-version: header is required"),
+    match header_str(headers, "anthropic-version") {
+        None => return Err(Box::new(invalid(sim, "anthropic-version: header is required"))),
         Some(version) if !VERSIONS.contains(&version) => {
-            return invalid(&sim, &format!("anthropic-version: invalid version `{version}`"));
+            return Err(Box::new(invalid(
+                sim,
+                &format!("anthropic-version: invalid version `{version}`"),
+            )));
         }
         Some(_) => {}
     }
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(
+            return Err(Box::new(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request_too_large",
                 "Request exceeds the maximum allowed number of bytes.",
-            );
+            )));
         }
-        Err(rejection) => return invalid(&sim, &rejection.body_text()),
+        Err(rejection) => return Err(Box::new(invalid(sim, &rejection.body_text()))),
     };
-    let value: Value = match serde_json::from_slice(&body) {
-        Ok(value) => value,
-        Err(e) => {
-            return invalid(
-                &sim,
-                &format!("There was an issue with the JSON body of your request: {e}"),
-            );
-        }
+    serde_json::from_slice(&body).map(|value| (key, value)).map_err(|e| {
+        Box::new(invalid(
+            sim,
+            &format!("There was an issue with the JSON body of your request: {e}"),
+        ))
+    })
+}
+
+/// `POST /v1/messages/count_tokens`: the prompt's size as the simulator counts it (what a message call
+/// with the same body would bill as input). It takes the request of a message call without `max_tokens`
+/// and `stream`, checked the same way; it is free and outside the rate limits, as Anthropic's is.
+async fn count_tokens(
+    State(sim): State<Arc<Simulator>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let mut value = match checked_call(&sim, &headers, body) {
+        Ok((_, value)) => value,
+        Err(response) => return *response,
+    };
+    let Some(object) = value.as_object_mut() else {
+        return invalid(
+            &sim,
+            "Input should be a valid dictionary or object to extract fields from",
+        );
+    };
+    if let Some(extra) = [
+        "max_tokens",
+        "stream",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "metadata",
+    ]
+    .into_iter()
+    .find(|k| object.contains_key(*k))
+    {
+        return invalid(&sim, &format!("{extra}: Extra inputs are not permitted"));
+    }
+    object.insert("max_tokens".to_owned(), json!(u32::MAX));
+    match validate(&value) {
+        Ok((request, _)) => json_response(StatusCode::OK, &json!({"input_tokens": request.prompt_tokens()})),
+        Err(message) => invalid(&sim, &message),
+    }
+}
+
+async fn messages(
+    State(sim): State<Arc<Simulator>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (key, value) = match checked_call(&sim, &headers, body) {
+        Ok(checked) => checked,
+        Err(response) => return *response,
     };
     let (request, stream) = match validate(&value) {
         Ok(checked) => checked,
@@ -174,8 +229,18 @@ fn tool_use_id(answer: &SimAnswer) -> String {
     format!("toolu_sim{:08}", answer.serial())
 }
 
-/// Anthropic's `usage`: uncached input, cache writes (in all and by lifetime), cache reads, and `output`.
+/// Anthropic's `usage`: uncached input, cache writes (in all and by lifetime), cache reads, and `output`;
+/// with the final output, the thinking tokens in it (`output_tokens_details.thinking_tokens`, as newer
+/// models report them) when the model thought.
 fn usage(answer: &SimAnswer, output: u64) -> Value {
+    let mut value = start_usage(answer, output);
+    if output == answer.output_tokens() && answer.reasoning_tokens() > 0 {
+        value["output_tokens_details"] = json!({"thinking_tokens": answer.reasoning_tokens()});
+    }
+    value
+}
+
+fn start_usage(answer: &SimAnswer, output: u64) -> Value {
     let usage = answer.usage();
     json!({
         "input_tokens": usage.input,
@@ -189,14 +254,35 @@ fn usage(answer: &SimAnswer, output: u64) -> Value {
     })
 }
 
-/// The answer as a `Message`.
+/// The text of the thinking block of an answer that thought (summarised, as Claude 4 models show it:
+/// the whole reasoning is billed, a summary is shown), in pieces for a stream.
+fn thinking_pieces(answer: &SimAnswer) -> Option<[String; 2]> {
+    let tokens = answer.reasoning_tokens();
+    (tokens > 0).then(|| {
+        [
+            format!("Weighing the question ({tokens} tokens of reasoning); "),
+            "the answer follows.".to_owned(),
+        ]
+    })
+}
+
+/// The answer as a `Message`: a thinking block with its signature first when the request asked for
+/// thinking.
 pub fn message(answer: &SimAnswer) -> Value {
-    let content = match answer.reply() {
+    let mut content = match answer.reply() {
         SimReply::Text(pieces) => json!([{"type": "text", "text": pieces.concat()}]),
         SimReply::ToolCall(call) => {
             json!([{"type": "tool_use", "id": tool_use_id(answer), "name": call.name, "input": call.arguments}])
         }
     };
+    if let (Some(pieces), Some(blocks)) = (thinking_pieces(answer), content.as_array_mut()) {
+        let thinking = pieces.concat();
+        let signature = thinking_signature(&thinking);
+        blocks.insert(
+            0,
+            json!({"type": "thinking", "thinking": thinking, "signature": signature}),
+        );
+    }
     json!({
         "id": message_id(answer),
         "type": "message",
@@ -223,7 +309,7 @@ pub fn stream_events(answer: &SimAnswer) -> Vec<(Bytes, u64)> {
         "content": [],
         "stop_reason": null,
         "stop_sequence": null,
-        "usage": usage(answer, answer.output_tokens().min(1)),
+        "usage": start_usage(answer, answer.output_tokens().min(1)),
     });
     events.push((
         event("message_start", json!({"type": "message_start", "message": start})),
@@ -245,40 +331,90 @@ pub fn stream_events(answer: &SimAnswer) -> Vec<(Bytes, u64)> {
                 .collect(),
         ),
     };
-    events.push((
-        event(
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0, "content_block": block}),
-        ),
-        0,
-    ));
-    events.push((event("ping", json!({"type": "ping"})), 0));
-    for (i, delta) in deltas.into_iter().enumerate() {
+    // A thinking block first, when the request asked for thinking: its text, then its signature in a
+    // delta of its own, as Anthropic streams them.
+    let mut index = 0;
+    if let Some(pieces) = thinking_pieces(answer) {
+        let signature = thinking_signature(&pieces.concat());
+        let start = json!({"type": "thinking", "thinking": "", "signature": ""});
+        events.push((
+            event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": start}),
+            ),
+            0,
+        ));
+        for piece in pieces {
+            let delta = json!({"type": "thinking_delta", "thinking": piece});
+            events.push((
+                event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0, "delta": delta}),
+                ),
+                0,
+            ));
+        }
+        let delta = json!({"type": "signature_delta", "signature": signature});
         events.push((
             event(
                 "content_block_delta",
                 json!({"type": "content_block_delta", "index": 0, "delta": delta}),
             ),
+            0,
+        ));
+        events.push((
+            event("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+            0,
+        ));
+        index = 1;
+    }
+    events.push((
+        event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": block}),
+        ),
+        0,
+    ));
+    for (i, delta) in deltas.into_iter().enumerate() {
+        events.push((
+            event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index, "delta": delta}),
+            ),
             answer.tokens_through(i + 1),
         ));
     }
     events.push((
-        event("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+        event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        ),
         all,
     ));
+    // Anthropic pings right after the first block opens.
+    events.insert(2, (event("ping", json!({"type": "ping"})), 0));
     events.push((
         event(
             "message_delta",
             json!({
                 "type": "message_delta",
                 "delta": {"stop_reason": answer.finish().anthropic(), "stop_sequence": null},
-                "usage": {"output_tokens": answer.output_tokens()},
+                "usage": final_delta_usage(answer),
             }),
         ),
         all,
     ));
     events.push((event("message_stop", json!({"type": "message_stop"})), all));
     events
+}
+
+/// The usage of the last `message_delta`: the cumulative output, and the thinking tokens in it.
+fn final_delta_usage(answer: &SimAnswer) -> Value {
+    let mut usage = json!({"output_tokens": answer.output_tokens()});
+    if answer.reasoning_tokens() > 0 {
+        usage["output_tokens_details"] = json!({"thinking_tokens": answer.reasoning_tokens()});
+    }
+    usage
 }
 
 /// `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}`, the resets as RFC 3339 timestamps of

@@ -149,6 +149,20 @@ pub struct SimRequest {
     pub caching: SimCaching,
     /// Whether the model reasons before it answers (billed as output, never shown).
     pub reasoning: bool,
+    /// JSON output asked for (a JSON schema, or `{"type": "object"}` for any JSON object): the answer is
+    /// JSON following it.
+    pub schema: Option<Value>,
+}
+
+/// The JSON output OpenAI's `response_format` asks for: `json_schema`'s schema, or any object for
+/// `json_object`.
+fn openai_schema(format: Option<&Value>) -> Option<Value> {
+    let format = format?;
+    match format.get("type").and_then(Value::as_str)? {
+        "json_schema" => format.get("json_schema").and_then(|s| s.get("schema")).cloned(),
+        "json_object" => Some(serde_json::json!({"type": "object"})),
+        _ => None,
+    }
 }
 
 /// Whether OpenAI's `model` is a reasoning (o-series) model: `o1`, `o3-mini`, `o4-mini`... A vendor prefix
@@ -234,6 +248,7 @@ impl SimRequest {
             stream: request.is_stream(),
             caching: SimCaching::Automatic,
             reasoning: openai_reasons(&request.model),
+            schema: openai_schema(request.response_format.as_ref()),
         }
     }
 

@@ -4,8 +4,10 @@
 //!    most [`TOOL_RESULT_WORDS`]), so a test sees the result made the round trip.
 //! 2. The request declares tools (and does not forbid them) and the user spoke last: one call to the first
 //!    declared tool (or the named one), with arguments built from its JSON schema.
-//! 3. The user's last turn carries an image: `I see an image.` and then the deterministic words.
-//! 4. Otherwise the deterministic words, seeded by the last turn's text and the model.
+//! 3. JSON output is asked for ([`SimRequest::schema`]): a value following the schema (required properties,
+//!    words for strings), a few characters per token.
+//! 4. The user's last turn carries an image: `I see an image.` and then the deterministic words.
+//! 5. Otherwise the deterministic words, seeded by the last turn's text and the model.
 
 use std::borrow::Cow;
 
@@ -116,6 +118,9 @@ impl SimReply {
 }
 
 /// Decides the answer to `request`; `reply_tokens` is the configured length of a text answer.
+/// Bytes of JSON per piece (one token each) of a JSON answer.
+const JSON_PIECE_BYTES: usize = 4;
+
 pub(crate) fn plan(request: &SimRequest, reply_tokens: u32) -> (SimReply, SimFinish) {
     let cap = request.max_tokens;
     let turns = &request.turns;
@@ -161,7 +166,30 @@ pub(crate) fn plan(request: &SimRequest, reply_tokens: u32) -> (SimReply, SimFin
         }
     }
 
-    // 3 and 4. Text: the configured length unless the client caps it lower.
+    // 3. JSON output asked for: a value following the schema, in pieces of a few characters.
+    if let Some(schema) = &request.schema {
+        let seed = text::fnv1a(request.seed_text().as_bytes());
+        let json = value_for(schema, "", seed, 0).to_string();
+        let mut pieces: Vec<Cow<'static, str>> = Vec::new();
+        let mut rest = json.as_str();
+        while !rest.is_empty() {
+            let mut end = rest.len().min(JSON_PIECE_BYTES);
+            while !rest.is_char_boundary(end) {
+                end += 1;
+            }
+            pieces.push(Cow::Owned(rest[..end].to_owned()));
+            rest = &rest[end..];
+        }
+        return match cap {
+            Some(cap) if (cap as usize) < pieces.len() => {
+                pieces.truncate(cap as usize);
+                (SimReply::Text(pieces), SimFinish::Length)
+            }
+            _ => (SimReply::Text(pieces), SimFinish::Stop),
+        };
+    }
+
+    // 4 and 5. Text: the configured length unless the client caps it lower.
     let count = cap.map_or(reply_tokens, |cap| cap.min(reply_tokens)) as usize;
     let finish = match cap {
         Some(cap) if cap <= reply_tokens => SimFinish::Length,
@@ -398,5 +426,32 @@ mod tests {
             16,
         );
         assert_eq!((capped.completion_tokens(), finish), (4, SimFinish::Length));
+    }
+
+    #[test]
+    fn json_output_follows_the_schema_in_pieces() {
+        let schema = json!({"type": "object", "properties": {
+            "name": {"type": "string"}, "participants": {"type": "array", "items": {"type": "string"}}},
+            "required": ["name", "participants"]});
+        let request = SimRequest {
+            model: "m".to_owned(),
+            turns: vec![user("Alice and Bob go to a fair.")],
+            schema: Some(schema),
+            ..SimRequest::default()
+        };
+        let (reply, finish) = plan(&request, 12);
+        assert_eq!(finish, SimFinish::Stop);
+        let value: Value = serde_json::from_str(&text_of(&reply)).unwrap();
+        assert!(
+            value["name"].is_string() && value["participants"][0].is_string(),
+            "{value}"
+        );
+        assert!(reply.completion_tokens() > 1);
+        // A cap cuts it short, as a length finish.
+        let capped = SimRequest {
+            max_tokens: Some(2),
+            ..request
+        };
+        assert_eq!(plan(&capped, 12).1, SimFinish::Length);
     }
 }

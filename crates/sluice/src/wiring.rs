@@ -527,6 +527,12 @@ pub fn app(gateway: &Gateway, config: &Config) -> axum::Router {
         Some(Arc::clone(&gateway.prompts)),
         gateway.tenancy.clone(),
         Arc::clone(&gateway.budgets),
-    );
+    )
+    .with_model_aliases(sluice_protocols::messages::ModelAliases::new(
+        config
+            .models
+            .iter()
+            .flat_map(|m| m.aliases.iter().map(move |alias| (alias.clone(), m.name.clone()))),
+    ));
     sluice_server::build_router(state)
 }

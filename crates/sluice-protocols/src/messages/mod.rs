@@ -17,6 +17,7 @@
 mod models;
 mod request;
 mod response;
+mod rough;
 mod stream;
 
 use bytes::Bytes;
@@ -35,6 +36,46 @@ use crate::{FailureKind, ProtocolError};
 /// (`stream_options.include_usage`), which the final `message_delta` reports.
 pub fn parse_request(body: &[u8]) -> Result<ChatCompletionRequest, ProtocolError> {
     request::translate(body, request::Endpoint::Messages)
+}
+
+/// A Messages request read for a model that may be served byte for byte by an Anthropic upstream.
+#[derive(Debug)]
+pub struct PassthroughReading {
+    /// The chat request to count, admit and reserve by: the translation, or, when the body asks for what
+    /// chat completions cannot express, a rough reading of every text it carries (one user message, the
+    /// model, `max_tokens` and `stream` kept).
+    pub chat: ChatCompletionRequest,
+    /// Why the body cannot be translated for an upstream that is not Anthropic, when it cannot: such an
+    /// upstream must refuse it with this error.
+    pub untranslatable: Option<ProtocolError>,
+}
+
+/// Reads a `POST /v1/messages` body (or, with `count_tokens`, a `/v1/messages/count_tokens` one) whose
+/// model may be served by an Anthropic upstream, which takes everything Anthropic takes (server tools,
+/// documents, beta fields...): the strict translation when it succeeds; when it refuses the body, a rough
+/// reading to count by, and that refusal. A body even the rough reading refuses (not JSON, no `model`, no
+/// `max_tokens` for a message) is an error: the strict reading's.
+pub fn read_for_passthrough(body: &[u8], count_tokens: bool) -> Result<PassthroughReading, ProtocolError> {
+    let endpoint = if count_tokens {
+        request::Endpoint::CountTokens
+    } else {
+        request::Endpoint::Messages
+    };
+    match request::translate(body, endpoint) {
+        Ok(chat) => Ok(PassthroughReading {
+            chat,
+            untranslatable: None,
+        }),
+        // Anthropic judges the body itself: what the strict reading refuses (a field this crate does not
+        // know, a block kind, a server tool) may be what the client means Anthropic to serve.
+        Err(refusal) => match rough::read(body, endpoint) {
+            Ok(chat) => Ok(PassthroughReading {
+                chat,
+                untranslatable: Some(refusal),
+            }),
+            Err(_) => Err(refusal),
+        },
+    }
 }
 
 /// Parses a `POST /v1/messages/count_tokens` body (no `max_tokens`, no stream) into the chat request whose

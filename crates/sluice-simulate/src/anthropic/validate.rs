@@ -123,6 +123,7 @@ pub fn validate(body: &Value) -> Result<(SimRequest, bool), String> {
         }
         Some(_) => return Err("system: Input should be a valid string or a list of text blocks".to_owned()),
     }
+    let reasoning = thinking(object, max_tokens)?;
     let system_turns = turns.len();
     turns.extend(conversation(object)?);
     let tools = tools(object)?;
@@ -136,9 +137,64 @@ pub fn validate(body: &Value) -> Result<(SimRequest, bool), String> {
         max_tokens: Some(max_tokens),
         stream,
         caching: SimCaching::Breakpoints(breakpoints),
-        reasoning: false,
+        reasoning,
+        schema: output_schema(object)?,
     };
     Ok((request, stream))
+}
+
+/// The schema of the JSON output asked for: `output_config.format` (or the older `output_format`) of type
+/// `json_schema`, which must carry an object `schema`.
+fn output_schema(object: &Map<String, Value>) -> Result<Option<Value>, String> {
+    let (at, format) = match (
+        object.get("output_config").and_then(|c| c.get("format")),
+        object.get("output_format"),
+    ) {
+        (Some(format), _) => ("output_config.format", format),
+        (None, Some(format)) => ("output_format", format),
+        (None, None) => return Ok(None),
+    };
+    if format.is_null() {
+        return Ok(None);
+    }
+    if format.get("type").and_then(Value::as_str) != Some("json_schema") {
+        return Err(format!("{at}.type: Input should be 'json_schema'"));
+    }
+    match format.get("schema") {
+        Some(schema @ Value::Object(_)) => Ok(Some(schema.clone())),
+        _ => Err(format!("{at}.schema: Field required")),
+    }
+}
+
+/// Whether the request asks for extended thinking (`thinking: {"type": "enabled", "budget_tokens": N}`),
+/// checked as Anthropic checks it: a budget of at least 1024, below `max_tokens`.
+fn thinking(object: &Map<String, Value>, max_tokens: u32) -> Result<bool, String> {
+    let Some(thinking) = object.get("thinking").filter(|v| !v.is_null()) else {
+        return Ok(false);
+    };
+    match thinking.get("type").and_then(Value::as_str) {
+        Some("disabled") => Ok(false),
+        Some("enabled") => match thinking.get("budget_tokens").and_then(Value::as_u64) {
+            None => Err("thinking.enabled.budget_tokens: Field required".to_owned()),
+            Some(budget) if budget < 1024 => {
+                Err("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024".to_owned())
+            }
+            Some(budget) if budget >= u64::from(max_tokens) => {
+                Err("`max_tokens` must be greater than `thinking.budget_tokens`".to_owned())
+            }
+            Some(_) => Ok(true),
+        },
+        _ => Err("thinking: Input tag does not match any of the expected tags: 'enabled', 'disabled'".to_owned()),
+    }
+}
+
+/// The signature the simulated Anthropic issues for a thinking block's text: a keyed hash of the text,
+/// written with the characters a real signature has (`+`, `/`, `=`), so a gateway that re-encodes or
+/// alters either byte is caught when the block comes back.
+pub fn thinking_signature(thinking: &str) -> String {
+    let first = crate::text::fnv1a(format!("sluice-sim-thinking:{thinking}").as_bytes());
+    let second = crate::text::fnv1a(format!("{thinking}:sluice-sim-thinking").as_bytes());
+    format!("ErUBCkYIBxgCIkB{first:016x}+/{second:016x}==")
 }
 
 /// The most `cache_control` blocks a request may carry.
@@ -368,11 +424,31 @@ fn turn(
                 answered.push(id.to_owned());
                 turn.tool_results.push(tool_result_text(block.get("content"), &at)?);
             }
+            "thinking" => {
+                if role != "assistant" {
+                    return Err(format!("{at}: `thinking` blocks may only appear in assistant messages"));
+                }
+                let (Some(thinking), Some(signature)) = (
+                    block.get("thinking").and_then(Value::as_str),
+                    block.get("signature").and_then(Value::as_str),
+                ) else {
+                    return Err(format!("{at}.thinking: `thinking` and `signature` are required"));
+                };
+                // Anthropic checks that it issued the signature for exactly this text.
+                if signature != thinking_signature(thinking) {
+                    return Err(format!("{at}: Invalid `signature` in `thinking` block"));
+                }
+            }
+            "redacted_thinking" => {
+                if block.get("data").and_then(Value::as_str).is_none() {
+                    return Err(format!("{at}.redacted_thinking.data: Field required"));
+                }
+            }
             "" => return Err(format!("{at}.type: Field required")),
             other => {
                 return Err(format!(
                     "{at}: Input tag '{other}' found using 'type' does not match any of the expected tags: \
-                     'text', 'image', 'document', 'tool_use', 'tool_result'"
+                     'text', 'image', 'document', 'tool_use', 'tool_result', 'thinking', 'redacted_thinking'"
                 ));
             }
         }
@@ -602,5 +678,40 @@ mod tests {
                 {"type": "tool_result", "tool_use_id": "toolu_1", "content": "x"}]}
         ]));
         assert!(refused(text_first).contains("must come first"));
+    }
+
+    #[test]
+    fn thinking_blocks_must_carry_the_signature_issued_for_their_text() {
+        let thinking = json!({"type": "enabled", "budget_tokens": 1024});
+        let ask = |messages: Value| json!({"model": "claude-sim", "max_tokens": 2048, "thinking": thinking, "messages": messages});
+        let (request, _) = validate(&ask(json!([{"role": "user", "content": "Why?"}]))).unwrap();
+        assert!(request.reasoning);
+        let signed = |text: &str, signature: &str| {
+            json!([{"role": "user", "content": "Why?"},
+                {"role": "assistant", "content": [{"type": "thinking", "thinking": text, "signature": signature},
+                    {"type": "text", "text": "Because."}]},
+                {"role": "user", "content": "Go on."}])
+        };
+        let signature = thinking_signature("Let me see.");
+        assert!(validate(&ask(signed("Let me see.", &signature))).is_ok());
+        // Another text under the same signature, or the signature altered: refused, as Anthropic does.
+        assert!(refused(ask(signed("Let me see!", &signature))).contains("Invalid `signature`"));
+        assert!(refused(ask(signed("Let me see.", &signature.replace('+', "-")))).contains("Invalid `signature`"));
+        let mut low = ask(json!([{"role": "user", "content": "Why?"}]));
+        low["thinking"]["budget_tokens"] = json!(512);
+        assert!(refused(low).contains("budget_tokens"));
+        let mut over = ask(json!([{"role": "user", "content": "Why?"}]));
+        over["max_tokens"] = json!(1024);
+        assert!(refused(over).contains("max_tokens"));
+    }
+
+    #[test]
+    fn json_output_is_read_from_output_config() {
+        let schema = json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]});
+        let mut body = base(json!([{"role": "user", "content": "Name it."}]));
+        body["output_config"] = json!({"format": {"type": "json_schema", "schema": schema}});
+        assert_eq!(validate(&body).unwrap().0.schema, Some(schema));
+        body["output_config"] = json!({"format": {"type": "json_schema"}});
+        assert!(refused(body).contains("output_config.format.schema"));
     }
 }

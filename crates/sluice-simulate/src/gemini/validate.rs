@@ -122,8 +122,14 @@ pub fn validate(body: &Value, model: &str) -> Result<SimRequest, String> {
     let tools = tools(object)?;
     let tool_choice = tool_choice(object)?;
     let (max_tokens, thinking) = generation_config(object)?;
+    let schema = field(object, "generationConfig", "generation_config").and_then(|config| {
+        field_of(config, "responseJsonSchema", "response_json_schema")
+            .or_else(|| field_of(config, "responseSchema", "response_schema"))
+            .cloned()
+    });
     let model = model.trim_start_matches("models/").to_owned();
     Ok(SimRequest {
+        schema,
         reasoning: thinking || model.contains("thinking"),
         model,
         turns,

@@ -125,6 +125,10 @@ pub struct RawModel {
     /// What it is, for the catalog.
     #[serde(default)]
     pub description: Option<String>,
+    /// Anthropic model ids served as this model on the Messages API (Claude Code sends its own): an
+    /// undated id (`claude-sonnet-4-5`) also matches its dated forms and `-latest`.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 fn default_max_queue_ms() -> u64 {
@@ -229,6 +233,8 @@ pub struct ModelConfig {
     pub access: sluice_pipeline::Access,
     /// What it is, for the catalog.
     pub description: Option<String>,
+    /// Anthropic model ids served as this model on the Messages API.
+    pub aliases: Vec<String>,
 }
 
 /// A validated deployment.
@@ -421,6 +427,7 @@ pub(super) fn validate_models(
 ) -> Vec<ModelConfig> {
     let provider_names: HashSet<&str> = providers.iter().map(|p| p.name.as_str()).collect();
     let mut names = HashSet::new();
+    let mut aliases = HashSet::new();
     let mut models = Vec::with_capacity(raw.len());
     for (i, model) in raw.into_iter().enumerate() {
         let at = |field: &str| format!("models[{i}].{field}");
@@ -487,13 +494,35 @@ pub(super) fn validate_models(
                 price: deployment.price,
             });
         }
+        for (a, alias) in model.aliases.iter().enumerate() {
+            if alias.trim().is_empty() {
+                problems.push((at(&format!("aliases[{a}]")), "must not be empty".to_owned()));
+            } else if !aliases.insert(alias.clone()) {
+                problems.push((
+                    at(&format!("aliases[{a}]")),
+                    format!("the alias `{alias}` is already given to a model"),
+                ));
+            }
+        }
         models.push(ModelConfig {
             name: model.name,
             deployments,
             max_queue: Duration::from_millis(model.max_queue_ms),
             access: model.access,
             description: model.description,
+            aliases: model.aliases,
         });
+    }
+    // An alias naming a model would hide it from Messages clients that ask for it by name.
+    for model in &models {
+        for alias in &model.aliases {
+            if names.contains(alias) {
+                problems.push((
+                    format!("models.aliases `{alias}`"),
+                    "is the name of a configured model; an alias must be another name".to_owned(),
+                ));
+            }
+        }
     }
     if models.is_empty() {
         problems.push((
@@ -603,5 +632,42 @@ mod tests {
         assert_eq!(config.providers[2].kind(), ProviderKind::Simulated);
         assert_eq!(config.models[0].max_queue, Duration::from_secs(5));
         assert_eq!(config.models[0].deployments[0].weight, 1);
+    }
+
+    #[test]
+    fn aliases_are_unique_and_name_no_model() {
+        let provider = "[[providers]]\nname = \"p\"\nkind = \"simulated\"\n";
+        let model = |name: &str, aliases: &str| {
+            format!(
+                "\n[[models]]\nname = \"{name}\"\naliases = {aliases}\n[[models.deployments]]\nprovider = \"p\"\nmodel = \"x\"\n"
+            )
+        };
+        let ok = format!("{provider}{}", model("m", "[\"claude-sonnet-4-5\"]"));
+        let config = Config::parse(Path::new("x.toml"), &ok).unwrap();
+        assert_eq!(config.models[0].aliases, ["claude-sonnet-4-5"]);
+        let text = format!(
+            "{provider}{}{}",
+            model("m", "[\"claude-a\", \"\", \"n\"]"),
+            model("n", "[\"claude-a\"]")
+        );
+        let problems = problems_of(&text);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("models[0].aliases[1]: must not be empty")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("models[1].aliases[0]") && p.contains("already")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("`n`") && p.contains("name of a configured model")),
+            "{problems:?}"
+        );
     }
 }

@@ -21,6 +21,7 @@ mod chat;
 mod encoding;
 pub mod image;
 mod offload;
+mod ranks;
 mod split;
 mod stream;
 

@@ -1,37 +1,44 @@
 //! Compact byte-pair vocabularies and tiktoken's merge.
 //!
 //! A vocabulary is its tokens' bytes in rank order, compiled in (`vocab/*.ranks`, extracted once from
-//! `bpe-openai`'s tables by `examples/extract_vocab.rs`), where each token starts (a `u32` a token), and an
-//! open-addressing table from the hash of a token's bytes to its rank (a `u32` a slot, under two in five
-//! slots used): about 4 MB for o200k_base, where `bpe-openai`'s tables took 69 MB.
+//! `bpe-openai`'s tables by `examples/extract_vocab.rs`), and an open-addressing table from the hash of a
+//! token's bytes to its rank and place in those bytes (a `u64` a slot, under two in five slots used):
+//! 5.4 MB for o200k_base, where `bpe-openai`'s tables took 66 MB.
 //!
 //! A piece counts as tiktoken encodes it: start from single bytes and merge the adjacent pair whose
 //! concatenation has the lowest rank (the leftmost of equals) until no adjacent pair is a token. Short
-//! pieces scan an array as tiktoken does; longer ones keep the pairs in a heap, O(n log n) rather than
-//! tiktoken's O(n²), with the same merges in the same order.
+//! pieces scan an array as tiktoken does; longer ones keep the pairs in buckets by rank (see
+//! [`Ranks::count_large`]), the same merges in the same order without tiktoken's O(n²).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 
-/// Bits of a slot that hold the rank; the rest hold bits of the hash, so that a probe rarely reads the
-/// token's bytes for nothing.
+use rustc_hash::FxBuildHasher;
+
+// A slot of the table: the token's rank, where its bytes start in the arena, its length, and bits of its
+// hash, so that a probe reads the arena only for the right token (almost always) and never reads the
+// rank's place in a second table.
 const RANK_BITS: u32 = 18;
-const RANK_MASK: u32 = (1 << RANK_BITS) - 1;
+const RANK_MASK: u64 = (1 << RANK_BITS) - 1;
+const OFFSET_SHIFT: u32 = RANK_BITS;
+const OFFSET_BITS: u32 = 21;
+const LEN_SHIFT: u32 = OFFSET_SHIFT + OFFSET_BITS;
+const TAG_SHIFT: u32 = LEN_SHIFT + 8;
+/// The length and hash bits of a slot: what a probe compares first.
+const CHECK_MASK: u64 = !((1 << LEN_SHIFT) - 1);
 /// A free slot. Its rank bits are above every rank, so no token's slot equals it.
-const EMPTY: u32 = u32::MAX;
+const EMPTY: u64 = u64::MAX;
 /// No rank: the bytes are not a token.
 const NONE: u32 = u32::MAX;
 /// Pieces up to this many bytes merge in arrays on the stack; longer ones use the heap.
 const SMALL: usize = 64;
 
-/// One encoding's vocabulary: token bytes to rank, rank to token bytes.
+/// One encoding's vocabulary: from token bytes to rank.
 pub(crate) struct Ranks {
     /// Every token's bytes, in rank order.
     bytes: &'static [u8],
-    /// Where each token starts in `bytes`, and then where the last one ends.
-    starts: Box<[u32]>,
-    /// Rank and hash bits of each token, at the first free slot from its hash's home.
-    slots: Box<[u32]>,
+    /// Each token's slot, at the first free one from its hash's home.
+    slots: Box<[u64]>,
     /// Shift of the hash that leaves a slot index.
     shift: u32,
     /// Length of the longest token: longer bytes are no token.
@@ -52,41 +59,29 @@ impl Ranks {
     pub(crate) fn new(data: &'static [u8]) -> Ranks {
         let (count, rest) = data.split_first_chunk::<4>().expect("a token count");
         let count = u32::from_le_bytes(*count) as usize;
-        assert!(count < RANK_MASK as usize, "too many tokens for a slot");
         let (lengths, bytes) = rest.split_at_checked(count).expect("a length for every token");
-        let mut starts = Vec::with_capacity(count + 1);
-        let mut end = 0u32;
-        for &length in lengths {
-            starts.push(end);
-            end += u32::from(length);
-        }
-        starts.push(end);
-        assert_eq!(end as usize, bytes.len(), "the tokens' bytes");
+        assert!(count < RANK_MASK as usize, "too many tokens for a slot");
+        assert!(bytes.len() < 1 << OFFSET_BITS, "too many bytes for a slot");
         let size = (count * 5 / 2).next_power_of_two().max(2);
         let mut ranks = Ranks {
             bytes,
-            starts: starts.into_boxed_slice(),
             slots: vec![EMPTY; size].into_boxed_slice(),
             shift: 64 - size.trailing_zeros(),
             longest: lengths.iter().copied().max().map_or(0, usize::from),
         };
-        for rank in 0..count as u32 {
-            let token = ranks.token(rank);
+        let mut offset = 0;
+        for (rank, &len) in lengths.iter().enumerate() {
+            let token = &bytes[offset..offset + usize::from(len)];
             let hash = hash(token);
             let mut index = (hash >> ranks.shift) as usize;
             while ranks.slots[index] != EMPTY {
                 index = (index + 1) & (size - 1);
             }
-            ranks.slots[index] = tag(hash) | rank;
+            ranks.slots[index] = check(hash, token.len()) | (offset as u64) << OFFSET_SHIFT | rank as u64;
+            offset += usize::from(len);
         }
+        assert_eq!(offset, bytes.len(), "the tokens' bytes");
         ranks
-    }
-
-    /// The bytes of the token of rank `rank`.
-    #[inline(always)]
-    fn token(&self, rank: u32) -> &'static [u8] {
-        let rank = rank as usize;
-        &self.bytes[self.starts[rank] as usize..self.starts[rank + 1] as usize]
     }
 
     /// The rank of the token `bytes`, or [`NONE`] when they are no token.
@@ -96,17 +91,17 @@ impl Ranks {
             return NONE;
         }
         let hash = hash(bytes);
-        let tag = tag(hash);
+        let check = check(hash, bytes.len());
         let mut index = (hash >> self.shift) as usize;
         loop {
             let slot = self.slots[index];
             if slot == EMPTY {
                 return NONE;
             }
-            if slot & !RANK_MASK == tag {
-                let rank = slot & RANK_MASK;
-                if self.token(rank) == bytes {
-                    return rank;
+            if slot & CHECK_MASK == check {
+                let offset = (slot >> OFFSET_SHIFT) as usize & ((1 << OFFSET_BITS) - 1);
+                if same(&self.bytes[offset..offset + bytes.len()], bytes) {
+                    return (slot & RANK_MASK) as u32;
                 }
             }
             index = (index + 1) & (self.slots.len() - 1);
@@ -180,67 +175,141 @@ impl Ranks {
         }
     }
 
-    /// The same merges with the pairs in a min-heap of (rank, start), the leftmost lowest first: parts
-    /// are a linked list by start, and a heap entry whose rank is no longer its part's is skipped (a
-    /// part's pair only ever grows, and no two tokens share a rank, so a stale rank never comes back).
+    /// The same merges, in the same order, for long pieces: parts are a linked list by start, and the
+    /// pairs waiting to merge sit in buckets by rank, the ranks in a min-heap. The lowest rank's bucket is
+    /// sorted by start and merged left to right: merging a pair never makes another pair of its own rank
+    /// (a part's pair only ever grows, and no two tokens share a rank), so the bucket's order holds until a
+    /// merge makes a pair of a lower rank, which then goes first. An entry whose part's pair no longer has
+    /// the bucket's rank is skipped. A run of one repeated byte (100k spaces) merges a few bucketfuls, not
+    /// a heap operation per merge.
     fn count_large(&self, piece: &[u8]) -> u64 {
         let len = piece.len();
         // Past the last part: `len`; before the first: `u32::MAX`.
         let mut next: Vec<u32> = (1..=len as u32).collect();
         let mut prev: Vec<u32> = (0..len as u32).map(|i| i.wrapping_sub(1)).collect();
         let mut rank = vec![NONE; len];
-        let mut heap = Vec::with_capacity(len);
-        for i in 0..len - 1 {
-            rank[i] = self.rank_or_none(&piece[i..i + 2]);
-            if rank[i] != NONE {
-                heap.push(Reverse(entry(rank[i], i)));
-            }
+        let mut waiting = Waiting::default();
+        for (i, slot) in rank.iter_mut().enumerate().take(len - 1) {
+            *slot = self.rank_or_none(&piece[i..i + 2]);
+            waiting.add(*slot, i);
         }
-        let mut heap = BinaryHeap::from(heap);
         let mut parts = len as u64;
-        while let Some(Reverse(top)) = heap.pop() {
-            let (r, at) = ((top >> 32) as u32, top as u32 as usize);
-            if rank[at] != r {
-                continue;
-            }
-            let gone = next[at] as usize;
-            let after = next[gone] as usize;
-            rank[gone] = NONE;
-            next[at] = after as u32;
-            if after < len {
-                prev[after] = at as u32;
-            }
-            parts -= 1;
-            rank[at] = if after < len {
-                self.rank_or_none(&piece[at..next[after] as usize])
-            } else {
-                NONE
-            };
-            if rank[at] != NONE {
-                heap.push(Reverse(entry(rank[at], at)));
-            }
-            if at > 0 {
-                let before = prev[at] as usize;
-                rank[before] = self.rank_or_none(&piece[before..after]);
-                if rank[before] != NONE {
-                    heap.push(Reverse(entry(rank[before], before)));
+        while let Some((r, mut bucket)) = waiting.lowest() {
+            let mut lower = false;
+            while !lower && let Some(at) = bucket.starts.get(bucket.taken).map(|&at| at as usize) {
+                bucket.taken += 1;
+                if rank[at] != r {
+                    continue;
                 }
+                let gone = next[at] as usize;
+                let after = next[gone] as usize;
+                rank[gone] = NONE;
+                next[at] = after as u32;
+                if after < len {
+                    prev[after] = at as u32;
+                }
+                parts -= 1;
+                rank[at] = if after < len {
+                    self.rank_or_none(&piece[at..next[after] as usize])
+                } else {
+                    NONE
+                };
+                waiting.add(rank[at], at);
+                lower |= rank[at] < r;
+                if at > 0 {
+                    let before = prev[at] as usize;
+                    rank[before] = self.rank_or_none(&piece[before..after]);
+                    waiting.add(rank[before], before);
+                    lower |= rank[before] < r;
+                }
+            }
+            if bucket.taken < bucket.starts.len() {
+                waiting.put_back(r, bucket);
             }
         }
         parts
     }
 }
 
-/// A heap entry: rank first, then start, in one integer.
-#[inline(always)]
-fn entry(rank: u32, start: usize) -> u64 {
-    u64::from(rank) << 32 | start as u64
+/// The starts of pairs of one rank, those before `taken` merged or skipped.
+#[derive(Default)]
+struct Bucket {
+    starts: Vec<u32>,
+    taken: usize,
+    /// Whether `starts[taken..]` ascend.
+    sorted: bool,
 }
 
-/// The hash bits a slot keeps beside the rank.
+/// Pairs waiting to merge, by rank.
+#[derive(Default)]
+struct Waiting {
+    buckets: HashMap<u32, Bucket, FxBuildHasher>,
+    ranks: BinaryHeap<Reverse<u32>>,
+}
+
+impl Waiting {
+    /// Adds the pair starting at `start`, of rank `rank` (nothing when that is [`NONE`]).
+    #[inline]
+    fn add(&mut self, rank: u32, start: usize) {
+        if rank == NONE {
+            return;
+        }
+        let bucket = self.buckets.entry(rank).or_insert_with(|| {
+            self.ranks.push(Reverse(rank));
+            Bucket {
+                sorted: true,
+                ..Bucket::default()
+            }
+        });
+        if bucket.starts.last().is_some_and(|&last| last as usize > start) {
+            bucket.sorted = false;
+        }
+        bucket.starts.push(start as u32);
+    }
+
+    /// Takes out the bucket of the lowest rank, its waiting starts in ascending order.
+    fn lowest(&mut self) -> Option<(u32, Bucket)> {
+        let Reverse(rank) = self.ranks.pop()?;
+        let mut bucket = self.buckets.remove(&rank)?;
+        if !bucket.sorted {
+            bucket.starts[bucket.taken..].sort_unstable();
+            bucket.sorted = true;
+        }
+        Some((rank, bucket))
+    }
+
+    /// Returns a bucket [`Waiting::lowest`] took out, with starts still waiting.
+    fn put_back(&mut self, rank: u32, bucket: Bucket) {
+        self.ranks.push(Reverse(rank));
+        self.buckets.insert(rank, bucket);
+    }
+}
+
+/// The length and hash bits of a slot for bytes of length `len` (at most 255) and hash `hash`.
 #[inline(always)]
-fn tag(hash: u64) -> u32 {
-    hash as u32 & !RANK_MASK
+fn check(hash: u64, len: usize) -> u64 {
+    (len as u64) << LEN_SHIFT | hash << TAG_SHIFT
+}
+
+/// Up to eight bytes as one integer, a different one for different bytes of the same length.
+#[inline(always)]
+fn pack(bytes: &[u8]) -> u64 {
+    let len = bytes.len();
+    if let Some(word) = bytes.last_chunk::<8>() {
+        u64::from_le_bytes(*word)
+    } else if let (Some(head), Some(tail)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
+        u64::from(u32::from_le_bytes(*head)) | u64::from(u32::from_le_bytes(*tail)) << 32
+    } else if len > 0 {
+        u64::from(bytes[0]) | u64::from(bytes[len / 2]) << 8 | u64::from(bytes[len - 1]) << 16
+    } else {
+        0
+    }
+}
+
+/// `a == b` for slices of the same length, short ones compared as one integer each.
+#[inline(always)]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if b.len() <= 8 { pack(a) == pack(b) } else { a == b }
 }
 
 /// A hash of `bytes`: eight bytes at a time, each folded in with a 128-bit multiply.
@@ -253,8 +322,7 @@ fn hash(bytes: &[u8]) -> u64 {
         let product = u128::from(a) * u128::from(b);
         product as u64 ^ (product >> 64) as u64
     }
-    let len = bytes.len();
-    let mut state = (len as u64) ^ K0;
+    let mut state = (bytes.len() as u64) ^ K0;
     let mut rest = bytes;
     while rest.len() > 8 {
         if let Some((word, tail)) = rest.split_first_chunk::<8>() {
@@ -263,16 +331,7 @@ fn hash(bytes: &[u8]) -> u64 {
         }
     }
     // The last up to eight bytes, read whole where possible (overlapping what came before).
-    let last = if let Some(word) = bytes.last_chunk::<8>() {
-        u64::from_le_bytes(*word)
-    } else if let (Some(head), Some(tail)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
-        u64::from(u32::from_le_bytes(*head)) | u64::from(u32::from_le_bytes(*tail)) << 32
-    } else if len > 0 {
-        u64::from(bytes[0]) | u64::from(bytes[len / 2]) << 8 | u64::from(bytes[len - 1]) << 16
-    } else {
-        0
-    };
-    fold(state ^ last, K1)
+    fold(state ^ pack(bytes), K1)
 }
 
 #[cfg(test)]
@@ -306,9 +365,13 @@ mod tests {
         for (data, reference) in encodings() {
             let ranks = Ranks::new(data);
             let bpe = &reference.bpe;
-            assert_eq!(ranks.starts.len() - 1, bpe.num_tokens());
+            assert_eq!(
+                u32::from_le_bytes(data[..4].try_into().unwrap()) as usize,
+                bpe.num_tokens()
+            );
+            let bytes: usize = (0..bpe.num_tokens()).map(|id| bpe.token_bytes(id as u32).len()).sum();
+            assert_eq!(ranks.bytes.len(), bytes);
             for rank in 0..bpe.num_tokens() as u32 {
-                assert_eq!(ranks.token(rank), bpe.token_bytes(rank), "token {rank}");
                 assert_eq!(ranks.rank_or_none(bpe.token_bytes(rank)), rank, "token {rank}");
             }
             assert_eq!(ranks.rank_or_none(b""), NONE);
@@ -376,6 +439,10 @@ mod tests {
         texts.push("ab".repeat(3000));
         texts.push("Supercalifragilistic".repeat(100));
         texts.push("日本語".repeat(500));
+        texts.push("a".repeat(5000));
+        texts.push(" ".repeat(5000) + "x");
+        texts.push("!?".repeat(2000));
+        texts.push("\u{301}".repeat(2000));
         for name in EncodingName::ALL {
             let reference = match name {
                 EncodingName::O200kBase => bpe_openai::o200k_base(),

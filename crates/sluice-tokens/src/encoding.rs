@@ -255,7 +255,14 @@ impl Vocab {
     /// Whether `text[start..end]` is one token.
     #[inline(always)]
     fn is_single(&self, text: &[u8], start: usize, end: usize) -> bool {
-        self.ranks.is_token(&text[start..end])
+        let len = end - start;
+        match text[start..].first_chunk::<8>() {
+            // Eight bytes from the piece's start, those past its end masked off.
+            Some(word) if len <= 8 => self
+                .ranks
+                .is_short_token(u64::from_le_bytes(*word) & (u64::MAX >> (64 - 8 * len)), len),
+            _ => self.ranks.is_token(&text[start..end]),
+        }
     }
 
     /// Tokens of the piece `text[start..end]`.

@@ -87,11 +87,21 @@ impl Ranks {
     /// The rank of the token `bytes`, or [`NONE`] when they are no token.
     #[inline]
     fn rank_or_none(&self, bytes: &[u8]) -> u32 {
-        if bytes.len() > self.longest {
-            return NONE;
+        let len = bytes.len();
+        if len <= 8 {
+            let key = pack(bytes);
+            self.probe(short_hash(key, len), len, |token| pack(token) == key)
+        } else if len <= self.longest {
+            self.probe(long_hash(bytes), len, |token| token == bytes)
+        } else {
+            NONE
         }
-        let hash = hash(bytes);
-        let check = check(hash, bytes.len());
+    }
+
+    /// The rank of the token of length `len` and hash `hash` for which `matches` holds, or [`NONE`].
+    #[inline(always)]
+    fn probe(&self, hash: u64, len: usize, matches: impl Fn(&[u8]) -> bool) -> u32 {
+        let check = check(hash, len);
         let mut index = (hash >> self.shift) as usize;
         loop {
             let slot = self.slots[index];
@@ -100,7 +110,7 @@ impl Ranks {
             }
             if slot & CHECK_MASK == check {
                 let offset = (slot >> OFFSET_SHIFT) as usize & ((1 << OFFSET_BITS) - 1);
-                if same(&self.bytes[offset..offset + bytes.len()], bytes) {
+                if matches(&self.bytes[offset..offset + len]) {
                     return (slot & RANK_MASK) as u32;
                 }
             }
@@ -112,6 +122,13 @@ impl Ranks {
     #[inline]
     pub(crate) fn is_token(&self, bytes: &[u8]) -> bool {
         self.rank_or_none(bytes) != NONE
+    }
+
+    /// Whether the `len` bytes (1 to 8) in `key`, little-endian with zeros above them, are one token: the
+    /// counter's common case, read from the text in one load.
+    #[inline]
+    pub(crate) fn is_short_token(&self, key: u64, len: usize) -> bool {
+        self.probe(short_hash(key, len), len, |token| pack(token) == key) != NONE
     }
 
     /// The number of tokens tiktoken encodes `piece` (one piece of the split) to.
@@ -291,37 +308,44 @@ fn check(hash: u64, len: usize) -> u64 {
     (len as u64) << LEN_SHIFT | hash << TAG_SHIFT
 }
 
-/// Up to eight bytes as one integer, a different one for different bytes of the same length.
+/// Up to eight bytes as one integer, little-endian with zeros above them.
 #[inline(always)]
 fn pack(bytes: &[u8]) -> u64 {
     let len = bytes.len();
-    if let Some(word) = bytes.last_chunk::<8>() {
+    if let Some(word) = bytes.first_chunk::<8>() {
         u64::from_le_bytes(*word)
     } else if let (Some(head), Some(tail)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
-        u64::from(u32::from_le_bytes(*head)) | u64::from(u32::from_le_bytes(*tail)) << 32
+        // The two halves overlap by 8 - len bytes, the same bytes in the same places.
+        u64::from(u32::from_le_bytes(*head)) | u64::from(u32::from_le_bytes(*tail)) << (8 * (len - 4))
     } else if len > 0 {
-        u64::from(bytes[0]) | u64::from(bytes[len / 2]) << 8 | u64::from(bytes[len - 1]) << 16
+        u64::from(bytes[0])
+            | u64::from(bytes[len / 2]) << (8 * (len / 2))
+            | u64::from(bytes[len - 1]) << (8 * (len - 1))
     } else {
         0
     }
 }
 
-/// `a == b` for slices of the same length, short ones compared as one integer each.
+const K0: u64 = 0x9E37_79B9_7F4A_7C15;
+const K1: u64 = 0xA076_1D64_78BD_642F;
+
+/// The high and low halves of `a * b`, folded.
 #[inline(always)]
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if b.len() <= 8 { pack(a) == pack(b) } else { a == b }
+fn fold(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    product as u64 ^ (product >> 64) as u64
 }
 
-/// A hash of `bytes`: eight bytes at a time, each folded in with a 128-bit multiply.
+/// The hash of at most eight bytes, [`pack`]ed in `key`.
 #[inline(always)]
-fn hash(bytes: &[u8]) -> u64 {
-    const K0: u64 = 0x9E37_79B9_7F4A_7C15;
-    const K1: u64 = 0xA076_1D64_78BD_642F;
-    #[inline(always)]
-    fn fold(a: u64, b: u64) -> u64 {
-        let product = u128::from(a) * u128::from(b);
-        product as u64 ^ (product >> 64) as u64
-    }
+fn short_hash(key: u64, len: usize) -> u64 {
+    fold((len as u64) ^ K0 ^ key, K1)
+}
+
+/// The hash of more than eight bytes: eight at a time, each folded in with a 128-bit multiply, the
+/// last eight read whole (overlapping what came before).
+#[inline(always)]
+fn long_hash(bytes: &[u8]) -> u64 {
     let mut state = (bytes.len() as u64) ^ K0;
     let mut rest = bytes;
     while rest.len() > 8 {
@@ -330,8 +354,18 @@ fn hash(bytes: &[u8]) -> u64 {
             rest = tail;
         }
     }
-    // The last up to eight bytes, read whole where possible (overlapping what came before).
-    fold(state ^ pack(bytes), K1)
+    let last = bytes.last_chunk::<8>().map_or(0, |word| u64::from_le_bytes(*word));
+    fold(state ^ last, K1)
+}
+
+/// The hash of `bytes` [`Ranks::rank_or_none`] looks them up by.
+#[inline(always)]
+fn hash(bytes: &[u8]) -> u64 {
+    if bytes.len() <= 8 {
+        short_hash(pack(bytes), bytes.len())
+    } else {
+        long_hash(bytes)
+    }
 }
 
 #[cfg(test)]
@@ -372,7 +406,22 @@ mod tests {
             let bytes: usize = (0..bpe.num_tokens()).map(|id| bpe.token_bytes(id as u32).len()).sum();
             assert_eq!(ranks.bytes.len(), bytes);
             for rank in 0..bpe.num_tokens() as u32 {
-                assert_eq!(ranks.rank_or_none(bpe.token_bytes(rank)), rank, "token {rank}");
+                let token = bpe.token_bytes(rank);
+                assert_eq!(ranks.rank_or_none(token), rank, "token {rank}");
+                if token.len() <= 8 {
+                    let mut word = [0u8; 8];
+                    word[..token.len()].copy_from_slice(token);
+                    assert!(
+                        ranks.is_short_token(u64::from_le_bytes(word), token.len()),
+                        "token {rank}"
+                    );
+                    word[token.len() - 1] ^= 0x80;
+                    let other = &word[..token.len()];
+                    assert_eq!(
+                        ranks.is_short_token(u64::from_le_bytes(word), token.len()),
+                        ranks.is_token(other)
+                    );
+                }
             }
             assert_eq!(ranks.rank_or_none(b""), NONE);
             assert_eq!(ranks.rank_or_none(&[b'a'; 300]), NONE);

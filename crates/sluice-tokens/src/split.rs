@@ -1,6 +1,6 @@
 //! Pre-tokenization: cutting text into the pieces BPE then encodes one by one.
 //!
-//! OpenAI's encodings cut text with a regular expression before merging bytes. `bpe-openai` runs that
+//! OpenAI's encodings cut text with a regular expression before merging bytes. [`Splitter`] runs that
 //! expression with `regex-automata` (linear time, but about 80 ns a piece); most prompts are ASCII, and
 //! on ASCII the expression reduces to a few byte-class runs, which [`ascii_piece`] scans directly. Any
 //! byte at or above 0x80 that could change the answer makes it give up, and the caller asks the regex

@@ -38,6 +38,14 @@ fn main() {
             None => {
                 let name: EncodingName = arg.parse().expect("an encoding name");
                 name.preload();
+                let loaded = resident_kib();
+                let ascii = count_text("Hello, world! Plain ASCII text.", name);
+                println!(
+                    "{arg}: +{:.1} MiB loaded, +{:.1} MiB after an ASCII count ({} tokens)",
+                    (loaded - before) as f64 / 1024.0,
+                    (resident_kib() - before) as f64 / 1024.0,
+                    ascii.tokens
+                );
                 count_text(&text, name).tokens
             }
         };

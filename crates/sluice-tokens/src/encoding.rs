@@ -211,7 +211,8 @@ pub fn count_text_with_limit(text: &str, encoding: impl Into<Encoding>, limit: u
 /// A loaded encoding: its vocabulary ([`Ranks`], a few MB) and its split expression.
 pub(crate) struct Vocab {
     ranks: Ranks,
-    splitter: Splitter,
+    /// Built on the first piece the ASCII scan leaves to it: English-only traffic never pays for it.
+    splitter: OnceLock<Splitter>,
     pattern: Pattern,
 }
 
@@ -234,7 +235,7 @@ pub(crate) fn vocab(name: EncodingName) -> &'static Vocab {
         };
         Vocab {
             ranks: Ranks::new(data),
-            splitter: Splitter::new(pattern),
+            splitter: OnceLock::new(),
             pattern,
         }
     })
@@ -246,7 +247,10 @@ impl Vocab {
     fn piece_end(&self, text: &str, start: usize) -> usize {
         let end = match split::ascii_piece(self.pattern, text.as_bytes(), start) {
             Some(end) => end,
-            None => self.splitter.piece_end(text, start),
+            None => self
+                .splitter
+                .get_or_init(|| Splitter::new(self.pattern))
+                .piece_end(text, start),
         };
         // Every alternative matches at least one character; should one not, the rest is one piece.
         if end > start { end } else { text.len() }

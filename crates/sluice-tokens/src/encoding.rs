@@ -1,14 +1,11 @@
 //! Encodings, which model uses which, and counting plain text.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
-use bpe_openai::Tokenizer;
-use rustc_hash::FxBuildHasher;
-
-use crate::split::{self, Pattern};
+use crate::ranks::Ranks;
+use crate::split::{self, Pattern, Splitter};
 
 /// A byte-pair encoding whose vocabulary ships inside the binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,7 +28,7 @@ impl EncodingName {
         }
     }
 
-    /// Loads the vocabulary now rather than on the first count (tens of milliseconds and tens of MB
+    /// Loads the vocabulary now rather than on the first count (10 to 30 ms and 4 to 9 MiB
     /// each), for example at start for the encodings the configured models use.
     pub fn preload(self) {
         vocab(self);
@@ -211,13 +208,11 @@ pub fn count_text_with_limit(text: &str, encoding: impl Into<Encoding>, limit: u
 
 // === impl Vocab ===
 
-/// A loaded encoding: `bpe-openai`'s tokenizer, plus the set of its tokens for the common case of a piece
-/// that is one token (tiktoken answers those with one lookup too, so this is its result by definition).
-/// Tokens of up to 7 bytes, three English pieces in four, are keyed by one integer.
+/// A loaded encoding: its vocabulary ([`Ranks`], a few MB) and its split expression.
 pub(crate) struct Vocab {
-    tokenizer: &'static Tokenizer,
-    short: HashSet<u64, FxBuildHasher>,
-    long: HashSet<&'static [u8], FxBuildHasher>,
+    ranks: Ranks,
+    /// Built on the first piece the ASCII scan leaves to it: English-only traffic never pays for it.
+    splitter: OnceLock<Splitter>,
     pattern: Pattern,
 }
 
@@ -234,45 +229,16 @@ fn cell(name: EncodingName) -> &'static OnceLock<Vocab> {
 /// The vocabulary of `name`, loaded on first use, once.
 pub(crate) fn vocab(name: EncodingName) -> &'static Vocab {
     cell(name).get_or_init(|| {
-        let (tokenizer, pattern) = match name {
-            EncodingName::O200kBase => (bpe_openai::o200k_base(), Pattern::O200k),
-            EncodingName::Cl100kBase => (bpe_openai::cl100k_base(), Pattern::Cl100k),
+        let (data, pattern): (&'static [u8], _) = match name {
+            EncodingName::O200kBase => (include_bytes!("../vocab/o200k_base.ranks"), Pattern::O200k),
+            EncodingName::Cl100kBase => (include_bytes!("../vocab/cl100k_base.ranks"), Pattern::Cl100k),
         };
-        let bpe = &tokenizer.bpe;
-        let mut short = HashSet::with_hasher(FxBuildHasher);
-        let mut long = HashSet::with_hasher(FxBuildHasher);
-        for id in 0..bpe.num_tokens() {
-            let token = bpe.token_bytes(id as u32);
-            match short_key(token, 0, token.len()) {
-                Some(key) => short.insert(key),
-                None => long.insert(token),
-            };
-        }
         Vocab {
-            tokenizer,
-            short,
-            long,
+            ranks: Ranks::new(data),
+            splitter: OnceLock::new(),
             pattern,
         }
     })
-}
-
-/// `text[start..end]` as one integer if it has at most 7 bytes: the bytes, and the length in the top byte.
-#[inline(always)]
-fn short_key(text: &[u8], start: usize, end: usize) -> Option<u64> {
-    let len = end - start;
-    if len > 7 {
-        return None;
-    }
-    let word = match text[start..].first_chunk::<8>() {
-        Some(chunk) => u64::from_le_bytes(*chunk),
-        None => {
-            let mut chunk = [0u8; 8];
-            chunk[..len].copy_from_slice(&text[start..end]);
-            u64::from_le_bytes(chunk)
-        }
-    };
-    Some(word & ((1u64 << (8 * len)) - 1) | (len as u64) << 56)
 }
 
 impl Vocab {
@@ -282,10 +248,9 @@ impl Vocab {
         let end = match split::ascii_piece(self.pattern, text.as_bytes(), start) {
             Some(end) => end,
             None => self
-                .tokenizer
-                .split(&text[start..])
-                .next()
-                .map_or(text.len(), |piece| start + piece.len()),
+                .splitter
+                .get_or_init(|| Splitter::new(self.pattern))
+                .piece_end(text, start),
         };
         // Every alternative matches at least one character; should one not, the rest is one piece.
         if end > start { end } else { text.len() }
@@ -294,9 +259,13 @@ impl Vocab {
     /// Whether `text[start..end]` is one token.
     #[inline(always)]
     fn is_single(&self, text: &[u8], start: usize, end: usize) -> bool {
-        match short_key(text, start, end) {
-            Some(key) => self.short.contains(&key),
-            None => self.long.contains(&text[start..end]),
+        let len = end - start;
+        match text[start..].first_chunk::<8>() {
+            // Eight bytes from the piece's start, those past its end masked off.
+            Some(word) if len <= 8 => self
+                .ranks
+                .is_short_token(u64::from_le_bytes(*word) & (u64::MAX >> (64 - 8 * len)), len),
+            _ => self.ranks.is_token(&text[start..end]),
         }
     }
 
@@ -307,7 +276,7 @@ impl Vocab {
             1
         } else {
             let piece = &text[start..end];
-            piece_cache::count(self.pattern, piece, || self.tokenizer.bpe.count(piece) as u64)
+            piece_cache::count(self.pattern, piece, || self.ranks.count(piece))
         }
     }
 
@@ -352,8 +321,7 @@ impl Vocab {
             total += if end - start <= piece_cache::KEY_MAX || self.is_single(bytes, start, end) {
                 self.tokens_at(bytes, start, end)
             } else {
-                let left = usize::try_from(limit - total).unwrap_or(usize::MAX);
-                self.tokenizer.bpe.count_till_limit(&bytes[start..end], left)? as u64
+                self.ranks.count_till(&bytes[start..end], limit - total)?
             };
             if total > limit {
                 return None;
@@ -366,8 +334,8 @@ impl Vocab {
 
 /// Counts of recent multi-token pieces, per thread.
 ///
-/// About one English piece in thirty is several tokens (" conspicuously"), and running BPE on one costs
-/// about 180 ns, ten times a lookup; the same words recur within a prompt and across requests (system
+/// About one English piece in thirty is several tokens (" conspicuously"), and running BPE on one costs a
+/// table lookup per pair and per merge, ten or more times a single lookup; the same words recur within a prompt and across requests (system
 /// prompts). Direct-mapped and fixed in size: a hostile stream of distinct pieces only makes misses, each
 /// the plain BPE count.
 mod piece_cache {

@@ -1,6 +1,6 @@
 //! Pre-tokenization: cutting text into the pieces BPE then encodes one by one.
 //!
-//! OpenAI's encodings cut text with a regular expression before merging bytes. `bpe-openai` runs that
+//! OpenAI's encodings cut text with a regular expression before merging bytes. [`Splitter`] runs that
 //! expression with `regex-automata` (linear time, but about 80 ns a piece); most prompts are ASCII, and
 //! on ASCII the expression reduces to a few byte-class runs, which [`ascii_piece`] scans directly. Any
 //! byte at or above 0x80 that could change the answer makes it give up, and the caller asks the regex
@@ -18,6 +18,9 @@
 //! run with an optional leading non-letter, non-digit, non-newline character, else one to three digits,
 //! else an optional space and a punctuation run with trailing newlines, else whitespace.
 
+use regex_automata::meta::Regex;
+use regex_automata::{Anchored, Input};
+
 /// The split pattern of an encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pattern {
@@ -25,6 +28,72 @@ pub(crate) enum Pattern {
     Cl100k,
     /// o200k_base.
     O200k,
+}
+
+/// One of OpenAI's letter-run alternatives of o200k (capitals then lowercase, or the reverse), each with
+/// its optional contraction.
+const O200K_LETTERS: [&str; 2] = [
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+];
+
+/// Which of [`Splitter`]'s patterns stands for `\s+(?!\S)`: it matches one character too many.
+const LOOKAHEAD: usize = 1;
+
+/// The whole split expression, for the pieces [`ascii_piece`] leaves. `regex-automata` has no look-ahead,
+/// so `\s+(?!\S)` is matched as `\s+\s` (the second of three patterns, tried in order like alternatives)
+/// and its last character given back; `\s+$`, which the look-ahead also matches, joins the first.
+pub(crate) struct Splitter {
+    regex: Regex,
+}
+
+impl Splitter {
+    /// The expression of `pattern`.
+    ///
+    /// # Panics
+    ///
+    /// Never: the expressions are constants, built by the tests.
+    #[allow(clippy::expect_used, reason = "constant expressions, built by the tests")]
+    pub(crate) fn new(pattern: Pattern) -> Splitter {
+        let first = match pattern {
+            Pattern::Cl100k => [
+                r"(?i:'s|'t|'re|'ve|'m|'ll|'d)",
+                r"[^\r\n\p{L}\p{N}]?\p{L}+",
+                r"\p{N}{1,3}",
+                r" ?[^\s\p{L}\p{N}]+[\r\n]*",
+                r"\s*[\r\n]+",
+                r"\s+$",
+            ]
+            .join("|"),
+            Pattern::O200k => [
+                O200K_LETTERS[0],
+                O200K_LETTERS[1],
+                r"\p{N}{1,3}",
+                r" ?[^\s\p{L}\p{N}]+[\r\n/]*",
+                r"\s*[\r\n]+",
+                r"\s+$",
+            ]
+            .join("|"),
+        };
+        let regex = Regex::new_many(&[first.as_str(), r"\s+\s", r"\s+"]).expect("a valid split expression");
+        Splitter { regex }
+    }
+
+    /// The end of the piece of `text` that starts at `start`.
+    pub(crate) fn piece_end(&self, text: &str, start: usize) -> usize {
+        let rest = &text[start..];
+        let Some(found) = self.regex.find(Input::new(rest).anchored(Anchored::Yes)) else {
+            // Every character matches some alternative; should none, the rest is one piece.
+            return text.len();
+        };
+        let mut end = found.end();
+        if found.pattern().as_usize() == LOOKAHEAD
+            && let Some(last) = rest[..end].chars().next_back()
+        {
+            end -= last.len_utf8();
+        }
+        start + end
+    }
 }
 
 // Byte classes. `\s` on ASCII is 0x09..=0x0D and the space (Unicode White_Space); 0x1C..=0x1F are not.
@@ -245,17 +314,16 @@ pub(crate) fn is_settled_boundary(previous: char, next: char) -> bool {
 mod tests {
     use super::*;
 
+    /// The split the counter makes: the ASCII scan, else its own expression.
     fn fast_split(pattern: Pattern, text: &str) -> Vec<String> {
-        let tokenizer = match pattern {
-            Pattern::Cl100k => bpe_openai::cl100k_base(),
-            Pattern::O200k => bpe_openai::o200k_base(),
-        };
+        static SPLITTERS: [std::sync::OnceLock<Splitter>; 2] = [const { std::sync::OnceLock::new() }; 2];
+        let splitter = SPLITTERS[pattern as usize].get_or_init(|| Splitter::new(pattern));
         let mut pieces = Vec::new();
         let mut i = 0;
         while i < text.len() {
             let end = match ascii_piece(pattern, text.as_bytes(), i) {
                 Some(end) => end,
-                None => i + tokenizer.split(&text[i..]).next().unwrap().len(),
+                None => splitter.piece_end(text, i),
             };
             assert!(end > i, "empty piece at {i} in {text:?}");
             pieces.push(text[i..end].to_owned());
@@ -264,6 +332,7 @@ mod tests {
         pieces
     }
 
+    /// The reference: `bpe-openai`'s split, tiktoken's.
     fn regex_split(pattern: Pattern, text: &str) -> Vec<String> {
         let tokenizer = match pattern {
             Pattern::Cl100k => bpe_openai::cl100k_base(),

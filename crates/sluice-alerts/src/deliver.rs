@@ -34,6 +34,8 @@ pub struct Sink {
     pub budget_bp: Vec<u32>,
     /// Whether key and deployment health is announced.
     pub keys: bool,
+    /// Whether tenants' subscription requests are announced.
+    pub subscriptions: bool,
 }
 
 impl std::fmt::Debug for Sink {
@@ -43,6 +45,7 @@ impl std::fmt::Debug for Sink {
             .field("signed", &self.secret.is_some())
             .field("budget_bp", &self.budget_bp)
             .field("keys", &self.keys)
+            .field("subscriptions", &self.subscriptions)
             .finish()
     }
 }
@@ -61,6 +64,7 @@ impl Sink {
     pub fn wants(&self, event: &Event) -> bool {
         match event {
             Event::BudgetThreshold { threshold, .. } => self.budget_bp.contains(&share_to_bp(*threshold)),
+            Event::SubscriptionRequested { .. } => self.subscriptions,
             Event::Test => true,
             _ => self.keys,
         }
@@ -249,6 +253,11 @@ impl Notifier {
     /// Whether some sink announces key health.
     pub fn watches_keys(&self) -> bool {
         self.sinks.iter().any(|(s, _)| s.keys)
+    }
+
+    /// Whether some sink announces subscription requests.
+    pub fn watches_subscriptions(&self) -> bool {
+        self.sinks.iter().any(|(s, _)| s.subscriptions)
     }
 }
 

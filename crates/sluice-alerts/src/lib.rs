@@ -6,6 +6,8 @@
 //! - [`KeyWatch`] compares the router's view of its keys and breakers check after check, and announces a
 //!   key or a deployment taken out (a 429 storm, a key the vendor refused, a breaker open) and its
 //!   recovery.
+//! - [`SubscriptionWatch`] announces each tenant's subscription request waiting for an admin, once,
+//!   whichever replica took it (recorded in `alerts_fired` like a budget threshold).
 //! - [`Notifier`] delivers [`Alert`]s to each `[[alerts]]` webhook from its own bounded queue and task,
 //!   signed with HMAC-SHA256 when the webhook has a secret, retried with backoff.
 //!
@@ -15,6 +17,7 @@ mod budget;
 mod deliver;
 mod keys;
 mod payload;
+mod subscriptions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +30,7 @@ pub use crate::budget::BudgetWatch;
 pub use crate::deliver::{DeliveryError, Notifier, Retry, SIGNATURE_HEADER, Sink, deliver, share_to_bp, signature};
 pub use crate::keys::{DeploymentLoad, KeyWatch};
 pub use crate::payload::{Alert, Event, OutReason, PAYLOAD_VERSION};
+pub use crate::subscriptions::SubscriptionWatch;
 
 /// The thresholds announced when a webhook names none: 50%, 80% and 100% of a budget.
 pub const DEFAULT_THRESHOLDS: [f64; 3] = [0.5, 0.8, 1.0];
@@ -53,6 +57,10 @@ pub fn spawn(
     router: Arc<Router>,
 ) -> tokio::task::JoinHandle<()> {
     let notifier = Notifier::start(client, settings.sinks, settings.retry);
+    let mut subscriptions = store
+        .clone()
+        .filter(|_| notifier.watches_subscriptions())
+        .map(SubscriptionWatch::new);
     let mut budgets = store.map(|store| BudgetWatch::new(store, notifier.budget_thresholds()));
     let mut keys = notifier.watches_keys().then(KeyWatch::default);
     let gateway = settings.gateway;
@@ -72,6 +80,12 @@ pub fn spawn(
                     Ok(found) => events.extend(found),
                     // The next check tries again; nothing was recorded for what was not read.
                     Err(error) => tracing::warn!("budget alerts: cannot read spend: {error}"),
+                }
+            }
+            if let Some(subscriptions) = &mut subscriptions {
+                match subscriptions.check(now).await {
+                    Ok(found) => events.extend(found),
+                    Err(error) => tracing::warn!("subscription alerts: cannot read requests: {error}"),
                 }
             }
             for event in events {

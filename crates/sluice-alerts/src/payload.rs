@@ -127,6 +127,17 @@ pub enum Event {
         /// Why it was out.
         reason: OutReason,
     },
+    /// A tenant asked for a service that needs an admin's approval.
+    SubscriptionRequested {
+        /// The request's id, what `sluice subscriptions approve` takes (`id` is the alert's own).
+        request: String,
+        /// The tenant.
+        tenant: String,
+        /// The service asked for: `model:NAME` or `prompt:NAME`.
+        service: String,
+        /// Why the tenant wants it, as it wrote it.
+        reason: String,
+    },
     /// Sent by `sluice alerts test`.
     Test,
 }
@@ -201,6 +212,15 @@ fn text(event: &Event, gateway: &str) -> String {
             ":large_green_circle: Sluice ({gateway}): deployment `{vendor_model}` on `{provider}` is serving \
              model `{model}` again."
         ),
+        Event::SubscriptionRequested {
+            request,
+            tenant,
+            service,
+            reason,
+        } => format!(
+            ":inbox_tray: Sluice: tenant `{tenant}` asks for `{service}` ({reason:?}); approve or reject \
+             request `{request}` in the console or with `sluice subscriptions approve|reject {request}`."
+        ),
         Event::Test => format!("Sluice ({gateway}): a test alert from `sluice alerts test`; this webhook works."),
     }
 }
@@ -249,6 +269,34 @@ mod tests {
                 "text": ":warning: Sluice: tenant `search` has spent 80% of its budget for 2026-12: $20.010000 of \
                          $25.000000."
             })
+        );
+    }
+
+    #[test]
+    fn subscription_payload_names_the_request() {
+        let alert = Alert::new(
+            Event::SubscriptionRequested {
+                request: "0190e0b0-0000-7000-8000-000000000001".into(),
+                tenant: "search".into(),
+                service: "prompt:summarize".into(),
+                reason: "weekly digest".into(),
+            },
+            "h",
+            Utc::now(),
+        );
+        let json: serde_json::Value = serde_json::from_slice(&alert.body()).unwrap();
+        assert_eq!(json["kind"], "subscription_requested");
+        assert_eq!(json["request"], "0190e0b0-0000-7000-8000-000000000001");
+        assert_ne!(json["id"], json["request"], "the alert's own id stays its own");
+        assert_eq!(json["service"], "prompt:summarize");
+        let text = json["text"].as_str().unwrap();
+        assert!(
+            text.contains("`search` asks for `prompt:summarize` (\"weekly digest\")"),
+            "{text}"
+        );
+        assert!(
+            text.contains("approve|reject 0190e0b0-0000-7000-8000-000000000001"),
+            "{text}"
         );
     }
 

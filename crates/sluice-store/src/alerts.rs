@@ -10,7 +10,8 @@ use crate::model::BudgetPeriod;
 pub struct FiredAlert {
     /// The tenant's name.
     pub tenant: String,
-    /// The budget period, as [`period_key`] writes it.
+    /// The budget period, as [`period_key`] writes it; for a subscription request announced,
+    /// `subscription:<request id>` (with `threshold_bp` and `spend_micros` 0).
     pub period: String,
     /// The threshold in basis points of the budget (8000 = 80%).
     pub threshold_bp: u32,

@@ -47,6 +47,7 @@ pub fn sinks(config: &Config, env: &dyn Fn(&str) -> Option<String>, warnings: &m
             secret,
             budget_bp,
             keys: alert.keys,
+            subscriptions: alert.subscriptions,
         });
     }
     sinks

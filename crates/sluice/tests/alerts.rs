@@ -104,6 +104,13 @@ model = "vendor-model"
 # 1 cent per output token, input free: a 10-token answer costs exactly $0.10.
 price = {{ input = 0.0, output = 10000.0 }}
 
+[[models]]
+name = "gated"
+access = "approval"
+[[models.deployments]]
+provider = "up"
+model = "vendor-model"
+
 [[alerts]]
 url = "{hook}"
 secret = "env:HOOK_SECRET"
@@ -403,4 +410,48 @@ async fn a_key_taken_out_by_429s_is_announced_recovered() {
         back["text"].as_str().unwrap().contains("serving model `m` again"),
         "{back}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_request_is_announced_once_across_replicas_and_a_restart() {
+    let dir = scratch_dir("alerts-subscriptions");
+    let sim = SimServer::start(SimConfig::default()).await;
+    let (hook, hook_server) = Hook::start(0).await;
+    let hook_url = format!("{}/hook/T0123/secret-path", hook_server.url());
+    let a = replica(&dir, "a", &sim.base_url(), &hook_url).await;
+    let b = replica(&dir, "b", &sim.base_url(), &hook_url).await;
+    admin(&a, "/admin/tenants", json!({"name": "acme"})).await;
+    let key = admin(&a, "/admin/tenants/acme/keys", json!({})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let asked = client()
+        .post(a.url("/v1/subscriptions"))
+        .bearer_auth(&key)
+        .json(&json!({"service": "model:gated", "reason": "nightly evals"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 201);
+    let id = asked.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+
+    let requested = |a: &Value| a["kind"] == "subscription_requested";
+    assert!(
+        eventually(Duration::from_secs(10), || hook.count(requested) >= 1).await,
+        "no subscription alert: {:?}",
+        hook.alerts()
+    );
+    // Both replicas keep checking; one restarts and checks again.
+    drop(a);
+    let _a = replica(&dir, "a", &sim.base_url(), &hook_url).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let alerts = hook.alerts();
+    assert_eq!(hook.count(requested), 1, "{alerts:#?}");
+    let alert = alerts.iter().find(|a| requested(a)).unwrap();
+    assert_eq!(alert["request"], id.as_str());
+    assert_eq!(alert["tenant"], "acme");
+    assert_eq!(alert["service"], "model:gated");
+    assert_eq!(alert["reason"], "nightly evals");
+    assert!(alert["text"].as_str().unwrap().contains(&id), "{alert}");
+    drop(b);
 }

@@ -1,5 +1,5 @@
-//! `[[alerts]]`: webhooks told when a tenant's spend crosses a threshold of its budget and when an upstream
-//! key or deployment is taken out or recovers. Several tables are allowed; each says what it watches.
+//! `[[alerts]]`: webhooks told when a tenant's spend crosses a threshold of its budget, when an upstream
+//! key or deployment is taken out or recovers, and when a tenant asks for a service needing approval. Several tables are allowed; each says what it watches.
 
 use std::time::Duration;
 
@@ -22,6 +22,9 @@ pub struct RawAlert {
     /// Whether upstream keys and deployments taken out, and their recoveries, are announced.
     #[serde(default = "default_keys")]
     pub keys: bool,
+    /// Whether tenants' subscription requests waiting for an admin are announced.
+    #[serde(default = "default_keys")]
+    pub subscriptions: bool,
     /// How often budgets and keys are checked; the smallest of every table applies.
     #[serde(default = "default_interval")]
     pub check_interval_ms: u64,
@@ -65,10 +68,10 @@ impl RawAlert {
         if self.check_interval_ms == 0 {
             problem("check_interval_ms", "must be greater than 0".to_owned());
         }
-        if self.budget.is_empty() && !self.keys {
+        if self.budget.is_empty() && !self.keys && !self.subscriptions {
             problem(
                 "budget",
-                "watches nothing: give thresholds or set keys = true".to_owned(),
+                "watches nothing: give thresholds or set keys or subscriptions = true".to_owned(),
             );
         }
         problems

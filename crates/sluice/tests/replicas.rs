@@ -277,13 +277,13 @@ async fn three_replicas_keep_a_key_within_its_rpm_and_tpm_together() {
         );
     }
 
-    // The documented bound (docs/architecture.md, consistency model): a lease's unused part and the refill
-    // its absence made room for can both be spent, so the vendor may refuse up to the leases outstanding
-    // while the bucket was full: at most lease_share (0.1) of the limit. Issue 14 asks for none; seen: 0-2.
-    let lease_bound = u64::from(RPM).div_ceil(10);
+    // Issue 14 asks for no vendor 429 at all. On a quiet machine there is none; with every core busy
+    // (a release build beside the test), about one run in four still met one, of 120, with no replica
+    // falling back and no lease outstanding past its time. Its cause is not found yet: one is allowed, and
+    // issue 14 stays open until none is.
     assert!(
-        stats.rate_limited <= lease_bound,
-        "at most {lease_bound} vendor 429s through three replicas: {stats:?}"
+        stats.rate_limited <= 1,
+        "at most one vendor 429 through three replicas: {stats:?}"
     );
     let ok = results.iter().filter(|(_, s, _)| *s == 200).count() as u64;
     assert_eq!(ok, served(&stats), "every answer came from the vendor");

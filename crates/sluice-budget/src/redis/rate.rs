@@ -74,6 +74,8 @@ struct RateCall {
     need: (u64, u64),
     learnt: (Option<u64>, Option<u64>),
     cool_ms: u64,
+    /// Whether this call closes the lease (`give` is its balance).
+    drains: bool,
 }
 
 fn lock(state: &Mutex<RateLocal>) -> MutexGuard<'_, RateLocal> {
@@ -199,8 +201,13 @@ impl RedisRate {
                 ),
                 learnt: std::mem::take(&mut s.learnt),
                 cool_ms: std::mem::take(&mut s.cool_ms),
+                drains: true,
             }
         };
+        // The lease serves from when it was asked for, not from when the answer came: Redis counts it out
+        // from the script's run, which is between the two, so a slow answer cannot stretch the lease past
+        // the time the bucket keeps room for it.
+        let asked = Instant::now();
         let reply = self.run(call).await;
         let now = Instant::now();
         let mut s = lock(&self.state);
@@ -209,7 +216,7 @@ impl RedisRate {
                 self.observe(&mut s, &reply, now);
                 if reply.wait_ms == 0 {
                     s.lease
-                        .grant(reply.granted.0, reply.granted.1, now, self.link.settings.lease);
+                        .grant(reply.granted.0, reply.granted.1, asked, self.link.settings.lease);
                     s.lease.take(tokens);
                     s.in_flight = s.in_flight.saturating_add(1);
                     Ok(())
@@ -253,6 +260,9 @@ impl RedisRate {
                 pause: Duration::from_millis(call.cool_ms),
             },
         );
+        // A grant counts as out for a lease and a half: the replica's own clock starts its lease when the
+        // answer arrives, a little after Redis's.
+        let lease_out_ms = u64::try_from(self.link.settings.lease.as_millis() * 3 / 2).unwrap_or(u64::MAX);
         let reply: (u64, u64, u64, u64, String, String) = self
             .link
             .call(|mut connection| async move {
@@ -274,6 +284,9 @@ impl RedisRate {
                     .arg(HASH_LIFETIME_MS)
                     .arg(&self.link.channel)
                     .arg(message)
+                    .arg(&self.link.id)
+                    .arg(lease_out_ms)
+                    .arg(u8::from(call.drains))
                     .invoke_async(&mut connection)
                     .await
             })
@@ -295,13 +308,11 @@ impl RedisRate {
             if s.share.is_some() || !self.link.is_up() {
                 return;
             }
-            let give = if s.lease.expired_with_balance(now) {
-                s.lease.drain(self.limits)
-            } else {
-                (0.0, 0.0)
-            };
+            let drains = s.lease.expired_with_balance(now);
+            let give = if drains { s.lease.drain(self.limits) } else { (0.0, 0.0) };
             let call = RateCall {
                 give,
+                drains,
                 learnt: std::mem::take(&mut s.learnt),
                 cool_ms: std::mem::take(&mut s.cool_ms),
                 ..RateCall::default()

@@ -12,7 +12,14 @@ use redis::Script;
 /// KEYS[1] the hash. ARGV: 1 rpm, 2 tpm (-1: unlimited), 3 requests and 4 tokens given back (negative:
 /// owed), 5 requests and 6 tokens wanted, 7 requests and 8 tokens needed now (0 and 0: no request),
 /// 9 requests and 10 tokens the vendor says are left (-1: nothing learnt), 11 a cooldown to start, in ms
-/// (0: none), 12 the hash's lifetime in ms, 13 the channel and 14 the message announcing the cooldown.
+/// (0: none), 12 the hash's lifetime in ms, 13 the channel and 14 the message announcing the cooldown,
+/// 15 the replica's id, 16 how long a lease may be spent from, in ms, 17 `1` when this call closes the
+/// replica's lease (its balance is the give-back), else `0`.
+///
+/// Leases out: `o:{replica}` holds each replica's last grant (`requests tokens until_µs`). A lease is taken
+/// out of the bucket before it is spent, so the bucket must not refill into the room it left: a vendor
+/// that saw nothing of the lease stays at its cap meanwhile. Refills and give-backs therefore stop at the
+/// limit minus the grants still out (counting a grant whole, as if unspent, is the safe side).
 ///
 /// Returns: requests granted, tokens granted, the wait in ms before the need fits (0 when granted), the
 /// cooldown left in ms, then the requests and tokens left (strings).
@@ -27,15 +34,33 @@ if r == nil or k == nil or at == nil or tonumber(s[4]) ~= rpm or tonumber(s[5]) 
 end
 local cd = tonumber(s[6]) or 0
 local minutes = math.max(0, now - at) / 60000000
-local function settle(level, cap, give, learnt)
+local me = 'o:' .. ARGV[15]
+local out_r, out_k = 0, 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local f = fields[i]
+  if string.sub(f, 1, 2) == 'o:' then
+    local lr, lk, till = string.match(fields[i + 1], '^(%S+) (%S+) (%S+)$')
+    if (f == me and ARGV[17] == '1') or tonumber(till) == nil or tonumber(till) <= now then
+      redis.call('HDEL', KEYS[1], f)
+    else
+      out_r, out_k = out_r + tonumber(lr), out_k + tonumber(lk)
+    end
+  end
+end
+local function bounded(level, next, bound)
+  if next > bound then return math.max(level, bound) end
+  return next
+end
+local function settle(level, cap, out, give, learnt)
   if cap < 0 then return 0 end
-  level = math.min(cap, level + minutes * cap)
-  level = math.min(cap, level + give)
+  level = bounded(level, level + minutes * cap, cap - out)
+  level = bounded(level, level + give, cap - out)
   if learnt >= 0 then level = math.min(level, learnt) end
   return level
 end
-r = settle(r, rpm, tonumber(ARGV[3]), tonumber(ARGV[9]))
-k = settle(k, tpm, tonumber(ARGV[4]), tonumber(ARGV[10]))
+r = settle(r, rpm, out_r, tonumber(ARGV[3]), tonumber(ARGV[9]))
+k = settle(k, tpm, out_k, tonumber(ARGV[4]), tonumber(ARGV[10]))
 local cool = tonumber(ARGV[11])
 if cool > 0 then
   cd = math.max(cd, now + cool * 1000)
@@ -65,6 +90,9 @@ if need_r > 0 or need_k > 0 then
       end
     end
   end
+end
+if got_r > 0 or got_k > 0 then
+  redis.call('HSET', KEYS[1], me, string.format('%d %d %.0f', got_r, got_k, now + tonumber(ARGV[16]) * 1000))
 end
 redis.call('HSET', KEYS[1], 'r', string.format('%.4f', r), 't', string.format('%.4f', k),
   'at', string.format('%.0f', now), 'rpm', ARGV[1], 'tpm', ARGV[2], 'cd', string.format('%.0f', cd))

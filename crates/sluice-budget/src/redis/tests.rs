@@ -71,6 +71,9 @@ async fn rate(
         .arg(60_000)
         .arg(format!("{key}:channel"))
         .arg("message")
+        .arg("test")
+        .arg(1_500)
+        .arg(1)
         .invoke_async(c)
         .await
         .unwrap()
@@ -110,6 +113,58 @@ async fn the_rate_script_grants_leases_takes_back_debt_and_waits_exactly() {
         (10.0, 0.0),
         "new limits; tokens unlimited"
     );
+}
+
+/// Runs the rate script as `replica` for requests only (rpm 60): give, want and need requests, and whether
+/// the call closes the replica's lease. Returns what was granted and the requests left.
+async fn rate_as(
+    c: &mut MultiplexedConnection,
+    key: &str,
+    replica: &str,
+    give: f64,
+    want: u64,
+    drains: bool,
+) -> (i64, f64) {
+    let reply: RateReply = Scripts::new()
+        .rate
+        .key(key)
+        .arg(60)
+        .arg(-1)
+        .arg(give)
+        .arg(0)
+        .arg(want)
+        .arg(0)
+        .arg(u64::from(want > 0))
+        .arg(0)
+        .arg(-1)
+        .arg(-1)
+        .arg(0)
+        .arg(60_000)
+        .arg(format!("{key}:channel"))
+        .arg("message")
+        .arg(replica)
+        .arg(10_000)
+        .arg(u8::from(drains))
+        .invoke_async(c)
+        .await
+        .unwrap();
+    (reply.0, level(&reply.4))
+}
+
+#[tokio::test]
+async fn the_bucket_does_not_refill_into_the_room_a_lease_left() {
+    let mut c = connection().await;
+    let key = format!("{}:rate", prefix("lease-room"));
+    // Replica a leases 10 of a full bucket of 60 (refilled at 1 a second).
+    assert_eq!(rate_as(&mut c, &key, "a", 0.0, 10, true).await, (10, 50.0));
+    // A vendor that saw none of the lease is still full, at 60: the bucket may not refill past 60 - 10
+    // while the lease is out, or the lease and the refill could both be spent.
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let (_, left) = rate_as(&mut c, &key, "b", 0.0, 0, false).await;
+    assert_eq!(left, 50.0, "refilled into the lease's room");
+    // Replica a closes its lease with 9 unused: the bucket holds them again, up to the limit.
+    let (_, left) = rate_as(&mut c, &key, "a", 9.0, 0, true).await;
+    assert!((59.0..=60.0).contains(&left), "{left}");
 }
 
 #[tokio::test]

@@ -8,34 +8,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sluice_store::{Grant, Subscription, SubscriptionStatus, Tenant};
 
 pub use sluice_store::{Service, ServiceKind};
 
-/// Who may call a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Access {
-    /// Every tenant (whose allow-list does not exclude it).
-    #[default]
-    Open,
-    /// Tenants whose subscription request an admin approved.
-    Approval,
-    /// Only tenants an admin granted it to.
-    Private,
-}
-
-impl Access {
-    /// The name used in configuration and answers.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Access::Open => "open",
-            Access::Approval => "approval",
-            Access::Private => "private",
-        }
-    }
-}
+/// Who may call a service: models take it from the configuration, prompts from their files; one type
+/// for both, defined beside the prompt files that name it.
+pub use sluice_prompts::Access;
 
 /// What the configuration says of a model for the catalog: who may call it and what it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -38,8 +38,9 @@ impl fmt::Display for Status {
     }
 }
 
-/// Who may call a prompt: every tenant, tenants whose subscription an admin approved, or only tenants
-/// an admin granted it to. The newest version's file sets it for the name.
+/// Who may call a service (a prompt, or a model in the configuration): every tenant, tenants whose
+/// subscription an admin approved, or only tenants an admin granted it to. For a prompt, the newest
+/// version's file sets it for the name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Access {

@@ -43,11 +43,7 @@ pub(crate) fn registry(state: &AppState) -> Arc<PromptRegistry> {
 /// Who may call the prompt `name`, as the pipeline reads it (an unknown name is open, so that a name
 /// off a tenant's list is refused whether it exists or not).
 pub(crate) fn access_of(registry: &PromptRegistry, name: &str) -> Access {
-    match registry.access(name) {
-        Some(sluice_prompts::Access::Approval) => Access::Approval,
-        Some(sluice_prompts::Access::Private) => Access::Private,
-        Some(sluice_prompts::Access::Open) | None => Access::Open,
-    }
+    registry.access(name).unwrap_or_default()
 }
 
 /// What `principal` may do with the prompt `name`: a configured key may call every prompt.

@@ -312,13 +312,7 @@ impl Pipeline {
         if let Some(tenant) = tenant {
             tenant.precheck(model, self.model_access(model)).map_err(refusal)?;
         }
-        // The first deployment's encoding: deployments of one model name normally share a tokenizer
-        // family; when they do not, the first one's count is the estimate.
-        let encoding = route
-            .deployments()
-            .first()
-            .map_or_else(|| sluice_tokens::EncodingName::O200kBase.into(), |d| d.encoding());
-        let prompt_tokens = operation.count(encoding).await;
+        let prompt_tokens = operation.count(route.encoding()).await;
         let (rate, spend) = match tenant {
             Some(tenant) => self
                 .reserve(tenant, route, operation, prompt_tokens)

@@ -403,6 +403,15 @@ impl ModelRoute {
         &self.deployments
     }
 
+    /// The encoding to count a request for this model with: its first deployment's. Deployments of one
+    /// model name normally share a tokenizer family; when they do not, the first one's count is the
+    /// estimate.
+    pub fn encoding(&self) -> Encoding {
+        self.deployments
+            .first()
+            .map_or_else(|| EncodingName::O200kBase.into(), Deployment::encoding)
+    }
+
     /// Whether any of its deployments' providers offers embeddings.
     pub fn embeds(&self) -> bool {
         self.deployments.iter().any(|d| d.provider.embeds())

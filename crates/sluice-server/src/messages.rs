@@ -85,10 +85,7 @@ pub(crate) async fn count_tokens(
         }
     }
     let encoding = match state.router().route(&chat.model) {
-        Ok(route) => route
-            .deployments()
-            .first()
-            .map_or_else(|| sluice_tokens::EncodingName::O200kBase.into(), |d| d.encoding()),
+        Ok(route) => route.encoding(),
         Err(err) => return ApiError::from_route(&err).into_anthropic_response(),
     };
     let (body, counted) = match state.router().count_tokens(&chat.model, &body, &headers).await {

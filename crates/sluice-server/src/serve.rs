@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 mod connection;
+mod held;
 
 /// How the server bounds its clients. [`ServeSettings::default`] holds the defaults the README lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +81,8 @@ pub struct ServeStats {
     pub requests_refused: AtomicU64,
     /// Connections closed for a slow request head, an idle keep-alive or a client not reading.
     pub connections_timed_out: AtomicU64,
+    /// Writes to client sockets (system calls): an answer's chunks that arrive together leave together.
+    pub client_writes: AtomicU64,
 }
 
 /// Appends the server's counters to a Prometheus text exposition.
@@ -105,6 +108,12 @@ pub fn render_metrics(stats: &ServeStats, out: &mut String) {
             "counter",
             "Connections closed for a slow request head or a client not reading its answer.",
             count(&stats.connections_timed_out),
+        ),
+        (
+            "sluice_client_writes_total",
+            "counter",
+            "Writes to client sockets (system calls); a stream's chunks that arrive together leave in one.",
+            count(&stats.client_writes),
         ),
         (
             "sluice_requests_in_flight",

@@ -111,6 +111,47 @@ async fn streaming_forwards_the_first_chunk_while_the_upstream_is_still_sending(
     assert_eq!(upstream.stats().streams_completed, 1);
 }
 
+/// `sluice_client_writes_total` from the gateway's `/metrics`.
+async fn client_writes(gateway: &GatewayServer) -> u64 {
+    let text = client()
+        .get(gateway.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("sluice_client_writes_total "))
+        .expect("the counter is exposed")
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streams_chunks_that_arrive_together_leave_in_a_few_writes() {
+    // No latency: the vendor's 42 events arrive together. Each used to cost the gateway a write (a system
+    // call and a wake-up of the client); they are held for a scheduler round and leave together.
+    let upstream = SimServer::start(sim(SimConfig {
+        reply_tokens: 40,
+        ..SimConfig::default()
+    }))
+    .await;
+    let gateway = GatewayServer::start(&config_for(&upstream.base_url(), "")).await;
+    let mut writes = Vec::new();
+    for _ in 0..5 {
+        let before = client_writes(&gateway).await;
+        let text = post_chat(&gateway, &chat_body(true)).await.text().await.unwrap();
+        let events = sse_data(&text);
+        assert_eq!(events.len(), 43, "42 chunks and [DONE]: {text}");
+        assert_eq!(events.last().unwrap(), "[DONE]");
+        // Less the one write of the `/metrics` answer read before.
+        writes.push(client_writes(&gateway).await - before - 1);
+    }
+    writes.sort_unstable();
+    assert!(writes[2] <= 6, "writes per stream of 43 events: {writes:?}");
+}
+
 #[tokio::test]
 async fn stream_usage_is_requested_upstream_and_forwarded_only_when_asked() {
     let (capture, upstream) = Capture::start(|_| {

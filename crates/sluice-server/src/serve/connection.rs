@@ -34,6 +34,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+use super::held::HeldWrites;
 use super::{PeerAddr, Shared};
 use crate::error::ApiError;
 
@@ -59,7 +60,9 @@ pub(super) async fn run(
     let io = TokioIo::new(Watched {
         tcp,
         state: Arc::clone(&state),
+        stats: Arc::clone(&shared.stats),
         first_read: true,
+        held: HeldWrites::default(),
     });
     let service = RequestService {
         app,
@@ -235,11 +238,14 @@ impl ConnState {
     }
 }
 
-/// The TCP stream, telling the watcher when a request head starts and when writes wait on the client.
+/// The TCP stream, telling the watcher when a request head starts and when writes wait on the client,
+/// and consolidating an answer's flushes (`held.rs`).
 struct Watched {
     tcp: TcpStream,
     state: Arc<ConnState>,
+    stats: Arc<super::ServeStats>,
     first_read: bool,
+    held: HeldWrites,
 }
 
 /// The HTTP/2 connection preface's first bytes.
@@ -253,6 +259,7 @@ impl AsyncRead for Watched {
             && buf.filled().len() > before
         {
             let this = &mut *self;
+            this.held.read_some();
             if this.first_read {
                 this.first_read = false;
                 if buf.filled()[before..].starts_with(H2_PREFACE) {
@@ -291,11 +298,48 @@ impl Watched {
     }
 }
 
-impl AsyncWrite for Watched {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.tcp).poll_write(cx, buf);
+impl Watched {
+    /// Writes what is held, until the socket takes it all or would block.
+    fn poll_write_held(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.held.pending().is_empty() {
+            let result = Pin::new(&mut self.tcp).poll_write(cx, self.held.pending());
+            self.track_write(&result);
+            match result {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.stats.client_writes.fetch_add(1, Ordering::Relaxed);
+                    self.held.sent(n);
+                }
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes `bufs` to the socket now (after anything held).
+    fn poll_write_now(&mut self, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        if let Poll::Ready(Err(err)) = self.poll_write_held(cx) {
+            return Poll::Ready(Err(err));
+        }
+        if !self.held.pending().is_empty() {
+            return Poll::Pending;
+        }
+        let result = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
         self.track_write(&result);
+        if let Poll::Ready(Ok(n)) = result
+            && n > 0
+        {
+            self.stats.client_writes.fetch_add(1, Ordering::Relaxed);
+            self.held.wrote();
+        }
         result
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.poll_write_vectored(cx, &[std::io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -303,9 +347,11 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
-        self.track_write(&result);
-        result
+        let len = bufs.iter().map(|buf| buf.len()).sum();
+        if self.held.holds(len) {
+            return Poll::Ready(Ok(self.held.hold(bufs)));
+        }
+        self.poll_write_now(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -313,10 +359,15 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.held.defer_flush(cx) {
+            return Poll::Pending;
+        }
+        std::task::ready!(self.poll_write_held(cx))?;
         Pin::new(&mut self.tcp).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_write_held(cx))?;
         Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }

@@ -138,8 +138,16 @@ pub trait RateBudget: Send + Sync + Debug + 'static {
     /// Check and take are one atomic step.
     fn reserve(&self, tokens: u64) -> Reserve<'_, Result<(), Refusal>>;
 
-    /// Ends a reservation of `reserved` tokens; see [`End`].
+    /// Ends a reservation of `reserved` tokens; see [`End`]. [`RateBudget::reached`] came first.
     fn settle(&self, reserved: u64, end: End);
+
+    /// The request of a reservation of `reserved` tokens reached the vendor (it began to answer) or
+    /// never will: the vendor has counted what it counts of it. Once per reservation, before
+    /// [`RateBudget::settle`] ([`Reservation`] sees to both). A shared budget counts the reservation as
+    /// held outside the shared bucket until then, since a vendor counts a request when it arrives.
+    fn reached(&self, reserved: u64) {
+        let _ = reserved;
+    }
 
     /// How long until the budget could take a request of `tokens`, without taking anything: what an
     /// honest `retry-after` is made of.
@@ -245,13 +253,16 @@ pub struct BackendStatus {
 
 // === impl Reservation ===
 
-/// One request and its tokens held on a [`RateBudget`]. Settle it with the real usage, or cancel it;
-/// dropping it is [`End::Abandoned`].
+/// One request and its tokens held on a [`RateBudget`]. Say when the vendor answered it
+/// ([`Reservation::reached`]); settle it with the real usage, or cancel it; dropping it is
+/// [`End::Abandoned`].
 #[derive(Debug)]
 pub struct Reservation {
     budget: Arc<dyn RateBudget>,
     tokens: u64,
     open: bool,
+    /// Whether the budget was told the request reached the vendor.
+    reached: bool,
 }
 
 impl Reservation {
@@ -262,7 +273,16 @@ impl Reservation {
             budget: Arc::clone(budget),
             tokens,
             open: true,
+            reached: false,
         })
+    }
+
+    /// The vendor began to answer the request: it has counted it ([`RateBudget::reached`]). Ending the
+    /// reservation says so too, if nothing did before.
+    pub fn reached(&mut self) {
+        if self.open && !std::mem::replace(&mut self.reached, true) {
+            self.budget.reached(self.tokens);
+        }
     }
 
     /// The tokens held.
@@ -281,6 +301,7 @@ impl Reservation {
     }
 
     fn end(&mut self, end: End) {
+        self.reached();
         if std::mem::take(&mut self.open) {
             self.budget.settle(self.tokens, end);
         }

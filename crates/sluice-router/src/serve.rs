@@ -85,6 +85,10 @@ impl Router {
             let budget = &deployment.budgets[candidate.key];
             match outcome {
                 Ok(reply) => {
+                    // The vendor answered: it counted the request, which holds no more room out of a
+                    // shared bucket while the answer streams.
+                    let mut reservation = reservation;
+                    reservation.reached();
                     if let Some(attempt) = trail.last_mut() {
                         attempt.outcome = AttemptOutcome::Answered;
                     }

@@ -277,14 +277,10 @@ async fn three_replicas_keep_a_key_within_its_rpm_and_tpm_together() {
         );
     }
 
-    // Issue 14 asks for no vendor 429 at all. On a quiet machine there is none; with every core busy
-    // (a release build beside the test), about one run in four still met one, of 120, with no replica
-    // falling back and no lease outstanding past its time. Its cause is not found yet: one is allowed, and
-    // issue 14 stays open until none is.
-    assert!(
-        stats.rate_limited <= 1,
-        "at most one vendor 429 through three replicas: {stats:?}"
-    );
+    // No vendor 429 at all (issue 14). A loaded machine met one in about four runs while the shared
+    // bucket refilled from the moment it granted a lease, and the vendor only from the moment the first
+    // request arrived: the requests of a lease count as held until answered now.
+    assert_eq!(stats.rate_limited, 0, "no vendor 429 through three replicas: {stats:?}");
     let ok = results.iter().filter(|(_, s, _)| *s == 200).count() as u64;
     assert_eq!(ok, served(&stats), "every answer came from the vendor");
     // The limit as the vendor keeps it, a bucket refilled continuously: in any window of t seconds at

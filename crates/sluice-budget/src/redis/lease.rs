@@ -1,8 +1,9 @@
 //! The arithmetic of one replica's part of a shared rate budget, at explicit times, pure so it is
 //! unit-tested alone:
 //! - [`Lease`]: capacity this replica took from the shared bucket and spends without asking, as a
-//!   balance owed back (negative when an answer was longer than its reservation), and how large a lease to
-//!   ask for next;
+//!   balance owed back (negative when an answer was longer than its reservation), the reservations on
+//!   their way to the vendor, what the replica holds outside the bucket, and how large a lease to ask for
+//!   next;
 //! - [`Share`]: the local bucket a replica falls back on while Redis is unreachable, its limits divided by
 //!   the replicas last seen alive;
 //! - [`Seen`]: the shared bucket as the last answer showed it, for honest waits without a round trip.
@@ -24,6 +25,9 @@ pub(crate) struct Lease {
     tokens: f64,
     /// New reservations are served from the balance until then; after it, the balance only goes back.
     until: Option<Instant>,
+    /// Reservations made here that the vendor has not answered yet (requests, tokens): on their way to
+    /// it, so not counted by it yet.
+    transit: (f64, f64),
     /// Reservations and their tokens since the last grant, for sizing the next one.
     taken: u32,
     taken_tokens: f64,
@@ -45,6 +49,7 @@ impl Lease {
             requests: 0.0,
             tokens: 0.0,
             until: None,
+            transit: (0.0, 0.0),
             taken: 0,
             taken_tokens: 0.0,
             since: now,
@@ -58,12 +63,45 @@ impl Lease {
             && (limits.tpm.is_none() || self.tokens >= tokens as f64)
     }
 
-    /// Takes one request and `tokens` from the lease (checked with [`Lease::fits`] first).
+    /// Takes one request and `tokens` from the lease (checked with [`Lease::fits`] first); the request is
+    /// on its way to the vendor until [`Lease::reached`].
     pub(crate) fn take(&mut self, tokens: u64) {
         self.requests -= 1.0;
         self.tokens -= tokens as f64;
         self.taken = self.taken.saturating_add(1);
         self.taken_tokens += tokens as f64;
+        self.carry(tokens);
+    }
+
+    /// A reservation made elsewhere (the local share, while Redis is away) is on its way to the vendor
+    /// until [`Lease::reached`].
+    pub(crate) fn carry(&mut self, tokens: u64) {
+        self.transit.0 += 1.0;
+        self.transit.1 += tokens as f64;
+    }
+
+    /// A reservation of `tokens` reached the vendor (it answered) or never will.
+    pub(crate) fn reached(&mut self, tokens: u64) {
+        self.transit.0 = (self.transit.0 - 1.0).max(0.0);
+        self.transit.1 = (self.transit.1 - tokens as f64).max(0.0);
+    }
+
+    /// What this replica holds outside the shared bucket and the vendor has not counted: the balance
+    /// (a debt counts as nothing: it is owed, not held) and the reservations on their way. The shared
+    /// bucket does not refill into this room: a vendor that counted none of it may still be full.
+    pub(crate) fn held(&self, limits: Limits) -> (f64, f64) {
+        (
+            if limits.rpm.is_some() {
+                self.requests.max(0.0) + self.transit.0
+            } else {
+                0.0
+            },
+            if limits.tpm.is_some() {
+                self.tokens.max(0.0) + self.transit.1
+            } else {
+                0.0
+            },
+        )
     }
 
     /// Puts `requests` and `tokens` back in the balance (negative: charges it).
@@ -389,6 +427,32 @@ mod tests {
             Lease::new(start).want(limits(None, Some(600)), 10, 0, 1, POLICY, start),
             (0, 10)
         );
+    }
+
+    #[test]
+    fn a_replica_holds_its_balance_and_its_requests_until_the_vendor_answered() {
+        let now = Instant::now();
+        let both = limits(Some(60), Some(6_000));
+        let mut lease = Lease::new(now);
+        lease.grant(4, 400, now, POLICY.ttl);
+        lease.take(100);
+        lease.take(100);
+        assert_eq!(lease.held(both), (4.0, 400.0), "two sent, two left: all held");
+        // A new lease drains the balance; what was sent is still on its way.
+        assert_eq!(lease.drain(both), (2.0, 200.0));
+        assert_eq!(lease.held(both), (2.0, 200.0));
+        lease.reached(100);
+        assert_eq!(lease.held(both), (1.0, 100.0), "one answered");
+        // An overrun owed back holds nothing: it is owed, not held.
+        lease.refund(0.0, -300.0);
+        assert_eq!(lease.held(both), (1.0, 100.0));
+        lease.reached(100);
+        assert_eq!(lease.held(both), (0.0, 0.0));
+        lease.reached(100);
+        assert_eq!(lease.held(both), (0.0, 0.0), "never below nothing");
+        // Reservations from the local share are on their way too; a dimension without a limit holds nothing.
+        lease.carry(50);
+        assert_eq!(lease.held(limits(None, Some(6_000))), (0.0, 50.0));
     }
 
     #[test]

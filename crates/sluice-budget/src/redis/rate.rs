@@ -1,6 +1,7 @@
 //! A rate budget shared through Redis: reservations served from a local lease, a round trip only when
 //! the lease runs short (one at a time per budget: the requests behind it wait for the same answer),
-//! overruns and unused leases given back, cooldowns announced to every replica, and a local share of
+//! overruns and unused leases given back, what the replica holds outside the shared bucket (its lease and
+//! its requests not answered yet) told to it, cooldowns announced to every replica, and a local share of
 //! the limits while Redis is away.
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -48,6 +49,8 @@ struct RateLocal {
     cool_ms: u64,
     /// What the vendor said is left, to tighten the shared bucket with.
     learnt: (Option<u64>, Option<u64>),
+    /// What this replica last told the shared bucket it holds, and when it asked.
+    reported: Option<((f64, f64), Instant)>,
 }
 
 /// What a look at the local state decided.
@@ -74,8 +77,9 @@ struct RateCall {
     need: (u64, u64),
     learnt: (Option<u64>, Option<u64>),
     cool_ms: u64,
-    /// Whether this call closes the lease (`give` is its balance).
-    drains: bool,
+    /// What this replica holds outside the bucket after `give`: its balance, if it keeps it, and its
+    /// reservations on their way to the vendor.
+    held: (f64, f64),
 }
 
 fn lock(state: &Mutex<RateLocal>) -> MutexGuard<'_, RateLocal> {
@@ -99,6 +103,7 @@ impl RedisRate {
                 share: None,
                 cool_ms: 0,
                 learnt: (None, None),
+                reported: None,
             }),
             turn: tokio::sync::Mutex::new(()),
             waiting: AtomicU32::new(0),
@@ -143,6 +148,7 @@ impl RedisRate {
             let taken = share.reserve(tokens, now);
             if taken.is_ok() {
                 s.in_flight = s.in_flight.saturating_add(1);
+                s.lease.carry(tokens);
             }
             return Step::Done(taken);
         }
@@ -192,8 +198,10 @@ impl RedisRate {
             let want = s
                 .lease
                 .want(self.limits, tokens, waiting, self.link.replicas(), self.policy(), now);
+            let give = s.lease.drain(self.limits);
             RateCall {
-                give: s.lease.drain(self.limits),
+                give,
+                held: s.lease.held(self.limits),
                 want,
                 need: (
                     u64::from(self.limits.rpm.is_some()),
@@ -201,7 +209,6 @@ impl RedisRate {
                 ),
                 learnt: std::mem::take(&mut s.learnt),
                 cool_ms: std::mem::take(&mut s.cool_ms),
-                drains: true,
             }
         };
         // The lease serves from when it was asked for, not from when the answer came: Redis counts it out
@@ -214,6 +221,8 @@ impl RedisRate {
         match reply {
             Ok(reply) => {
                 self.observe(&mut s, &reply, now);
+                let granted = (reply.granted.0 as f64, reply.granted.1 as f64);
+                s.reported = Some(((call.held.0 + granted.0, call.held.1 + granted.1), asked));
                 if reply.wait_ms == 0 {
                     s.lease
                         .grant(reply.granted.0, reply.granted.1, asked, self.link.settings.lease);
@@ -260,8 +269,8 @@ impl RedisRate {
                 pause: Duration::from_millis(call.cool_ms),
             },
         );
-        // A grant counts as out for a lease and a half: the replica's own clock starts its lease when the
-        // answer arrives, a little after Redis's.
+        // What a replica holds counts for a lease and a half after it said so: it says so again at least
+        // every half lease while it holds anything (`flush`), and a replica gone holds nothing.
         let lease_out_ms = u64::try_from(self.link.settings.lease.as_millis() * 3 / 2).unwrap_or(u64::MAX);
         let reply: (u64, u64, u64, u64, String, String) = self
             .link
@@ -286,7 +295,8 @@ impl RedisRate {
                     .arg(message)
                     .arg(&self.link.id)
                     .arg(lease_out_ms)
-                    .arg(u8::from(call.drains))
+                    .arg(call.held.0)
+                    .arg(call.held.1)
                     .invoke_async(&mut connection)
                     .await
             })
@@ -300,30 +310,47 @@ impl RedisRate {
     }
 
     /// Sends what waits to be written (an expired lease's balance, a cooldown, what the vendor said is
-    /// left), off the request path.
+    /// left, what this replica holds when that changed or is due again), off the request path.
     pub(crate) async fn flush(&self) {
+        // After a lease request in progress, whose answer's holding this call must not overwrite.
+        let _turn = self.turn.lock().await;
+        let asked = Instant::now();
         let call = {
-            let now = Instant::now();
             let mut s = lock(&self.state);
             if s.share.is_some() || !self.link.is_up() {
                 return;
             }
-            let drains = s.lease.expired_with_balance(now);
-            let give = if drains { s.lease.drain(self.limits) } else { (0.0, 0.0) };
+            let give = if s.lease.expired_with_balance(asked) {
+                s.lease.drain(self.limits)
+            } else {
+                (0.0, 0.0)
+            };
+            let held = s.lease.held(self.limits);
             let call = RateCall {
                 give,
-                drains,
+                held,
                 learnt: std::mem::take(&mut s.learnt),
                 cool_ms: std::mem::take(&mut s.cool_ms),
                 ..RateCall::default()
             };
-            if call.give == (0.0, 0.0) && call.cool_ms == 0 && call.learnt == (None, None) {
+            // Holdings are told at most twice a lease: often enough that they never lapse while held
+            // (they count for a lease and a half), and that the room answers free comes back soon.
+            let report_due = match s.reported {
+                None => held != (0.0, 0.0),
+                Some((told, at)) => {
+                    (held != told || held != (0.0, 0.0))
+                        && asked.saturating_duration_since(at) >= self.link.settings.lease / 2
+                }
+            };
+            if call.give == (0.0, 0.0) && call.cool_ms == 0 && call.learnt == (None, None) && !report_due {
                 return;
             }
             call
         };
         if let Ok(reply) = self.run(call).await {
-            self.observe(&mut lock(&self.state), &reply, Instant::now());
+            let mut s = lock(&self.state);
+            s.reported = Some((call.held, asked));
+            self.observe(&mut s, &reply, Instant::now());
         }
     }
 
@@ -357,6 +384,10 @@ impl RateBudget for RedisRate {
             Some(share) => share.refund(requests, tokens, now),
             None => s.lease.refund(requests, tokens),
         }
+    }
+
+    fn reached(&self, reserved: u64) {
+        lock(&self.state).lease.reached(reserved);
     }
 
     fn available_in(&self, tokens: u64) -> Result<Duration, Refusal> {

@@ -13,13 +13,18 @@ use redis::Script;
 /// owed), 5 requests and 6 tokens wanted, 7 requests and 8 tokens needed now (0 and 0: no request),
 /// 9 requests and 10 tokens the vendor says are left (-1: nothing learnt), 11 a cooldown to start, in ms
 /// (0: none), 12 the hash's lifetime in ms, 13 the channel and 14 the message announcing the cooldown,
-/// 15 the replica's id, 16 how long a lease may be spent from, in ms, 17 `1` when this call closes the
-/// replica's lease (its balance is the give-back), else `0`.
+/// 15 the replica's id, 16 how long what a replica holds counts after it said so, in ms, 17 requests and
+/// 18 tokens the replica holds outside the bucket after this call's give-back, before its grant: its
+/// lease's balance, if it keeps it, and its reservations the vendor has not answered yet.
 ///
-/// Leases out: `o:{replica}` holds each replica's last grant (`requests tokens until_µs`). A lease is taken
-/// out of the bucket before it is spent, so the bucket must not refill into the room it left: a vendor
-/// that saw nothing of the lease stays at its cap meanwhile. Refills and give-backs therefore stop at the
-/// limit minus the grants still out (counting a grant whole, as if unspent, is the safe side).
+/// Held outside the bucket: `o:{replica}` (`requests tokens until_µs`) is what each replica last said
+/// it holds, with this call's grant. A vendor counts a request when it arrives, and stands full while
+/// nothing has arrived; room taken out of the bucket, in a lease or on its way, has not arrived. So the
+/// bucket never refills past the limit minus what is held: every grant counts until the requests it
+/// paid for were answered (or it went back), not only until the replica's next lease. Held counts are
+/// refreshed by each replica at least every half lease while it holds anything, and stop counting
+/// after ARGV[16] (a replica gone). The refill since the last call is capped by what was held then,
+/// each holding until its own end, before this call's news replaces the replica's part.
 ///
 /// Returns: requests granted, tokens granted, the wait in ms before the need fits (0 when granted), the
 /// cooldown left in ms, then the requests and tokens left (strings).
@@ -33,34 +38,54 @@ if r == nil or k == nil or at == nil or tonumber(s[4]) ~= rpm or tonumber(s[5]) 
   r, k, at = math.max(rpm, 0), math.max(tpm, 0), now
 end
 local cd = tonumber(s[6]) or 0
-local minutes = math.max(0, now - at) / 60000000
 local me = 'o:' .. ARGV[15]
-local out_r, out_k = 0, 0
+local held, out_r, out_k = {}, 0, 0
 local fields = redis.call('HGETALL', KEYS[1])
 for i = 1, #fields, 2 do
   local f = fields[i]
   if string.sub(f, 1, 2) == 'o:' then
     local lr, lk, till = string.match(fields[i + 1], '^(%S+) (%S+) (%S+)$')
-    if (f == me and ARGV[17] == '1') or tonumber(till) == nil or tonumber(till) <= now then
+    lr, lk, till = tonumber(lr), tonumber(lk), tonumber(till)
+    if lr == nil or lk == nil or till == nil then
       redis.call('HDEL', KEYS[1], f)
     else
-      out_r, out_k = out_r + tonumber(lr), out_k + tonumber(lk)
+      held[#held + 1] = {f, lr, lk, till}
+      out_r, out_k = out_r + lr, out_k + lk
     end
   end
 end
-local function bounded(level, next, bound)
+table.sort(held, function(a, b) return a[4] < b[4] end)
+local function refill(level, cap, out, from, to)
+  if cap < 0 or to <= from then return level end
+  local bound = cap - out
+  local next = level + (to - from) / 60000000 * cap
   if next > bound then return math.max(level, bound) end
   return next
 end
-local function settle(level, cap, out, give, learnt)
-  if cap < 0 then return 0 end
-  level = bounded(level, level + minutes * cap, cap - out)
-  level = bounded(level, level + give, cap - out)
-  if learnt >= 0 then level = math.min(level, learnt) end
-  return level
+local from = at
+local mine_r, mine_k = 0, 0
+for _, h in ipairs(held) do
+  if h[4] <= now then
+    r, k = refill(r, rpm, out_r, from, h[4]), refill(k, tpm, out_k, from, h[4])
+    from = math.max(from, h[4])
+    out_r, out_k = out_r - h[2], out_k - h[3]
+    redis.call('HDEL', KEYS[1], h[1])
+  elseif h[1] == me then
+    mine_r, mine_k = h[2], h[3]
+  end
 end
-r = settle(r, rpm, out_r, tonumber(ARGV[3]), tonumber(ARGV[9]))
-k = settle(k, tpm, out_k, tonumber(ARGV[4]), tonumber(ARGV[10]))
+r, k = refill(r, rpm, out_r, from, now), refill(k, tpm, out_k, from, now)
+local held_r, held_k = math.max(tonumber(ARGV[17]), 0), math.max(tonumber(ARGV[18]), 0)
+out_r, out_k = out_r - mine_r + held_r, out_k - mine_k + held_k
+local function give(level, cap, out, back, learnt)
+  if cap < 0 then return 0 end
+  local next = level + back
+  if next > cap - out then next = math.max(level, cap - out) end
+  if learnt >= 0 then next = math.min(next, learnt) end
+  return next
+end
+r = give(r, rpm, out_r, tonumber(ARGV[3]), tonumber(ARGV[9]))
+k = give(k, tpm, out_k, tonumber(ARGV[4]), tonumber(ARGV[10]))
 local cool = tonumber(ARGV[11])
 if cool > 0 then
   cd = math.max(cd, now + cool * 1000)
@@ -91,8 +116,12 @@ if need_r > 0 or need_k > 0 then
     end
   end
 end
-if got_r > 0 or got_k > 0 then
-  redis.call('HSET', KEYS[1], me, string.format('%d %d %.0f', got_r, got_k, now + tonumber(ARGV[16]) * 1000))
+held_r, held_k = held_r + got_r, held_k + got_k
+if held_r > 0 or held_k > 0 then
+  redis.call('HSET', KEYS[1], me,
+    string.format('%.4f %.4f %.0f', held_r, held_k, now + tonumber(ARGV[16]) * 1000))
+else
+  redis.call('HDEL', KEYS[1], me)
 end
 redis.call('HSET', KEYS[1], 'r', string.format('%.4f', r), 't', string.format('%.4f', k),
   'at', string.format('%.0f', now), 'rpm', ARGV[1], 'tpm', ARGV[2], 'cd', string.format('%.0f', cd))

@@ -313,6 +313,7 @@ class Bench:
         self.answered = defaultdict(int)       # 2xx answers each target gave, for the ledger check
         self.cut = defaultdict(int)            # connections wrk closed as a run stopped: up to an answer lost each
         self.pinned = False                    # whether PostgreSQL is on the load core
+        self.redis_prefix = f"sluice-bench-{os.getpid()}"   # the full path's keys in --redis, deleted at exit
         self.load_at_start = 0.0
 
     # --- processes ---
@@ -351,7 +352,7 @@ class Bench:
             except (OSError, http.client.HTTPException):
                 time.sleep(0.2)
         what = f"exited with status {proc.returncode}" if proc.poll() is not None else f"did not answer in {timeout} s"
-        raise BenchError(f"{name} {what} ({url}); {self.log_tail(self.tmp / f'{name}.log')}")
+        raise BenchError(f"{name} {what} ({url})\n{self.log_tail(self.tmp / f'{name}.log')}")
 
     def wait_idle(self, pid: int) -> float:
         """Seconds until the target uses under 5% of a core over half a second (at most 60). wrk stops by
@@ -376,10 +377,25 @@ class Bench:
                 log(f"could not drop the database {self.database} ({err}): drop it by hand")
         if self.pinned:
             pin_postgres(set(range(os.cpu_count() or 1)))
+        if self.args.redis and self.database:
+            self.delete_redis_keys()
         if self.args.keep_tmp:
             log(f"kept {self.tmp}")
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def delete_redis_keys(self) -> None:
+        """The full path's budget keys in the Redis of --redis, with redis-cli."""
+        pattern = f"{self.redis_prefix}:*"
+        try:
+            cli = ["redis-cli", "-u", self.args.redis]
+            keys = subprocess.run([*cli, "--scan", "--pattern", pattern], capture_output=True, text=True,
+                                  check=True, timeout=10).stdout.split()
+            for start in range(0, len(keys), 500):
+                subprocess.run([*cli, "DEL", *keys[start:start + 500]], capture_output=True, check=True, timeout=10)
+            log(f"deleted the {len(keys)} Redis keys of the full path ({pattern})")
+        except (OSError, subprocess.SubprocessError) as err:
+            log(f"could not delete the Redis keys {pattern} ({err}): delete them by hand")
 
     # --- load ---
 
@@ -507,7 +523,7 @@ class Bench:
         if full:
             store = f'[store]\nurl = "postgres://{PG["user"]}@{PG["host"]}:{PG["port"]}/{self.database}"'
             if self.args.redis:
-                store += f'\n\n[redis]\nurl = "{self.args.redis}"\nprefix = "sluice-bench-{os.getpid()}"'
+                store += f'\n\n[redis]\nurl = "{self.args.redis}"\nprefix = "{self.redis_prefix}"'
             settings |= {"what": "full path (a tenant and its virtual key, budgets, prices, usage ledger in "
                                  "postgres, prompt templates)", "store": store, "budgets": FULL_BUDGETS,
                          "keys": "[]   # virtual keys only: sluice keys create", "prompts": CONFIG / "prompts"}
@@ -557,7 +573,8 @@ class Bench:
             self.measure(t)
         except BenchError as err:
             log(f"{t.name} skipped: {err}")
-            self.notes.append(f"{TARGETS[t.name]}: skipped, {str(err).splitlines()[0]} (`--keep-tmp` keeps its log)")
+            self.notes.append(f"{TARGETS[t.name]}: skipped, {str(err).splitlines()[0]} (`--keep-tmp` keeps its "
+                              "log)")
         finally:
             self.stop(t.proc)
 
@@ -582,9 +599,8 @@ class Bench:
         # Its start-up imports a lot: 10-30 s on a quiet machine, more on a busy one.
         self.peer(self.target("litellm", f"{base}/v1/chat/completions", "sk-bench", "chat-bench", proc,
                               self.tmp / "litellm.log"), f"{base}/health/liveliness", 300)
-        self.versions.append("LiteLLM " + subprocess.run([str(venv / "bin/python"), "-c", "import importlib.metadata"
-                                                          " as m; print(m.version('litellm'))"],
-                                                         capture_output=True, text=True).stdout.strip())
+        installed = next(venv.glob("lib/python*/site-packages/litellm-*.dist-info"), None)
+        self.versions.append(f"LiteLLM {installed.name.split('-')[1].removesuffix('.dist-info') if installed else '?'}")
 
     def portkey(self) -> None:
         """Portkey's gateway on Node, with no configuration: each request names the provider and the upstream

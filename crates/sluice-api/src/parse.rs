@@ -36,7 +36,20 @@ impl ParseError {
 }
 
 /// Parses `body` as `T`, naming the offending field on failure.
+///
+/// A body is read once without tracking where the parser is, and only a body that fails is read again
+/// to find the field's path: tracking it allocates each key and index of the body (about a fifth of the
+/// parse's time on a chat request), which an accepted request never needs.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ParseError> {
+    match serde_json::from_slice(body) {
+        Ok(value) => Ok(value),
+        // The same parse fails the same way; `syntax` only if it somehow did not.
+        Err(err) => Err(parse_json_traced::<T>(body).err().unwrap_or_else(|| syntax(&err))),
+    }
+}
+
+/// Parses `body` as `T` tracking the path, for the error of a body that failed.
+fn parse_json_traced<T: DeserializeOwned>(body: &[u8]) -> Result<T, ParseError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = match serde_path_to_error::deserialize(&mut de) {
         Ok(value) => value,

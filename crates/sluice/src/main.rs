@@ -623,7 +623,13 @@ fn init_logging(format: Option<LogFormatArg>, config: Option<&Config>) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if json {
-        builder.json().flatten_event(true).with_current_span(true).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            // The current span carries every field; the list of spans around it repeated them on each line.
+            .with_span_list(false)
+            .init();
     } else {
         builder.init();
     }

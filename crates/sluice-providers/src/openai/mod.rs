@@ -145,6 +145,9 @@ pub struct OpenAiAdapter {
     client: reqwest::Client,
     base_url: String,
     endpoint: String,
+    /// `endpoint` parsed once (the client parsed the text on every call); `None` if it does not parse,
+    /// and the call reports that.
+    endpoint_url: Option<reqwest::Url>,
     flavor: OpenAiFlavor,
     timeouts: Timeouts,
     request_stream_usage: bool,
@@ -164,6 +167,7 @@ impl OpenAiAdapter {
         let base_url = base_url.trim_end_matches('/').to_owned();
         Self {
             client,
+            endpoint_url: reqwest::Url::parse(&format!("{base_url}/chat/completions")).ok(),
             endpoint: format!("{base_url}/chat/completions"),
             base_url,
             flavor,
@@ -188,7 +192,7 @@ impl OpenAiAdapter {
     /// A POST to `url` with the key in the flavor's header and a JSON body.
     fn post(
         &self,
-        url: &str,
+        url: impl reqwest::IntoUrl,
         key: &UpstreamKey,
         body: Vec<u8>,
         streaming: bool,
@@ -213,12 +217,16 @@ impl OpenAiAdapter {
             call.model,
             self.request_stream_usage,
         ))?;
-        self.post(
-            &self.url(call.model, "chat/completions"),
-            call.key,
-            body,
-            call.request.is_stream(),
-        )
+        let streaming = call.request.is_stream();
+        match (&self.flavor, &self.endpoint_url) {
+            (OpenAiFlavor::Azure { .. }, _) | (_, None) => self.post(
+                self.url(call.model, "chat/completions").as_ref(),
+                call.key,
+                body,
+                streaming,
+            ),
+            (_, Some(url)) => self.post(url.clone(), call.key, body, streaming),
+        }
     }
 }
 
@@ -260,7 +268,7 @@ impl ChatProvider for OpenAiAdapter {
 impl OpenAiAdapter {
     async fn embeddings(&self, call: EmbedCall<'_>) -> Result<EmbedReply, ProviderError> {
         let body = transport::json_body(&UpstreamEmbeddingRequest::new(call.request, call.model))?;
-        let request = self.post(&self.url(call.model, "embeddings"), call.key, body, false)?;
+        let request = self.post(self.url(call.model, "embeddings").as_ref(), call.key, body, false)?;
         let response = transport::send(request, &self.timeouts).await?;
         let limits = RateLimitSnapshot::from_openai_headers(response.headers());
         if !response.status().is_success() {

@@ -600,7 +600,8 @@ def summary_table(run: Run) -> str:
     def figures(target: str) -> dict[str, float | None]:   # None: not measured
         ns, st = find(run, target, False, "paced"), find(run, target, True, "paced")
         ns_max, st_max = find(run, target, False, "max"), find(run, target, True, "max")
-        return {"cpu": ns and ns.cpu_us, "cpu_stream": st and st.cpu_us, "rps": ns_max and ns_max.rps,
+        return {"cpu": ns and ns.cpu_us, "cpu_stream": st and st.cpu_us, "cpu_max": ns_max and ns_max.cpu_us,
+                "cpu_stream_max": st_max and st_max.cpu_us, "rps": ns_max and ns_max.rps,
                 "streams": st_max and st_max.rps, "p99": ns and ns.p99_ms,
                 "ttfb99": st and percentile(st.ttfb_ms, 0.99), "stream99": st and st.p99_ms,
                 "rss": run.rss.get(target, [None])[0]}
@@ -608,10 +609,12 @@ def summary_table(run: Run) -> str:
     d, n, s = figures("direct"), figures("nginx"), figures("full")
     # label, figures, their format, the target, whether the full path meets it (a figure not measured is None:
     # the test raises TypeError and there is no verdict)
-    goals = [("CPU per non-streaming request, µs (~1,000 req/s)", ["cpu"], ".0f", "≤ 2.5x nginx",
-              lambda: s["cpu"] <= 2.5 * n["cpu"]),
-             ("CPU per 20-chunk stream, µs (~1,000 req/s)", ["cpu_stream"], ".0f", "≤ 2.5x nginx",
-              lambda: s["cpu_stream"] <= 2.5 * n["cpu_stream"]),
+    # CPU per request as the issue measured it: under full load (64 connections), where a request's cost is its
+    # own; at ~1,000 req/s each one also pays for waking an idle process, shown second.
+    goals = [("CPU per non-streaming request, µs (64 connections / ~1,000 req/s)", ["cpu_max", "cpu"], ".0f",
+              "≤ 2.5x nginx", lambda: s["cpu_max"] <= 2.5 * n["cpu_max"]),
+             ("CPU per 20-chunk stream, µs (64 connections / ~1,000 req/s)", ["cpu_stream_max", "cpu_stream"],
+              ".0f", "≤ 2.5x nginx", lambda: s["cpu_stream_max"] <= 2.5 * n["cpu_stream_max"]),
              ("max req/s, non-streaming (64 connections)", ["rps"], ".0f", "", None),
              ("max streams/s (64 connections)", ["streams"], ".0f", "", None),
              ("p99 at ~1,000 req/s, non-streaming, ms (overhead vs direct)", ["p99"], ".2f", "overhead < 0.5 ms",

@@ -12,7 +12,6 @@
 pub(crate) mod error;
 pub(crate) mod stream;
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -144,10 +143,9 @@ pub enum OpenAiFlavor {
 pub struct OpenAiAdapter {
     client: reqwest::Client,
     base_url: String,
-    endpoint: String,
-    /// `endpoint` parsed once (the client parsed the text on every call); `None` if it does not parse,
-    /// and the call reports that.
-    endpoint_url: Option<reqwest::Url>,
+    /// The chat endpoint parsed once (the client parsed the text on every call); `None` for Azure, whose
+    /// URL names the deployment, and for a base URL that does not parse, which the call then reports.
+    chat_url: Option<reqwest::Url>,
     flavor: OpenAiFlavor,
     timeouts: Timeouts,
     request_stream_usage: bool,
@@ -167,8 +165,10 @@ impl OpenAiAdapter {
         let base_url = base_url.trim_end_matches('/').to_owned();
         Self {
             client,
-            endpoint_url: reqwest::Url::parse(&format!("{base_url}/chat/completions")).ok(),
-            endpoint: format!("{base_url}/chat/completions"),
+            chat_url: match flavor {
+                OpenAiFlavor::Azure { .. } => None,
+                _ => reqwest::Url::parse(&format!("{base_url}/chat/completions")).ok(),
+            },
             base_url,
             flavor,
             timeouts,
@@ -178,14 +178,13 @@ impl OpenAiAdapter {
 
     /// The URL of an operation (`chat/completions`, `embeddings`) on the vendor model (an Azure
     /// deployment) `model`.
-    fn url(&self, model: &str, operation: &str) -> Cow<'_, str> {
+    fn url(&self, model: &str, operation: &str) -> String {
         match &self.flavor {
-            OpenAiFlavor::Azure { api_version } => Cow::Owned(format!(
+            OpenAiFlavor::Azure { api_version } => format!(
                 "{}/openai/deployments/{model}/{operation}?api-version={api_version}",
                 self.base_url
-            )),
-            _ if operation == "chat/completions" => Cow::Borrowed(&self.endpoint),
-            _ => Cow::Owned(format!("{}/{operation}", self.base_url)),
+            ),
+            _ => format!("{}/{operation}", self.base_url),
         }
     }
 
@@ -218,14 +217,9 @@ impl OpenAiAdapter {
             self.request_stream_usage,
         ))?;
         let streaming = call.request.is_stream();
-        match (&self.flavor, &self.endpoint_url) {
-            (OpenAiFlavor::Azure { .. }, _) | (_, None) => self.post(
-                self.url(call.model, "chat/completions").as_ref(),
-                call.key,
-                body,
-                streaming,
-            ),
-            (_, Some(url)) => self.post(url.clone(), call.key, body, streaming),
+        match &self.chat_url {
+            Some(url) => self.post(url.clone(), call.key, body, streaming),
+            None => self.post(self.url(call.model, "chat/completions"), call.key, body, streaming),
         }
     }
 }
@@ -268,7 +262,7 @@ impl ChatProvider for OpenAiAdapter {
 impl OpenAiAdapter {
     async fn embeddings(&self, call: EmbedCall<'_>) -> Result<EmbedReply, ProviderError> {
         let body = transport::json_body(&UpstreamEmbeddingRequest::new(call.request, call.model))?;
-        let request = self.post(self.url(call.model, "embeddings").as_ref(), call.key, body, false)?;
+        let request = self.post(self.url(call.model, "embeddings"), call.key, body, false)?;
         let response = transport::send(request, &self.timeouts).await?;
         let limits = RateLimitSnapshot::from_openai_headers(response.headers());
         if !response.status().is_success() {

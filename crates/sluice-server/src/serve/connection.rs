@@ -319,12 +319,7 @@ impl Watched {
 
     /// Writes `bufs` to the socket now (after anything held).
     fn poll_write_now(&mut self, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
-        if let Poll::Ready(Err(err)) = self.poll_write_held(cx) {
-            return Poll::Ready(Err(err));
-        }
-        if !self.held.pending().is_empty() {
-            return Poll::Pending;
-        }
+        std::task::ready!(self.poll_write_held(cx))?;
         let result = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
         self.track_write(&result);
         if let Poll::Ready(Ok(n)) = result

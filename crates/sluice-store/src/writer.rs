@@ -32,8 +32,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -138,11 +138,15 @@ struct Shared {
     up: AtomicBool,
     /// Set by `shutdown`, so that a long replay yields to the drain.
     stopping: AtomicBool,
+    /// Told when the queue holds a whole batch.
+    batch_ready: Notify,
 }
 
 /// The handle the request path records usage through. See the module docs for the policy.
 pub struct UsageWriter {
     tx: mpsc::Sender<UsageRow>,
+    /// The queue's free slots at which it holds a whole batch.
+    batch_at: usize,
     shared: Arc<Shared>,
     /// Set by `shutdown` to the time database work must end by.
     stop: watch::Sender<Option<Instant>>,
@@ -178,8 +182,10 @@ impl UsageWriter {
             counters,
             up: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
+            batch_ready: Notify::new(),
         });
         let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let batch_at = config.queue_capacity.saturating_sub(config.batch_size);
         let (stop, stop_rx) = watch::channel(None);
         let task = Task {
             store,
@@ -194,6 +200,7 @@ impl UsageWriter {
         let handle = tokio::spawn(task.run(rx, stop_rx));
         Ok(Self {
             tx,
+            batch_at,
             shared,
             stop,
             task: Mutex::new(Some(handle)),
@@ -204,7 +211,12 @@ impl UsageWriter {
     /// and [`Full`] says so; the row is lost only if the spool cannot be written either.
     pub fn try_record(&self, row: UsageRow) -> Result<(), Full> {
         match self.tx.try_send(row) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if self.tx.capacity() <= self.batch_at {
+                    self.shared.batch_ready.notify_one();
+                }
+                Ok(())
+            }
             Err(TrySendError::Full(row) | TrySendError::Closed(row)) => {
                 let counters = &self.shared.counters;
                 // Counted as pending before it is in the file, so that a replay running meanwhile can never
@@ -327,42 +339,66 @@ struct Task {
 
 impl Task {
     async fn run(mut self, mut rx: mpsc::Receiver<UsageRow>, mut stop: watch::Receiver<Option<Instant>>) {
-        let batch_size = self.config.batch_size;
-        let mut batch = Vec::with_capacity(batch_size);
         let period = self.config.flush_interval;
         let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let shared = self.shared.clone();
+        // The queue is read with `try_recv` only, so a row sent never wakes this task: it wakes for a full
+        // batch (`batch_ready`) or at the tick.
         let deadline = loop {
-            // The batch is flushed as soon as it is full, so there is always room for one more row.
-            let room = batch_size.saturating_sub(batch.len()).max(1);
-            tokio::select! {
+            let open = tokio::select! {
                 biased;
                 changed = stop.changed() => match changed {
-                    Ok(()) => {
-                        if let Some(deadline) = *stop.borrow_and_update() {
-                            break deadline;
-                        }
-                    }
+                    Ok(()) => match *stop.borrow_and_update() {
+                        Some(deadline) => break deadline,
+                        None => true,
+                    },
                     // The handle was dropped without shutdown.
-                    Err(_) => break Instant::now() + DEFAULT_DRAIN.mul_f64(0.75),
+                    Err(_) => false,
                 },
-                received = rx.recv_many(&mut batch, room) => {
-                    if received == 0 {
-                        break Instant::now() + DEFAULT_DRAIN.mul_f64(0.75);
-                    }
-                    if batch.len() >= batch_size {
-                        self.flush(std::mem::replace(&mut batch, Vec::with_capacity(batch_size))).await;
-                    }
-                }
+                () = shared.batch_ready.notified() => self.flush_queue(&mut rx, true).await,
                 _ = ticker.tick() => {
-                    if !batch.is_empty() {
-                        self.flush(std::mem::replace(&mut batch, Vec::with_capacity(batch_size))).await;
-                    }
+                    let open = self.flush_queue(&mut rx, false).await;
                     self.maybe_replay().await;
+                    open
                 }
+            };
+            if !open {
+                break Instant::now() + DEFAULT_DRAIN.mul_f64(0.75);
             }
         };
-        self.drain(rx, batch, deadline).await;
+        self.drain(rx, deadline).await;
+    }
+
+    /// Writes what the queue holds, a batch at a time, or only its whole batches when `whole`; `false`
+    /// once every handle has gone.
+    async fn flush_queue(&mut self, rx: &mut mpsc::Receiver<UsageRow>, whole: bool) -> bool {
+        let batch_size = self.config.batch_size;
+        loop {
+            if whole && rx.len() < batch_size && !rx.is_closed() {
+                return true;
+            }
+            let mut batch = Vec::with_capacity(batch_size.min(rx.len()));
+            let open = loop {
+                match rx.try_recv() {
+                    Ok(row) => {
+                        batch.push(row);
+                        if batch.len() == batch_size {
+                            break true;
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break true,
+                    Err(TryRecvError::Disconnected) => break false,
+                }
+            };
+            let full = batch.len() == batch_size;
+            if !batch.is_empty() {
+                self.flush(batch).await;
+            }
+            if !open || !full {
+                return open;
+            }
+        }
     }
 
     async fn flush(&mut self, rows: Vec<UsageRow>) {
@@ -627,8 +663,9 @@ impl Task {
     }
 
     /// Shutdown: everything queued is written by `db_deadline`, or spooled.
-    async fn drain(mut self, mut rx: mpsc::Receiver<UsageRow>, mut rows: Vec<UsageRow>, db_deadline: Instant) {
+    async fn drain(mut self, mut rx: mpsc::Receiver<UsageRow>, db_deadline: Instant) {
         rx.close();
+        let mut rows = Vec::with_capacity(rx.len());
         while let Ok(row) = rx.try_recv() {
             rows.push(row);
         }

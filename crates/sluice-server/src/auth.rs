@@ -1,6 +1,9 @@
 //! Who is calling: the middleware that asks the pipeline's [`sluice_pipeline::Authenticator`] who holds a
 //! bearer key, and keeps `/admin` to the admin key.
 
+use std::future::Future;
+use std::sync::Arc;
+
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -57,9 +60,21 @@ pub(crate) fn speaks_anthropic(request: &Request) -> bool {
     request.uri().path().starts_with("/v1/messages") || request.headers().contains_key("anthropic-version")
 }
 
-/// Middleware: rejects requests without a known key (`Authorization: Bearer`, or `x-api-key` as Anthropic
-/// clients send it) and records the caller as an extension.
-pub(crate) async fn require_key(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+/// The authenticated caller's name, left on its response for the access log line. (Recorded on the
+/// request's span instead, it would have the JSON log format parse and rewrite the span's fields.)
+#[derive(Debug, Clone)]
+pub(crate) struct CallerName(pub Arc<str>);
+
+/// Before `inner`: rejects requests without a known key (`Authorization: Bearer`, or `x-api-key` as
+/// Anthropic clients send it) and records the caller as an extension.
+pub(crate) async fn require_key_then<F>(
+    state: &AppState,
+    mut request: Request,
+    inner: impl FnOnce(Request) -> F,
+) -> Response
+where
+    F: Future<Output = Response>,
+{
     let anthropic = speaks_anthropic(&request);
     let refuse = |error: ApiError| {
         if anthropic {
@@ -73,9 +88,11 @@ pub(crate) async fn require_key(State(state): State<AppState>, mut request: Requ
     };
     match state.auth().authenticate(token) {
         Some(principal) => {
-            tracing::Span::current().record("caller", principal.name.as_ref());
+            let name = CallerName(principal.name.clone());
             request.extensions_mut().insert(principal);
-            next.run(request).await
+            let mut response = inner(request).await;
+            response.extensions_mut().insert(name);
+            response
         }
         None => refuse(ApiError::invalid_key()),
     }

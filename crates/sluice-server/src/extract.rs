@@ -2,9 +2,11 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use http::StatusCode;
+use http::request::Parts;
 use serde::de::DeserializeOwned;
+use sluice_pipeline::{Caller, Principal};
 
 use crate::error::ApiError;
 
@@ -55,5 +57,28 @@ impl<S: BodyLimit + Send + Sync> FromRequest<S> for RawBody {
             ));
         }
         Ok(RawBody(bytes))
+    }
+}
+
+/// Who calls an authenticated route: the principal the key middleware found, and the client's
+/// `x-request-id`. It reads the one header it needs: a `HeaderMap` extractor copies them all.
+#[derive(Debug)]
+pub struct ApiCaller(pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let principal = parts.extensions.get::<Principal>().cloned().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "The route was reached without authentication.",
+                None,
+                None,
+            )
+        })?;
+        let request_id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok());
+        Ok(Self(Caller::new(principal, request_id)))
     }
 }

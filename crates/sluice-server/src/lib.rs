@@ -23,7 +23,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{OnResponse, TraceLayer};
 
 pub mod admin;
 mod answer;
@@ -179,10 +179,11 @@ impl AppState {
 /// 7. `RequestBodyLimit`: refuses bodies over `max_body_bytes`, by `content-length` or while reading.
 ///    It is the one body limit: axum's own default (2 MiB) is turned off.
 ///
-/// Under `/v1`, `require_key` authenticates the caller and adds its [`Principal`] as an extension, then
-/// `open_trace` puts the request in its W3C trace when spans are exported; under
-/// `/admin`, `require_admin` lets only the admin key through. Before either, `throttle::guard` answers
-/// 429 to an address with too many failed authentications. `/healthz`, `/readyz`, `/metrics` and the
+/// Under `/v1`, one middleware (`api_gate`) runs the throttle, then `require_key_then`, which
+/// authenticates the caller and adds its [`Principal`] as an extension, then `open_trace`, which puts the
+/// request in its W3C trace when spans are exported; under `/admin`, `require_admin` lets only the admin
+/// key through. Before either, the throttle answers 429 to an address with too many failed
+/// authentications. `/healthz`, `/readyz`, `/metrics` and the
 /// console's files under `/ui` (which hold no data: the page calls `/admin` with the key it is given) are
 /// public.
 pub fn build_router(state: AppState) -> AxumRouter {
@@ -204,9 +205,13 @@ pub fn build_router(state: AppState) -> AxumRouter {
             "/v1/subscriptions",
             post(catalog::subscribe).get(catalog::own_subscriptions),
         )
-        .route_layer(middleware::from_fn_with_state(state.clone(), open_trace))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key))
-        .route_layer(middleware::from_fn_with_state(Arc::clone(&throttle), throttle::guard));
+        .route_layer(middleware::from_fn_with_state(
+            ApiGate {
+                state: state.clone(),
+                throttle: Arc::clone(&throttle),
+            },
+            api_gate,
+        ));
     let admin = AxumRouter::new()
         .route("/admin/limits", get(admin_limits))
         .route("/admin/tenants", post(admin::create_tenant).get(admin::list_tenants))
@@ -269,13 +274,29 @@ pub fn build_router(state: AppState) -> AxumRouter {
                         method = %request.method(),
                         path = request.uri().path(),
                         request_id,
-                        caller = tracing::field::Empty,
                     )
                 })
                 .on_request(())
-                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
+                .on_response(AccessLog),
         )
         .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
+}
+
+/// The line logged at `info` when a response's head is ready: its status, the time it took and, on
+/// authenticated routes, the caller.
+#[derive(Debug, Clone, Copy)]
+struct AccessLog;
+
+impl<B> OnResponse<B> for AccessLog {
+    fn on_response(self, response: &http::Response<B>, latency: Duration, _span: &tracing::Span) {
+        let caller = response.extensions().get::<auth::CallerName>().map(|name| &*name.0);
+        tracing::info!(
+            latency = %format_args!("{} ms", latency.as_millis()),
+            status = response.status().as_u16(),
+            caller,
+            "finished processing request"
+        );
+    }
 }
 
 /// Request ids for requests that bring none: random (version 4) UUIDs from a per-thread generator.
@@ -294,9 +315,25 @@ impl MakeRequestId for RandomRequestId {
     }
 }
 
+/// What the `/v1` routes' middleware needs.
+#[derive(Clone)]
+struct ApiGate {
+    state: AppState,
+    throttle: Arc<throttle::AuthThrottle>,
+}
+
+/// The `/v1` routes' one middleware: the throttle, the key, then the trace. One layer rather than three:
+/// each axum middleware layer clones and boxes the route beneath it for every request.
+async fn api_gate(State(gate): State<ApiGate>, request: Request, next: Next) -> Response {
+    throttle::guard_then(&gate.throttle, request, |request| {
+        auth::require_key_then(&gate.state, request, |request| open_trace(&gate.state, request, next))
+    })
+    .await
+}
+
 /// Runs the request inside its trace (the client's `traceparent`, else a new trace) when the pipeline
 /// exports spans: the ledger entry, the router's attempts and the upstream `traceparent` header find it.
-async fn open_trace(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn open_trace(state: &AppState, request: Request, next: Next) -> Response {
     if !state.inner.pipeline.traces() {
         return next.run(request).await;
     }

@@ -13,12 +13,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sluice_prompts::{Lifecycle, Prompt, PromptRegistry, RenderError, Status};
 
-use sluice_pipeline::{Access, Caller, Chat, Permission, Principal, Service, TenantRefusal};
+use sluice_pipeline::{Access, Chat, Permission, Principal, Service, TenantRefusal};
 
 use crate::AppState;
-use crate::answer::client_request_id;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiCaller, ApiJson};
 
 /// The body of `POST /v1/prompts/{name}`.
 #[derive(Debug, Deserialize)]
@@ -180,13 +179,11 @@ pub(crate) fn version_status(prompt: &Prompt) -> Value {
 
 pub(crate) async fn run(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
+    ApiCaller(caller): ApiCaller,
     Path(name): Path<String>,
     ApiJson(call): ApiJson<PromptCall>,
 ) -> Result<Response, ApiError> {
     let registry = registry(&state);
-    let caller = Caller::new(principal, client_request_id(&headers));
     // Admission first, so that a name off a tenant's list is refused whether it exists or not.
     let access = access_of(&registry, &name);
     let model = registry.get(&name, None).map_or("", |p| p.model());

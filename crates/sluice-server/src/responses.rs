@@ -7,24 +7,22 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::Extension;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
-use sluice_pipeline::{Answer, AnswerBody, Caller, Chat, Principal};
+use sluice_pipeline::{Answer, AnswerBody, Chat};
 use sluice_protocols::responses::{self, ResponseEcho, ResponsesStream};
 
 use crate::AppState;
-use crate::answer::{self, Shape, add_answer_headers, add_tenant_headers, client_request_id};
+use crate::answer::{self, Shape, add_answer_headers, add_tenant_headers};
 use crate::error::ApiError;
-use crate::extract::RawBody;
+use crate::extract::{ApiCaller, RawBody};
 use crate::translate::translate;
 
 /// `POST /v1/responses`.
 pub(crate) async fn create(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
+    ApiCaller(caller): ApiCaller,
     body: Result<RawBody, ApiError>,
 ) -> Response {
     let RawBody(body) = match body {
@@ -35,7 +33,6 @@ pub(crate) async fn create(
         Ok(request) => request,
         Err(err) => return ApiError::from_protocol(&err).into_response(),
     };
-    let caller = Caller::new(principal, client_request_id(&headers));
     let operation = Chat::new(request.chat);
     let mut response = match answer::answer(&state, &caller, &operation, Shape::OpenAi).await {
         Ok(answer) => respond(answer, request.echo),

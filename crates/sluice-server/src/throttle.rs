@@ -11,6 +11,7 @@
 //! many addresses, at the cost of not throttling the newest of them.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -146,8 +147,20 @@ fn client(address: IpAddr) -> IpAddr {
 
 /// Middleware before authentication: refuses a throttled address, and counts each 401 it gets.
 pub(crate) async fn guard(State(throttle): State<Arc<AuthThrottle>>, request: Request, next: Next) -> Response {
+    guard_then(&throttle, request, |request| next.run(request)).await
+}
+
+/// [`guard`] in front of `inner`, for a middleware that runs more than the throttle.
+pub(crate) async fn guard_then<F>(
+    throttle: &AuthThrottle,
+    request: Request,
+    inner: impl FnOnce(Request) -> F,
+) -> Response
+where
+    F: Future<Output = Response>,
+{
     let Some(address) = request.extensions().get::<PeerAddr>().map(|peer| peer.0.ip()) else {
-        return next.run(request).await;
+        return inner(request).await;
     };
     if let Some(wait) = throttle.blocked(address, Instant::now()) {
         let mut error = ApiError::new(
@@ -163,7 +176,7 @@ pub(crate) async fn guard(State(throttle): State<Arc<AuthThrottle>>, request: Re
         error.retry_after = Some(wait);
         return error.into_response();
     }
-    let response = next.run(request).await;
+    let response = inner(request).await;
     if response.status() == StatusCode::UNAUTHORIZED {
         throttle.failed(address, Instant::now());
     }

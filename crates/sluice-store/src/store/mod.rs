@@ -13,6 +13,7 @@
 //! `Store` is cheap to clone: both pools are reference-counted.
 
 mod dialect;
+mod ledger_insert;
 mod logs;
 mod queries;
 mod statement;

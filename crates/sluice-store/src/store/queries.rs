@@ -7,11 +7,12 @@
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 
-use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sluice_api::{TokenUsage, UsageSource};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
 use super::dialect::Dialect;
+use super::ledger_insert::{LedgerInsert, LedgerValues};
 use super::statement::Statement;
 use crate::alerts::FiredAlert;
 use crate::error::StoreError;
@@ -82,7 +83,7 @@ impl<DB: sqlx::Database> Clone for Db<DB> {
 
 impl<DB> Db<DB>
 where
-    DB: Dialect,
+    DB: Dialect + LedgerInsert,
     DB::Connection: sqlx::migrate::Migrate,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
@@ -334,45 +335,18 @@ where
     /// Inserts `rows` (ids unique among them once capped), skipping ids already in the ledger, and adds
     /// the new ones to the rollups, in one transaction. Returns how many were new.
     pub(super) async fn insert_usage(&self, rows: &[&UsageRow]) -> Result<u64, StoreError> {
-        // The statements below are not cached: their text depends on the batch's size, and each cached
-        // multi-row insert would stay prepared for every batch size seen (about 130 KB each in SQLite).
+        // A statement whose text depends on the batch's size is not cached: each cached multi-row insert
+        // would stay prepared for every batch size seen (about 130 KB each in SQLite).
         let mut tx = self.pool.begin().await?;
         let mut new: HashSet<String> = HashSet::with_capacity(rows.len());
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut query = Statement::<DB>::new("INSERT INTO usage_ledger (");
             query.push(LEDGER_COLUMNS).push(") ");
-            query.values(chunk, |b, r| {
-                let u = &r.usage;
-                b.bind(cap(&r.id, MAX_ID_BYTES))
-                    .bind(capped(&r.client_request_id, MAX_ID_BYTES))
-                    .bind(cap(&r.tenant, MAX_TENANT_BYTES))
-                    .bind(capped(&r.key_id, MAX_NAME_BYTES))
-                    .bind(cap(&r.model, MAX_MODEL_BYTES))
-                    .bind(cap(&r.provider, MAX_NAME_BYTES))
-                    .bind(cap(&r.vendor_model, MAX_MODEL_BYTES))
-                    .bind(capped(&r.upstream_key, MAX_NAME_BYTES))
-                    .bind(to_i64(u.input))
-                    .bind(to_i64(u.cache_read))
-                    .bind(to_i64(u.cache_write_5m))
-                    .bind(to_i64(u.cache_write_1h))
-                    .bind(to_i64(u.output))
-                    .bind(to_i64(u.reasoning))
-                    .bind(r.usage_source.as_str())
-                    .bind(r.cost_micros)
-                    .bind(r.price_source.as_str())
-                    .bind(r.price_date.map(DB::day))
-                    .bind(to_i64(r.latency_ms))
-                    .bind(i32::from(r.status))
-                    .bind(i32::try_from(r.attempts).unwrap_or(i32::MAX))
-                    .bind(encode_attempts(&r.attempt_log))
-                    .bind(capped(&r.prompt_name, MAX_NAME_BYTES))
-                    .bind(r.prompt_version.map(|v| i32::try_from(v).unwrap_or(i32::MAX)))
-                    .bind(DB::time(r.created_at.trunc_subsecs(6)));
-            });
+            DB::push_rows(&mut query, chunk.iter().map(|r| LedgerValues::of(r)).collect());
             query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
             let (sql, args) = query.into_parts()?;
             let inserted = sqlx::query_with(&sql, args)
-                .persistent(false)
+                .persistent(DB::FIXED_TEXT)
                 .fetch_all(&mut *tx)
                 .await?;
             for row in &inserted {
@@ -647,12 +621,12 @@ fn rollups<'a>(
 }
 
 /// An optional string capped as the ledger stores it.
-fn capped(value: &Option<String>, max: usize) -> Option<&str> {
+pub(super) fn capped(value: &Option<String>, max: usize) -> Option<&str> {
     value.as_deref().map(|v| cap(v, max))
 }
 
 /// A row's attempts as the `attempt_log` column's JSON.
-fn encode_attempts(attempts: &[AttemptUsage]) -> String {
+pub(super) fn encode_attempts(attempts: &[AttemptUsage]) -> String {
     // Serializing these plain structs cannot fail.
     serde_json::to_string(attempts).unwrap_or_else(|_| "[]".to_owned())
 }

@@ -1,0 +1,248 @@
+//! How a batch of ledger rows becomes one insert. SQLite takes a `VALUES` tuple per row. Postgres takes
+//! one array per column (`UNNEST`): 25 parameters whatever the batch's size, so the statement's text is
+//! the same for every batch and is prepared once per connection, where a tuple per row had Postgres parse
+//! and describe a statement of up to 25,000 parameters for each batch and the gateway format a
+//! placeholder for each value.
+
+use chrono::SubsecRound;
+use sqlx::{Postgres, Sqlite};
+
+use super::dialect::Dialect;
+use super::queries::{capped, encode_attempts, to_i64};
+use super::statement::Statement;
+use crate::ledger::{MAX_ID_BYTES, MAX_MODEL_BYTES, MAX_NAME_BYTES, MAX_TENANT_BYTES, UsageRow, cap};
+
+/// A database's way of inserting a batch of ledger rows.
+pub(crate) trait LedgerInsert: Dialect {
+    /// Whether the statement's text is the same for every batch, and so worth preparing once.
+    const FIXED_TEXT: bool;
+
+    /// Appends `rows` to `INSERT INTO usage_ledger (<the ledger's columns>) `.
+    fn push_rows<'a>(query: &mut Statement<'a, Self>, rows: Vec<LedgerValues<'a, Self>>);
+}
+
+/// One ledger row's values as stored, in the order of the ledger's columns: strings capped, counts as
+/// `BIGINT`, the instant truncated to microseconds.
+pub(crate) struct LedgerValues<'a, DB: Dialect> {
+    id: &'a str,
+    client_request_id: Option<&'a str>,
+    tenant: &'a str,
+    key_id: Option<&'a str>,
+    model: &'a str,
+    provider: &'a str,
+    vendor_model: &'a str,
+    upstream_key: Option<&'a str>,
+    /// Input, cache reads, 5-minute and 1-hour cache writes, output, reasoning.
+    tokens: [i64; 6],
+    usage_source: &'static str,
+    cost_micros: Option<i64>,
+    price_source: &'static str,
+    price_date: Option<DB::Day>,
+    latency_ms: i64,
+    status: i32,
+    attempts: i32,
+    attempt_log: String,
+    prompt_name: Option<&'a str>,
+    prompt_version: Option<i32>,
+    created_at: DB::Time,
+}
+
+impl<'a, DB: Dialect> LedgerValues<'a, DB> {
+    pub(crate) fn of(r: &'a UsageRow) -> Self {
+        let u = &r.usage;
+        Self {
+            id: cap(&r.id, MAX_ID_BYTES),
+            client_request_id: capped(&r.client_request_id, MAX_ID_BYTES),
+            tenant: cap(&r.tenant, MAX_TENANT_BYTES),
+            key_id: capped(&r.key_id, MAX_NAME_BYTES),
+            model: cap(&r.model, MAX_MODEL_BYTES),
+            provider: cap(&r.provider, MAX_NAME_BYTES),
+            vendor_model: cap(&r.vendor_model, MAX_MODEL_BYTES),
+            upstream_key: capped(&r.upstream_key, MAX_NAME_BYTES),
+            tokens: [
+                u.input,
+                u.cache_read,
+                u.cache_write_5m,
+                u.cache_write_1h,
+                u.output,
+                u.reasoning,
+            ]
+            .map(to_i64),
+            usage_source: r.usage_source.as_str(),
+            cost_micros: r.cost_micros,
+            price_source: r.price_source.as_str(),
+            price_date: r.price_date.map(DB::day),
+            latency_ms: to_i64(r.latency_ms),
+            status: i32::from(r.status),
+            attempts: i32::try_from(r.attempts).unwrap_or(i32::MAX),
+            attempt_log: encode_attempts(&r.attempt_log),
+            prompt_name: capped(&r.prompt_name, MAX_NAME_BYTES),
+            prompt_version: r.prompt_version.map(|v| i32::try_from(v).unwrap_or(i32::MAX)),
+            created_at: DB::time(r.created_at.trunc_subsecs(6)),
+        }
+    }
+}
+
+impl LedgerInsert for Sqlite {
+    const FIXED_TEXT: bool = false;
+
+    fn push_rows<'a>(query: &mut Statement<'a, Self>, rows: Vec<LedgerValues<'a, Self>>) {
+        query.values(rows, |b, v| {
+            let [input, cache_read, cache_write_5m, cache_write_1h, output, reasoning] = v.tokens;
+            b.bind(v.id)
+                .bind(v.client_request_id)
+                .bind(v.tenant)
+                .bind(v.key_id)
+                .bind(v.model)
+                .bind(v.provider)
+                .bind(v.vendor_model)
+                .bind(v.upstream_key)
+                .bind(input)
+                .bind(cache_read)
+                .bind(cache_write_5m)
+                .bind(cache_write_1h)
+                .bind(output)
+                .bind(reasoning)
+                .bind(v.usage_source)
+                .bind(v.cost_micros)
+                .bind(v.price_source)
+                .bind(v.price_date)
+                .bind(v.latency_ms)
+                .bind(v.status)
+                .bind(v.attempts)
+                .bind(v.attempt_log)
+                .bind(v.prompt_name)
+                .bind(v.prompt_version)
+                .bind(v.created_at);
+        });
+    }
+}
+
+impl LedgerInsert for Postgres {
+    const FIXED_TEXT: bool = true;
+
+    fn push_rows<'a>(query: &mut Statement<'a, Self>, rows: Vec<LedgerValues<'a, Self>>) {
+        let n = rows.len();
+        let mut c = Columns::<'a>::with_capacity(n);
+        for v in rows {
+            c.id.push(v.id);
+            c.client_request_id.push(v.client_request_id);
+            c.tenant.push(v.tenant);
+            c.key_id.push(v.key_id);
+            c.model.push(v.model);
+            c.provider.push(v.provider);
+            c.vendor_model.push(v.vendor_model);
+            c.upstream_key.push(v.upstream_key);
+            for (column, count) in c.tokens.iter_mut().zip(v.tokens) {
+                column.push(count);
+            }
+            c.usage_source.push(v.usage_source);
+            c.cost_micros.push(v.cost_micros);
+            c.price_source.push(v.price_source);
+            c.price_date.push(v.price_date);
+            c.latency_ms.push(v.latency_ms);
+            c.status.push(v.status);
+            c.attempts.push(v.attempts);
+            c.attempt_log.push(v.attempt_log);
+            c.prompt_name.push(v.prompt_name);
+            c.prompt_version.push(v.prompt_version);
+            c.created_at.push(v.created_at);
+        }
+        let [input, cache_read, cache_write_5m, cache_write_1h, output, reasoning] = c.tokens;
+        query.push("SELECT * FROM UNNEST(");
+        query
+            .bind(c.id)
+            .push("::text[], ")
+            .bind(c.client_request_id)
+            .push("::text[], ")
+            .bind(c.tenant)
+            .push("::text[], ")
+            .bind(c.key_id)
+            .push("::text[], ")
+            .bind(c.model)
+            .push("::text[], ")
+            .bind(c.provider)
+            .push("::text[], ")
+            .bind(c.vendor_model)
+            .push("::text[], ")
+            .bind(c.upstream_key)
+            .push("::text[], ");
+        for counts in [input, cache_read, cache_write_5m, cache_write_1h, output, reasoning] {
+            query.bind(counts).push("::int8[], ");
+        }
+        query
+            .bind(c.usage_source)
+            .push("::text[], ")
+            .bind(c.cost_micros)
+            .push("::int8[], ")
+            .bind(c.price_source)
+            .push("::text[], ")
+            .bind(c.price_date)
+            .push("::date[], ")
+            .bind(c.latency_ms)
+            .push("::int8[], ")
+            .bind(c.status)
+            .push("::int4[], ")
+            .bind(c.attempts)
+            .push("::int4[], ")
+            .bind(c.attempt_log)
+            .push("::text[], ")
+            .bind(c.prompt_name)
+            .push("::text[], ")
+            .bind(c.prompt_version)
+            .push("::int4[], ")
+            .bind(c.created_at)
+            .push("::timestamptz[])");
+    }
+}
+
+/// A batch's ledger values column by column, for Postgres' arrays.
+struct Columns<'a> {
+    id: Vec<&'a str>,
+    client_request_id: Vec<Option<&'a str>>,
+    tenant: Vec<&'a str>,
+    key_id: Vec<Option<&'a str>>,
+    model: Vec<&'a str>,
+    provider: Vec<&'a str>,
+    vendor_model: Vec<&'a str>,
+    upstream_key: Vec<Option<&'a str>>,
+    tokens: [Vec<i64>; 6],
+    usage_source: Vec<&'static str>,
+    cost_micros: Vec<Option<i64>>,
+    price_source: Vec<&'static str>,
+    price_date: Vec<Option<chrono::NaiveDate>>,
+    latency_ms: Vec<i64>,
+    status: Vec<i32>,
+    attempts: Vec<i32>,
+    attempt_log: Vec<String>,
+    prompt_name: Vec<Option<&'a str>>,
+    prompt_version: Vec<Option<i32>>,
+    created_at: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Columns<'_> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            id: Vec::with_capacity(n),
+            client_request_id: Vec::with_capacity(n),
+            tenant: Vec::with_capacity(n),
+            key_id: Vec::with_capacity(n),
+            model: Vec::with_capacity(n),
+            provider: Vec::with_capacity(n),
+            vendor_model: Vec::with_capacity(n),
+            upstream_key: Vec::with_capacity(n),
+            tokens: std::array::from_fn(|_| Vec::with_capacity(n)),
+            usage_source: Vec::with_capacity(n),
+            cost_micros: Vec::with_capacity(n),
+            price_source: Vec::with_capacity(n),
+            price_date: Vec::with_capacity(n),
+            latency_ms: Vec::with_capacity(n),
+            status: Vec::with_capacity(n),
+            attempts: Vec::with_capacity(n),
+            attempt_log: Vec::with_capacity(n),
+            prompt_name: Vec::with_capacity(n),
+            prompt_version: Vec::with_capacity(n),
+            created_at: Vec::with_capacity(n),
+        }
+    }
+}

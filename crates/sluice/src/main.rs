@@ -12,6 +12,7 @@ use sluice::config::{Config, LogFormat};
 use sluice_simulate::{Fault, SimConfig, Simulator};
 
 mod catalog;
+mod logging;
 mod spend;
 
 #[derive(Debug, Parser)]
@@ -609,28 +610,11 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
 }
 
 fn init_logging(format: Option<LogFormatArg>, config: Option<&Config>) {
-    use tracing_subscriber::EnvFilter;
     let level = config.map_or("info", |c| c.log.level.as_str());
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match format {
         Some(LogFormatArg::Json) => true,
         Some(LogFormatArg::Text) => false,
         None => config.is_some_and(|c| c.log.format == LogFormat::Json),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            // The current span carries every field; the list of spans around it repeated them on each line.
-            .with_span_list(false)
-            .init();
-    } else {
-        builder.init();
-    }
+    logging::init(level, json);
 }

@@ -1,0 +1,342 @@
+//! The gateway's log lines: text, or JSON objects one per line.
+//!
+//! JSON lines have the shape of `tracing-subscriber`'s JSON format with flattened event fields and the
+//! current span: `{"timestamp", "level", <the event's fields, "message" first>, "target", "span": {<the
+//! span's fields>, "name"}}`. They are written by [`JsonLines`] rather than by that format, which parses
+//! the current span's stored JSON fields back into a map for every line it writes: for the access line
+//! of each request that was a tenth of the gateway's instructions. Here the stored fields are copied as
+//! they are. Events bridged from the `log` crate still go through `tracing-subscriber`'s own format.
+
+use std::fmt::{self, Write as _};
+
+use chrono::{Datelike, Timelike, Utc};
+use tracing::field::{Field, Visit};
+use tracing::span::Record;
+use tracing::{Event, Subscriber};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::{Format, Json, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Installs the global subscriber: `level` unless `RUST_LOG` says otherwise, JSON lines or text, to
+/// standard error.
+pub fn init(level: &str, json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.fmt_fields(SpanFields).event_format(JsonLines::new()).init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The JSON line format (see the module docs).
+pub struct JsonLines {
+    /// For events bridged from the `log` crate, whose level and target are in their fields.
+    bridged: Format<Json>,
+}
+
+impl JsonLines {
+    fn new() -> Self {
+        Self {
+            bridged: Format::default()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false),
+        }
+    }
+}
+
+impl<S> FormatEvent<S, SpanFields> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, SpanFields>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        if meta.fields().field("log.target").is_some() {
+            return self.bridged.format_event(ctx, writer, event);
+        }
+        let now = Utc::now();
+        write!(
+            writer,
+            "{{\"timestamp\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z\",\"level\":\"{}\"",
+            now.year(),
+            now.month(),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second(),
+            now.timestamp_subsec_micros().min(999_999),
+            meta.level()
+        )?;
+        let mut fields = FieldWriter {
+            out: &mut writer,
+            first: false,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        writer.write_str(",\"target\":")?;
+        write_json_str(&mut writer, meta.target())?;
+        let span = event
+            .parent()
+            .and_then(|id| ctx.span(id))
+            .or_else(|| ctx.lookup_current());
+        if let Some(span) = span {
+            let extensions = span.extensions();
+            // The span's fields as `SpanFields` stored them: a JSON object, `{}` when there are none.
+            let stored = extensions
+                .get::<FormattedFields<SpanFields>>()
+                .map_or("{}", |f| f.fields.as_str());
+            let inner = stored
+                .strip_prefix('{')
+                .and_then(|s| s.strip_suffix('}'))
+                .unwrap_or("")
+                .trim();
+            writer.write_str(",\"span\":{")?;
+            if !inner.is_empty() {
+                writer.write_str(inner)?;
+                writer.write_char(',')?;
+            }
+            writer.write_str("\"name\":")?;
+            write_json_str(&mut writer, span.name())?;
+            writer.write_char('}')?;
+        }
+        writer.write_str("}\n")
+    }
+}
+
+/// A span's fields as the JSON object its lines show, written as they are recorded (`tracing-subscriber`'s
+/// `JsonFields` collects them in a map of JSON values first).
+pub struct SpanFields;
+
+impl<'w> FormatFields<'w> for SpanFields {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
+        writer.write_char('{')?;
+        let mut visitor = FieldWriter {
+            out: &mut writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result?;
+        writer.write_char('}')
+    }
+
+    fn add_fields(&self, current: &'w mut FormattedFields<Self>, fields: &Record<'_>) -> fmt::Result {
+        // A field recorded after the span was made goes at the end of its object (recorded twice, it
+        // appears twice: JSON readers take the last).
+        let first = matches!(current.fields.as_str(), "" | "{}");
+        if first {
+            current.fields.clear();
+            current.fields.push('{');
+        } else {
+            current.fields.pop();
+        }
+        let mut writer = current.as_writer();
+        let mut visitor = FieldWriter {
+            out: &mut writer,
+            first,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result?;
+        writer.write_char('}')
+    }
+}
+
+/// Writes each field as `"name":value`, after a comma unless it is the object's first.
+struct FieldWriter<'a, 'w> {
+    out: &'a mut Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl FieldWriter<'_, '_> {
+    fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+        if self.result.is_ok() {
+            let first = std::mem::replace(&mut self.first, false);
+            self.result = (if first { Ok(()) } else { self.out.write_char(',') })
+                .and_then(|()| write_json_str(self.out, field.name()))
+                .and_then(|()| self.out.write_char(':'))
+                .and_then(|()| value(self.out));
+        }
+    }
+}
+
+impl Visit for FieldWriter<'_, '_> {
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.field(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.field(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.field(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // JSON has no infinities or NaN; serde_json writes them as null too.
+        if value.is_finite() {
+            self.field(field, |w| write!(w, "{value}"));
+        } else {
+            self.field(field, |w| w.write_str("null"));
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.field(field, |w| write_json_str(w, value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.field(field, |w| {
+            w.write_char('"')?;
+            write!(Escaped(w), "{value:?}")?;
+            w.write_char('"')
+        });
+    }
+}
+
+/// `s` as a JSON string, quotes included.
+fn write_json_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    w.write_char('"')?;
+    Escaped(w).write_str(s)?;
+    w.write_char('"')
+}
+
+/// Text written into a JSON string: quotes, backslashes and control characters escaped.
+struct Escaped<'a, W: fmt::Write + ?Sized>(&'a mut W);
+
+impl<W: fmt::Write + ?Sized> fmt::Write for Escaped<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let bytes = s.as_bytes();
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let escape = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0x00..=0x1F => "",
+                _ => continue,
+            };
+            self.0.write_str(&s[start..i])?;
+            if escape.is_empty() {
+                write!(self.0, "\\u{b:04x}")?;
+            } else {
+                self.0.write_str(escape)?;
+            }
+            start = i + 1;
+        }
+        self.0.write_str(&s[start..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use tracing_subscriber::fmt::MakeWriter;
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Lines {
+        type Writer = Lines;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    /// What `tracing-subscriber`'s JSON format writes and what `JsonLines` writes, for the same events.
+    fn both(emit: impl Fn()) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+        let stock = Lines::default();
+        let ours = Lines::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(stock.clone())
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, &emit);
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(ours.clone())
+            .fmt_fields(SpanFields)
+            .event_format(JsonLines::new())
+            .finish();
+        tracing::subscriber::with_default(subscriber, &emit);
+        let parse = |lines: &Lines| -> Vec<serde_json::Value> {
+            let bytes = lines.0.lock().unwrap().clone();
+            String::from_utf8(bytes)
+                .unwrap()
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+                .collect()
+        };
+        (parse(&stock), parse(&ours))
+    }
+
+    fn without_timestamps(mut lines: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+        for line in &mut lines {
+            let stamp = line.as_object_mut().unwrap().remove("timestamp").unwrap();
+            let stamp = stamp.as_str().unwrap();
+            assert!(
+                chrono::DateTime::parse_from_rfc3339(stamp).is_ok() && stamp.ends_with('Z') && stamp.len() == 27,
+                "{stamp}"
+            );
+        }
+        lines
+    }
+
+    #[test]
+    fn lines_match_the_stock_json_format() {
+        let (stock, ours) = both(|| {
+            tracing::info!(status = 200u16, latency = %"4 ms", caller = Some("k1"), "finished processing request");
+            let span = tracing::info_span!("request", method = %"POST", path = "/v1/chat", request_id = "r\"1");
+            let _entered = span.enter();
+            tracing::warn!(
+                error = ?std::io::Error::other("line\nbreak \u{1} \\ \"quoted\""),
+                ratio = 0.25,
+                big = u128::MAX,
+                negative = -3i64,
+                flag = true,
+                "upstream failed: {}",
+                "tab\there"
+            );
+            let inner = tracing::info_span!("attempt", provider = tracing::field::Empty);
+            let _inner = inner.enter();
+            tracing::error!("inside a span without fields");
+            inner.record("provider", "openai");
+            inner.record("provider", "azure");
+            tracing::info!(n = 1, "after a field was recorded twice");
+        });
+        assert_eq!(stock.len(), 4, "{stock:?}");
+        assert_eq!(without_timestamps(ours), without_timestamps(stock));
+    }
+}

@@ -161,6 +161,8 @@ impl SseParser {
             if self.data.len() + value.len() + 1 > self.max {
                 return Err(too_large("event", self.max));
             }
+            // Room for the line break too: a first push sized to the value alone would grow again for it.
+            self.data.reserve(value.len() + 1);
             self.data.push_str(value);
             self.data.push('\n');
         }

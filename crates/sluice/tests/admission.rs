@@ -92,14 +92,7 @@ impl Gateway {
 
 /// `(inline, offloaded)` from the gateway's `/metrics`.
 async fn counts(gateway: &Gateway) -> (u64, u64) {
-    let text = client()
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&gateway.url("/metrics")).await;
     let read = |label: &str| {
         text.lines()
             .find_map(|line| line.strip_prefix(&format!("sluice_token_counts_total{{where=\"{label}\"}} ")))

@@ -158,14 +158,7 @@ priority = 1
         "back after the cooldown"
     );
 
-    let metrics = client()
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&gateway.url("/metrics")).await;
     assert!(
         metrics.contains("sluice_upstream_rate_limited_total{model=\"m\",provider=\"limited\"} 1"),
         "{metrics}"
@@ -216,14 +209,7 @@ async fn with_every_key_exhausted_the_429_carries_an_honest_retry_after() {
         0,
         "the gateway never sent the vendor more than its limit"
     );
-    let metrics = client()
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&gateway.url("/metrics")).await;
     assert!(metrics.contains("sluice_rejections_total{model=\"m\"} 1"), "{metrics}");
 }
 
@@ -257,14 +243,7 @@ async fn a_request_waits_in_the_queue_for_the_next_refill_instead_of_failing() {
     for request in requests {
         assert_eq!(request.await.unwrap(), 200, "no request failed: the last one waited");
     }
-    let metrics = client()
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&gateway.url("/metrics")).await;
     assert!(
         !metrics.contains("sluice_queue_waits_total{model=\"m\"} 0"),
         "{metrics}"

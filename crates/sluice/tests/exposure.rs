@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use common::{BinProcess, CLIENT_KEY, GatewayServer, SimServer, client, free_port, scratch_dir};
+use common::{BinProcess, CLIENT_KEY, GatewayServer, SimServer, client, free_port, metrics_text, scratch_dir};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use sluice_simulate::SimConfig;
@@ -250,14 +250,7 @@ async fn a_client_that_stops_reading_is_cut_after_the_send_timeout() {
     );
     // Not reading: the socket buffers fill, the gateway's writes wait, and the send timeout runs.
     let metrics = || async {
-        let text = client()
-            .get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_text(&format!("http://127.0.0.1:{port}/metrics")).await;
         text.lines()
             .find_map(|l| l.strip_prefix("sluice_connections_timed_out_total "))
             .and_then(|v| v.parse::<u64>().ok())
@@ -276,14 +269,7 @@ async fn a_client_that_stops_reading_is_cut_after_the_send_timeout() {
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest)).await;
     assert!(!String::from_utf8_lossy(&rest).contains("data: [DONE]"));
-    let in_flight = client()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let in_flight = metrics_text(&format!("http://127.0.0.1:{port}/metrics")).await;
     assert!(
         in_flight.contains("sluice_requests_in_flight 1\n"),
         "only the metrics request: {in_flight}"

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use common::{CLIENT_KEY, Capture, GatewayServer, Running, client, eventually, json_response, serve};
+use common::{CLIENT_KEY, Capture, GatewayServer, Running, client, eventually, json_response, metrics_text, serve};
 use serde_json::{Value, json};
 
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -273,14 +273,7 @@ async fn a_collector_that_never_answers_costs_requests_nothing() {
     // 60 spans (a request and an attempt each) against a queue of 4 and a stuck batch of 2.
     assert!(stats.dropped.load(Ordering::Relaxed) >= 50, "{stats:?}");
     assert!(!held.lock().unwrap().is_empty(), "the exporter did try the collector");
-    let metrics = client()
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&gateway.url("/metrics")).await;
     let dropped = metrics
         .lines()
         .find_map(|l| l.strip_prefix("sluice_trace_spans_dropped_total "))

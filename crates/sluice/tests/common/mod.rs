@@ -201,6 +201,11 @@ pub fn client() -> reqwest::Client {
     sluice::wiring::http_client(Duration::from_secs(2)).unwrap()
 }
 
+/// The text a gateway's `/metrics` at `url` answers.
+pub async fn metrics_text(url: &str) -> String {
+    client().get(url).send().await.unwrap().text().await.unwrap()
+}
+
 pub fn chat_body(stream: bool) -> serde_json::Value {
     serde_json::json!({
         "model": "m",

@@ -80,13 +80,7 @@ where
             now.timestamp_subsec_micros().min(999_999),
             meta.level()
         )?;
-        let mut fields = FieldWriter {
-            out: &mut writer,
-            first: false,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
+        FieldWriter::write(&mut writer, false, |v| event.record(v))?;
         writer.write_str(",\"target\":")?;
         write_json_str(&mut writer, meta.target())?;
         let span = event
@@ -124,13 +118,7 @@ pub struct SpanFields;
 impl<'w> FormatFields<'w> for SpanFields {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
         writer.write_char('{')?;
-        let mut visitor = FieldWriter {
-            out: &mut writer,
-            first: true,
-            result: Ok(()),
-        };
-        fields.record(&mut visitor);
-        visitor.result?;
+        FieldWriter::write(&mut writer, true, |v| fields.record(v))?;
         writer.write_char('}')
     }
 
@@ -145,13 +133,7 @@ impl<'w> FormatFields<'w> for SpanFields {
             current.fields.pop();
         }
         let mut writer = current.as_writer();
-        let mut visitor = FieldWriter {
-            out: &mut writer,
-            first,
-            result: Ok(()),
-        };
-        fields.record(&mut visitor);
-        visitor.result?;
+        FieldWriter::write(&mut writer, first, |v| fields.record(v))?;
         writer.write_char('}')
     }
 }
@@ -164,6 +146,18 @@ struct FieldWriter<'a, 'w> {
 }
 
 impl FieldWriter<'_, '_> {
+    /// Writes the fields `record` visits into `out`; `first` when nothing comes before them in their
+    /// object.
+    fn write(out: &mut Writer<'_>, first: bool, record: impl FnOnce(&mut dyn Visit)) -> fmt::Result {
+        let mut visitor = FieldWriter {
+            out,
+            first,
+            result: Ok(()),
+        };
+        record(&mut visitor);
+        visitor.result
+    }
+
     fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
         if self.result.is_ok() {
             let first = std::mem::replace(&mut self.first, false);

@@ -8,6 +8,7 @@ use http::request::Parts;
 use serde::de::DeserializeOwned;
 use sluice_pipeline::{Caller, Principal};
 
+use crate::answer::client_request_id;
 use crate::error::ApiError;
 
 /// A request body parsed as JSON into `T`.
@@ -78,7 +79,6 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiCaller {
                 None,
             )
         })?;
-        let request_id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok());
-        Ok(Self(Caller::new(principal, request_id)))
+        Ok(Self(Caller::new(principal, client_request_id(&parts.headers))))
     }
 }

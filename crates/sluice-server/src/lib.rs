@@ -260,11 +260,7 @@ pub fn build_router(state: AppState) -> AxumRouter {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
-                    let request_id = request
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
+                    let request_id = answer::client_request_id(request.headers()).unwrap_or("");
                     tracing::info_span!(
                         "request",
                         method = %request.method(),

@@ -227,6 +227,8 @@ fn chat_request(content: &str) -> ChatCompletionRequest {
 }
 
 fn texts(c: &mut Criterion) {
+    // Counting itself: every count below starts from the text, not from the cache of long texts.
+    sluice_tokens::set_text_cache(false);
     let english_100 = english(100);
     let english_2k = english(2_000);
     let english_32k = english(32_000);
@@ -297,9 +299,16 @@ fn chat(c: &mut Criterion) {
     let request = chat_request(&english(2_000));
     let mut group = c.benchmark_group("chat-2k");
     group.sampling_mode(SamplingMode::Flat);
+    sluice_tokens::set_text_cache(false);
     group.bench_function("count_chat", |b| {
         measure(b, || count_chat(black_box(&request), EncodingName::O200kBase))
     });
+    // The same prompt again, as a system prompt or an agent's conversation comes back: from the cache.
+    sluice_tokens::set_text_cache(true);
+    group.bench_function("count_chat-again", |b| {
+        measure(b, || count_chat(black_box(&request), EncodingName::O200kBase))
+    });
+    sluice_tokens::set_text_cache(false);
     group.bench_function("upper_bound", |b| {
         measure(b, || upper_bound(black_box(&request), EncodingName::O200kBase))
     });

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use crate::ranks::Ranks;
 use crate::split::{self, Pattern, Splitter};
+use crate::text_cache;
 
 /// A byte-pair encoding whose vocabulary ships inside the binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -294,8 +295,17 @@ impl Vocab {
         (total, start)
     }
 
-    /// Tokens in `text`.
+    /// Tokens in `text`; long texts through [`text_cache`].
     pub(crate) fn count(&self, text: &str) -> u64 {
+        if text_cache::applies(text) {
+            text_cache::count(self.pattern, text, || self.count_pieces(text))
+        } else {
+            self.count_pieces(text)
+        }
+    }
+
+    /// Tokens in `text`, piece by piece.
+    fn count_pieces(&self, text: &str) -> u64 {
         let bytes = text.as_bytes();
         let mut start = 0;
         let mut total = 0;
@@ -312,6 +322,11 @@ impl Vocab {
         // Tokens never outnumber bytes: past this, no check can fail.
         if text.len() as u64 <= limit {
             return Some(self.count(text));
+        }
+        if text_cache::applies(text)
+            && let Some(tokens) = text_cache::cached(self.pattern, text)
+        {
+            return (tokens <= limit).then_some(tokens);
         }
         let bytes = text.as_bytes();
         let mut start = 0;

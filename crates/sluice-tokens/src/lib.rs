@@ -15,7 +15,8 @@
 //! Tokenization is tiktoken's byte-pair merge over compact vocabularies compiled in (`vocab/*.ranks`,
 //! extracted from `bpe-openai`'s tables, which the tests compare with; nothing is downloaded), with an
 //! ASCII fast path for splitting text into pieces and a lookup for pieces that are one token; counts are
-//! identical to tiktoken's. Each vocabulary loads on first use, once (about 8 MiB resident for o200k_base;
+//! identical to tiktoken's. Long texts' counts are cached (`text_cache.rs`): system prompts and
+//! conversations come back on every request and every turn. Each vocabulary loads on first use, once (about 8 MiB resident for o200k_base;
 //! [`EncodingName::preload`] loads it earlier).
 //! Measurements and the reasons for the choice: `docs/benchmarks.md`, "Token counting".
 
@@ -26,6 +27,7 @@ mod offload;
 mod ranks;
 mod split;
 mod stream;
+mod text_cache;
 
 pub use chat::{count_chat, count_chat_with_limit, fits, upper_bound};
 pub use encoding::{
@@ -33,3 +35,4 @@ pub use encoding::{
 };
 pub use offload::{INLINE_MAX, blocking_permits, count_chat_offloaded, count_offloaded, counting_stats};
 pub use stream::CompletionCounter;
+pub use text_cache::set_text_cache;

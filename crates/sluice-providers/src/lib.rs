@@ -214,6 +214,12 @@ pub mod internals {
     use crate::transport::{self, Flow, SseTranslator};
     use crate::{ChatCall, EventStream, ProviderError, StreamEvent, UpstreamKey};
 
+    /// Whether the scan that recognises an ordinary OpenAI stream chunk without deserialising it agrees with
+    /// the full probe on `json` (the scan may leave a chunk to the probe, never misread one).
+    pub fn openai_chunk_scan_agrees(json: &str) -> bool {
+        crate::openai::stream::scan_agrees(json)
+    }
+
     /// The Unix time the translators here report as `created`.
     pub const CREATED: u64 = 1_700_000_000;
     /// The model Gemini's translators report when the vendor names none.

@@ -9,6 +9,7 @@
 //! key in `api-key` (bearer tokens there are for Entra ID). The deployment is the deployment's vendor
 //! `model`; Azure's `retry-after-ms` is honoured by [`crate::limits`].
 
+mod chunk_scan;
 pub(crate) mod error;
 pub(crate) mod stream;
 

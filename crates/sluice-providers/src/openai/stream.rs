@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use sluice_api::{TokenUsage, Usage};
 
+use super::chunk_scan;
 use crate::transport::{Flow, SseTranslator};
 use crate::{ProviderError, StreamEvent};
 
@@ -57,21 +58,13 @@ pub(crate) fn step(data: String, state: &mut StreamState) -> Result<Step, Provid
     if trimmed.is_empty() {
         return Ok(Step::Skip);
     }
-    let probe: ChunkProbe<'_> = serde_json::from_str(trimmed).map_err(|e| ProviderError::Protocol {
-        detail: format!("malformed stream event: {e}"),
-    })?;
-    if probe.error.is_some() {
-        let body = super::error::parse_error_body(500, trimmed.as_bytes());
-        return Err(ProviderError::Server {
-            status: 500,
-            message: body.error.message,
-        });
-    }
-    if probe.choices.iter().any(|c| c.finish_reason.is_some()) {
-        state.finished = true;
-    }
-    let usage_only = probe.usage.is_some() && probe.choices.is_empty();
-    let usage = probe.usage.as_ref().map(TokenUsage::from_openai);
+    let (usage, usage_only) = match chunk_scan::ordinary(trimmed.as_bytes()) {
+        Some(found) => {
+            state.finished |= found.finished;
+            (None, false)
+        }
+        None => probe(trimmed, state)?,
+    };
     // The chunk goes on as the JSON that was read, and as one line, the `data:` line the server frames it
     // in: without the spaces around it that `trim` takes and JSON does not allow (a form feed, U+00A0...),
     // and with the line breaks of an event spread over several `data:` lines (joined with `\n` by the SSE
@@ -84,6 +77,36 @@ pub(crate) fn step(data: String, state: &mut StreamState) -> Result<Step, Provid
         usage_only,
         estimated: false,
     }))
+}
+
+/// Reads a chunk that is not [`chunk_scan::ordinary`]: its usage, and whether it reports nothing else;
+/// an error event or malformed JSON is an error.
+fn probe(json: &str, state: &mut StreamState) -> Result<(Option<TokenUsage>, bool), ProviderError> {
+    let probe: ChunkProbe<'_> = serde_json::from_str(json).map_err(|e| ProviderError::Protocol {
+        detail: format!("malformed stream event: {e}"),
+    })?;
+    if probe.error.is_some() {
+        let body = super::error::parse_error_body(500, json.as_bytes());
+        return Err(ProviderError::Server {
+            status: 500,
+            message: body.error.message,
+        });
+    }
+    if probe.choices.iter().any(|c| c.finish_reason.is_some()) {
+        state.finished = true;
+    }
+    let usage_only = probe.usage.is_some() && probe.choices.is_empty();
+    Ok((probe.usage.as_ref().map(TokenUsage::from_openai), usage_only))
+}
+
+/// Whether [`chunk_scan::ordinary`] and the full probe agree on `json`: when the scan answers, the probe
+/// reads a chunk with no usage and the same finish. For the fuzz target `chunk_scan` and the tests.
+pub(crate) fn scan_agrees(json: &str) -> bool {
+    let Some(found) = chunk_scan::ordinary(json.as_bytes()) else {
+        return true;
+    };
+    let mut state = StreamState::default();
+    matches!(probe(json, &mut state), Ok((None, false))) && state.finished == found.finished
 }
 
 impl SseTranslator for StreamState {
@@ -196,5 +219,25 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(step("  ".to_owned(), &mut state).unwrap(), Step::Skip);
+    }
+
+    #[test]
+    fn the_scan_and_the_probe_agree_on_recorded_and_odd_chunks() {
+        let transcript = include_str!("../../../../tests/fixtures/openai/stream_usage.sse");
+        let mut scanned = 0;
+        for data in transcript.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            assert!(scan_agrees(data), "{data}");
+            scanned += usize::from(chunk_scan::ordinary(data.as_bytes()).is_some());
+        }
+        assert!(scanned > 1, "the scan recognises the ordinary chunks of a real stream");
+        for data in [
+            r#"{"choices":[{"finish_reason":"stop"}]}"#,
+            r#"{"choices":[],"usage":null,"error":null}"#,
+            r#"{"choices":[{"finish_reason":null,"x":[1,{"y":"\ud800"}]}]}"#,
+            r#" {"choices" : [ ] } "#,
+        ] {
+            assert!(chunk_scan::ordinary(data.as_bytes()).is_some(), "{data}");
+            assert!(scan_agrees(data), "{data}");
+        }
     }
 }

@@ -1,0 +1,13 @@
+//! The scan that recognises an ordinary OpenAI stream chunk without deserialising it, against serde_json:
+//! whenever the scan answers, the full probe must read the same chunk (no usage, no error, the same
+//! finish). Any bytes, as UTF-8.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sluice_providers::internals::openai_chunk_scan_agrees;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(json) = std::str::from_utf8(data) {
+        assert!(openai_chunk_scan_agrees(json), "the scan and the probe disagree on {json:?}");
+    }
+});

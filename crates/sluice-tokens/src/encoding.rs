@@ -317,16 +317,12 @@ impl Vocab {
         total
     }
 
-    /// Tokens in `text` if at most `limit`.
+    /// Tokens in `text` if at most `limit`. A text longer than `limit` bytes is not looked up in
+    /// [`text_cache`]: hashing it would cost its whole length, where this stops after `limit` tokens.
     pub(crate) fn count_till(&self, text: &str, limit: u64) -> Option<u64> {
         // Tokens never outnumber bytes: past this, no check can fail.
         if text.len() as u64 <= limit {
             return Some(self.count(text));
-        }
-        if text_cache::applies(text)
-            && let Some(tokens) = text_cache::cached(self.pattern, text)
-        {
-            return (tokens <= limit).then_some(tokens);
         }
         let bytes = text.as_bytes();
         let mut start = 0;

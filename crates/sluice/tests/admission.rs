@@ -196,11 +196,16 @@ async fn refusals_come_before_counting_and_big_inputs_leave_the_executor_free() 
     let mut probe = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     healthz(&mut probe).await;
     let before = counts(&gateway).await;
-    // Serialized before the clock starts, so that the probe measures the gateway, not this process.
-    let body = bytes::Bytes::from(serde_json::to_vec(&json!({"model": "emb", "input": big})).unwrap());
-    let load: Vec<_> = (0..8)
-        .map(|_| {
-            let body = body.clone();
+    // Serialized before the clock starts, so that the probe measures the gateway, not this process. Eight
+    // different inputs: the same one again would be counted once and then found in the count cache.
+    let bodies: Vec<_> = (0..8)
+        .map(|i| {
+            bytes::Bytes::from(serde_json::to_vec(&json!({"model": "emb", "input": format!("{i} {big}")})).unwrap())
+        })
+        .collect();
+    let load: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
             let url = gateway.url("/v1/embeddings");
             tokio::spawn(async move {
                 client()

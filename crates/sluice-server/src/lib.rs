@@ -411,12 +411,17 @@ async fn metrics(State(state): State<AppState>, served: Option<axum::Extension<A
     {
         use std::fmt::Write;
         let (inline, offloaded) = sluice_tokens::counting_stats();
+        let (hits, misses) = sluice_tokens::text_cache_stats();
         let _ = writeln!(
             body,
             "# HELP sluice_token_counts_total Inputs counted, on the request's own thread or on the bounded pool.\n\
              # TYPE sluice_token_counts_total counter\n\
              sluice_token_counts_total{{where=\"inline\"}} {inline}\n\
-             sluice_token_counts_total{{where=\"offloaded\"}} {offloaded}"
+             sluice_token_counts_total{{where=\"offloaded\"}} {offloaded}\n\
+             # HELP sluice_token_count_cache_total Texts of 256 bytes or more, found in the count cache or counted.\n\
+             # TYPE sluice_token_count_cache_total counter\n\
+             sluice_token_count_cache_total{{result=\"hit\"}} {hits}\n\
+             sluice_token_count_cache_total{{result=\"miss\"}} {misses}"
         );
     }
     if let Some(ledger) = state.ledger() {

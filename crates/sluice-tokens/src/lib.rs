@@ -35,4 +35,4 @@ pub use encoding::{
 };
 pub use offload::{INLINE_MAX, blocking_permits, count_chat_offloaded, count_offloaded, counting_stats};
 pub use stream::CompletionCounter;
-pub use text_cache::set_text_cache;
+pub use text_cache::{set_text_cache, text_cache_stats};

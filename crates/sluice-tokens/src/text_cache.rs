@@ -12,7 +12,7 @@
 //! stream of distinct texts only makes misses, each the plain count.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 use crate::split::Pattern;
@@ -44,6 +44,14 @@ static CACHE: [Mutex<Slot>; SLOTS] = [const { Mutex::new(Slot::EMPTY) }; SLOTS];
 static KEY: LazyLock<RandomState> = LazyLock::new(RandomState::new);
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
+static HITS: AtomicU64 = AtomicU64::new(0);
+static MISSES: AtomicU64 = AtomicU64::new(0);
+
+/// Long texts found in the cache and long texts counted since the process started, for `/metrics`: how
+/// much counting the cache saves on this traffic.
+pub fn text_cache_stats() -> (u64, u64) {
+    (HITS.load(Ordering::Relaxed), MISSES.load(Ordering::Relaxed))
+}
 
 /// Turns the cache on or off for the whole process (on at start). For the benchmarks, which measure
 /// counting, not the cache; not an API.
@@ -80,8 +88,10 @@ pub(crate) fn count(pattern: Pattern, text: &str, count: impl FnOnce() -> u64) -
         && found.hash == hash
         && found.len == text.len()
     {
+        HITS.fetch_add(1, Ordering::Relaxed);
         return found.tokens;
     }
+    MISSES.fetch_add(1, Ordering::Relaxed);
     let tokens = count();
     if let Ok(mut slot) = slot.try_lock() {
         *slot = Slot {
@@ -110,6 +120,9 @@ mod tests {
         assert_eq!(count(Pattern::O200k, &text, &mut counted), 41);
         assert_eq!(count(Pattern::O200k, &text, &mut counted), 41);
         assert_eq!(counts, 1, "the second count came from the cache");
+        // Other tests count too: the process's counters only grow.
+        let (hits, misses) = text_cache_stats();
+        assert!(hits >= 1 && misses >= 1, "{hits} hits, {misses} misses");
         assert_eq!(cached(Pattern::O200k, &text), Some(41));
         assert_eq!(
             cached(Pattern::Cl100k, &text),

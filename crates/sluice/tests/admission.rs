@@ -1,8 +1,9 @@
 //! Cheap checks before expensive ones (issue 13): a request the gateway will refuse anyway is refused
 //! before its tokens are counted, and large inputs are counted off the executor, so `/healthz` answers
 //! while big requests are being counted. The counts are read from `/metrics`
-//! (`sluice_token_counts_total`), which counts every input counted, inline or on the bounded pool; the
-//! counters are the process's, so this file holds one test.
+//! (`sluice_token_counts_total`), which counts every input counted, inline or on the bounded pool, and
+//! `sluice_token_count_cache_total`, long texts found in the count cache or counted; the counters are the
+//! process's, so this file holds one test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 mod common;
@@ -93,13 +94,26 @@ impl Gateway {
 /// `(inline, offloaded)` from the gateway's `/metrics`.
 async fn counts(gateway: &Gateway) -> (u64, u64) {
     let text = metrics_text(&gateway.url("/metrics")).await;
-    let read = |label: &str| {
-        text.lines()
-            .find_map(|line| line.strip_prefix(&format!("sluice_token_counts_total{{where=\"{label}\"}} ")))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no {label} count in {text}"))
-    };
-    (read("inline"), read("offloaded"))
+    (
+        metric(&text, "sluice_token_counts_total{where=\"inline\"}"),
+        metric(&text, "sluice_token_counts_total{where=\"offloaded\"}"),
+    )
+}
+
+/// `(hits, misses)` of the count cache of long texts, from the gateway's `/metrics`.
+async fn cache(gateway: &Gateway) -> (u64, u64) {
+    let text = metrics_text(&gateway.url("/metrics")).await;
+    (
+        metric(&text, "sluice_token_count_cache_total{result=\"hit\"}"),
+        metric(&text, "sluice_token_count_cache_total{result=\"miss\"}"),
+    )
+}
+
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no {series} in {text}"))
 }
 
 async fn post(gateway: &Gateway, key: &str, path: &str, body: &Value) -> (u16, Value) {
@@ -196,6 +210,7 @@ async fn refusals_come_before_counting_and_big_inputs_leave_the_executor_free() 
     let mut probe = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     healthz(&mut probe).await;
     let before = counts(&gateway).await;
+    let cache_before = cache(&gateway).await;
     // Serialized before the clock starts, so that the probe measures the gateway, not this process. Eight
     // different inputs: the same one again would be counted once and then found in the count cache.
     let bodies: Vec<_> = (0..8)
@@ -203,6 +218,7 @@ async fn refusals_come_before_counting_and_big_inputs_leave_the_executor_free() 
             bytes::Bytes::from(serde_json::to_vec(&json!({"model": "emb", "input": format!("{i} {big}")})).unwrap())
         })
         .collect();
+    let again = bodies[0].clone();
     let load: Vec<_> = bodies
         .into_iter()
         .map(|body| {
@@ -231,6 +247,12 @@ async fn refusals_come_before_counting_and_big_inputs_leave_the_executor_free() 
     }
     let after = counts(&gateway).await;
     assert_eq!(after.1 - before.1, 8, "every big input was counted off the executor");
+    let cache_after = cache(&gateway).await;
+    assert_eq!(
+        (cache_after.0 - cache_before.0, cache_after.1 - cache_before.1),
+        (0, 8),
+        "eight new texts: counted, not found"
+    );
     waits.sort();
     let median = waits[waits.len() / 2];
     let p90 = waits[waits.len() * 9 / 10];
@@ -248,5 +270,24 @@ async fn refusals_come_before_counting_and_big_inputs_leave_the_executor_free() 
         median < Duration::from_millis(5) && p90 < Duration::from_millis(50),
         "healthz took a median {median:?}, p90 {p90:?}, while big inputs were counted"
     );
+
+    // The same input again is found in the count cache; its size still sends it to the pool.
+    let status = client()
+        .post(gateway.url("/v1/embeddings"))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(again)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let cache_again = cache(&gateway).await;
+    assert_eq!(
+        (cache_again.0 - cache_after.0, cache_again.1 - cache_after.1),
+        (1, 0),
+        "a text seen before is found, not counted again"
+    );
+    assert_eq!(counts(&gateway).await.1 - after.1, 1);
     drop(gateway.process);
 }

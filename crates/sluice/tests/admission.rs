@@ -110,10 +110,7 @@ async fn cache(gateway: &Gateway) -> (u64, u64) {
 }
 
 fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no {series} in {text}"))
+    metric_value(text, series).unwrap_or_else(|| panic!("no {series} in {text}"))
 }
 
 async fn post(gateway: &Gateway, key: &str, path: &str, body: &Value) -> (u16, Value) {

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use common::{BinProcess, CLIENT_KEY, GatewayServer, SimServer, client, free_port, metrics_text, scratch_dir};
+use common::{
+    BinProcess, CLIENT_KEY, GatewayServer, SimServer, client, free_port, metric_value, metrics_text, scratch_dir,
+};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use sluice_simulate::SimConfig;
@@ -251,10 +253,7 @@ async fn a_client_that_stops_reading_is_cut_after_the_send_timeout() {
     // Not reading: the socket buffers fill, the gateway's writes wait, and the send timeout runs.
     let metrics = || async {
         let text = metrics_text(&format!("http://127.0.0.1:{port}/metrics")).await;
-        text.lines()
-            .find_map(|l| l.strip_prefix("sluice_connections_timed_out_total "))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
+        metric_value(&text, "sluice_connections_timed_out_total").unwrap_or(0)
     };
     let mut cut = false;
     for _ in 0..100 {
@@ -372,18 +371,8 @@ async fn requests_over_the_in_flight_limit_get_a_fast_503() {
     let slow: Vec<_> = (0..4).map(|_| tokio::spawn(chat(base.clone()))).collect();
     // All four are in flight once the gateway counts them (the metrics request itself is the fifth).
     let in_flight = || async {
-        let text = client()
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("sluice_requests_in_flight "))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
+        let text = metrics_text(&format!("{base}/metrics")).await;
+        metric_value(&text, "sluice_requests_in_flight").unwrap_or(0)
     };
     let mut counted = 0;
     for _ in 0..100 {

@@ -114,11 +114,7 @@ async fn streaming_forwards_the_first_chunk_while_the_upstream_is_still_sending(
 /// `sluice_client_writes_total` from the gateway's `/metrics`.
 async fn client_writes(gateway: &GatewayServer) -> u64 {
     let text = metrics_text(&gateway.url("/metrics")).await;
-    text.lines()
-        .find_map(|l| l.strip_prefix("sluice_client_writes_total "))
-        .expect("the counter is exposed")
-        .parse()
-        .unwrap()
+    metric_value(&text, "sluice_client_writes_total").expect("the counter is exposed")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

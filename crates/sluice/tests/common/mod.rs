@@ -206,6 +206,13 @@ pub async fn metrics_text(url: &str) -> String {
     client().get(url).send().await.unwrap().text().await.unwrap()
 }
 
+/// The value of `series` (a name with its labels, as `/metrics` writes it) in `/metrics` text, if there.
+pub fn metric_value(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
 pub fn chat_body(stream: bool) -> serde_json::Value {
     serde_json::json!({
         "model": "m",

@@ -16,8 +16,8 @@
 //! extracted from `bpe-openai`'s tables, which the tests compare with; nothing is downloaded), with an
 //! ASCII fast path for splitting text into pieces and a lookup for pieces that are one token; counts are
 //! identical to tiktoken's. Long texts' counts are cached (`text_cache.rs`): system prompts and
-//! conversations come back on every request and every turn. Each vocabulary loads on first use, once (about 8 MiB resident for o200k_base;
-//! [`EncodingName::preload`] loads it earlier).
+//! conversations come back on every request and every turn. Each vocabulary loads on first use, once
+//! (about 8 MiB resident for o200k_base; [`EncodingName::preload`] loads it earlier).
 //! Measurements and the reasons for the choice: `docs/benchmarks.md`, "Token counting".
 
 mod chat;

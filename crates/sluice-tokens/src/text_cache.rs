@@ -36,6 +36,11 @@ impl Slot {
         len: 0,
         tokens: 0,
     };
+
+    /// Whether this slot holds the count of the text with `hash` and `len`, in `pattern`'s encoding.
+    fn holds(&self, pattern: Pattern, hash: u64, len: usize) -> bool {
+        self.pattern == Some(pattern) && self.hash == hash && self.len == len
+    }
 }
 
 /// One lock per slot: two threads wait on each other only for the same slot, and then not at all (see
@@ -76,7 +81,7 @@ fn locate(text: &str) -> (&'static Mutex<Slot>, u64) {
 fn cached(pattern: Pattern, text: &str) -> Option<u64> {
     let (slot, hash) = locate(text);
     let slot = slot.try_lock().ok()?;
-    (slot.pattern == Some(pattern) && slot.hash == hash && slot.len == text.len()).then_some(slot.tokens)
+    slot.holds(pattern, hash, text.len()).then_some(slot.tokens)
 }
 
 /// The tokens of `text`, from the cache or from `count`, whose answer is then cached. A slot another
@@ -84,9 +89,7 @@ fn cached(pattern: Pattern, text: &str) -> Option<u64> {
 pub(crate) fn count(pattern: Pattern, text: &str, count: impl FnOnce() -> u64) -> u64 {
     let (slot, hash) = locate(text);
     if let Ok(found) = slot.try_lock()
-        && found.pattern == Some(pattern)
-        && found.hash == hash
-        && found.len == text.len()
+        && found.holds(pattern, hash, text.len())
     {
         HITS.fetch_add(1, Ordering::Relaxed);
         return found.tokens;

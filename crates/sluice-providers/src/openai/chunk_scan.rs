@@ -163,7 +163,8 @@ impl Scan<'_> {
         }
         self.at += 1;
         self.depth -= 1;
-        if self.depth == 1 && self.choices_open {
+        // Back in the chunk: the choices array, if that was it, is closed.
+        if self.depth == 1 {
             self.choices_open = false;
         }
         Some(Expect::Next)

@@ -33,9 +33,16 @@ pub(crate) const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The request body as JSON.
 pub(crate) fn json_body<T: Serialize>(value: &T) -> Result<Vec<u8>, ProviderError> {
-    serde_json::to_vec(value).map_err(|e| ProviderError::Protocol {
+    // Written into a buffer the size of the thread's last body: one allocation for a run of similar
+    // requests, where growing from `to_vec`'s 128 bytes took five (each a copy) for a 2 KB prompt.
+    thread_local!(static LAST_LEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+    let hint = LAST_LEN.get().clamp(256, 256 * 1024);
+    let mut body = Vec::with_capacity(hint + hint / 8);
+    serde_json::to_writer(&mut body, value).map_err(|e| ProviderError::Protocol {
         detail: format!("could not serialise the request: {e}"),
-    })
+    })?;
+    LAST_LEN.set(body.len());
+    Ok(body)
 }
 
 /// A key as a header value, marked sensitive so no debug output shows it.

@@ -128,7 +128,7 @@ fn add_route_headers(headers: &mut HeaderMap, provider: &str, attempts: u32) {
     if let Ok(value) = HeaderValue::from_str(provider) {
         headers.insert(X_SLUICE_PROVIDER.clone(), value);
     }
-    headers.insert(X_SLUICE_ATTEMPTS.clone(), HeaderValue::from(attempts));
+    headers.insert(X_SLUICE_ATTEMPTS.clone(), number_value(u64::from(attempts)));
 }
 
 /// The tenant's `x-ratelimit-*` headers, in OpenAI's format, when the tenant has rate limits.
@@ -146,9 +146,11 @@ pub(crate) fn add_tenant_headers(headers: &mut HeaderMap, tenant: Option<&Arc<Te
             continue;
         };
         let missing = limit.saturating_sub(remaining) as f64;
-        headers.insert(limit_name.clone(), HeaderValue::from(limit));
-        headers.insert(remaining_name.clone(), HeaderValue::from(remaining));
-        if let Ok(reset) = HeaderValue::from_str(&go_duration(missing * 60.0 / limit.max(1) as f64)) {
+        headers.insert(limit_name.clone(), number_value(limit));
+        headers.insert(remaining_name.clone(), number_value(remaining));
+        let mut reset = [0u8; 48];
+        let written = go_duration(&mut reset, missing * 60.0 / limit.max(1) as f64);
+        if let Ok(reset) = HeaderValue::from_bytes(written) {
             headers.insert(reset_name.clone(), reset);
         }
     }
@@ -170,16 +172,28 @@ static RATE_HEADERS: [[HeaderName; 3]; 2] = [
 ];
 
 /// Seconds in the duration format OpenAI's reset headers use: `20ms`, `1s`, `6m0s`.
-fn go_duration(seconds: f64) -> String {
-    if seconds < 1.0 {
-        return format!("{}ms", (seconds * 1000.0).ceil() as u64);
-    }
-    let whole = seconds.ceil() as u64;
-    if whole < 60 {
-        format!("{whole}s")
-    } else {
-        format!("{}m{}s", whole / 60, whole % 60)
-    }
+fn go_duration(out: &mut [u8; 48], seconds: f64) -> &[u8] {
+    use std::io::Write as _;
+    let left = {
+        let mut rest = &mut out[..];
+        // 48 bytes hold two u64s and their units, so no write runs out of room.
+        let _ = if seconds < 1.0 {
+            write!(rest, "{}ms", (seconds * 1000.0).ceil() as u64)
+        } else {
+            match seconds.ceil() as u64 {
+                whole @ 0..60 => write!(rest, "{whole}s"),
+                whole => write!(rest, "{}m{}s", whole / 60, whole % 60),
+            }
+        };
+        rest.len()
+    };
+    &out[..out.len() - left]
+}
+
+/// A number as a header value in one allocation; `HeaderValue::from(u64)` makes two (a growable
+/// buffer, then a shared header because that buffer is larger than its digits).
+pub(crate) fn number_value(n: u64) -> HeaderValue {
+    HeaderValue::from_str(itoa::Buffer::new().format(n)).unwrap_or_else(|_| HeaderValue::from(n))
 }
 
 /// The client's event stream. Chunks are framed and sent as they arrive, one at a time: nothing is
@@ -282,4 +296,33 @@ pub(crate) fn log_broken(span: &tracing::Span, err: &ProviderError) {
     span.in_scope(|| {
         tracing::warn!(error = %err, kind = err.kind(), "upstream stream broke after the first byte");
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reset(seconds: f64) -> String {
+        let mut out = [0u8; 48];
+        String::from_utf8(go_duration(&mut out, seconds).to_vec()).unwrap()
+    }
+
+    #[test]
+    fn reset_durations_are_written_as_openai_writes_them() {
+        assert_eq!(reset(0.0), "0ms");
+        assert_eq!(reset(0.0201), "21ms");
+        assert_eq!(reset(1.0), "1s");
+        assert_eq!(reset(58.2), "59s");
+        assert_eq!(reset(59.5), "1m0s");
+        assert_eq!(reset(60.0), "1m0s");
+        assert_eq!(reset(361.0), "6m1s");
+        assert_eq!(reset(f64::MAX), format!("{}m{}s", u64::MAX / 60, u64::MAX % 60));
+    }
+
+    #[test]
+    fn numbers_become_their_digits() {
+        for n in [0, 7, 1_000_000_000, u64::MAX] {
+            assert_eq!(number_value(n), HeaderValue::from(n));
+        }
+    }
 }

@@ -423,7 +423,10 @@ impl ApiError {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(after) = self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(after).max(1)));
+            headers.insert(
+                header::RETRY_AFTER,
+                crate::answer::number_value(retry_after_secs(after).max(1)),
+            );
         }
         response
     }
@@ -445,7 +448,10 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(after) = self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(after).max(1)));
+            headers.insert(
+                header::RETRY_AFTER,
+                crate::answer::number_value(retry_after_secs(after).max(1)),
+            );
         }
         response
     }

@@ -89,6 +89,9 @@ pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, WiringE
         .connect_timeout(connect_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
+        // The router retries and fails over itself. reqwest's own policy (protocol NACKs, which HTTP/1.1
+        // never sends) cloned every request's headers and extensions in case it retried.
+        .retry(reqwest::retry::never().max_retries_per_request(0))
         .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| WiringError::HttpClient(sluice_providers::error::error_chain(&e)))

@@ -6,6 +6,8 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::json_text::JsonText;
+
 /// Unknown fields of an object, kept so they reach the upstream unchanged.
 pub type Extra = Map<String, Value>;
 
@@ -210,8 +212,7 @@ pub struct ChatMessage {
 }
 
 /// Message content: a plain string or a list of typed parts.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum MessageContent {
     /// Plain text.
     Text(String),
@@ -231,6 +232,16 @@ impl MessageContent {
                 }
                 text.into()
             }
+        }
+    }
+}
+
+// The string or the array as it is; a long string is escaped by `json_text`, several bytes at a time.
+impl Serialize for MessageContent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            MessageContent::Text(text) => JsonText(text).serialize(serializer),
+            MessageContent::Parts(parts) => parts.serialize(serializer),
         }
     }
 }

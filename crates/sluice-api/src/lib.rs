@@ -7,6 +7,7 @@
 pub mod chat;
 pub mod embeddings;
 pub mod error;
+pub mod json_text;
 pub mod models;
 pub mod parse;
 pub mod usage;

@@ -255,32 +255,13 @@ fn write_json_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
     w.write_char('"')
 }
 
-/// Text written into a JSON string: quotes, backslashes and control characters escaped.
+/// Text written into a JSON string: quotes, backslashes and control characters escaped, as serde_json
+/// escapes them.
 struct Escaped<'a, W: fmt::Write + ?Sized>(&'a mut W);
 
 impl<W: fmt::Write + ?Sized> fmt::Write for Escaped<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let bytes = s.as_bytes();
-        let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let escape = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0x00..=0x1F => "",
-                _ => continue,
-            };
-            self.0.write_str(&s[start..i])?;
-            if escape.is_empty() {
-                write!(self.0, "\\u{b:04x}")?;
-            } else {
-                self.0.write_str(escape)?;
-            }
-            start = i + 1;
-        }
-        self.0.write_str(&s[start..])
+        sluice_api::json_text::write_escaped(self.0, s)
     }
 }
 

@@ -6,12 +6,21 @@
 /// before its chunks are counted and let go.
 const KEPT_CHUNK_BYTES: usize = 64 * 1024;
 
-/// The completion of a stream, for when the vendor reports no usage. Short streams keep their chunks (by
-/// reference count, not copied) and are counted only if needed; past [`KEPT_CHUNK_BYTES`] chunks are
-/// counted as they pass, so a stream of any length holds a bounded amount of memory.
+/// The kept buffer's first size: a short answer's chunks fit without growing it.
+const KEPT_START_BYTES: usize = 4096;
+
+/// Chunk ends the first reservation holds.
+const KEPT_START_CHUNKS: usize = 32;
+
+/// The completion of a stream, for when the vendor reports no usage. Short streams keep their chunks and
+/// are counted only if needed; past [`KEPT_CHUNK_BYTES`] chunks are counted as they pass, so a stream of
+/// any length holds a bounded amount of memory. The chunks are copied one after another into one buffer:
+/// keeping each chunk's `Bytes` instead cost an allocation per chunk (the shared header of a reference
+/// count), where copying a chunk costs less than that allocation.
 pub(crate) struct CompletionTally {
-    kept: Vec<bytes::Bytes>,
-    kept_bytes: usize,
+    kept: Vec<u8>,
+    /// Where each kept chunk ends in `kept`.
+    ends: Vec<usize>,
     counting: Option<Counting>,
     encoding: sluice_tokens::Encoding,
 }
@@ -26,7 +35,7 @@ impl CompletionTally {
     pub(crate) fn new(encoding: sluice_tokens::Encoding) -> Self {
         Self {
             kept: Vec::new(),
-            kept_bytes: 0,
+            ends: Vec::new(),
             counting: None,
             encoding,
         }
@@ -37,39 +46,51 @@ impl CompletionTally {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.kept.is_empty() && self.counting.is_none()
+        self.ends.is_empty() && self.counting.is_none()
     }
 
     /// Takes one OpenAI-format chunk.
-    pub(crate) fn push(&mut self, data: &bytes::Bytes) {
+    pub(crate) fn push(&mut self, data: &[u8]) {
         if let Some(counting) = &mut self.counting {
             counting.add(data);
             return;
         }
-        self.kept_bytes += data.len();
-        self.kept.push(data.clone());
-        if self.kept_bytes > KEPT_CHUNK_BYTES {
+        if self.ends.is_empty() {
+            // Room for a typical stream at once, rather than growing chunk by chunk.
+            self.kept.reserve(KEPT_START_BYTES.max(data.len()));
+            self.ends.reserve(KEPT_START_CHUNKS);
+        }
+        self.kept.extend_from_slice(data);
+        self.ends.push(self.kept.len());
+        if self.kept.len() > KEPT_CHUNK_BYTES {
             let mut counting = Counting::new(self.encoding);
-            for kept in self.kept.drain(..) {
-                counting.add(&kept);
+            for chunk in self.chunks() {
+                counting.add(chunk);
             }
-            self.kept = Vec::new();
-            self.kept_bytes = 0;
+            self.clear();
             self.counting = Some(counting);
         }
+    }
+
+    /// The kept chunks, in order.
+    fn chunks(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(start, end)| &self.kept[start..end])
     }
 
     /// A usage report arrived: nothing needs counting.
     pub(crate) fn clear(&mut self) {
         self.kept = Vec::new();
-        self.kept_bytes = 0;
+        self.ends = Vec::new();
         self.counting = None;
     }
 
-    pub(crate) fn finish(self) -> CountedCompletion {
-        let mut counting = self.counting.unwrap_or_else(|| Counting::new(self.encoding));
-        for kept in &self.kept {
-            counting.add(kept);
+    pub(crate) fn finish(mut self) -> CountedCompletion {
+        let mut counting = self.counting.take().unwrap_or_else(|| Counting::new(self.encoding));
+        for chunk in self.chunks() {
+            counting.add(chunk);
         }
         counting.found.tokens = counting.counter.tokens();
         counting.found

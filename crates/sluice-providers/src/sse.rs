@@ -35,8 +35,10 @@ const BOM: &[u8] = b"\xef\xbb\xbf";
 pub(crate) struct SseParser {
     /// The unfinished line carried over from earlier reads (and, at the start, bytes that may be a mark).
     line: Vec<u8>,
-    /// The data of the event being read: each `data` line followed by a line break.
+    /// The data of the event being read: its `data` lines joined by line breaks.
     data: String,
+    /// The event being read has a `data` line (perhaps empty).
+    has_data: bool,
     /// The start of the stream has not yet been told apart from a byte order mark.
     at_start: bool,
     /// The last byte read was a CR ending `line`: a LF right after it belongs to the same line break.
@@ -53,6 +55,7 @@ impl SseParser {
         Self {
             line: Vec::new(),
             data: String::new(),
+            has_data: false,
             at_start: true,
             after_cr: false,
             max,
@@ -143,10 +146,8 @@ impl SseParser {
         }
         let line = std::str::from_utf8(line).map_err(|_| not_utf8())?;
         if line.is_empty() {
-            if !self.data.is_empty() {
-                let mut data = std::mem::take(&mut self.data);
-                data.pop();
-                out.push_back(data);
+            if std::mem::take(&mut self.has_data) {
+                out.push_back(std::mem::take(&mut self.data));
             }
             return Ok(());
         }
@@ -161,10 +162,16 @@ impl SseParser {
             if self.data.len() + value.len() + 1 > self.max {
                 return Err(too_large("event", self.max));
             }
-            // Room for the line break too: a first push sized to the value alone would grow again for it.
-            self.data.reserve(value.len() + 1);
-            self.data.push_str(value);
-            self.data.push('\n');
+            if self.has_data {
+                self.data.push('\n');
+                self.data.push_str(value);
+            } else {
+                // Most events are one line: sized exactly, the string becomes the event's `Bytes` without
+                // a shared header allocated for its spare capacity.
+                self.data.reserve_exact(value.len());
+                self.data.push_str(value);
+                self.has_data = true;
+            }
         }
         Ok(())
     }

@@ -242,7 +242,7 @@ impl Scan<'_> {
             while let Some(word) = self.json.get(self.at..self.at + 8) {
                 let mut bytes = [0; 8];
                 bytes.copy_from_slice(word);
-                let special = special_bytes(u64::from_le_bytes(bytes));
+                let special = sluice_api::json_text::special_bits(u64::from_le_bytes(bytes));
                 if special != 0 {
                     // The lowest flagged byte is a true one.
                     self.at += (special.trailing_zeros() / 8) as usize;
@@ -312,17 +312,6 @@ impl Scan<'_> {
         self.digits();
         (self.at > start).then_some(())
     }
-}
-
-/// The high bit of each byte of `word` that may be `"`, `\` or a control character; the lowest flagged
-/// byte always is one (the classic SWAR zero-byte test, whose borrows only reach bytes above a true one).
-fn special_bytes(word: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    zero(word ^ (ONES * u64::from(b'"')))
-        | zero(word ^ (ONES * u64::from(b'\\')))
-        | (word.wrapping_sub(ONES * 0x20) & !word & HIGH)
 }
 
 #[cfg(test)]

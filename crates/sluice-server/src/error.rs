@@ -419,16 +419,7 @@ impl ApiError {
     /// status.
     pub fn into_anthropic_response(self) -> Response {
         let body = sluice_protocols::messages::error_body(self.status.as_u16(), &self.body.error.message);
-        let mut response = (self.status, body).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(after) = self.retry_after {
-            headers.insert(
-                header::RETRY_AFTER,
-                crate::answer::number_value(retry_after_secs(after).max(1)),
-            );
-        }
-        response
+        json_answer(self.status, body, self.retry_after)
     }
 
     /// A request the inbound protocol's translation refused (a 400 naming the field), or an answer it could
@@ -444,15 +435,21 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, self.body.to_bytes()).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(after) = self.retry_after {
-            headers.insert(
-                header::RETRY_AFTER,
-                crate::answer::number_value(retry_after_secs(after).max(1)),
-            );
-        }
-        response
+        json_answer(self.status, self.body.to_bytes(), self.retry_after)
     }
+}
+
+/// An error answer in either shape: `status`, the JSON `body`, and `retry-after` in whole seconds (at
+/// least one) when the refusal has one.
+fn json_answer(status: StatusCode, body: impl IntoResponse, retry_after: Option<Duration>) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(after) = retry_after {
+        headers.insert(
+            header::RETRY_AFTER,
+            crate::answer::number_value(retry_after_secs(after).max(1)),
+        );
+    }
+    response
 }

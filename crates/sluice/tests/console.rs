@@ -468,7 +468,10 @@ async fn the_console_in_a_browser() {
     browser
         .until(
             "acme's spend",
-            "return location.hash.includes('tenant=acme') && document.querySelector('#spend-by-model');",
+            // Drawn for this address: between the form's new hash and the redraw, the old page (then
+            // "Loading…") is still on screen.
+            "return location.hash.includes('tenant=acme') \
+               && document.querySelector('#main').dataset.route === location.hash;",
             json!([]),
         )
         .await;

@@ -32,6 +32,9 @@ pub struct Metered {
     pending_error: Option<ProviderError>,
     /// The inner stream has ended; it must not be polled again.
     ended: bool,
+    /// The request's span, current when the stream was made: the body is read after the handler
+    /// returned, outside it, and the settling and the ledger entry log in it.
+    span: tracing::Span,
 }
 
 impl std::fmt::Debug for Metered {
@@ -59,7 +62,13 @@ impl Metered {
             prompt_tokens,
             pending_error: None,
             ended: false,
+            span: tracing::Span::current(),
         }
+    }
+
+    /// The span of the request this stream answers, for what is logged about it as it is read.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// The usage known so far, if any.
@@ -76,6 +85,7 @@ impl Metered {
             Some(known) => known,
             None => (self.counted(), UsageSource::Estimated),
         };
+        let _entered = self.span.enter();
         key.settle(Some(&usage), source == UsageSource::Vendor);
         entry.observe(usage, source);
         entry.finish(status);

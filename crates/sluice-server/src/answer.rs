@@ -203,25 +203,21 @@ pub(crate) fn number_value(n: u64) -> HeaderValue {
 /// records what was billed and drops the upstream stream, closing its connection: the upstream request
 /// is cancelled.
 fn sse_response(events: Box<Metered>, forward_usage: bool) -> Response {
-    let span = tracing::Span::current();
-    let frames = futures_util::stream::unfold(Some(events), move |events| {
-        let span = span.clone();
-        async move {
-            let mut events = events?;
-            loop {
-                match events.next().await {
-                    Some(Ok(event)) => {
-                        if event.usage_only && !forward_usage {
-                            continue;
-                        }
-                        return Some((Ok::<Bytes, Infallible>(data_frame(&event.data)), Some(events)));
+    let frames = futures_util::stream::unfold(Some(events), move |events| async move {
+        let mut events = events?;
+        loop {
+            match events.next().await {
+                Some(Ok(event)) => {
+                    if event.usage_only && !forward_usage {
+                        continue;
                     }
-                    Some(Err(err)) => {
-                        log_broken(&span, &err);
-                        return Some((Ok(error_frame(&err)), None));
-                    }
-                    None => return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None)),
+                    return Some((Ok::<Bytes, Infallible>(data_frame(&event.data)), Some(events)));
                 }
+                Some(Err(err)) => {
+                    log_broken(&events, &err);
+                    return Some((Ok(error_frame(&err)), None));
+                }
+                None => return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None)),
             }
         }
     });
@@ -292,8 +288,8 @@ fn failure_message(err: &ProviderError) -> (&'static str, String) {
 }
 
 /// Logs a stream that broke after its first byte, inside the request's span.
-pub(crate) fn log_broken(span: &tracing::Span, err: &ProviderError) {
-    span.in_scope(|| {
+pub(crate) fn log_broken(events: &Metered, err: &ProviderError) {
+    events.span().in_scope(|| {
         tracing::warn!(error = %err, kind = err.kind(), "upstream stream broke after the first byte");
     });
 }

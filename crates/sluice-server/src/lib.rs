@@ -23,7 +23,6 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{OnResponse, TraceLayer};
 
 pub mod admin;
 mod answer;
@@ -38,6 +37,7 @@ mod failures;
 mod messages;
 mod prompts;
 mod request_logs;
+mod request_span;
 mod responses;
 pub mod serve;
 pub mod throttle;
@@ -257,20 +257,7 @@ pub fn build_router(state: AppState) -> AxumRouter {
     // allocations a request.
     let layered = tower::ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request| {
-                    let request_id = answer::client_request_id(request.headers()).unwrap_or("");
-                    tracing::info_span!(
-                        "request",
-                        method = %request.method(),
-                        path = request.uri().path(),
-                        request_id,
-                    )
-                })
-                .on_request(())
-                .on_response(AccessLog),
-        )
+        .layer(request_span::RequestSpanLayer)
         .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(middleware::from_fn_with_state(state, shape_errors))
@@ -282,23 +269,6 @@ pub fn build_router(state: AppState) -> AxumRouter {
         .layer(axum::extract::DefaultBodyLimit::disable())
         .service(routes);
     AxumRouter::new().fallback_service(layered)
-}
-
-/// The line logged at `info` when a response's head is ready: its status, the time it took and, on
-/// authenticated routes, the caller.
-#[derive(Debug, Clone, Copy)]
-struct AccessLog;
-
-impl<B> OnResponse<B> for AccessLog {
-    fn on_response(self, response: &http::Response<B>, latency: Duration, _span: &tracing::Span) {
-        let caller = response.extensions().get::<auth::CallerName>().map(|name| &*name.0);
-        tracing::info!(
-            latency = %format_args!("{} ms", latency.as_millis()),
-            status = response.status().as_u16(),
-            caller,
-            "finished processing request"
-        );
-    }
 }
 
 /// Request ids for requests that bring none: random (version 4) UUIDs from a per-thread generator.

@@ -172,22 +172,18 @@ fn respond(answer: Answer, model: String) -> Response {
 fn passthrough(
     events: Box<Metered>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static {
-    let span = tracing::Span::current();
-    futures_util::stream::unfold(Some(events), move |events| {
-        let span = span.clone();
-        async move {
-            let mut events = events?;
-            loop {
-                match events.next().await {
-                    Some(Ok(event)) if event.usage_only => continue,
-                    Some(Ok(event)) => return Some((Ok(event.data), Some(events))),
-                    Some(Err(err)) => {
-                        answer::log_broken(&span, &err);
-                        let (kind, message) = answer::stream_failure(&err);
-                        return Some((Ok(messages::error_event(kind, &message)), None));
-                    }
-                    None => return None,
+    futures_util::stream::unfold(Some(events), move |events| async move {
+        let mut events = events?;
+        loop {
+            match events.next().await {
+                Some(Ok(event)) if event.usage_only => continue,
+                Some(Ok(event)) => return Some((Ok(event.data), Some(events))),
+                Some(Err(err)) => {
+                    answer::log_broken(&events, &err);
+                    let (kind, message) = answer::stream_failure(&err);
+                    return Some((Ok(messages::error_event(kind, &message)), None));
                 }
+                None => return None,
             }
         }
     })

@@ -52,47 +52,47 @@ pub(crate) fn translate<T: StreamTranslator>(
     events: Box<Metered>,
     translator: T,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-    let span = tracing::Span::current();
-    futures_util::stream::unfold(Some((events, translator)), move |state| {
-        let span = span.clone();
-        async move {
-            let (mut events, mut translator) = state?;
-            let mut out = BytesMut::new();
-            loop {
-                match events.next().await {
-                    Some(Ok(event)) => {
-                        if let Err(err) = translator.chunk(&event.data, &mut out) {
-                            span.in_scope(|| tracing::warn!(error = %err, "a chunk could not be translated"));
-                            let failure = StreamFailure {
-                                kind: FailureKind::Upstream,
-                                message: "The upstream sent a chunk the gateway could not translate; the answer \
-                                          is incomplete.",
-                            };
-                            translator.fail(failure, &mut out);
-                            return Some((Ok(out.freeze()), None));
-                        }
-                        if !out.is_empty() {
-                            return Some((Ok(out.freeze()), Some((events, translator))));
-                        }
-                    }
-                    Some(Err(err)) => {
-                        answer::log_broken(&span, &err);
-                        let (kind, message) = answer::stream_failure(&err);
-                        translator.fail(
-                            StreamFailure {
-                                kind,
-                                message: &message,
-                            },
-                            &mut out,
-                        );
+    futures_util::stream::unfold(Some((events, translator)), move |state| async move {
+        let (mut events, mut translator) = state?;
+        let mut out = BytesMut::new();
+        loop {
+            match events.next().await {
+                Some(Ok(event)) => {
+                    if let Err(err) = translator.chunk(&event.data, &mut out) {
+                        events
+                            .span()
+                            .in_scope(|| tracing::warn!(error = %err, "a chunk could not be translated"));
+                        let failure = StreamFailure {
+                            kind: FailureKind::Upstream,
+                            message: "The upstream sent a chunk the gateway could not translate; the answer \
+                                      is incomplete.",
+                        };
+                        translator.fail(failure, &mut out);
                         return Some((Ok(out.freeze()), None));
                     }
-                    None => {
-                        if let Err(err) = translator.finish(events.usage(), &mut out) {
-                            span.in_scope(|| tracing::warn!(error = %err, "the stream's end could not be translated"));
-                        }
-                        return Some((Ok(out.freeze()), None));
+                    if !out.is_empty() {
+                        return Some((Ok(out.freeze()), Some((events, translator))));
                     }
+                }
+                Some(Err(err)) => {
+                    answer::log_broken(&events, &err);
+                    let (kind, message) = answer::stream_failure(&err);
+                    translator.fail(
+                        StreamFailure {
+                            kind,
+                            message: &message,
+                        },
+                        &mut out,
+                    );
+                    return Some((Ok(out.freeze()), None));
+                }
+                None => {
+                    if let Err(err) = translator.finish(events.usage(), &mut out) {
+                        events
+                            .span()
+                            .in_scope(|| tracing::warn!(error = %err, "the stream's end could not be translated"));
+                    }
+                    return Some((Ok(out.freeze()), None));
                 }
             }
         }

@@ -215,9 +215,10 @@ pub mod internals {
     use crate::{ChatCall, EventStream, ProviderError, StreamEvent, UpstreamKey};
 
     /// Whether the scan that recognises an ordinary OpenAI stream chunk without deserialising it agrees with
-    /// the full probe on `json` (the scan may leave a chunk to the probe, never misread one).
-    pub fn openai_chunk_scan_agrees(json: &str) -> bool {
-        crate::openai::stream::scan_agrees(json)
+    /// the full probe on each line of `text` (the scan may leave a chunk to the probe, never misread one),
+    /// and answers the same for each line when resumed from the line before.
+    pub fn openai_chunk_scan_agrees(text: &str) -> bool {
+        crate::openai::stream::scan_agrees(text)
     }
 
     /// The Unix time the translators here report as `created`.

@@ -8,6 +8,12 @@
 //! absent, null or a string without escapes. Anything else (a usage report, an error, a duplicate field,
 //! an escaped key, a number where a string belongs, malformed JSON) is left to the full probe, so the two
 //! always agree: the fuzz target `chunk_scan` checks exactly that.
+//!
+//! A stream's chunks mostly repeat each other up to the text they carry (`{"id":…,"choices":[{"index":0,
+//! "delta":{"content":`): [`ChunkScanner`] keeps the scan's state at the start of each value of the last
+//! chunk, and resumes the next chunk's scan from the last of those states that lies within the bytes the
+//! two chunks share. The state at a position is a function of the bytes before it alone, so the answer is
+//! the same as a scan from the start; for the bench's 190-byte chunks it is a third of the work.
 
 /// What an ordinary chunk tells the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,17 +25,88 @@ pub(crate) struct Ordinary {
 /// `Some` when `json` is certainly an ordinary chunk (see the module's documentation), `None` when the
 /// full probe must decide.
 pub(crate) fn ordinary(json: &[u8]) -> Option<Ordinary> {
-    let mut scan = Scan {
-        json,
-        at: 0,
-        objects: 0,
-        depth: 0,
-        choices_open: false,
-        seen: [false; 4],
-        found: Ordinary { finished: false },
-    };
-    scan.run()?;
-    Some(scan.found)
+    ChunkScanner::default().ordinary(json)
+}
+
+/// The most value starts kept from one chunk; a chunk's later values are scanned again every time.
+const MAX_MARKS: usize = 32;
+
+/// Scans a stream's chunks one after another, each resumed where it stops sharing bytes with the last.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkScanner {
+    /// The last chunk scanned.
+    last: Vec<u8>,
+    /// The scan's state at the first byte of each of `last`'s values, in order.
+    marks: Vec<Mark>,
+    /// Where the last scan started.
+    #[cfg(test)]
+    started_at: usize,
+}
+
+impl ChunkScanner {
+    /// [`ordinary`], for the next chunk of the stream.
+    pub(crate) fn ordinary(&mut self, json: &[u8]) -> Option<Ordinary> {
+        let shared = shared_prefix(&self.last, json);
+        let answer = match self.marks.iter().rposition(|mark| mark.at <= shared) {
+            Some(index) => {
+                let mark = self.marks[index];
+                #[cfg(test)]
+                {
+                    self.started_at = mark.at;
+                }
+                // The resumed scan records this mark again, and the ones after it anew.
+                self.marks.truncate(index);
+                let mut scan = Scan::resumed(json, &mark, &mut self.marks);
+                scan.run(
+                    Expect::Value {
+                        or_close: mark.or_close,
+                    },
+                    mark.field,
+                )
+                .map(|()| scan.found)
+            }
+            None => {
+                #[cfg(test)]
+                {
+                    self.started_at = 0;
+                }
+                self.marks.clear();
+                let mut scan = Scan::new(json, &mut self.marks);
+                scan.start().map(|()| scan.found)
+            }
+        };
+        self.last.clear();
+        self.last.extend_from_slice(json);
+        answer
+    }
+}
+
+/// The scan's state at the first byte of a value: everything [`Scan::run`] needs to go on from there.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    at: usize,
+    objects: u64,
+    depth: u32,
+    choices_open: bool,
+    seen: [bool; 4],
+    finished: bool,
+    or_close: bool,
+    field: Field,
+}
+
+/// How many leading bytes `a` and `b` share.
+fn shared_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut at = 0;
+    while at + 8 <= n {
+        let word = |s: &[u8]| u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
+        let differ = word(a) ^ word(b);
+        if differ != 0 {
+            return at + (differ.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + a[at..n].iter().zip(&b[at..n]).take_while(|(x, y)| x == y).count()
 }
 
 /// Nesting deeper than this is left to the probe (serde_json stops at 128; the container stack is a `u64`).
@@ -52,7 +129,7 @@ enum Expect {
 }
 
 /// The fields whose values the scan checks; the rest are only validated.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Field {
     Other,
     /// `choices` of the chunk: an array of objects.
@@ -65,6 +142,8 @@ enum Field {
 
 struct Scan<'a> {
     json: &'a [u8],
+    /// Where the scan records a [`Mark`] at each value, up to [`MAX_MARKS`].
+    marks: &'a mut Vec<Mark>,
     at: usize,
     /// Bit `d` set: the container at depth `d + 1` is an object.
     objects: u64,
@@ -78,15 +157,48 @@ struct Scan<'a> {
     found: Ordinary,
 }
 
-impl Scan<'_> {
-    fn run(&mut self) -> Option<()> {
+impl<'a> Scan<'a> {
+    fn new(json: &'a [u8], marks: &'a mut Vec<Mark>) -> Self {
+        Scan {
+            json,
+            marks,
+            at: 0,
+            objects: 0,
+            depth: 0,
+            choices_open: false,
+            seen: [false; 4],
+            found: Ordinary { finished: false },
+        }
+    }
+
+    /// A scan of `json` in the state `mark` was taken in, `json` having the same bytes before it.
+    fn resumed(json: &'a [u8], mark: &Mark, marks: &'a mut Vec<Mark>) -> Self {
+        Scan {
+            json,
+            marks,
+            at: mark.at,
+            objects: mark.objects,
+            depth: mark.depth,
+            choices_open: mark.choices_open,
+            seen: mark.seen,
+            found: Ordinary {
+                finished: mark.finished,
+            },
+        }
+    }
+
+    /// Scans from the start of the chunk.
+    fn start(&mut self) -> Option<()> {
         self.space();
         // The chunk itself is an object (serde would also take an array for the probe's struct).
         if self.json.get(self.at) != Some(&b'{') {
             return None;
         }
-        let mut expect = Expect::Value { or_close: false };
-        let mut field = Field::Other;
+        self.run(Expect::Value { or_close: false }, Field::Other)
+    }
+
+    /// Scans on from where `expect` and `field` say the scan is, to the end of the chunk.
+    fn run(&mut self, mut expect: Expect, mut field: Field) -> Option<()> {
         loop {
             self.space();
             let &byte = self.json.get(self.at)?;
@@ -95,6 +207,7 @@ impl Scan<'_> {
                     if or_close && byte == b']' {
                         self.close(false)?
                     } else {
+                        self.mark(or_close, field);
                         self.value(byte, std::mem::replace(&mut field, Field::Other))?
                     }
                 }
@@ -129,6 +242,23 @@ impl Scan<'_> {
                 self.space();
                 return (self.at == self.json.len()).then_some(());
             }
+        }
+    }
+
+    /// Records the state at the first byte of a value inside the chunk (not the chunk's own: a scan
+    /// from the start checks that it is an object).
+    fn mark(&mut self, or_close: bool, field: Field) {
+        if self.depth > 0 && self.marks.len() < MAX_MARKS {
+            self.marks.push(Mark {
+                at: self.at,
+                objects: self.objects,
+                depth: self.depth,
+                choices_open: self.choices_open,
+                seen: self.seen,
+                finished: self.found.finished,
+                or_close,
+                field,
+            });
         }
     }
 
@@ -357,5 +487,80 @@ mod tests {
         }
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(100), "]".repeat(100));
         assert_eq!(scanned(&deep), None);
+    }
+
+    #[test]
+    fn a_scan_resumed_from_the_last_chunk_answers_as_a_scan_from_the_start() {
+        let first = r#"{"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}"#;
+        let text = r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}],"usage":null}"#;
+        let mut scanner = ChunkScanner::default();
+        for (last, next) in [
+            (first, text),
+            (text, text),
+            // The next chunk differs inside a value, inside a key, at its end, or is cut short.
+            (
+                text,
+                r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"Hi\"x\""},"finish_reason":null}],"usage":null}"#,
+            ),
+            (
+                text,
+                r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}],"usage":null}"#,
+            ),
+            (
+                text,
+                r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}],"usage":{"total_tokens":3}}"#,
+            ),
+            (
+                text,
+                r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}],"usage":null,"usage":null}"#,
+            ),
+            (
+                text,
+                r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]"#,
+            ),
+            (text, r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"}"#),
+            (
+                text,
+                r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null},{"finish_reason":"length"}],"usage":null}"#,
+            ),
+            (r#"{"a":1,"choices":[]}"#, r#"{"a":12,"choices":[]}"#),
+            (r#"{"a":1,"choices":[]}"#, r#"{"a":1.,"choices":[]}"#),
+            (r#"{"a":[1,2],"choices":[]}"#, r#"{"a":[],"choices":[]}"#),
+            (r#"{"a":[],"choices":[]}"#, r#"{"a":[1],"choices":[]}"#),
+            (
+                r#"{"choices":[{"finish_reason":"stop"}]}"#,
+                r#"{"choices":[{"finish_reason":null}]}"#,
+            ),
+            (text, "[]"),
+            (text, r#"[{"choices":[]}]"#),
+            (text, r#" {"choices":[]}"#),
+        ] {
+            scanner.ordinary(last.as_bytes());
+            assert_eq!(
+                scanner.ordinary(next.as_bytes()),
+                ordinary(next.as_bytes()),
+                "{last} then {next}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_chunk_that_repeats_the_last_one_is_scanned_from_where_they_differ() {
+        let mut scanner = ChunkScanner::default();
+        let one = br#"{"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}],"usage":null}"#;
+        let two =
+            br#"{"id":"c1","choices":[{"index":0,"delta":{"content":"there"},"finish_reason":null}],"usage":null}"#;
+        let text_at = one.len() - r#""Hi"},"finish_reason":null}],"usage":null}"#.len();
+        assert_eq!(scanner.ordinary(one), Some(Ordinary { finished: false }));
+        assert_eq!(scanner.started_at, 0);
+        assert_eq!(scanner.ordinary(two), Some(Ordinary { finished: false }));
+        assert_eq!(scanner.started_at, text_at, "resumed at the text's value");
+        assert_eq!(shared_prefix(one, two), text_at + 1);
+        // A chunk that shares nothing is scanned from its start.
+        assert_eq!(
+            scanner.ordinary(br#" {"choices":[]}"#),
+            Some(Ordinary { finished: false })
+        );
+        assert_eq!(scanner.started_at, 0);
     }
 }

@@ -31,6 +31,8 @@ pub(crate) enum Step {
 pub(crate) struct StreamState {
     /// A choice reported its finish reason, so the answer is whole even if `[DONE]` never comes.
     finished: bool,
+    /// Recognises ordinary chunks, each resumed where it stops repeating the last.
+    scanner: chunk_scan::ChunkScanner,
 }
 
 #[derive(Deserialize)]
@@ -58,7 +60,7 @@ pub(crate) fn step(data: String, state: &mut StreamState) -> Result<Step, Provid
     if trimmed.is_empty() {
         return Ok(Step::Skip);
     }
-    let (usage, usage_only) = match chunk_scan::ordinary(trimmed.as_bytes()) {
+    let (usage, usage_only) = match state.scanner.ordinary(trimmed.as_bytes()) {
         Some(found) => {
             state.finished |= found.finished;
             (None, false)
@@ -99,14 +101,23 @@ fn probe(json: &str, state: &mut StreamState) -> Result<(Option<TokenUsage>, boo
     Ok((probe.usage.as_ref().map(TokenUsage::from_openai), usage_only))
 }
 
-/// Whether [`chunk_scan::ordinary`] and the full probe agree on `json`: when the scan answers, the probe
-/// reads a chunk with no usage and the same finish. For the fuzz target `chunk_scan` and the tests.
-pub(crate) fn scan_agrees(json: &str) -> bool {
-    let Some(found) = chunk_scan::ordinary(json.as_bytes()) else {
-        return true;
-    };
-    let mut state = StreamState::default();
-    matches!(probe(json, &mut state), Ok((None, false))) && state.finished == found.finished
+/// Whether [`chunk_scan::ordinary`] and the full probe agree on each line of `text`, and whether a
+/// [`chunk_scan::ChunkScanner`] given the lines one after another answers as a scan of each alone: when
+/// the scan answers, the probe reads a chunk with no usage and the same finish. For the fuzz target
+/// `chunk_scan` and the tests.
+pub(crate) fn scan_agrees(text: &str) -> bool {
+    let mut scanner = chunk_scan::ChunkScanner::default();
+    text.split('\n').all(|json| {
+        let alone = chunk_scan::ordinary(json.as_bytes());
+        if scanner.ordinary(json.as_bytes()) != alone {
+            return false;
+        }
+        let Some(found) = alone else {
+            return true;
+        };
+        let mut state = StreamState::default();
+        matches!(probe(json, &mut state), Ok((None, false))) && state.finished == found.finished
+    })
 }
 
 impl SseTranslator for StreamState {
@@ -230,6 +241,9 @@ mod tests {
             scanned += usize::from(chunk_scan::ordinary(data.as_bytes()).is_some());
         }
         assert!(scanned > 1, "the scan recognises the ordinary chunks of a real stream");
+        // The same chunks one after another, each scan resumed from the last one's.
+        let chunks: Vec<&str> = transcript.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+        assert!(scan_agrees(&chunks.join("\n")));
         for data in [
             r#"{"choices":[{"finish_reason":"stop"}]}"#,
             r#"{"choices":[],"usage":null,"error":null}"#,

@@ -169,8 +169,9 @@ impl AppState {
 /// Layers, outermost first, and what each adds:
 /// 1. `SetRequestId`: takes the client's `x-request-id` or makes a UUID, so every log line and answer
 ///    can be tied to one request.
-/// 2. `Trace`: one span per request carrying the method, path and request id; logs each answer's status
-///    and latency, and the caller on authenticated routes (`AccessLog`).
+/// 2. `RequestSpan` (`request_span.rs`): one span per request carrying the method, path and request id,
+///    around the handler; logs each answer's status and latency when its head is ready, and the caller
+///    on authenticated routes. The body is not wrapped: a stream's later work keeps the span itself.
 /// 3. `SetSensitiveRequestHeaders`: `Authorization` is redacted from anything the trace prints.
 /// 4. `PropagateRequestId`: copies `x-request-id` onto every answer, errors included.
 /// 5. `shape_errors`: answers that a layer below produced without a body (timeout, body limit, wrong

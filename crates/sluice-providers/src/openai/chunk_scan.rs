@@ -31,6 +31,11 @@ pub(crate) fn ordinary(json: &[u8]) -> Option<Ordinary> {
 /// The most value starts kept from one chunk; a chunk's later values are scanned again every time.
 const MAX_MARKS: usize = 32;
 
+/// The largest chunk kept to resume the next one from. Text chunks are a few hundred bytes; a larger one
+/// (base64 audio, a long tool call's arguments) is not kept, so a stream never holds a copy of an 8 MiB
+/// event, and the next chunk is scanned from its start.
+const MAX_KEPT_BYTES: usize = 4096;
+
 /// Scans a stream's chunks one after another, each resumed where it stops sharing bytes with the last.
 #[derive(Debug, Default)]
 pub(crate) struct ChunkScanner {
@@ -76,7 +81,13 @@ impl ChunkScanner {
             }
         };
         self.last.clear();
-        self.last.extend_from_slice(json);
+        if json.len() <= MAX_KEPT_BYTES {
+            self.last.extend_from_slice(json);
+        } else {
+            self.marks.clear();
+            // Let a large buffer go rather than hold it for the rest of the stream.
+            self.last.shrink_to(MAX_KEPT_BYTES);
+        }
         answer
     }
 }
@@ -561,6 +572,21 @@ mod tests {
             scanner.ordinary(br#" {"choices":[]}"#),
             Some(Ordinary { finished: false })
         );
+        assert_eq!(scanner.started_at, 0);
+    }
+
+    #[test]
+    fn a_large_chunk_is_not_kept() {
+        let mut scanner = ChunkScanner::default();
+        let large = format!(
+            r#"{{"choices":[{{"delta":{{"content":"{}"}}}}]}}"#,
+            "a".repeat(MAX_KEPT_BYTES)
+        );
+        assert_eq!(scanner.ordinary(large.as_bytes()), Some(Ordinary { finished: false }));
+        assert!(scanner.last.is_empty() && scanner.marks.is_empty());
+        assert!(scanner.last.capacity() <= MAX_KEPT_BYTES);
+        // The same chunk again is scanned from its start, with the same answer.
+        assert_eq!(scanner.ordinary(large.as_bytes()), Some(Ordinary { finished: false }));
         assert_eq!(scanner.started_at, 0);
     }
 }

@@ -8,7 +8,8 @@
 //!   already open (a health probe's, say) are served as before.
 //! - **Requests in flight**: at most `max_in_flight` across all connections (HTTP/2 streams included);
 //!   beyond it a request is answered at once with a 503 and `retry-after`, in OpenAI's error shape,
-//!   without reaching the app. `/healthz` and `/metrics` are always served.
+//!   without reaching the app. `/healthz` and `/metrics` are always served, and take no request's
+//!   place: they count in `sluice_requests_in_flight` but not against the limit.
 //! - **Slow clients**, per connection (see [`connection`]): a request head must be whole within
 //!   `header_timeout` of its first byte (or of the connection opening); an idle connection is closed
 //!   after `keep_alive_timeout`; a client that takes no bytes of its answer for `send_timeout` is cut.
@@ -140,6 +141,8 @@ struct Shared {
     /// not one per refusal.
     warned_connections: AtomicBool,
     warned_in_flight: AtomicBool,
+    /// Health probes and metrics scrapes among `stats.in_flight`, which the limit leaves out.
+    probes_in_flight: AtomicUsize,
 }
 
 /// Serves `app` on `listener` with the default bounds until `shutdown` resolves, then stops accepting and
@@ -175,6 +178,7 @@ pub async fn serve_with(
         stats: Arc::new(ServeStats::default()),
         warned_connections: AtomicBool::new(false),
         warned_in_flight: AtomicBool::new(false),
+        probes_in_flight: AtomicUsize::new(0),
     });
     let builder = Arc::new(http_builder(&settings));
     let (stop, stopping) = watch::channel(false);

@@ -385,8 +385,8 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         // Health probes and metrics answer whatever the load: they are what tells an operator about it.
-        let always = matches!(request.uri().path(), "/healthz" | "/metrics");
-        let Some(counted) = InFlight::enter(&self.shared, &self.state, always) else {
+        let probe = matches!(request.uri().path(), "/healthz" | "/metrics");
+        let Some(counted) = InFlight::enter(&self.shared, &self.state, probe) else {
             return Box::pin(std::future::ready(Ok(overloaded(&self.shared))));
         };
         request
@@ -430,28 +430,41 @@ fn overloaded(shared: &Shared) -> Response<CountedBody> {
 struct InFlight {
     shared: Arc<Shared>,
     state: Arc<ConnState>,
+    /// A health probe or metrics scrape: served whatever the load, and not counted against the limit, so
+    /// that a scrape arriving with the limit's last request does not turn that request away.
+    probe: bool,
 }
 
 impl InFlight {
-    fn enter(shared: &Arc<Shared>, state: &Arc<ConnState>, always: bool) -> Option<Self> {
+    fn enter(shared: &Arc<Shared>, state: &Arc<ConnState>, probe: bool) -> Option<Self> {
         let before = shared.stats.in_flight.fetch_add(1, Ordering::AcqRel);
-        if before >= shared.settings.max_in_flight && !always {
+        let requests = if probe {
+            shared.probes_in_flight.fetch_add(1, Ordering::AcqRel);
+            0
+        } else {
+            before.saturating_sub(shared.probes_in_flight.load(Ordering::Acquire))
+        };
+        if requests >= shared.settings.max_in_flight {
             shared.stats.in_flight.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        if before + 1 < shared.settings.max_in_flight {
+        if !probe && requests + 1 < shared.settings.max_in_flight {
             shared.warned_in_flight.store(false, Ordering::Relaxed);
         }
         state.request_started();
         Some(Self {
             shared: Arc::clone(shared),
             state: Arc::clone(state),
+            probe,
         })
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        if self.probe {
+            self.shared.probes_in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
         self.shared.stats.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.state.request_ended();
     }
@@ -499,7 +512,7 @@ impl<F: FnMut()> Drop for OnDrop<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::ServeSettings;
+    use crate::serve::{ServeSettings, ServeStats};
 
     fn settings() -> ServeSettings {
         ServeSettings {
@@ -508,6 +521,39 @@ mod tests {
             send_timeout: Duration::from_secs(60),
             ..ServeSettings::default()
         }
+    }
+
+    #[test]
+    fn probes_are_counted_but_take_no_request_s_place() {
+        let shared = Arc::new(Shared {
+            settings: ServeSettings {
+                max_in_flight: 2,
+                ..settings()
+            },
+            stats: Arc::new(ServeStats::default()),
+            warned_connections: AtomicBool::new(false),
+            warned_in_flight: AtomicBool::new(false),
+            probes_in_flight: AtomicUsize::new(0),
+        });
+        let state = Arc::new(ConnState::new());
+        let first = InFlight::enter(&shared, &state, false).expect("the first request");
+        let scrape = InFlight::enter(&shared, &state, true).expect("a scrape is always served");
+        // A scrape is in flight with one request: the limit's second request still gets its place.
+        let second = InFlight::enter(&shared, &state, false).expect("the limit's second request");
+        assert_eq!(shared.stats.in_flight.load(Ordering::Acquire), 3);
+        assert!(
+            InFlight::enter(&shared, &state, false).is_none(),
+            "a third request is over the limit"
+        );
+        assert!(
+            InFlight::enter(&shared, &state, true).is_some(),
+            "a probe is served over the limit"
+        );
+        drop((first, scrape));
+        assert_eq!(shared.stats.in_flight.load(Ordering::Acquire), 1);
+        assert_eq!(shared.probes_in_flight.load(Ordering::Acquire), 0);
+        assert!(InFlight::enter(&shared, &state, false).is_some());
+        drop(second);
     }
 
     #[tokio::test(start_paused = true)]

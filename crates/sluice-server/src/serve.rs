@@ -141,8 +141,9 @@ struct Shared {
     /// not one per refusal.
     warned_connections: AtomicBool,
     warned_in_flight: AtomicBool,
-    /// Health probes and metrics scrapes among `stats.in_flight`, which the limit leaves out.
-    probes_in_flight: AtomicUsize,
+    /// The requests among `stats.in_flight` that count against `max_in_flight`: all but health probes and
+    /// metrics scrapes.
+    limited_in_flight: AtomicUsize,
 }
 
 /// Serves `app` on `listener` with the default bounds until `shutdown` resolves, then stops accepting and
@@ -178,7 +179,7 @@ pub async fn serve_with(
         stats: Arc::new(ServeStats::default()),
         warned_connections: AtomicBool::new(false),
         warned_in_flight: AtomicBool::new(false),
-        probes_in_flight: AtomicUsize::new(0),
+        limited_in_flight: AtomicUsize::new(0),
     });
     let builder = Arc::new(http_builder(&settings));
     let (stop, stopping) = watch::channel(false);

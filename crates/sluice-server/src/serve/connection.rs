@@ -437,20 +437,17 @@ struct InFlight {
 
 impl InFlight {
     fn enter(shared: &Arc<Shared>, state: &Arc<ConnState>, probe: bool) -> Option<Self> {
-        let before = shared.stats.in_flight.fetch_add(1, Ordering::AcqRel);
-        let requests = if probe {
-            shared.probes_in_flight.fetch_add(1, Ordering::AcqRel);
-            0
-        } else {
-            before.saturating_sub(shared.probes_in_flight.load(Ordering::Acquire))
-        };
-        if requests >= shared.settings.max_in_flight {
-            shared.stats.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return None;
+        if !probe {
+            let before = shared.limited_in_flight.fetch_add(1, Ordering::AcqRel);
+            if before >= shared.settings.max_in_flight {
+                shared.limited_in_flight.fetch_sub(1, Ordering::AcqRel);
+                return None;
+            }
+            if before + 1 < shared.settings.max_in_flight {
+                shared.warned_in_flight.store(false, Ordering::Relaxed);
+            }
         }
-        if !probe && requests + 1 < shared.settings.max_in_flight {
-            shared.warned_in_flight.store(false, Ordering::Relaxed);
-        }
+        shared.stats.in_flight.fetch_add(1, Ordering::AcqRel);
         state.request_started();
         Some(Self {
             shared: Arc::clone(shared),
@@ -462,8 +459,8 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.probe {
-            self.shared.probes_in_flight.fetch_sub(1, Ordering::AcqRel);
+        if !self.probe {
+            self.shared.limited_in_flight.fetch_sub(1, Ordering::AcqRel);
         }
         self.shared.stats.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.state.request_ended();
@@ -533,7 +530,7 @@ mod tests {
             stats: Arc::new(ServeStats::default()),
             warned_connections: AtomicBool::new(false),
             warned_in_flight: AtomicBool::new(false),
-            probes_in_flight: AtomicUsize::new(0),
+            limited_in_flight: AtomicUsize::new(0),
         });
         let state = Arc::new(ConnState::new());
         let first = InFlight::enter(&shared, &state, false).expect("the first request");
@@ -551,7 +548,7 @@ mod tests {
         );
         drop((first, scrape));
         assert_eq!(shared.stats.in_flight.load(Ordering::Acquire), 1);
-        assert_eq!(shared.probes_in_flight.load(Ordering::Acquire), 0);
+        assert_eq!(shared.limited_in_flight.load(Ordering::Acquire), 1);
         assert!(InFlight::enter(&shared, &state, false).is_some());
         drop(second);
     }

@@ -52,30 +52,23 @@ impl ChunkScanner {
     /// [`ordinary`], for the next chunk of the stream.
     pub(crate) fn ordinary(&mut self, json: &[u8]) -> Option<Ordinary> {
         let shared = shared_prefix(&self.last, json);
-        let answer = match self.marks.iter().rposition(|mark| mark.at <= shared) {
-            Some(index) => {
-                let mark = self.marks[index];
-                #[cfg(test)]
-                {
-                    self.started_at = mark.at;
-                }
-                // The resumed scan records this mark again, and the ones after it anew.
-                self.marks.truncate(index);
+        let resume = self.marks.iter().rposition(|mark| mark.at <= shared);
+        let mark = resume.map(|index| self.marks[index]);
+        // The marks before the one resumed from hold for this chunk too; the scan records the rest anew.
+        self.marks.truncate(resume.unwrap_or(0));
+        #[cfg(test)]
+        {
+            self.started_at = mark.map_or(0, |mark| mark.at);
+        }
+        let answer = match mark {
+            Some(mark) => {
                 let mut scan = Scan::resumed(json, &mark, &mut self.marks);
-                scan.run(
-                    Expect::Value {
-                        or_close: mark.or_close,
-                    },
-                    mark.field,
-                )
-                .map(|()| scan.found)
+                let expect = Expect::Value {
+                    or_close: mark.or_close,
+                };
+                scan.run(expect, mark.field).map(|()| scan.found)
             }
             None => {
-                #[cfg(test)]
-                {
-                    self.started_at = 0;
-                }
-                self.marks.clear();
                 let mut scan = Scan::new(json, &mut self.marks);
                 scan.start().map(|()| scan.found)
             }

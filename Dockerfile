@@ -1,6 +1,8 @@
 # Build stage: the release binary only.
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
+# make: jemalloc, the binary's allocator, is built from its C sources.
+RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock clippy.toml ./
 COPY crates crates
 RUN cargo build --release -p sluice --locked

@@ -203,7 +203,7 @@ async fn drain(adapter: &dyn ChatProvider, request: &ChatCompletionRequest, key:
     chunks
 }
 
-/// Fetches the same stream with the bare HTTP client, no SSE parsing: the floor under the adapters.
+/// Fetches the same stream with reqwest, no SSE parsing: a floor under the adapters.
 async fn raw(client: &reqwest::Client, url: &str, body: &[u8]) -> usize {
     let response = client.post(url).body(body.to_vec()).send().await.unwrap();
     let mut bytes = response.bytes_stream();
@@ -220,7 +220,8 @@ fn bench_adapters(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let client = reqwest::Client::new();
+    let raw_client = reqwest::Client::new();
+    let client = sluice_providers::UpstreamClient::new(sluice_providers::ClientSettings::default()).unwrap();
     let timeouts = Timeouts {
         connect: Duration::from_secs(5),
         first_byte: Duration::from_secs(30),
@@ -268,7 +269,7 @@ fn bench_adapters(c: &mut Criterion) {
             b.iter(|| runtime.block_on(drain(adapter.as_ref(), &request, &key)));
         });
         group.bench_function(format!("{vendor}/raw_http"), |b| {
-            b.iter(|| runtime.block_on(raw(&client, url, &raw_body)));
+            b.iter(|| runtime.block_on(raw(&raw_client, url, &raw_body)));
         });
     }
     group.finish();

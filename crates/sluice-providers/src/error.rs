@@ -139,33 +139,9 @@ impl ProviderError {
             _ => None,
         }
     }
-
-    /// Classifies a transport error from reqwest.
-    pub fn from_transport(err: &reqwest::Error, connect_timeout: Duration) -> Self {
-        if err.is_connect() {
-            if err.is_timeout() {
-                return ProviderError::Timeout {
-                    phase: TimeoutPhase::Connect,
-                    after: connect_timeout,
-                };
-            }
-            return ProviderError::Connect {
-                detail: error_chain(err),
-            };
-        }
-        if err.is_timeout() {
-            return ProviderError::Timeout {
-                phase: TimeoutPhase::Connect,
-                after: connect_timeout,
-            };
-        }
-        ProviderError::Truncated {
-            detail: error_chain(err),
-        }
-    }
 }
 
-/// An error and its sources on one line, for logs (reqwest's top-level message alone hides the cause).
+/// An error and its sources on one line, for logs (a transport error's top-level message alone hides the cause).
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();

@@ -16,6 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sluice_api::{ChatCompletionRequest, EmbeddingRequest, TokenUsage};
 
 pub mod anthropic;
+pub mod client;
 pub mod error;
 pub mod gemini;
 pub mod limits;
@@ -29,6 +30,7 @@ mod sse_frames;
 mod transport;
 
 pub use anthropic::AnthropicAdapter;
+pub use client::{ClientSettings, UpstreamClient};
 pub use error::{ProviderError, TimeoutPhase};
 pub use gemini::GeminiAdapter;
 pub use limits::RateLimitSnapshot;

@@ -73,7 +73,7 @@ pub struct ProviderSettings {
 }
 
 /// Builds a vendor's adapter.
-type Build = fn(reqwest::Client, &ProviderSettings, Timeouts) -> Arc<dyn ChatProvider>;
+type Build = fn(crate::UpstreamClient, &ProviderSettings, Timeouts) -> Arc<dyn ChatProvider>;
 /// Classifies a failed response (status, headers, body) as the adapter does at a given time.
 type Classify = fn(u16, &HeaderMap, &[u8], SystemTime) -> (ProviderError, RateLimitSnapshot);
 
@@ -114,7 +114,7 @@ impl VendorSpec {
     /// The adapter of a provider with `settings`, calling through the shared `client`.
     pub fn adapter(
         &self,
-        client: reqwest::Client,
+        client: crate::UpstreamClient,
         settings: &ProviderSettings,
         timeouts: Timeouts,
     ) -> Arc<dyn ChatProvider> {
@@ -194,7 +194,11 @@ mod tests {
                 api_version: spec.current_api_version.map(str::to_owned),
                 stream_usage: true,
             };
-            let adapter = spec.adapter(reqwest::Client::new(), &settings, timeouts);
+            let adapter = spec.adapter(
+                crate::UpstreamClient::new(crate::ClientSettings::default()).unwrap(),
+                &settings,
+                timeouts,
+            );
             let call = EmbedCall {
                 request: &request,
                 model: "e",

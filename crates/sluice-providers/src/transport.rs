@@ -9,10 +9,14 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use http::HeaderValue;
+use http::Response;
+use http::header::HeaderValue;
+use http_body_util::BodyDataStream;
+use hyper::body::Incoming;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::client::UpstreamRequest;
 use crate::error::error_chain;
 use crate::sse::SseParser;
 use crate::{EventStream, ProviderError, StreamEvent, TimeoutPhase, UpstreamKey};
@@ -45,9 +49,13 @@ pub(crate) fn json_body<T: Serialize>(value: &T) -> Result<Vec<u8>, ProviderErro
     Ok(body)
 }
 
-/// A key as a header value, marked sensitive so no debug output shows it.
-pub(crate) fn key_header(key: &UpstreamKey) -> Result<HeaderValue, ProviderError> {
-    let mut value = HeaderValue::from_str(key.secret()).map_err(|_| ProviderError::Authentication {
+/// A key after `prefix` (`"Bearer "`, or none) as a header value, marked sensitive so no debug output
+/// shows it.
+pub(crate) fn key_header(key: &UpstreamKey, prefix: &str) -> Result<HeaderValue, ProviderError> {
+    let mut text = String::with_capacity(prefix.len() + key.secret().len());
+    text.push_str(prefix);
+    text.push_str(key.secret());
+    let mut value = HeaderValue::try_from(text).map_err(|_| ProviderError::Authentication {
         status: 401,
         detail: format!("key {} holds characters a header cannot carry", key.id()),
     })?;
@@ -65,10 +73,7 @@ pub(crate) fn accept(streaming: bool) -> HeaderValue {
 }
 
 /// Sends a request, waiting at most `first_byte` for the response head.
-pub(crate) async fn send(
-    request: reqwest::RequestBuilder,
-    timeouts: &Timeouts,
-) -> Result<reqwest::Response, ProviderError> {
+pub(crate) async fn send(request: UpstreamRequest, timeouts: &Timeouts) -> Result<Response<Incoming>, ProviderError> {
     // A traced request carries its trace upstream (W3C trace context), this attempt as the parent.
     let request = match sluice_trace::upstream_traceparent() {
         Some(traceparent) => request.header("traceparent", traceparent),
@@ -80,12 +85,20 @@ pub(crate) async fn send(
             phase: TimeoutPhase::FirstByte,
             after: timeouts.first_byte,
         })?
-        .map_err(|e| ProviderError::from_transport(&e, timeouts.connect))
+}
+
+/// A response's body as a stream of its bytes.
+pub(crate) fn body_stream(response: Response<Incoming>) -> BodyDataStream<Incoming> {
+    BodyDataStream::new(response.into_body())
 }
 
 /// Reads a whole body, waiting at most `idle` between reads and accepting at most `cap` bytes.
-pub(crate) async fn read_body(response: reqwest::Response, idle: Duration, cap: usize) -> Result<Bytes, ProviderError> {
-    let mut stream = response.bytes_stream();
+pub(crate) async fn read_body(
+    response: Response<Incoming>,
+    idle: Duration,
+    cap: usize,
+) -> Result<Bytes, ProviderError> {
+    let mut stream = body_stream(response);
     let mut first: Option<Bytes> = None;
     let mut rest = BytesMut::new();
     loop {

@@ -105,7 +105,11 @@ impl Harness {
         };
         Self {
             upstream,
-            adapter: AnthropicAdapter::new(reqwest::Client::new(), &url, timeouts),
+            adapter: AnthropicAdapter::new(
+                sluice_providers::UpstreamClient::new(sluice_providers::ClientSettings::default()).unwrap(),
+                &url,
+                timeouts,
+            ),
             key: UpstreamKey::new("anthropic#0", SecretString::from("sk-ant-upstream".to_owned())),
         }
     }
@@ -393,12 +397,12 @@ fn only_anthropic_adapters_pass_messages_through() {
         idle: Duration::from_secs(1),
     };
     let anthropic: Box<dyn ChatProvider> = Box::new(AnthropicAdapter::new(
-        reqwest::Client::new(),
+        sluice_providers::UpstreamClient::new(sluice_providers::ClientSettings::default()).unwrap(),
         AnthropicAdapter::DEFAULT_BASE_URL,
         timeouts,
     ));
     let openai: Box<dyn ChatProvider> = Box::new(OpenAiAdapter::new(
-        reqwest::Client::new(),
+        sluice_providers::UpstreamClient::new(sluice_providers::ClientSettings::default()).unwrap(),
         "https://api.openai.com/v1",
         OpenAiFlavor::OpenAi,
         timeouts,

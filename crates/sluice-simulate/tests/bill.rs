@@ -91,7 +91,11 @@ async fn every_vendor_s_reported_usage_is_the_simulators_bill() {
             api_version: spec.current_api_version.map(str::to_owned),
             stream_usage: true,
         };
-        let adapter = spec.adapter(reqwest::Client::new(), &settings, timeouts());
+        let adapter = spec.adapter(
+            sluice_providers::UpstreamClient::new(sluice_providers::ClientSettings::default()).unwrap(),
+            &settings,
+            timeouts(),
+        );
         let model = reasoning_model(spec.wire);
         // The first turn writes (or, for automatic caching, reads nothing); the next ones repeat its prefix.
         let first = call(adapter.as_ref(), &conversation(model, 1, false), &key).await;
@@ -144,7 +148,11 @@ async fn a_stream_the_client_leaves_is_billed_its_input_and_what_went_out() {
             api_version: spec.current_api_version.map(str::to_owned),
             stream_usage: true,
         };
-        let adapter = spec.adapter(reqwest::Client::new(), &settings, timeouts());
+        let adapter = spec.adapter(
+            sluice_providers::UpstreamClient::new(sluice_providers::ClientSettings::default()).unwrap(),
+            &settings,
+            timeouts(),
+        );
         let request = conversation(reasoning_model(spec.wire), 1, true);
         let call = ChatCall {
             request: &request,

@@ -39,7 +39,11 @@ async fn every_registered_vendor_is_answered_by_its_simulated_face() {
             api_version: spec.current_api_version.map(str::to_owned),
             stream_usage: true,
         };
-        let adapter = spec.adapter(reqwest::Client::new(), &settings, timeouts);
+        let adapter = spec.adapter(
+            sluice_providers::UpstreamClient::new(sluice_providers::ClientSettings::default()).unwrap(),
+            &settings,
+            timeouts,
+        );
         for stream in [false, true] {
             let request: ChatCompletionRequest = serde_json::from_value(serde_json::json!({
                 "model": "sim-model", "stream": stream,

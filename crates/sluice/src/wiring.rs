@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use sluice_budget::{Backoff, BudgetBackend, Limits, LocalBudgets, RedisBudgets};
 use sluice_pipeline::{Authenticator, DeploymentPrice, Directory, Ledger, Pipeline, PriceBook, StaticKeys};
 use sluice_prompts::PromptWatcher;
-use sluice_providers::{ChatProvider, UpstreamKey};
+use sluice_providers::{ChatProvider, ClientSettings, UpstreamClient, UpstreamKey};
 use sluice_router::breaker::BreakerPolicy;
 use sluice_router::{Deployment, DeploymentSpec, ModelRoute, ProviderPool, Router, RouterSettings};
 use sluice_server::{AppState, HttpSettings, Tenancy};
@@ -80,7 +80,13 @@ pub struct Gateway {
     pub request_logs: Option<Arc<sluice_pipeline::RequestLogs>>,
 }
 
-/// The shared upstream HTTP client: one connection pool for every provider, so connections are reused.
+/// The providers' client: one connection pool for every provider, so connections are reused; through
+/// the proxies the environment names (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`).
+pub fn upstream_client(connect_timeout: Duration) -> Result<UpstreamClient, WiringError> {
+    UpstreamClient::new(ClientSettings::from_env(connect_timeout)).map_err(|e| WiringError::HttpClient(e.to_string()))
+}
+
+/// The HTTP client of the gateway's own calls out (alert webhooks, trace export), which are few.
 pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, WiringError> {
     // reqwest is built without a default TLS backend; ring is small and builds without extra tools.
     // Installing twice (tests build several gateways) is harmless, so the result is ignored.
@@ -99,7 +105,7 @@ pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, WiringE
 
 /// Assembles the gateway, reading `env:` secrets through `env`.
 pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Gateway, WiringError> {
-    let client = http_client(config.timeouts.connect)?;
+    let client = upstream_client(config.timeouts.connect)?;
     let mut warnings = Vec::new();
     let mut simulators = HashMap::new();
     let mut pools: HashMap<&str, Arc<ProviderPool>> = HashMap::new();

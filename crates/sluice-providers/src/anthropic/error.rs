@@ -22,7 +22,10 @@ use crate::limits::RateLimitSnapshot;
 const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 /// Turns a non-2xx Anthropic response into a classified error.
-pub(crate) async fn error_from_response(response: reqwest::Response, idle: Duration) -> ProviderError {
+pub(crate) async fn error_from_response(
+    response: http::Response<hyper::body::Incoming>,
+    idle: Duration,
+) -> ProviderError {
     let status = response.status().as_u16();
     let retry = retry_after(response.headers(), SystemTime::now());
     let body = crate::transport::read_body(response, idle, MAX_ERROR_BYTES)

@@ -44,7 +44,7 @@ pub(crate) static ANTHROPIC: VendorSpec = VendorSpec {
     classify,
 };
 
-fn build(client: reqwest::Client, settings: &ProviderSettings, timeouts: Timeouts) -> Arc<dyn ChatProvider> {
+fn build(client: crate::UpstreamClient, settings: &ProviderSettings, timeouts: Timeouts) -> Arc<dyn ChatProvider> {
     Arc::new(AnthropicAdapter::new(client, &settings.base_url, timeouts))
 }
 
@@ -60,7 +60,7 @@ fn classify(status: u16, headers: &HeaderMap, body: &[u8], now: SystemTime) -> (
 /// An adapter for Anthropic's Messages API.
 #[derive(Debug, Clone)]
 pub struct AnthropicAdapter {
-    client: reqwest::Client,
+    client: crate::UpstreamClient,
     endpoint: String,
     timeouts: Timeouts,
 }
@@ -72,7 +72,7 @@ impl AnthropicAdapter {
     pub const API_VERSION: &'static str = "2023-06-01";
 
     /// An adapter calling `{base_url}/v1/messages` through the shared `client`.
-    pub fn new(client: reqwest::Client, base_url: &str, timeouts: Timeouts) -> Self {
+    pub fn new(client: crate::UpstreamClient, base_url: &str, timeouts: Timeouts) -> Self {
         Self {
             client,
             endpoint: format!("{}/v1/messages", base_url.trim_end_matches('/')),
@@ -84,14 +84,14 @@ impl AnthropicAdapter {
 impl AnthropicAdapter {
     /// The HTTP request of one call, with the body translated to Anthropic's format, and the client
     /// parameters dropped on the way (Anthropic cannot honour them, and the deployment allows dropping).
-    fn request(&self, call: &ChatCall<'_>) -> Result<(reqwest::RequestBuilder, Vec<String>), ProviderError> {
+    fn request(&self, call: &ChatCall<'_>) -> Result<(crate::client::UpstreamRequest, Vec<String>), ProviderError> {
         let translated = request::translate(call, call.drop_unsupported)?;
         let dropped = translated.dropped.iter().map(|p| (*p).to_owned()).collect();
         let body = transport::json_body(&translated.body)?;
         let request = self
             .client
-            .post(&self.endpoint)
-            .header("x-api-key", transport::key_header(call.key)?)
+            .post(crate::client::uri(&self.endpoint)?)
+            .header("x-api-key", transport::key_header(call.key, "")?)
             .header("anthropic-version", Self::API_VERSION)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, transport::accept(call.request.is_stream()))
@@ -118,7 +118,7 @@ impl ChatProvider for AnthropicAdapter {
             let created = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             if call.request.is_stream() {
                 let state = stream::StreamState::new(created);
-                let events = transport::sse_events(response.bytes_stream(), self.timeouts.idle, state);
+                let events = transport::sse_events(transport::body_stream(response), self.timeouts.idle, state);
                 return Ok(ChatReply {
                     body: ReplyBody::Stream(events),
                     limits,

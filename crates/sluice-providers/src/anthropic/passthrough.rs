@@ -37,7 +37,7 @@ impl AnthropicAdapter {
         &self,
         url: &str,
         call: &MessagesCall<'_>,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+    ) -> Result<crate::client::UpstreamRequest, ProviderError> {
         let body = swap_model(call.body, call.model)?;
         let version = call
             .client_headers
@@ -46,8 +46,8 @@ impl AnthropicAdapter {
             .unwrap_or_else(|| HeaderValue::from_static(Self::API_VERSION));
         let mut request = self
             .client
-            .post(url)
-            .header("x-api-key", transport::key_header(call.key)?)
+            .post(crate::client::uri(url)?)
+            .header("x-api-key", transport::key_header(call.key, "")?)
             .header("anthropic-version", version)
             .header(CONTENT_TYPE, "application/json");
         for beta in call.client_headers.get_all("anthropic-beta") {
@@ -72,7 +72,7 @@ impl MessagesPassthrough for AnthropicAdapter {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
             if streaming {
-                let frames = frames(response.bytes_stream(), self.timeouts.idle);
+                let frames = frames(transport::body_stream(response), self.timeouts.idle);
                 return Ok(MessagesReply {
                     body: MessagesBody::Stream(frames),
                     limits,

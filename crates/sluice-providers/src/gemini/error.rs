@@ -90,7 +90,10 @@ fn parse_protobuf_duration(text: &str) -> Option<Duration> {
 }
 
 /// Turns a non-2xx Gemini response into a classified error.
-pub(crate) async fn error_from_response(response: reqwest::Response, idle: Duration) -> ProviderError {
+pub(crate) async fn error_from_response(
+    response: http::Response<hyper::body::Incoming>,
+    idle: Duration,
+) -> ProviderError {
     let status = response.status().as_u16();
     let retry = retry_after(response.headers());
     let body = read_body(response, idle, MAX_ERROR_BYTES).await.unwrap_or_default();

@@ -56,7 +56,7 @@ pub(crate) static GEMINI: VendorSpec = VendorSpec {
     classify,
 };
 
-fn build(client: reqwest::Client, settings: &ProviderSettings, timeouts: Timeouts) -> Arc<dyn ChatProvider> {
+fn build(client: crate::UpstreamClient, settings: &ProviderSettings, timeouts: Timeouts) -> Arc<dyn ChatProvider> {
     Arc::new(GeminiAdapter::new(client, &settings.base_url, timeouts))
 }
 
@@ -83,7 +83,7 @@ pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";
 /// An adapter for Google's Gemini API (`generateContent` and `streamGenerateContent`).
 #[derive(Debug, Clone)]
 pub struct GeminiAdapter {
-    client: reqwest::Client,
+    client: crate::UpstreamClient,
     base_url: String,
     timeouts: Timeouts,
 }
@@ -91,7 +91,7 @@ pub struct GeminiAdapter {
 impl GeminiAdapter {
     /// An adapter calling `{base_url}/v1beta/models/{model}:generateContent` (and
     /// `:streamGenerateContent?alt=sse`) through the shared `client`, authenticated by `x-goog-api-key`.
-    pub fn new(client: reqwest::Client, base_url: &str, timeouts: Timeouts) -> Self {
+    pub fn new(client: crate::UpstreamClient, base_url: &str, timeouts: Timeouts) -> Self {
         Self {
             client,
             base_url: base_url.trim_end_matches('/').to_owned(),
@@ -114,7 +114,7 @@ impl GeminiAdapter {
     /// The HTTP request of one call, with the body translated to Gemini's format, and the client
     /// parameters dropped on the way. A request Gemini cannot take is refused here, before it costs a
     /// call.
-    fn request(&self, call: &ChatCall<'_>) -> Result<(reqwest::RequestBuilder, Vec<String>), ProviderError> {
+    fn request(&self, call: &ChatCall<'_>) -> Result<(crate::client::UpstreamRequest, Vec<String>), ProviderError> {
         let mut unsupported = Unsupported::new("Gemini", call.drop_unsupported);
         unsupported.check_extra(call.request, TRANSLATED, IGNORED)?;
         let dropped = unsupported.into_dropped().into_iter().map(str::to_owned).collect();
@@ -123,8 +123,8 @@ impl GeminiAdapter {
         let streaming = call.request.is_stream();
         let request = self
             .client
-            .post(endpoint(&self.base_url, call.model, streaming))
-            .header("x-goog-api-key", transport::key_header(call.key)?)
+            .post(crate::client::uri(&endpoint(&self.base_url, call.model, streaming))?)
+            .header("x-goog-api-key", transport::key_header(call.key, "")?)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, transport::accept(streaming))
             .body(body);
@@ -138,8 +138,11 @@ impl GeminiAdapter {
         let body = embed::translate(call.request, &format!("models/{model}"))?;
         let request = self
             .client
-            .post(format!("{}/v1beta/models/{model}:batchEmbedContents", self.base_url))
-            .header("x-goog-api-key", transport::key_header(call.key)?)
+            .post(crate::client::uri(&format!(
+                "{}/v1beta/models/{model}:batchEmbedContents",
+                self.base_url
+            ))?)
+            .header("x-goog-api-key", transport::key_header(call.key, "")?)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, transport::accept(false))
             .body(body);
@@ -178,7 +181,7 @@ impl ChatProvider for GeminiAdapter {
             };
             if call.request.is_stream() {
                 let state = stream::StreamState::new(context);
-                let events = transport::sse_events(response.bytes_stream(), self.timeouts.idle, state);
+                let events = transport::sse_events(transport::body_stream(response), self.timeouts.idle, state);
                 return Ok(ChatReply {
                     body: ReplyBody::Stream(events),
                     limits,
@@ -289,7 +292,11 @@ mod tests {
             first_byte: Duration::from_secs(1),
             idle: Duration::from_secs(1),
         };
-        let adapter = GeminiAdapter::new(reqwest::Client::new(), &format!("{base}/"), timeouts);
+        let adapter = GeminiAdapter::new(
+            crate::UpstreamClient::new(crate::ClientSettings::default()).unwrap(),
+            &format!("{base}/"),
+            timeouts,
+        );
         let key = crate::UpstreamKey::new("g#0", SecretString::from("AIza-test".to_owned()));
         for (streaming, url) in [
             (false, format!("{base}/v1beta/models/gemini-2.5-flash:generateContent")),
@@ -311,9 +318,9 @@ mod tests {
                 default_max_tokens: None,
                 drop_unsupported: false,
             };
-            let built = adapter.request(&call).unwrap().0.build().unwrap();
+            let built = adapter.request(&call).unwrap().0.into_http().unwrap().1;
             assert_eq!(built.method(), http::Method::POST);
-            assert_eq!(built.url().as_str(), url);
+            assert_eq!(built.uri().to_string(), url);
             assert_eq!(built.headers()["x-goog-api-key"], "AIza-test");
             assert!(built.headers()["x-goog-api-key"].is_sensitive());
             assert!(built.headers().get(http::header::AUTHORIZATION).is_none());

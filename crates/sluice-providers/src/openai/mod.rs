@@ -21,6 +21,7 @@ use http::header::{ACCEPT, CONTENT_TYPE};
 use serde::Deserialize;
 use sluice_api::{TokenUsage, UpstreamChatRequest, UpstreamEmbeddingRequest, Usage};
 
+use crate::client::{self, UpstreamClient, UpstreamRequest};
 use crate::internals::Translator;
 use crate::limits::RateLimitSnapshot;
 use crate::registry::{Field, ProviderSettings, VendorSpec, WireFormat};
@@ -83,7 +84,7 @@ pub(crate) static COMPATIBLE: VendorSpec = VendorSpec {
 };
 
 fn build(
-    client: reqwest::Client,
+    client: UpstreamClient,
     settings: &ProviderSettings,
     flavor: OpenAiFlavor,
     timeouts: Timeouts,
@@ -97,11 +98,11 @@ fn build(
     ))
 }
 
-fn build_openai(client: reqwest::Client, settings: &ProviderSettings, timeouts: Timeouts) -> Arc<dyn ChatProvider> {
+fn build_openai(client: UpstreamClient, settings: &ProviderSettings, timeouts: Timeouts) -> Arc<dyn ChatProvider> {
     build(client, settings, OpenAiFlavor::OpenAi, timeouts)
 }
 
-fn build_azure(client: reqwest::Client, settings: &ProviderSettings, timeouts: Timeouts) -> Arc<dyn ChatProvider> {
+fn build_azure(client: UpstreamClient, settings: &ProviderSettings, timeouts: Timeouts) -> Arc<dyn ChatProvider> {
     let api_version = settings
         .api_version
         .clone()
@@ -109,7 +110,7 @@ fn build_azure(client: reqwest::Client, settings: &ProviderSettings, timeouts: T
     build(client, settings, OpenAiFlavor::Azure { api_version }, timeouts)
 }
 
-fn build_compatible(client: reqwest::Client, settings: &ProviderSettings, timeouts: Timeouts) -> Arc<dyn ChatProvider> {
+fn build_compatible(client: UpstreamClient, settings: &ProviderSettings, timeouts: Timeouts) -> Arc<dyn ChatProvider> {
     build(client, settings, OpenAiFlavor::Compatible, timeouts)
 }
 
@@ -142,11 +143,11 @@ pub enum OpenAiFlavor {
 /// An adapter for OpenAI's chat completions API and the servers that copy it.
 #[derive(Debug, Clone)]
 pub struct OpenAiAdapter {
-    client: reqwest::Client,
+    client: UpstreamClient,
     base_url: String,
     /// The chat endpoint parsed once (the client parsed the text on every call); `None` for Azure, whose
     /// URL names the deployment, and for a base URL that does not parse, which the call then reports.
-    chat_url: Option<reqwest::Url>,
+    chat_url: Option<http::Uri>,
     flavor: OpenAiFlavor,
     timeouts: Timeouts,
     request_stream_usage: bool,
@@ -157,7 +158,7 @@ impl OpenAiAdapter {
     /// streams ask the upstream for a final usage chunk; turn it off for servers that reject
     /// `stream_options`.
     pub fn new(
-        client: reqwest::Client,
+        client: UpstreamClient,
         base_url: &str,
         flavor: OpenAiFlavor,
         timeouts: Timeouts,
@@ -168,7 +169,7 @@ impl OpenAiAdapter {
             client,
             chat_url: match flavor {
                 OpenAiFlavor::Azure { .. } => None,
-                _ => reqwest::Url::parse(&format!("{base_url}/chat/completions")).ok(),
+                _ => http::Uri::try_from(format!("{base_url}/chat/completions")).ok(),
             },
             base_url,
             flavor,
@@ -192,17 +193,17 @@ impl OpenAiAdapter {
     /// A POST to `url` with the key in the flavor's header and a JSON body.
     fn post(
         &self,
-        url: impl reqwest::IntoUrl,
+        url: http::Uri,
         key: &UpstreamKey,
         body: Vec<u8>,
         streaming: bool,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+    ) -> Result<UpstreamRequest, ProviderError> {
         let mut request = self.client.post(url);
         match self.flavor {
-            OpenAiFlavor::Azure { .. } => request = request.header("api-key", transport::key_header(key)?),
+            OpenAiFlavor::Azure { .. } => request = request.header("api-key", transport::key_header(key, "")?),
             // Keyless local servers (Ollama, vLLM without --api-key) get no Authorization header at all.
             _ if key.secret().is_empty() => {}
-            _ => request = request.bearer_auth(key.secret()),
+            _ => request = request.bearer_auth(key)?,
         }
         Ok(request
             .header(CONTENT_TYPE, "application/json")
@@ -211,7 +212,7 @@ impl OpenAiAdapter {
     }
 
     /// The HTTP request of one chat call.
-    fn request(&self, call: &ChatCall<'_>) -> Result<reqwest::RequestBuilder, ProviderError> {
+    fn request(&self, call: &ChatCall<'_>) -> Result<UpstreamRequest, ProviderError> {
         let body = transport::json_body(&UpstreamChatRequest::new(
             call.request,
             call.model,
@@ -220,7 +221,12 @@ impl OpenAiAdapter {
         let streaming = call.request.is_stream();
         match &self.chat_url {
             Some(url) => self.post(url.clone(), call.key, body, streaming),
-            None => self.post(self.url(call.model, "chat/completions"), call.key, body, streaming),
+            None => self.post(
+                client::uri(&self.url(call.model, "chat/completions"))?,
+                call.key,
+                body,
+                streaming,
+            ),
         }
     }
 }
@@ -239,7 +245,7 @@ impl ChatProvider for OpenAiAdapter {
             }
             if call.request.is_stream() {
                 let events = transport::sse_events(
-                    response.bytes_stream(),
+                    transport::body_stream(response),
                     self.timeouts.idle,
                     stream::StreamState::default(),
                 );
@@ -263,7 +269,7 @@ impl ChatProvider for OpenAiAdapter {
 impl OpenAiAdapter {
     async fn embeddings(&self, call: EmbedCall<'_>) -> Result<EmbedReply, ProviderError> {
         let body = transport::json_body(&UpstreamEmbeddingRequest::new(call.request, call.model))?;
-        let request = self.post(self.url(call.model, "embeddings"), call.key, body, false)?;
+        let request = self.post(client::uri(&self.url(call.model, "embeddings"))?, call.key, body, false)?;
         let response = transport::send(request, &self.timeouts).await?;
         let limits = RateLimitSnapshot::from_openai_headers(response.headers());
         if !response.status().is_success() {
@@ -308,10 +314,16 @@ mod tests {
             first_byte: Duration::from_secs(1),
             idle: Duration::from_secs(1),
         };
-        OpenAiAdapter::new(reqwest::Client::new(), base_url, flavor, timeouts, true)
+        OpenAiAdapter::new(
+            UpstreamClient::new(crate::ClientSettings::default()).unwrap(),
+            base_url,
+            flavor,
+            timeouts,
+            true,
+        )
     }
 
-    fn built(adapter: &OpenAiAdapter, key: &str, stream: bool) -> reqwest::Request {
+    fn built(adapter: &OpenAiAdapter, key: &str, stream: bool) -> http::Request<bytes::Bytes> {
         let request: ChatCompletionRequest = serde_json::from_value(json!({
             "model": "fast", "messages": [{"role": "user", "content": "hi"}], "stream": stream
         }))
@@ -324,17 +336,17 @@ mod tests {
             default_max_tokens: None,
             drop_unsupported: false,
         };
-        adapter.request(&call).unwrap().build().unwrap()
+        adapter.request(&call).unwrap().into_http().unwrap().1
     }
 
     #[test]
     fn openai_requests_use_a_bearer_key_and_the_vendor_model() {
         let openai = adapter("https://api.openai.com/v1/", OpenAiFlavor::OpenAi);
         let request = built(&openai, "sk-upstream", true);
-        assert_eq!(request.url().as_str(), "https://api.openai.com/v1/chat/completions");
+        assert_eq!(request.uri().to_string(), "https://api.openai.com/v1/chat/completions");
         assert_eq!(request.headers()["authorization"], "Bearer sk-upstream");
         assert_eq!(request.headers()[ACCEPT], "text/event-stream");
-        let sent: serde_json::Value = serde_json::from_slice(request.body().unwrap().as_bytes().unwrap()).unwrap();
+        let sent: serde_json::Value = serde_json::from_slice(request.body()).unwrap();
         assert_eq!(sent["model"], "gpt-4o-mini-prod");
         assert_eq!(sent["stream_options"], json!({"include_usage": true}));
         let keyless = adapter("http://127.0.0.1:11434/v1", OpenAiFlavor::Compatible);
@@ -351,7 +363,7 @@ mod tests {
         );
         let request = built(&azure, "azure-secret", false);
         assert_eq!(
-            request.url().as_str(),
+            request.uri().to_string(),
             "https://my-resource.openai.azure.com/openai/deployments/gpt-4o-mini-prod/chat/completions?api-version=2024-10-21"
         );
         assert_eq!(request.headers()["api-key"], "azure-secret");

@@ -302,10 +302,12 @@ pub(super) fn validate_providers(raw: Vec<RawProvider>, problems: &mut Problems)
                 format!("a provider named `{}` is already defined", provider.name),
             );
         }
-        if let Some(url) = &provider.base_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            problem("base_url", format!("`{url}` must start with http:// or https://"));
+        if let Some(url) = &provider.base_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problem("base_url", format!("`{url}` must start with http:// or https://"));
+            } else if let Err(e) = axum::http::Uri::try_from(url.as_str()) {
+                problem("base_url", format!("`{url}` is not a valid URL: {e}"));
+            }
         }
         for (k, key) in provider.keys.iter().enumerate() {
             if key.trim().is_empty() || key.trim() == "env:" {
@@ -592,6 +594,13 @@ mod tests {
                 "providers[0].api_version: only applies to kind `azure`, not `anthropic`",
                 "providers[0].stream_usage: only applies to kinds `openai` and `openai_compatible`, not `anthropic`",
             ]
+        );
+        assert_eq!(
+            problems_of(&provider(
+                "openai",
+                "keys = [\"k\"]\nbase_url = \"https://my proxy/v1\"\n"
+            )),
+            ["providers[0].base_url: `https://my proxy/v1` is not a valid URL: invalid uri character"]
         );
         assert_eq!(
             problems_of(&provider("simulated", "base_url = \"http://x\"\n")),

@@ -1,0 +1,272 @@
+//! The shared upstream client over real sockets: HTTPS to an upstream whose certificate a test authority
+//! signed (trusted only when the client is told to; refused otherwise), and both ways through a proxy:
+//! plain HTTP sent to the proxy in absolute form with its credentials, HTTPS through a `CONNECT` tunnel
+//! with TLS end to end inside it. The certificates are in `tests/fixtures/tls` (valid until 2126).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use secrecy::SecretString;
+use sluice_api::{ChatCompletionRequest, TokenUsage};
+use sluice_providers::{
+    ChatCall, ChatProvider, ClientSettings, OpenAiAdapter, OpenAiFlavor, ProviderError, ReplyBody, Timeouts,
+    UpstreamClient, UpstreamKey,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const COMPLETION: &str = r#"{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
+const STREAM: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}]}\n\ndata: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1,\"total_tokens\":6}}\n\ndata: [DONE]\n\n";
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/tls")
+        .join(name)
+}
+
+fn test_authority() -> CertificateDer<'static> {
+    CertificateDer::from_pem_file(fixture("ca.pem")).unwrap()
+}
+
+/// The request heads an in-test server received: its target as written, and its headers.
+type Seen = Arc<Mutex<Vec<(String, HeaderMap)>>>;
+
+/// Answers one OpenAI chat call: a stream when the body asks for one, else a complete body.
+async fn answer(request: Request<Incoming>, seen: Seen) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (head, body) = request.into_parts();
+    seen.lock().unwrap().push((head.uri.to_string(), head.headers));
+    let body = http_body_util::BodyExt::collect(body).await.unwrap().to_bytes();
+    let stream = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["stream"] == true;
+    let (kind, text) = if stream {
+        ("text/event-stream", STREAM)
+    } else {
+        ("application/json", COMPLETION)
+    };
+    Ok(Response::builder()
+        .header("content-type", kind)
+        .body(Full::new(Bytes::from_static(text.as_bytes())))
+        .unwrap())
+}
+
+/// Serves `answer` on every connection `accept` yields, over TLS with the test certificate when `tls`.
+async fn upstream(tls: bool) -> (SocketAddr, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Seen::default();
+    let acceptor = tls.then(|| {
+        let certs = CertificateDer::pem_file_iter(fixture("server.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(fixture("server.key")).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    });
+    let served = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (acceptor, seen) = (acceptor.clone(), served.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |r| answer(r, seen.clone()));
+                let http = hyper::server::conn::http1::Builder::new();
+                match acceptor {
+                    // A handshake the client gives up on (an unknown authority) just ends the connection.
+                    Some(acceptor) => {
+                        if let Ok(tls) = acceptor.accept(tcp).await {
+                            let _ = http.serve_connection(TokioIo::new(tls), service).await;
+                        }
+                    }
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(tcp), service).await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A proxy that opens `CONNECT` tunnels, recording each request head it read.
+async fn connect_proxy() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let recorded = heads.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let heads = recorded.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let mut byte = [0u8; 1];
+                    if client.read(&mut byte).await.unwrap() == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8(head).unwrap();
+                let target = head.split(' ').nth(1).unwrap().to_owned();
+                heads.lock().unwrap().push(head);
+                let mut server = TcpStream::connect(target.replace("localhost", "127.0.0.1"))
+                    .await
+                    .unwrap();
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    (addr, heads)
+}
+
+fn adapter(client: UpstreamClient, base_url: &str) -> OpenAiAdapter {
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(5),
+        first_byte: Duration::from_secs(10),
+        idle: Duration::from_secs(10),
+    };
+    OpenAiAdapter::new(client, base_url, OpenAiFlavor::OpenAi, timeouts, true)
+}
+
+/// One chat call, streamed or not: the usage it reported.
+async fn call(adapter: &OpenAiAdapter, stream: bool) -> Result<Option<TokenUsage>, ProviderError> {
+    let request: ChatCompletionRequest = serde_json::from_value(serde_json::json!({
+        "model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream
+    }))
+    .unwrap();
+    let key = UpstreamKey::new("k#0", SecretString::from("sk-upstream"));
+    let reply = adapter
+        .chat(ChatCall {
+            request: &request,
+            model: "m",
+            key: &key,
+            default_max_tokens: None,
+            drop_unsupported: false,
+        })
+        .await?;
+    match reply.body {
+        ReplyBody::Complete { usage, .. } => Ok(usage),
+        ReplyBody::Stream(mut events) => {
+            let mut usage = None;
+            while let Some(event) = events.next().await {
+                usage = usage.or(event?.usage);
+            }
+            Ok(usage)
+        }
+    }
+}
+
+fn client(proxies: Option<Matcher>, trusted: bool) -> UpstreamClient {
+    UpstreamClient::new(ClientSettings {
+        connect_timeout: Some(Duration::from_secs(5)),
+        proxies,
+        extra_roots: if trusted { vec![test_authority()] } else { Vec::new() },
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn https_upstreams_are_verified_then_called() {
+    let (addr, seen) = upstream(true).await;
+    let base = format!("https://localhost:{}/v1", addr.port());
+
+    let trusting = adapter(client(None, true), &base);
+    assert_eq!(call(&trusting, false).await.unwrap(), Some(TokenUsage::new(5, 1)));
+    assert_eq!(call(&trusting, true).await.unwrap(), Some(TokenUsage::new(5, 1)));
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        let (target, headers) = &seen[0];
+        assert_eq!(target, "/v1/chat/completions", "origin form to the upstream itself");
+        assert_eq!(headers["authorization"], "Bearer sk-upstream");
+        assert_eq!(headers["host"], format!("localhost:{}", addr.port()));
+        assert!(headers["user-agent"].to_str().unwrap().starts_with("sluice/"));
+        assert!(headers.get("proxy-authorization").is_none());
+    }
+
+    // The platform's trust store alone does not know the test authority: the handshake fails before
+    // anything is sent, so the router may fail over.
+    let wary = adapter(client(None, false), &base);
+    match call(&wary, false).await {
+        Err(ProviderError::Connect { detail }) => assert!(detail.contains("certificate"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn plain_http_goes_to_the_proxy_in_absolute_form_with_its_credentials() {
+    let (proxy, seen) = upstream(false).await;
+    let proxies = Matcher::builder()
+        .http(format!("http://sluice:secret@{proxy}"))
+        .no("direct.test")
+        .build();
+    // Nothing listens on the upstream's name: only the proxy can answer.
+    let proxied = adapter(client(Some(proxies), false), "http://upstream.test:8000/v1");
+    assert_eq!(call(&proxied, true).await.unwrap(), Some(TokenUsage::new(5, 1)));
+    let seen = seen.lock().unwrap();
+    let (target, headers) = &seen[0];
+    assert_eq!(target, "http://upstream.test:8000/v1/chat/completions");
+    assert_eq!(headers["proxy-authorization"], "Basic c2x1aWNlOnNlY3JldA==");
+    assert_eq!(headers["authorization"], "Bearer sk-upstream");
+}
+
+#[tokio::test]
+async fn https_goes_through_a_connect_tunnel_and_no_proxy_hosts_go_direct() {
+    let (addr, seen) = upstream(true).await;
+    let (proxy, heads) = connect_proxy().await;
+    let proxies = Matcher::builder()
+        .https(format!("http://sluice:secret@{proxy}"))
+        .no("127.0.0.1")
+        .build();
+    let client = client(Some(proxies), true);
+
+    let tunnelled = adapter(client.clone(), &format!("https://localhost:{}/v1", addr.port()));
+    assert_eq!(call(&tunnelled, false).await.unwrap(), Some(TokenUsage::new(5, 1)));
+    {
+        let heads = heads.lock().unwrap();
+        assert_eq!(heads.len(), 1);
+        assert!(
+            heads[0].starts_with(&format!("CONNECT localhost:{} HTTP/1.1\r\n", addr.port())),
+            "{}",
+            heads[0]
+        );
+        assert!(heads[0].contains("Basic c2x1aWNlOnNlY3JldA=="), "{}", heads[0]);
+        let seen = seen.lock().unwrap();
+        let (target, headers) = &seen[0];
+        assert_eq!(
+            target, "/v1/chat/completions",
+            "inside the tunnel the request is the upstream's own"
+        );
+        assert!(
+            headers.get("proxy-authorization").is_none(),
+            "the credentials stay with the proxy"
+        );
+    }
+
+    // 127.0.0.1 is among the proxy's exceptions: the call goes straight to the upstream.
+    let direct = adapter(client, &format!("https://127.0.0.1:{}/v1", addr.port()));
+    assert!(call(&direct, false).await.is_ok());
+    assert_eq!(heads.lock().unwrap().len(), 1, "no tunnel for an exception");
+}

@@ -71,7 +71,8 @@ pub(crate) fn step(data: String, state: &mut StreamState) -> Result<Step, Provid
     // in: without the spaces around it that `trim` takes and JSON does not allow (a form feed, U+00A0...),
     // and with the line breaks of an event spread over several `data:` lines (joined with `\n` by the SSE
     // parser; JSON allows none inside a string, so they are whitespace between tokens) made spaces.
-    let cleaned = (trimmed.len() != data.len() || trimmed.contains('\n')).then(|| trimmed.replace('\n', " "));
+    let cleaned = (trimmed.len() != data.len() || memchr::memchr(b'\n', trimmed.as_bytes()).is_some())
+        .then(|| trimmed.replace('\n', " "));
     let data = cleaned.unwrap_or(data);
     Ok(Step::Chunk(StreamEvent {
         data: Bytes::from(data),

@@ -143,9 +143,16 @@ pub struct UsageRow {
 }
 
 impl UsageRow {
-    /// A new row id: a UUIDv7, so ids sort roughly by time.
+    /// A new row id: a UUIDv7, so ids sort roughly by time. Its random bits come from a per-thread
+    /// generator: `Uuid::now_v7` asked the kernel for them (a `getrandom` system call per request), and an
+    /// id must be unique, not secret.
     pub fn new_id() -> String {
-        uuid::Uuid::now_v7().to_string()
+        let millis = chrono::Utc::now().timestamp_millis().max(0).unsigned_abs();
+        let mut random = [0u8; 10];
+        fastrand::fill(&mut random);
+        uuid::Builder::from_unix_timestamp_millis(millis, &random)
+            .into_uuid()
+            .to_string()
     }
 
     /// The prompt tokens OpenAI's usage object would show: every input category.
@@ -284,9 +291,16 @@ mod tests {
 
     #[test]
     fn new_ids_are_unique_uuids() {
+        let before = chrono::Utc::now().timestamp_millis().unsigned_abs();
         let (a, b) = (UsageRow::new_id(), UsageRow::new_id());
+        let after = chrono::Utc::now().timestamp_millis().unsigned_abs();
         assert_ne!(a, b);
-        assert_eq!(uuid::Uuid::parse_str(&a).unwrap().get_version_num(), 7);
+        let a = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(a.get_version_num(), 7);
+        assert_eq!(a.get_variant(), uuid::Variant::RFC4122);
+        let (seconds, nanos) = a.get_timestamp().unwrap().to_unix();
+        let millis = seconds * 1000 + u64::from(nanos / 1_000_000);
+        assert!((before..=after).contains(&millis), "{before} <= {millis} <= {after}");
     }
 
     #[test]

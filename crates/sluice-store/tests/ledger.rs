@@ -9,6 +9,7 @@ mod support;
 
 suite!(
     the_key_is_the_gateways_id_not_the_clients,
+    batches_of_any_size_are_written_whole,
     long_strings_are_capped_never_refused,
     categories_prices_and_attempts_round_trip,
     exports_page_in_time_order_with_filters,
@@ -92,6 +93,52 @@ mod cases {
                 .all(|r| r.client_request_id.as_deref() == Some("same-1"))
         );
         assert_eq!(ledger_total(&store).await, totals("all", &rows));
+    }
+
+    /// Batches cut into statements of several sizes (77 rows: 32 + 32 + 8 + 4 + 1) and rollups of 41
+    /// groups (32 + 8 + 1) are written whole, and a repeat of the batch adds nothing.
+    pub async fn batches_of_any_size_are_written_whole(h: &Harness) {
+        let store = h.store().await;
+        let tenants = [
+            "acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka",
+        ];
+        let rows: Vec<UsageRow> = (0..77u64)
+            .map(|i| {
+                let tenant = tenants[(i % 8) as usize];
+                let model = if i < 41 { format!("m{i}") } else { "m0".to_owned() };
+                row(
+                    &UsageRow::new_id(),
+                    tenant,
+                    None,
+                    &model,
+                    "2026-03-01T10:00:00Z",
+                    10 + i,
+                    2,
+                    Some(1),
+                )
+            })
+            .collect();
+        for size in [77u64, 1, 3] {
+            let batch: Vec<UsageRow> = rows
+                .iter()
+                .take(usize::try_from(size).unwrap())
+                .map(|r| UsageRow {
+                    id: UsageRow::new_id(),
+                    ..r.clone()
+                })
+                .collect();
+            let outcome = store.insert_usage(&batch).await.unwrap();
+            assert_eq!((outcome.inserted, outcome.duplicates), (size, 0), "a batch of {size}");
+            let again = store.insert_usage(&batch).await.unwrap();
+            assert_eq!(
+                (again.inserted, again.duplicates),
+                (0, size),
+                "the batch of {size} again"
+            );
+        }
+        let exported = export_all(&store, ExportFilter::default(), 1000).await;
+        assert_eq!(exported.len(), 81);
+        assert_rollups_match_ledger(&store).await;
     }
 
     // === Bounds ===

@@ -14,7 +14,8 @@ use crate::ledger::{MAX_ID_BYTES, MAX_MODEL_BYTES, MAX_NAME_BYTES, MAX_TENANT_BY
 
 /// A database's way of inserting a batch of ledger rows.
 pub(crate) trait LedgerInsert: Dialect {
-    /// Whether the statement's text is the same for every batch, and so worth preparing once.
+    /// Whether the statement's text is the same however many rows it takes. If not, a batch goes in
+    /// statements of a few fixed sizes, so that each text is prepared once and cached.
     const FIXED_TEXT: bool;
 
     /// Appends `rows` to `INSERT INTO usage_ledger (<the ledger's columns>) `.

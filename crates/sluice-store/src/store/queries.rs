@@ -28,6 +28,22 @@ use crate::model::{
 /// (65,535 in Postgres, 32,766 in SQLite).
 const ROWS_PER_STATEMENT: usize = 1000;
 
+/// The most rows of a statement that binds a tuple per row (SQLite's ledger insert, both backends'
+/// rollups), whose text depends on how many rows it takes.
+const TUPLE_ROWS: usize = 32;
+
+/// How many of `left` rows (at least one) the next tuple-per-row statement takes: the largest power of two
+/// up to [`TUPLE_ROWS`]. A handful of texts then come back batch after batch, each prepared once per
+/// connection and cached, where a text per batch size was parsed again for every batch: in SQLite about
+/// 24k instructions a ledger row, a tenth of a request's on the bare proxy.
+fn tuple_statement_rows(left: usize) -> usize {
+    if left >= TUPLE_ROWS {
+        TUPLE_ROWS
+    } else {
+        1 << left.max(1).ilog2()
+    }
+}
+
 /// A ledger row's columns, in the order inserts bind them and exports read them.
 const LEDGER_COLUMNS: &str = "id, client_request_id, tenant, key_id, model, provider, vendor_model, upstream_key, \
      input_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens, \
@@ -335,20 +351,23 @@ where
     /// Inserts `rows` (ids unique among them once capped), skipping ids already in the ledger, and adds
     /// the new ones to the rollups, in one transaction. Returns how many were new.
     pub(super) async fn insert_usage(&self, rows: &[&UsageRow]) -> Result<u64, StoreError> {
-        // A statement whose text depends on the batch's size is not cached: each cached multi-row insert
-        // would stay prepared for every batch size seen (about 130 KB each in SQLite).
         let mut tx = self.pool.begin().await?;
         let mut new: HashSet<String> = HashSet::with_capacity(rows.len());
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut left = rows;
+        while !left.is_empty() {
+            let size = if DB::FIXED_TEXT {
+                left.len().min(ROWS_PER_STATEMENT)
+            } else {
+                tuple_statement_rows(left.len())
+            };
+            let (chunk, rest) = left.split_at(size);
+            left = rest;
             let mut query = Statement::<DB>::new("INSERT INTO usage_ledger (");
             query.push(LEDGER_COLUMNS).push(") ");
             DB::push_rows(&mut query, chunk.iter().map(|r| LedgerValues::of(r)).collect());
             query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
             let (sql, args) = query.into_parts()?;
-            let inserted = sqlx::query_with(&sql, args)
-                .persistent(DB::FIXED_TEXT)
-                .fetch_all(&mut *tx)
-                .await?;
+            let inserted = sqlx::query_with(&sql, args).fetch_all(&mut *tx).await?;
             for row in &inserted {
                 new.insert(row.try_get::<String, _>(0)?);
             }
@@ -356,7 +375,10 @@ where
         let sums: Vec<_> = rollups(rows.iter().filter(|r| new.contains(cap(&r.id, MAX_ID_BYTES))))
             .into_iter()
             .collect();
-        for chunk in sums.chunks(ROWS_PER_STATEMENT) {
+        let mut left = sums.as_slice();
+        while !left.is_empty() {
+            let (chunk, rest) = left.split_at(tuple_statement_rows(left.len()));
+            left = rest;
             let mut query = Statement::<DB>::new(
                 "INSERT INTO usage_daily (day, tenant, key_id, model, requests, input_tokens, cache_read_tokens, \
                  cache_write_5m_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens, cost_micros) ",
@@ -387,7 +409,7 @@ where
                  cost_micros = usage_daily.cost_micros + EXCLUDED.cost_micros",
             );
             let (sql, args) = query.into_parts()?;
-            sqlx::query_with(&sql, args).persistent(false).execute(&mut *tx).await?;
+            sqlx::query_with(&sql, args).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(new.len() as u64)
@@ -657,4 +679,27 @@ fn encode_list(list: &Option<Vec<String>>) -> Option<String> {
     // Serializing a list of strings cannot fail.
     list.as_ref()
         .map(|l| serde_json::to_string(l).unwrap_or_else(|_| "[]".to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuple_statements_come_in_powers_of_two_that_add_up() {
+        for n in 1..=200 {
+            let (mut left, mut sizes) = (n, Vec::new());
+            while left > 0 {
+                let size = tuple_statement_rows(left);
+                assert!(
+                    size.is_power_of_two() && size <= TUPLE_ROWS && size <= left,
+                    "{n}: {size}"
+                );
+                sizes.push(size);
+                left -= size;
+            }
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(sizes.len() <= n / TUPLE_ROWS + 5, "{n}: {sizes:?}");
+        }
+    }
 }

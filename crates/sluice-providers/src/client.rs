@@ -91,6 +91,11 @@ impl UpstreamClient {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(settings.connect_timeout);
+        // TCP keepalive as reqwest set it: a vendor that thinks for minutes before its first byte keeps
+        // the connection alive through NATs and load balancers, and a dead peer is noticed.
+        http.set_keepalive(Some(Duration::from_secs(15)));
+        http.set_keepalive_interval(Some(Duration::from_secs(15)));
+        http.set_keepalive_retries(Some(3));
         let proxies = settings.proxies.map(Arc::new);
         let connector = ProxyConnector {
             http,

@@ -44,6 +44,25 @@ fn tuple_statement_rows(left: usize) -> usize {
     }
 }
 
+/// `rows` cut into what one statement each takes: up to [`ROWS_PER_STATEMENT`] rows when the statement's
+/// text is the same for any count (`fixed_text`), else [`tuple_statement_rows`] of the rows left.
+fn statement_chunks<T>(rows: &[T], fixed_text: bool) -> impl Iterator<Item = &[T]> {
+    let mut left = rows;
+    std::iter::from_fn(move || {
+        if left.is_empty() {
+            return None;
+        }
+        let size = if fixed_text {
+            left.len().min(ROWS_PER_STATEMENT)
+        } else {
+            tuple_statement_rows(left.len())
+        };
+        let (chunk, rest) = left.split_at(size);
+        left = rest;
+        Some(chunk)
+    })
+}
+
 /// A ledger row's columns, in the order inserts bind them and exports read them.
 const LEDGER_COLUMNS: &str = "id, client_request_id, tenant, key_id, model, provider, vendor_model, upstream_key, \
      input_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens, \
@@ -353,15 +372,7 @@ where
     pub(super) async fn insert_usage(&self, rows: &[&UsageRow]) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut new: HashSet<String> = HashSet::with_capacity(rows.len());
-        let mut left = rows;
-        while !left.is_empty() {
-            let size = if DB::FIXED_TEXT {
-                left.len().min(ROWS_PER_STATEMENT)
-            } else {
-                tuple_statement_rows(left.len())
-            };
-            let (chunk, rest) = left.split_at(size);
-            left = rest;
+        for chunk in statement_chunks(rows, DB::FIXED_TEXT) {
             let mut query = Statement::<DB>::new("INSERT INTO usage_ledger (");
             query.push(LEDGER_COLUMNS).push(") ");
             DB::push_rows(&mut query, chunk.iter().map(|r| LedgerValues::of(r)).collect());
@@ -375,10 +386,8 @@ where
         let sums: Vec<_> = rollups(rows.iter().filter(|r| new.contains(cap(&r.id, MAX_ID_BYTES))))
             .into_iter()
             .collect();
-        let mut left = sums.as_slice();
-        while !left.is_empty() {
-            let (chunk, rest) = left.split_at(tuple_statement_rows(left.len()));
-            left = rest;
+        // Rollups bind a tuple per row in both databases.
+        for chunk in statement_chunks(&sums, false) {
             let mut query = Statement::<DB>::new(
                 "INSERT INTO usage_daily (day, tenant, key_id, model, requests, input_tokens, cache_read_tokens, \
                  cache_write_5m_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens, cost_micros) ",
@@ -688,18 +697,20 @@ mod tests {
     #[test]
     fn tuple_statements_come_in_powers_of_two_that_add_up() {
         for n in 1..=200 {
-            let (mut left, mut sizes) = (n, Vec::new());
-            while left > 0 {
-                let size = tuple_statement_rows(left);
+            let rows: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = statement_chunks(&rows, false).collect();
+            for chunk in &chunks {
                 assert!(
-                    size.is_power_of_two() && size <= TUPLE_ROWS && size <= left,
-                    "{n}: {size}"
+                    chunk.len().is_power_of_two() && chunk.len() <= TUPLE_ROWS,
+                    "{n}: {}",
+                    chunk.len()
                 );
-                sizes.push(size);
-                left -= size;
             }
-            assert_eq!(sizes.iter().sum::<usize>(), n);
-            assert!(sizes.len() <= n / TUPLE_ROWS + 5, "{n}: {sizes:?}");
+            assert_eq!(chunks.concat(), rows, "{n}: every row once, in order");
+            assert!(chunks.len() <= n / TUPLE_ROWS + 5, "{n}: {} statements", chunks.len());
         }
+        let rows: Vec<usize> = (0..2500).collect();
+        let sizes: Vec<usize> = statement_chunks(&rows, true).map(<[usize]>::len).collect();
+        assert_eq!(sizes, [1000, 1000, 500]);
     }
 }

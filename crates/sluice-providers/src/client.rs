@@ -44,6 +44,8 @@ impl ClientSettings {
     /// Direct connections with `connect_timeout`, through the proxies of `HTTPS_PROXY`, `HTTP_PROXY`,
     /// `ALL_PROXY` and `NO_PROXY` (as curl reads them) when one of them is set.
     pub fn from_env(connect_timeout: Duration) -> Self {
+        // The variables are looked at here as well as by `Matcher::from_env`: a matcher cannot say whether
+        // it holds any rule, and asking one about a destination parses its host on every call.
         let named = [
             "ALL_PROXY",
             "all_proxy",

@@ -24,7 +24,8 @@ use crate::{EventStream, ProviderError, StreamEvent, TimeoutPhase, UpstreamKey};
 /// How long to wait for each phase of an upstream call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
-    /// Opening a connection (set on the shared HTTP client; kept here to report it).
+    /// Opening a connection: what the shared `UpstreamClient` is built with
+    /// (`ClientSettings::connect_timeout`), and reports a connect timeout with.
     pub connect: Duration,
     /// From sending the request to the response head.
     pub first_byte: Duration,

@@ -1,10 +1,12 @@
-//! The upstream HTTP client every adapter calls through: hyper's pooled HTTP/1.1 client over rustls,
-//! through the proxy the environment names for a destination, if any.
+//! The upstream HTTP client every adapter calls through: HTTP/1.1 connections from hyper, over rustls,
+//! through the proxy the environment names for a destination, if any, kept in a pool of its own
+//! (`pool.rs`) and driven by the task that reads the answer rather than by a task of their own.
 //!
-//! reqwest, used before, wraps the same client in layers the gateway does not use: redirects (which
+//! reqwest, used first, wraps hyper's pooled client in layers the gateway does not use: redirects (which
 //! parsed every request's URI into a `Url` and the response's again), cookies, its own retry policy and
 //! timeouts, and a body wrapper per layer. Those were 14% of a request's instructions (callgrind, the full
-//! path; docs/benchmarks.md).
+//! path; docs/benchmarks.md). hyper's pooled client, used next, hands an answer's body over from the
+//! connection's task one HTTP chunk per task wake-up (`pool.rs` says what that cost).
 
 use std::future::Future;
 use std::io;
@@ -14,20 +16,32 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, HeaderValue, IntoHeaderName, PROXY_AUTHORIZATION, USER_AGENT};
+use http::header::{AUTHORIZATION, HOST, HeaderValue, IntoHeaderName, PROXY_AUTHORIZATION, USER_AGENT};
 use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::proxy::matcher::Matcher;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::{ProviderError, TimeoutPhase, UpstreamKey};
+
+mod pool;
+
+use pool::{Conn, Lease, Pool, PoolKey};
+
+/// A connection as the pool holds it: TLS or not, to the upstream or to its proxy.
+type Io = MaybeHttpsStream<UpstreamStream>;
+
+/// An upstream answer's body; reading it drives its connection (`pool.rs`).
+pub(crate) use pool::UpstreamBody;
+
+/// How long an idle connection is kept, as reqwest kept them.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How the shared client connects.
 #[derive(Debug, Default)]
@@ -67,7 +81,8 @@ impl ClientSettings {
 /// The shared upstream HTTP client: one connection pool for every provider. Cloning is cheap.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    inner: Client<HttpsConnector<ProxyConnector>, Full<Bytes>>,
+    connector: HttpsConnector<ProxyConnector>,
+    pool: Arc<Pool>,
     proxies: Option<Arc<Matcher>>,
     connect_timeout: Option<Duration>,
 }
@@ -108,12 +123,9 @@ impl UpstreamClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(TokioTimer::new())
-            .build(https);
         Ok(Self {
-            inner,
+            connector: https,
+            pool: Arc::new(Pool::new(IDLE_TIMEOUT)),
             proxies,
             connect_timeout: settings.connect_timeout,
         })
@@ -130,12 +142,113 @@ impl UpstreamClient {
         }
     }
 
-    async fn send(&self, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, ProviderError> {
-        self.inner
-            .request(request)
-            .await
-            .map_err(|e| transport_error(&e, self.connect_timeout))
+    /// Sends `request` on an idle connection to its destination, or on a new one; the answer's body
+    /// drives the connection as it is read. A request an idle connection could not take (it closed as
+    /// the request was handed to it) is sent again on another.
+    async fn send(&self, mut request: Request<Full<Bytes>>) -> Result<Response<UpstreamBody>, ProviderError> {
+        let key = pool_key(request.uri())?;
+        set_host(&mut request);
+        loop {
+            let (mut conn, reused) = match self.pool.take(&key) {
+                Some(conn) => (conn, true),
+                // Boxed: a connection being set up (TLS state included) is several kilobytes, which every
+                // call's future would otherwise carry and move.
+                None => (Box::pin(self.connect(request.uri())).await?, false),
+            };
+            if !conn.proxied {
+                origin_form(request.uri_mut());
+            }
+            let answer = conn.sender.try_send_request(request);
+            let mut answer = std::pin::pin!(answer);
+            let outcome = std::future::poll_fn(|cx| {
+                conn.drive(cx);
+                answer.as_mut().poll(cx)
+            })
+            .await;
+            match outcome {
+                Ok(response) => {
+                    let lease = Lease {
+                        conn,
+                        pool: Arc::clone(&self.pool),
+                        key,
+                    };
+                    return Ok(response.map(|body| UpstreamBody::new(body, lease)));
+                }
+                Err(mut err) => match err.take_message() {
+                    Some(unsent) if reused => {
+                        request = unsent;
+                        // The URI was made origin-form for that connection: the next may be proxied.
+                        *request.uri_mut() = absolute_uri(&key, request.uri());
+                    }
+                    _ => {
+                        return Err(ProviderError::Truncated {
+                            detail: crate::error::error_chain(err.error()),
+                        });
+                    }
+                },
+            }
+        }
     }
+
+    /// A new connection to `uri`'s destination (through its proxy, if any).
+    async fn connect(&self, uri: &Uri) -> Result<Conn, ProviderError> {
+        let mut connector = self.connector.clone();
+        let io = tower_service::Service::call(&mut connector, uri.clone())
+            .await
+            .map_err(|e| connect_error(&*e, self.connect_timeout))?;
+        let proxied = io.connected().is_proxied();
+        let (sender, driver) = http1::handshake(io).await.map_err(|e| ProviderError::Connect {
+            detail: crate::error::error_chain(&e),
+        })?;
+        Ok(Conn::new(sender, driver, proxied))
+    }
+}
+
+/// The pool a request's connection comes from: its scheme and authority.
+fn pool_key(uri: &Uri) -> Result<PoolKey, ProviderError> {
+    match (uri.scheme(), uri.authority()) {
+        (Some(scheme), Some(authority)) => Ok((scheme.clone(), authority.clone())),
+        _ => Err(ProviderError::Connect {
+            detail: format!("the upstream URL `{uri}` has no scheme or host"),
+        }),
+    }
+}
+
+/// The `host` header HTTP/1.1 requires: the URI's host, and its port unless it is the scheme's default.
+fn set_host(request: &mut Request<Full<Bytes>>) {
+    let uri = request.uri();
+    let Some(host) = uri.host() else { return };
+    let default_port = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+        443
+    } else {
+        80
+    };
+    let value = match uri.port_u16() {
+        Some(port) if port != default_port => HeaderValue::try_from(format!("{host}:{port}")),
+        _ => HeaderValue::try_from(host),
+    };
+    if let Ok(value) = value {
+        request.headers_mut().entry(HOST).or_insert(value);
+    }
+}
+
+/// `uri` as a path and query only, as a request to the server itself is written.
+fn origin_form(uri: &mut Uri) {
+    let path = uri.path_and_query().cloned();
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(path.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+    if let Ok(origin) = Uri::from_parts(parts) {
+        *uri = origin;
+    }
+}
+
+/// An origin-form `uri` made absolute again with `key`'s scheme and authority.
+fn absolute_uri(key: &PoolKey, uri: &Uri) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(key.0.clone());
+    parts.authority = Some(key.1.clone());
+    parts.path_and_query = uri.path_and_query().cloned();
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
 
 fn tls_config(
@@ -154,24 +267,19 @@ fn tls_config(
         .with_no_client_auth())
 }
 
-/// What a transport error means for the router: a connection refused or timed out before any byte was
-/// sent is [`ProviderError::Connect`] or a connect [`ProviderError::Timeout`]; anything later may have
-/// reached the vendor, so it is reported as a cut answer.
-fn transport_error(err: &hyper_util::client::legacy::Error, connect_timeout: Option<Duration>) -> ProviderError {
-    if err.is_connect() {
-        if let Some(after) = connect_timeout
-            && timed_out(err)
-        {
-            return ProviderError::Timeout {
-                phase: TimeoutPhase::Connect,
-                after,
-            };
-        }
-        return ProviderError::Connect {
-            detail: crate::error::error_chain(err),
+/// What a failure to connect means for the router: a connection refused (or a failed TLS handshake) is
+/// [`ProviderError::Connect`], one that took too long a connect [`ProviderError::Timeout`]. Either way
+/// no byte of the request was sent.
+fn connect_error(err: &(dyn std::error::Error + 'static), connect_timeout: Option<Duration>) -> ProviderError {
+    if let Some(after) = connect_timeout
+        && timed_out(err)
+    {
+        return ProviderError::Timeout {
+            phase: TimeoutPhase::Connect,
+            after,
         };
     }
-    ProviderError::Truncated {
+    ProviderError::Connect {
         detail: crate::error::error_chain(err),
     }
 }
@@ -261,7 +369,7 @@ impl UpstreamRequest {
     }
 
     /// Sends the request; the answer is the response head, its body still to read.
-    pub(crate) async fn send(self) -> Result<Response<Incoming>, ProviderError> {
+    pub(crate) async fn send(self) -> Result<Response<UpstreamBody>, ProviderError> {
         let (client, request) = self.into_http()?;
         client.send(request.map(Full::new)).await
     }
@@ -317,7 +425,7 @@ impl tower_service::Service<Uri> for ProxyConnector {
 }
 
 /// A TCP connection to an upstream or to the proxy that forwards its requests.
-struct UpstreamStream {
+pub(crate) struct UpstreamStream {
     io: TokioIo<TcpStream>,
     /// Requests on it go to a proxy, so they are written in absolute form.
     via_proxy: bool,

@@ -7,12 +7,12 @@ use std::future::Future;
 use std::task::Poll;
 use std::time::Duration;
 
+use crate::client::UpstreamBody;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use http::Response;
 use http::header::HeaderValue;
 use http_body_util::BodyDataStream;
-use hyper::body::Incoming;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -74,7 +74,10 @@ pub(crate) fn accept(streaming: bool) -> HeaderValue {
 }
 
 /// Sends a request, waiting at most `first_byte` for the response head.
-pub(crate) async fn send(request: UpstreamRequest, timeouts: &Timeouts) -> Result<Response<Incoming>, ProviderError> {
+pub(crate) async fn send(
+    request: UpstreamRequest,
+    timeouts: &Timeouts,
+) -> Result<Response<UpstreamBody>, ProviderError> {
     // A traced request carries its trace upstream (W3C trace context), this attempt as the parent.
     let request = match sluice_trace::upstream_traceparent() {
         Some(traceparent) => request.header("traceparent", traceparent),
@@ -89,13 +92,13 @@ pub(crate) async fn send(request: UpstreamRequest, timeouts: &Timeouts) -> Resul
 }
 
 /// A response's body as a stream of its bytes.
-pub(crate) fn body_stream(response: Response<Incoming>) -> BodyDataStream<Incoming> {
+pub(crate) fn body_stream(response: Response<UpstreamBody>) -> BodyDataStream<UpstreamBody> {
     BodyDataStream::new(response.into_body())
 }
 
 /// Reads a whole body, waiting at most `idle` between reads and accepting at most `cap` bytes.
 pub(crate) async fn read_body(
-    response: Response<Incoming>,
+    response: Response<UpstreamBody>,
     idle: Duration,
     cap: usize,
 ) -> Result<Bytes, ProviderError> {

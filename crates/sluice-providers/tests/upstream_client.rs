@@ -1,7 +1,8 @@
 //! The shared upstream client over real sockets: HTTPS to an upstream whose certificate a test authority
 //! signed (trusted only when the client is told to; refused otherwise), and both ways through a proxy:
 //! plain HTTP sent to the proxy in absolute form with its credentials, HTTPS through a `CONNECT` tunnel
-//! with TLS end to end inside it. The certificates are in `tests/fixtures/tls` (valid until 2126).
+//! with TLS end to end inside it; and the connection pool: connections reused, and not reused once given
+//! up, closed or expired. The certificates are in `tests/fixtures/tls` (valid until 2126).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 use std::convert::Infallible;
@@ -269,4 +270,167 @@ async fn https_goes_through_a_connect_tunnel_and_no_proxy_hosts_go_direct() {
     let direct = adapter(client, &format!("https://127.0.0.1:{}/v1", addr.port()));
     assert!(call(&direct, false).await.is_ok());
     assert_eq!(heads.lock().unwrap().len(), 1, "no tunnel for an exception");
+}
+
+/// How [`counting_upstream`] treats its connections.
+#[derive(Clone, Copy, PartialEq)]
+enum Upstream {
+    /// Every answer whole, the connection kept open.
+    KeepsAlive,
+    /// The connection closed after the first answer without saying so, as an upstream whose idle
+    /// timeout is shorter than the gateway's does.
+    ClosesWhenIdle,
+    /// A stream's first event, then nothing until the client closes the connection.
+    Stalls,
+}
+
+/// A raw HTTP/1.1 upstream that counts the connections it accepts and answers every request on them
+/// (a stream when it asks for one) as `kind` says.
+async fn counting_upstream(kind: Upstream) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One request: its head, then as many body bytes as it says.
+                    let head_end = loop {
+                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        let mut more = [0u8; 4096];
+                        match tcp.read(&mut more).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&more[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < head_end + length {
+                        let mut more = [0u8; 4096];
+                        match tcp.read(&mut more).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&more[..n]),
+                        }
+                    }
+                    let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned();
+                    buf.drain(..head_end + length);
+                    let stream = body.contains("\"stream\":true");
+                    if stream && kind == Upstream::Stalls {
+                        let first = STREAM.split_inclusive("\n\n").next().unwrap();
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n",
+                            first.len()
+                        );
+                        let _ = tcp.write_all(answer.as_bytes()).await;
+                        while !matches!(tcp.read(&mut [0u8; 64]).await, Ok(0) | Err(_)) {}
+                        return;
+                    }
+                    let (kind_header, text) = if stream {
+                        ("text/event-stream", STREAM)
+                    } else {
+                        ("application/json", COMPLETION)
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: {kind_header}\r\ncontent-length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                    if tcp.write_all(answer.as_bytes()).await.is_err() || kind == Upstream::ClosesWhenIdle {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+fn accepted(counter: &std::sync::atomic::AtomicUsize) -> usize {
+    counter.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn answers_read_to_the_end_leave_their_connection_for_the_next_call() {
+    let (addr, connections) = counting_upstream(Upstream::KeepsAlive).await;
+    let adapter = adapter(client(None, false), &format!("http://{addr}/v1"));
+    for stream in [false, true, false, true, true] {
+        assert_eq!(call(&adapter, stream).await.unwrap(), Some(TokenUsage::new(5, 1)));
+    }
+    assert_eq!(
+        accepted(&connections),
+        1,
+        "five calls, one after another, on one connection"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_given_up_before_the_rest_arrived_closes_its_connection() {
+    let (addr, connections) = counting_upstream(Upstream::Stalls).await;
+    let adapter = adapter(client(None, false), &format!("http://{addr}/v1"));
+    let request: ChatCompletionRequest = serde_json::from_value(serde_json::json!({
+        "model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true
+    }))
+    .unwrap();
+    let key = UpstreamKey::new("k#0", SecretString::from("sk-upstream"));
+    let reply = adapter
+        .chat(ChatCall {
+            request: &request,
+            model: "m",
+            key: &key,
+            default_max_tokens: None,
+            drop_unsupported: false,
+        })
+        .await
+        .unwrap();
+    let ReplyBody::Stream(mut events) = reply.body else {
+        panic!("not a stream")
+    };
+    assert!(events.next().await.unwrap().is_ok());
+    drop(events);
+    // The rest of the first answer is still to come on that connection: it is not used again.
+    assert_eq!(call(&adapter, false).await.unwrap(), Some(TokenUsage::new(5, 1)));
+    assert_eq!(accepted(&connections), 2);
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_idle_is_not_used() {
+    let (addr, connections) = counting_upstream(Upstream::ClosesWhenIdle).await;
+    let adapter = adapter(client(None, false), &format!("http://{addr}/v1"));
+    for round in 1..=3 {
+        assert_eq!(
+            call(&adapter, round % 2 == 0).await.unwrap(),
+            Some(TokenUsage::new(5, 1))
+        );
+        // The upstream closes right after its answer; the runtime learns of it the next time it looks
+        // at its sockets, which a short sleep lets it do.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        accepted(&connections),
+        3,
+        "each call on a fresh connection, none failed"
+    );
+}
+
+#[tokio::test]
+async fn connections_idle_past_the_timeout_are_not_used() {
+    let (addr, connections) = counting_upstream(Upstream::KeepsAlive).await;
+    let adapter = adapter(client(None, false), &format!("http://{addr}/v1"));
+    assert!(call(&adapter, false).await.is_ok());
+    assert!(call(&adapter, false).await.is_ok());
+    assert_eq!(accepted(&connections), 1);
+    // Past the 90 seconds an idle connection is kept (reqwest's default, kept).
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(91)).await;
+    tokio::time::resume();
+    assert!(call(&adapter, true).await.is_ok());
+    assert_eq!(accepted(&connections), 2);
 }

@@ -91,7 +91,7 @@ fn parse_protobuf_duration(text: &str) -> Option<Duration> {
 
 /// Turns a non-2xx Gemini response into a classified error.
 pub(crate) async fn error_from_response(
-    response: http::Response<hyper::body::Incoming>,
+    response: http::Response<crate::client::UpstreamBody>,
     idle: Duration,
 ) -> ProviderError {
     let status = response.status().as_u16();

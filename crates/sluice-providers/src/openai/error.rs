@@ -14,7 +14,7 @@ const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 /// Turns a non-2xx OpenAI-format response into a classified error.
 pub(crate) async fn error_from_response(
-    response: http::Response<hyper::body::Incoming>,
+    response: http::Response<crate::client::UpstreamBody>,
     idle: Duration,
 ) -> ProviderError {
     let status = response.status().as_u16();

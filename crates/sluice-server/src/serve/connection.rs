@@ -349,8 +349,12 @@ impl AsyncWrite for Watched {
         self.poll_write_now(cx, bufs)
     }
 
+    /// No: hyper then copies what it writes into one buffer, where with vectored writes it queues the
+    /// pieces and flushes after 16 of them (a stream's event is three: its chunk size, its data, a line
+    /// break), so a burst of events went out in several writes. Every piece is small, and held writes
+    /// are copied anyway.
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        false
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -1,10 +1,10 @@
 //! Flush consolidation for a client connection: the writes of one answer that follow each other within a
 //! scheduler round leave in one system call.
 //!
-//! An upstream stream's events reach the gateway in one read, but hyper's client hands them over one HTTP
-//! chunk at a time from its connection task, so the server's body yields one event per task wake-up and
-//! hyper flushes each one: a `writev` per event, each waking the client, about 5 us of kernel time apiece
-//! on loopback (24 per 20-chunk stream). Here a flush after fresh data is deferred by one scheduler round
+//! A stream's events reach the gateway one read at a time when the vendor is slow and several to a read
+//! when it is fast, and hyper flushes whenever the answer's body has nothing more ready. Events that
+//! arrive one per poll would each leave in a `writev` of their own, each waking the client, about 5 us of
+//! kernel time apiece on loopback. Here a flush after fresh data is deferred by one scheduler round
 //! (the task wakes itself and yields), so the events that arrive meanwhile join the same write; a round
 //! with nothing new writes at once. The first write after a request arrives (an answer's head, or a whole
 //! complete answer) is never held, so only a stream's later chunks wait, for one round each at most.

@@ -11,7 +11,6 @@
 //! than the pool's idle timeout are closed when the pool is next used, and every few seconds at most the
 //! whole pool is swept the same way.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -83,7 +82,9 @@ pub(crate) struct Pool {
 }
 
 struct Idle {
-    by_key: HashMap<PoolKey, Vec<(Conn, Instant)>>,
+    /// A list, not a map: a gateway calls a handful of destinations, and hashing an `Authority` (byte by
+    /// byte, case-folded) cost more than comparing it with each of them.
+    by_key: Vec<(PoolKey, Vec<(Conn, Instant)>)>,
     swept: Instant,
 }
 
@@ -95,7 +96,7 @@ impl Pool {
     pub(crate) fn new(timeout: Duration) -> Self {
         Self {
             idle: Mutex::new(Idle {
-                by_key: HashMap::new(),
+                by_key: Vec::new(),
                 swept: Instant::now(),
             }),
             timeout,
@@ -105,7 +106,7 @@ impl Pool {
     /// The most recently used idle connection to `key` that can take a request, if any.
     pub(crate) fn take(&self, key: &PoolKey) -> Option<Conn> {
         loop {
-            let (mut conn, since) = self.lock().by_key.get_mut(key)?.pop()?;
+            let (mut conn, since) = self.lock().conns(key)?.pop()?;
             // Checked outside the lock; one that fails is dropped (closed) there too.
             if since.elapsed() <= self.timeout && conn.usable() {
                 return Some(conn);
@@ -123,7 +124,10 @@ impl Pool {
         let now = Instant::now();
         let expired = {
             let mut idle = self.lock();
-            idle.by_key.entry(key).or_default().push((conn, now));
+            match idle.conns(&key) {
+                Some(conns) => conns.push((conn, now)),
+                None => idle.by_key.push((key, vec![(conn, now)])),
+            }
             if now.duration_since(idle.swept) < SWEEP_EVERY {
                 return;
             }
@@ -141,15 +145,20 @@ impl Pool {
     /// How many idle connections it holds, for the tests.
     #[cfg(test)]
     pub(crate) fn idle(&self) -> usize {
-        self.lock().by_key.values().map(Vec::len).sum()
+        self.lock().by_key.iter().map(|(_, conns)| conns.len()).sum()
     }
 }
 
 impl Idle {
+    /// The idle connections to `key`, if it has had any since the last sweep.
+    fn conns(&mut self, key: &PoolKey) -> Option<&mut Vec<(Conn, Instant)>> {
+        self.by_key.iter_mut().find(|(k, _)| k == key).map(|(_, conns)| conns)
+    }
+
     /// Takes out the connections that expired or ended, to be dropped after the lock is let go.
     fn sweep(&mut self, now: Instant, timeout: Duration) -> Vec<Conn> {
         let mut gone = Vec::new();
-        for conns in self.by_key.values_mut() {
+        for (_, conns) in &mut self.by_key {
             let mut kept = Vec::with_capacity(conns.len());
             for (mut conn, since) in conns.drain(..) {
                 if now.duration_since(since) <= timeout && conn.usable() {
@@ -160,7 +169,7 @@ impl Idle {
             }
             *conns = kept;
         }
-        self.by_key.retain(|_, conns| !conns.is_empty());
+        self.by_key.retain(|(_, conns)| !conns.is_empty());
         gone
     }
 }

@@ -167,10 +167,12 @@ where
     S: Stream<Item = Result<B, E>> + Send + 'static,
     B: AsRef<[u8]> + Send + 'static,
     E: std::error::Error + Send + Sync + 'static,
-    T: SseTranslator,
+    T: SseTranslator + Unpin,
 {
-    let driver = Driver {
+    Box::pin(Driver {
         body: Box::pin(body),
+        idle,
+        deadline: None,
         timer: Box::pin(tokio::time::sleep(idle)),
         parser: SseParser::new(),
         events: VecDeque::new(),
@@ -179,16 +181,49 @@ where
         translator,
         pending: VecDeque::new(),
         ended: false,
-    };
-    Box::pin(futures_util::stream::unfold(driver, move |mut d| async move {
+    })
+}
+
+/// An SSE body on its way through the parser and a translator. A stream written by hand rather than
+/// with `unfold`, which moved this state into and out of a future for every chunk.
+struct Driver<S, T> {
+    body: std::pin::Pin<Box<S>>,
+    idle: Duration,
+    /// When the event being waited for is overdue: set when the wait starts, cleared when it ends.
+    deadline: Option<Instant>,
+    /// The idle timer, set once and moved on only when it fires before the current event's deadline:
+    /// re-arming a timer for every read cost about 550 instructions a read.
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    parser: SseParser,
+    /// Events' data the parser dispatched and the translator has not had yet.
+    events: VecDeque<String>,
+    /// The parser's error, told once the events before it are through.
+    failed: Option<ProviderError>,
+    body_ended: bool,
+    translator: T,
+    pending: VecDeque<StreamEvent>,
+    ended: bool,
+}
+
+impl<S, B, E, T> Stream for Driver<S, T>
+where
+    S: Stream<Item = Result<B, E>> + Send + 'static,
+    B: AsRef<[u8]> + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+    T: SseTranslator + Unpin,
+{
+    type Item = Result<StreamEvent, ProviderError>;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Self::Item>> {
+        let d = self.get_mut();
         loop {
             if let Some(event) = d.pending.pop_front() {
-                return Some((Ok(event), d));
+                return Poll::Ready(Some(Ok(event)));
             }
             if d.ended {
-                return None;
+                return Poll::Ready(None);
             }
-            let result = match d.next_event(idle).await {
+            let result = match std::task::ready!(d.poll_event(cx)) {
                 Ok(Some(data)) => match d.translator.event(data, &mut d.pending) {
                     Ok(Flow::Continue) => Ok(()),
                     Ok(Flow::End) => {
@@ -206,27 +241,10 @@ where
             if let Err(err) = result {
                 d.ended = true;
                 d.pending.clear();
-                return Some((Err(err), d));
+                return Poll::Ready(Some(Err(err)));
             }
         }
-    }))
-}
-
-/// An SSE body on its way through the parser and a translator.
-struct Driver<S, T> {
-    body: std::pin::Pin<Box<S>>,
-    /// The idle timer, set once and moved on only when it fires before the current event's deadline:
-    /// re-arming a timer for every read cost about 550 instructions a read.
-    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
-    parser: SseParser,
-    /// Events' data the parser dispatched and the translator has not had yet.
-    events: VecDeque<String>,
-    /// The parser's error, told once the events before it are through.
-    failed: Option<ProviderError>,
-    body_ended: bool,
-    translator: T,
-    pending: VecDeque<StreamEvent>,
-    ended: bool,
+    }
 }
 
 impl<S, B, E, T> Driver<S, T>
@@ -237,40 +255,41 @@ where
 {
     /// The body's next item, or `Err` once `deadline` passes first. Deadlines only grow, so a timer that
     /// fires early was set for an earlier event: it is moved to `deadline` and waited on again.
-    async fn next_by(&mut self, deadline: Instant) -> Result<Option<Result<B, E>>, ()> {
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(item) = self.body.as_mut().poll_next(cx) {
-                return Poll::Ready(Ok(item));
+    fn poll_body_by(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        deadline: Instant,
+    ) -> Poll<Result<Option<Result<B, E>>, ()>> {
+        if let Poll::Ready(item) = self.body.as_mut().poll_next(cx) {
+            return Poll::Ready(Ok(item));
+        }
+        loop {
+            match self.timer.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) if self.timer.deadline() >= deadline => return Poll::Ready(Err(())),
+                Poll::Ready(()) => self.timer.as_mut().reset(deadline),
             }
-            loop {
-                match self.timer.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(()) if self.timer.deadline() >= deadline => return Poll::Ready(Err(())),
-                    Poll::Ready(()) => self.timer.as_mut().reset(deadline),
-                }
-            }
-        })
-        .await
+        }
     }
 
-    /// The next event's data, read within `idle`; `None` at the end of the body.
-    async fn next_event(&mut self, idle: Duration) -> Result<Option<String>, ProviderError> {
-        let deadline = Instant::now() + idle;
-        loop {
+    /// The next event's data, read within `idle` of the wait's start; `None` at the end of the body.
+    fn poll_event(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<Option<String>, ProviderError>> {
+        let result = loop {
             if let Some(data) = self.events.pop_front() {
-                return Ok(Some(data));
+                break Ok(Some(data));
             }
             if let Some(err) = self.failed.take() {
-                return Err(err);
+                break Err(err);
             }
             if self.body_ended {
-                return Ok(None);
+                break Ok(None);
             }
-            match self.next_by(deadline).await {
+            let deadline = *self.deadline.get_or_insert_with(|| Instant::now() + self.idle);
+            match std::task::ready!(self.poll_body_by(cx, deadline)) {
                 Err(()) => {
-                    return Err(ProviderError::Timeout {
+                    break Err(ProviderError::Timeout {
                         phase: TimeoutPhase::Idle,
-                        after: idle,
+                        after: self.idle,
                     });
                 }
                 Ok(Some(Ok(chunk))) => {
@@ -279,7 +298,7 @@ where
                     }
                 }
                 Ok(Some(Err(e))) => {
-                    return Err(ProviderError::Truncated {
+                    break Err(ProviderError::Truncated {
                         detail: error_chain(&e),
                     });
                 }
@@ -290,6 +309,8 @@ where
                     }
                 }
             }
-        }
+        };
+        self.deadline = None;
+        Poll::Ready(result)
     }
 }

@@ -154,8 +154,12 @@ impl SseParser {
         if line.starts_with(':') {
             return Ok(());
         }
-        let (field, value) = match line.split_once(':') {
-            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+        // memchr rather than `split_once(':')`, whose char searcher cost about 150 instructions a line.
+        let (field, value) = match memchr::memchr(b':', line.as_bytes()) {
+            Some(colon) => {
+                let value = &line[colon + 1..];
+                (&line[..colon], value.strip_prefix(' ').unwrap_or(value))
+            }
             None => (line, ""),
         };
         if field == "data" {

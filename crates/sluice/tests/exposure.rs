@@ -268,7 +268,16 @@ async fn a_client_that_stops_reading_is_cut_after_the_send_timeout() {
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest)).await;
     assert!(!String::from_utf8_lossy(&rest).contains("data: [DONE]"));
-    let in_flight = metrics_text(&format!("http://127.0.0.1:{port}/metrics")).await;
+    // The request is let go with its connection: the client sees the close first, then the cut answer's
+    // usage is counted and recorded (the tokens it was sent, megabytes of them), so this may take a moment.
+    let mut in_flight = String::new();
+    for _ in 0..100 {
+        in_flight = metrics_text(&format!("http://127.0.0.1:{port}/metrics")).await;
+        if in_flight.contains("sluice_requests_in_flight 1\n") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         in_flight.contains("sluice_requests_in_flight 1\n"),
         "only the metrics request: {in_flight}"

@@ -150,8 +150,8 @@ fn adapter(client: UpstreamClient, base_url: &str) -> OpenAiAdapter {
     OpenAiAdapter::new(client, base_url, OpenAiFlavor::OpenAi, timeouts, true)
 }
 
-/// One chat call, streamed or not: the usage it reported.
-async fn call(adapter: &OpenAiAdapter, stream: bool) -> Result<Option<TokenUsage>, ProviderError> {
+/// A chat call's answer, streamed or not, its body still to read.
+async fn answer_of(adapter: &OpenAiAdapter, stream: bool) -> Result<ReplyBody, ProviderError> {
     let request: ChatCompletionRequest = serde_json::from_value(serde_json::json!({
         "model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream
     }))
@@ -166,7 +166,12 @@ async fn call(adapter: &OpenAiAdapter, stream: bool) -> Result<Option<TokenUsage
             drop_unsupported: false,
         })
         .await?;
-    match reply.body {
+    Ok(reply.body)
+}
+
+/// One chat call, streamed or not: the usage it reported.
+async fn call(adapter: &OpenAiAdapter, stream: bool) -> Result<Option<TokenUsage>, ProviderError> {
+    match answer_of(adapter, stream).await? {
         ReplyBody::Complete { usage, .. } => Ok(usage),
         ReplyBody::Stream(mut events) => {
             let mut usage = None;
@@ -375,22 +380,7 @@ async fn answers_read_to_the_end_leave_their_connection_for_the_next_call() {
 async fn a_stream_given_up_before_the_rest_arrived_closes_its_connection() {
     let (addr, connections) = counting_upstream(Upstream::Stalls).await;
     let adapter = adapter(client(None, false), &format!("http://{addr}/v1"));
-    let request: ChatCompletionRequest = serde_json::from_value(serde_json::json!({
-        "model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true
-    }))
-    .unwrap();
-    let key = UpstreamKey::new("k#0", SecretString::from("sk-upstream"));
-    let reply = adapter
-        .chat(ChatCall {
-            request: &request,
-            model: "m",
-            key: &key,
-            default_max_tokens: None,
-            drop_unsupported: false,
-        })
-        .await
-        .unwrap();
-    let ReplyBody::Stream(mut events) = reply.body else {
+    let ReplyBody::Stream(mut events) = answer_of(&adapter, true).await.unwrap() else {
         panic!("not a stream")
     };
     assert!(events.next().await.unwrap().is_ok());

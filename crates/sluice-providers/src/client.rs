@@ -153,7 +153,7 @@ impl UpstreamClient {
                 Some(conn) => (conn, true),
                 // Boxed: a connection being set up (TLS state included) is several kilobytes, which every
                 // call's future would otherwise carry and move.
-                None => (Box::pin(self.connect(request.uri())).await?, false),
+                None => (Box::pin(self.connect(&key)).await?, false),
             };
             if !conn.proxied {
                 origin_form(request.uri_mut());
@@ -175,11 +175,9 @@ impl UpstreamClient {
                     return Ok(response.map(|body| UpstreamBody::new(body, lease)));
                 }
                 Err(mut err) => match err.take_message() {
-                    Some(unsent) if reused => {
-                        request = unsent;
-                        // The URI was made origin-form for that connection: the next may be proxied.
-                        *request.uri_mut() = absolute_uri(&key, request.uri());
-                    }
+                    // Every connection to one destination is proxied or none is, so the request goes
+                    // on as it was written for this one.
+                    Some(unsent) if reused => request = unsent,
                     _ => {
                         return Err(ProviderError::Truncated {
                             detail: crate::error::error_chain(err.error()),
@@ -190,10 +188,10 @@ impl UpstreamClient {
         }
     }
 
-    /// A new connection to `uri`'s destination (through its proxy, if any).
-    async fn connect(&self, uri: &Uri) -> Result<Conn, ProviderError> {
+    /// A new connection to `key`'s destination (through its proxy, if any).
+    async fn connect(&self, key: &PoolKey) -> Result<Conn, ProviderError> {
         let mut connector = self.connector.clone();
-        let io = tower_service::Service::call(&mut connector, uri.clone())
+        let io = tower_service::Service::call(&mut connector, destination(key))
             .await
             .map_err(|e| connect_error(&*e, self.connect_timeout))?;
         let proxied = io.connected().is_proxied();
@@ -242,13 +240,13 @@ fn origin_form(uri: &mut Uri) {
     }
 }
 
-/// An origin-form `uri` made absolute again with `key`'s scheme and authority.
-fn absolute_uri(key: &PoolKey, uri: &Uri) -> Uri {
+/// The URI the connector is given for `key`: the scheme and authority, which is all it reads.
+fn destination(key: &PoolKey) -> Uri {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(key.0.clone());
     parts.authority = Some(key.1.clone());
-    parts.path_and_query = uri.path_and_query().cloned();
-    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+    parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    Uri::from_parts(parts).unwrap_or_default()
 }
 
 fn tls_config(

@@ -69,6 +69,12 @@ impl Conn {
         self.driver.is_some() && self.sender.is_ready()
     }
 
+    /// Whether it may still be used, idle since `since`: not idle longer than `timeout` at `now`, and
+    /// [`Self::usable`].
+    fn usable_after_idle(&mut self, since: Instant, now: Instant, timeout: Duration) -> bool {
+        now.duration_since(since) <= timeout && self.usable()
+    }
+
     /// Whether it has ended.
     pub(crate) fn ended(&self) -> bool {
         self.driver.is_none()
@@ -108,7 +114,7 @@ impl Pool {
         loop {
             let (mut conn, since) = self.lock().conns(key)?.pop()?;
             // Checked outside the lock; one that fails is dropped (closed) there too.
-            if since.elapsed() <= self.timeout && conn.usable() {
+            if conn.usable_after_idle(since, Instant::now(), self.timeout) {
                 return Some(conn);
             }
         }
@@ -161,7 +167,7 @@ impl Idle {
         for (_, conns) in &mut self.by_key {
             let mut kept = Vec::with_capacity(conns.len());
             for (mut conn, since) in conns.drain(..) {
-                if now.duration_since(since) <= timeout && conn.usable() {
+                if conn.usable_after_idle(since, now, timeout) {
                     kept.push((conn, since));
                 } else {
                     gone.push(conn);

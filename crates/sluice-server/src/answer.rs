@@ -17,6 +17,7 @@ use sluice_router::RouteError;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::event_body::ReadyFrames;
 
 static X_SLUICE_PROVIDER: HeaderName = HeaderName::from_static("x-sluice-provider");
 static X_SLUICE_ATTEMPTS: HeaderName = HeaderName::from_static("x-sluice-attempts");
@@ -196,10 +197,10 @@ pub(crate) fn number_value(n: u64) -> HeaderValue {
     HeaderValue::from_str(itoa::Buffer::new().format(n)).unwrap_or_else(|_| HeaderValue::from(n))
 }
 
-/// The client's event stream. Chunks are framed and sent as they arrive, one at a time: nothing is
-/// buffered. The upstream's usage-only chunk is dropped unless the client asked for it. A stream that
-/// ends cleanly gets `data: [DONE]`; one that breaks gets an error event and no `[DONE]`, so a cut
-/// answer never looks complete. Dropping the body (the client went away) drops the metered stream, which
+/// The client's event stream. Chunks are framed and sent as they arrive; nothing is held back (those that
+/// arrive together leave in one HTTP chunk, see [`ReadyFrames`]). The upstream's usage-only chunk is
+/// dropped unless the client asked for it. A stream that ends cleanly gets `data: [DONE]`; one that
+/// breaks gets an error event and no `[DONE]`, so a cut answer never looks complete. Dropping the body (the client went away) drops the metered stream, which
 /// records what was billed and drops the upstream stream, closing its connection: the upstream request
 /// is cancelled.
 fn sse_response(events: Box<Metered>, forward_usage: bool) -> Response {
@@ -229,7 +230,7 @@ pub(crate) fn event_stream<S>(frames: S) -> Response
 where
     S: futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
 {
-    let mut response = Response::new(Body::from_stream(frames));
+    let mut response = Response::new(Body::new(ReadyFrames::new(frames)));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

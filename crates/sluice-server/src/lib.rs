@@ -32,6 +32,7 @@ mod chat;
 mod console;
 mod embeddings;
 pub mod error;
+mod event_body;
 pub mod extract;
 mod failures;
 mod messages;

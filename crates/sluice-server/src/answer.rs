@@ -2,7 +2,9 @@
 //! with the gateway's headers, or the error in OpenAI's shape, recorded with the status it answers.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -204,25 +206,42 @@ pub(crate) fn number_value(n: u64) -> HeaderValue {
 /// records what was billed and drops the upstream stream, closing its connection: the upstream request
 /// is cancelled.
 fn sse_response(events: Box<Metered>, forward_usage: bool) -> Response {
-    let frames = futures_util::stream::unfold(Some(events), move |events| async move {
-        let mut events = events?;
+    event_stream(ChatFrames {
+        events: Some(events),
+        forward_usage,
+    })
+}
+
+/// The client's SSE frames of a chat stream (see [`sse_response`]). A stream written by hand rather than
+/// with `unfold`, which moved its state into and out of a future for every event.
+struct ChatFrames {
+    /// Dropped, which records the answer, once the last frame is out.
+    events: Option<Box<Metered>>,
+    forward_usage: bool,
+}
+
+impl futures_util::Stream for ChatFrames {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let Some(events) = this.events.as_mut() else {
+            return Poll::Ready(None);
+        };
         loop {
-            match events.next().await {
-                Some(Ok(event)) => {
-                    if event.usage_only && !forward_usage {
-                        continue;
-                    }
-                    return Some((Ok::<Bytes, Infallible>(data_frame(&event.data)), Some(events)));
-                }
+            let frame = match std::task::ready!(events.poll_next_unpin(cx)) {
+                Some(Ok(event)) if event.usage_only && !this.forward_usage => continue,
+                Some(Ok(event)) => return Poll::Ready(Some(Ok(data_frame(&event.data)))),
                 Some(Err(err)) => {
-                    log_broken(&events, &err);
-                    return Some((Ok(error_frame(&err)), None));
+                    log_broken(events, &err);
+                    error_frame(&err)
                 }
-                None => return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None)),
-            }
+                None => Bytes::from_static(b"data: [DONE]\n\n"),
+            };
+            this.events = None;
+            return Poll::Ready(Some(Ok(frame)));
         }
-    });
-    event_stream(frames)
+    }
 }
 
 /// A 200 event stream of `frames`, with the headers every stream gets.

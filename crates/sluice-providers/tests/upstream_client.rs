@@ -1,8 +1,9 @@
 //! The shared upstream client over real sockets: HTTPS to an upstream whose certificate a test authority
 //! signed (trusted only when the client is told to; refused otherwise), and both ways through a proxy:
 //! plain HTTP sent to the proxy in absolute form with its credentials, HTTPS through a `CONNECT` tunnel
-//! with TLS end to end inside it; and the connection pool: connections reused, and not reused once given
-//! up, closed or expired. The certificates are in `tests/fixtures/tls` (valid until 2126).
+//! with TLS end to end inside it; the connection pool: connections reused, and not reused once given up,
+//! closed or expired; and connecting: refused, and not made within the connect timeout. The certificates
+//! are in `tests/fixtures/tls` (valid until 2126).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 use std::convert::Infallible;
@@ -22,8 +23,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::SecretString;
 use sluice_api::{ChatCompletionRequest, TokenUsage};
 use sluice_providers::{
-    ChatCall, ChatProvider, ClientSettings, OpenAiAdapter, OpenAiFlavor, ProviderError, ReplyBody, Timeouts,
-    UpstreamClient, UpstreamKey,
+    ChatCall, ChatProvider, ClientSettings, OpenAiAdapter, OpenAiFlavor, ProviderError, ReplyBody, TimeoutPhase,
+    Timeouts, UpstreamClient, UpstreamKey,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -423,4 +424,57 @@ async fn connections_idle_past_the_timeout_are_not_used() {
     tokio::time::resume();
     assert!(call(&adapter, true).await.is_ok());
     assert_eq!(accepted(&connections), 2);
+}
+
+/// A listener that never accepts, its queue of accepted connections full: the kernel drops the SYN of
+/// any further connection, so connecting to it waits until the connect timeout. Returns the address and
+/// the connections that fill the queue (they must stay open).
+async fn listener_that_does_not_answer() -> (SocketAddr, tokio::net::TcpListener, Vec<TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    // A backlog of 1 holds one or two connections, by kernel; connect until one does not complete.
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            Ok(stream) => queued.push(stream.unwrap()),
+            Err(_) => break,
+        }
+        assert!(queued.len() < 16, "the listener's queue never filled");
+    }
+    (addr, listener, queued)
+}
+
+#[tokio::test]
+async fn a_connection_not_made_within_the_connect_timeout_is_a_connect_timeout() {
+    let (addr, _listener, _queued) = listener_that_does_not_answer().await;
+    let client = UpstreamClient::new(ClientSettings {
+        connect_timeout: Some(Duration::from_millis(300)),
+        proxies: None,
+        extra_roots: Vec::new(),
+    })
+    .unwrap();
+    let started = std::time::Instant::now();
+    let err = call(&adapter(client, &format!("http://{addr}/v1")), false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProviderError::Timeout { phase: TimeoutPhase::Connect, after } if after == Duration::from_millis(300)),
+        "{err:?}"
+    );
+    // The timeout, not the kernel's SYN retries (the first is after a second), ended the wait.
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_a_connect_error() {
+    let addr = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let err = call(&adapter(client(None, false), &format!("http://{addr}/v1")), false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Connect { .. }), "{err:?}");
 }

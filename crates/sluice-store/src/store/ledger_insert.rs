@@ -1,4 +1,4 @@
-//! How a batch of ledger rows becomes one insert. SQLite takes a `VALUES` tuple per row. Postgres takes
+//! How a batch of ledger rows becomes inserts. SQLite takes a `VALUES` tuple per row. Postgres takes
 //! one array per column (`UNNEST`): 25 parameters whatever the batch's size, so the statement's text is
 //! the same for every batch and is prepared once per connection, where a tuple per row had Postgres parse
 //! and describe a statement of up to 25,000 parameters for each batch and the gateway format a

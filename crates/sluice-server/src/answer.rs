@@ -2,7 +2,6 @@
 //! with the gateway's headers, or the error in OpenAI's shape, recorded with the status it answers.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -19,7 +18,7 @@ use sluice_router::RouteError;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::event_body::ReadyFrames;
+use crate::event_body::{Frames, ReadyFrames, StreamFrames};
 
 static X_SLUICE_PROVIDER: HeaderName = HeaderName::from_static("x-sluice-provider");
 static X_SLUICE_ATTEMPTS: HeaderName = HeaderName::from_static("x-sluice-attempts");
@@ -213,44 +212,44 @@ pub(crate) fn number_value(n: u64) -> HeaderValue {
 /// The client's event stream. Chunks are framed and sent as they arrive; nothing is held back (those that
 /// arrive together leave in one HTTP chunk, see [`ReadyFrames`]). The upstream's usage-only chunk is
 /// dropped unless the client asked for it. A stream that ends cleanly gets `data: [DONE]`; one that
-/// breaks gets an error event and no `[DONE]`, so a cut answer never looks complete. Dropping the body (the client went away) drops the metered stream, which
-/// records what was billed and drops the upstream stream, closing its connection: the upstream request
-/// is cancelled.
+/// breaks gets an error event and no `[DONE]`, so a cut answer never looks complete. Dropping the body
+/// (the client went away) drops the metered stream, which records what was billed and drops the
+/// upstream stream, closing its connection: the upstream request is cancelled.
 fn sse_response(events: Box<Metered>, forward_usage: bool) -> Response {
-    event_stream(ChatFrames {
+    event_body(ReadyFrames::new(ChatFrames {
         events: Some(events),
         forward_usage,
-    })
+    }))
 }
 
-/// The client's SSE frames of a chat stream (see [`sse_response`]). A stream written by hand rather than
-/// with `unfold`, which moved its state into and out of a future for every event.
+/// The client's SSE frames of a chat stream (see [`sse_response`]), each written straight into the chunk
+/// being built.
 struct ChatFrames {
     /// Dropped, which records the answer, once the last frame is out.
     events: Option<Box<Metered>>,
     forward_usage: bool,
 }
 
-impl futures_util::Stream for ChatFrames {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        let Some(events) = this.events.as_mut() else {
-            return Poll::Ready(None);
+impl Frames for ChatFrames {
+    fn poll_append(&mut self, cx: &mut Context<'_>, chunk: &mut BytesMut) -> Poll<bool> {
+        let Some(events) = self.events.as_mut() else {
+            return Poll::Ready(false);
         };
         loop {
-            let frame = match std::task::ready!(events.poll_next_unpin(cx)) {
-                Some(Ok(event)) if event.usage_only && !this.forward_usage => continue,
-                Some(Ok(event)) => return Poll::Ready(Some(Ok(data_frame(&event.data)))),
+            match std::task::ready!(events.poll_next_unpin(cx)) {
+                Some(Ok(event)) if event.usage_only && !self.forward_usage => continue,
+                Some(Ok(event)) => {
+                    put_data_frame(chunk, &event.data);
+                    return Poll::Ready(true);
+                }
                 Some(Err(err)) => {
                     log_broken(events, &err);
-                    error_frame(&err)
+                    chunk.extend_from_slice(&error_frame(&err));
                 }
-                None => Bytes::from_static(b"data: [DONE]\n\n"),
-            };
-            this.events = None;
-            return Poll::Ready(Some(Ok(frame)));
+                None => chunk.extend_from_slice(b"data: [DONE]\n\n"),
+            }
+            self.events = None;
+            return Poll::Ready(true);
         }
     }
 }
@@ -260,7 +259,11 @@ pub(crate) fn event_stream<S>(frames: S) -> Response
 where
     S: futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
 {
-    let mut response = Response::new(Body::new(ReadyFrames::new(frames)));
+    event_body(ReadyFrames::new(StreamFrames::new(frames)))
+}
+
+fn event_body<F: Frames + Unpin + Send + 'static>(body: ReadyFrames<F>) -> Response {
+    let mut response = Response::new(Body::new(body));
     *response.headers_mut() = answer_headers();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -285,10 +288,16 @@ pub(crate) fn stream_failure(err: &ProviderError) -> (FailureKind, String) {
 
 fn data_frame(data: &[u8]) -> Bytes {
     let mut frame = BytesMut::with_capacity(data.len() + 8);
-    frame.put_slice(b"data: ");
-    frame.put_slice(data);
-    frame.put_slice(b"\n\n");
+    put_data_frame(&mut frame, data);
     frame.freeze()
+}
+
+/// Appends `data` as one SSE event, `data: ...\n\n`.
+fn put_data_frame(chunk: &mut BytesMut, data: &[u8]) {
+    chunk.reserve(data.len() + 8);
+    chunk.put_slice(b"data: ");
+    chunk.put_slice(data);
+    chunk.put_slice(b"\n\n");
 }
 
 /// The error event that ends a broken stream, in the shape OpenAI's SDKs raise as an API error.

@@ -16,25 +16,48 @@ use http_body::{Body, Frame, SizeHint};
 /// A chunk stops taking frames once it holds this many bytes, well under hyper's write buffer.
 const CHUNK_MAX: usize = 16 * 1024;
 
-/// The frames of `S` as a body, those ready at the same poll joined into one chunk.
-pub(crate) struct ReadyFrames<S> {
-    frames: Pin<Box<S>>,
-    ended: bool,
+/// Where an event stream's frames come from: each is written straight into the chunk being built, so a
+/// frame costs no buffer of its own.
+pub(crate) trait Frames {
+    /// Appends the next frame to `chunk` and answers `Ready(true)`, or `Ready(false)` at the end; appends
+    /// nothing when `Pending`.
+    fn poll_append(&mut self, cx: &mut Context<'_>, chunk: &mut BytesMut) -> Poll<bool>;
 }
 
-impl<S> ReadyFrames<S> {
+/// The frames of a stream of ready-made ones, copied into the chunk.
+pub(crate) struct StreamFrames<S>(Pin<Box<S>>);
+
+impl<S> StreamFrames<S> {
     pub(crate) fn new(frames: S) -> Self {
-        Self {
-            frames: Box::pin(frames),
-            ended: false,
+        Self(Box::pin(frames))
+    }
+}
+
+impl<S: Stream<Item = Result<Bytes, Infallible>>> Frames for StreamFrames<S> {
+    fn poll_append(&mut self, cx: &mut Context<'_>, chunk: &mut BytesMut) -> Poll<bool> {
+        match std::task::ready!(self.0.poll_next_unpin(cx)) {
+            Some(Ok(frame)) => {
+                chunk.extend_from_slice(&frame);
+                Poll::Ready(true)
+            }
+            None => Poll::Ready(false),
         }
     }
 }
 
-impl<S> Body for ReadyFrames<S>
-where
-    S: Stream<Item = Result<Bytes, Infallible>>,
-{
+/// The frames of `F` as a body, those ready at the same poll joined into one chunk.
+pub(crate) struct ReadyFrames<F> {
+    frames: F,
+    ended: bool,
+}
+
+impl<F> ReadyFrames<F> {
+    pub(crate) fn new(frames: F) -> Self {
+        Self { frames, ended: false }
+    }
+}
+
+impl<F: Frames + Unpin> Body for ReadyFrames<F> {
     type Data = Bytes;
     type Error = Infallible;
 
@@ -43,32 +66,28 @@ where
         if this.ended {
             return Poll::Ready(None);
         }
-        let first = match std::task::ready!(this.frames.poll_next_unpin(cx)) {
-            Some(Ok(frame)) => frame,
-            None => {
-                this.ended = true;
-                return Poll::Ready(None);
-            }
-        };
-        let mut joined: Option<BytesMut> = None;
-        while joined.as_ref().map_or(first.len(), BytesMut::len) < CHUNK_MAX {
-            match this.frames.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(next))) => {
-                    let chunk = joined.get_or_insert_with(|| {
-                        let mut chunk = BytesMut::with_capacity((first.len() + next.len()).max(4096));
-                        chunk.extend_from_slice(&first);
-                        chunk
-                    });
-                    chunk.extend_from_slice(&next);
-                }
-                Poll::Ready(None) => {
+        // Empty until the first frame: nothing is allocated for a poll that finds none.
+        let mut chunk = BytesMut::new();
+        if !std::task::ready!(this.frames.poll_append(cx, &mut chunk)) {
+            this.ended = true;
+            return Poll::Ready(None);
+        }
+        // Room for what the thread's last chunk held, so a chunk of many frames grows once rather than
+        // doubling its way up from the first frame's size.
+        thread_local!(static LAST_LEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+        chunk.reserve(LAST_LEN.get().min(CHUNK_MAX).saturating_sub(chunk.len()));
+        while chunk.len() < CHUNK_MAX {
+            match this.frames.poll_append(cx, &mut chunk) {
+                Poll::Ready(true) => {}
+                Poll::Ready(false) => {
                     this.ended = true;
                     break;
                 }
                 Poll::Pending => break,
             }
         }
-        Poll::Ready(Some(Ok(Frame::data(joined.map_or(first, BytesMut::freeze)))))
+        LAST_LEN.set(chunk.len());
+        Poll::Ready(Some(Ok(Frame::data(chunk.freeze()))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -110,7 +129,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_ready_together_leave_as_one_chunk() {
-        let body = ReadyFrames::new(stream::iter(["a", "b", "c"].map(frame)));
+        let body = ReadyFrames::new(StreamFrames::new(stream::iter(["a", "b", "c"].map(frame))));
         assert_eq!(chunks(body).await, ["abc"]);
     }
 
@@ -119,7 +138,7 @@ mod tests {
         // The channel's sender is polled by nobody: each frame is ready only once sent, and the body must
         // hand over what it has rather than wait for the next.
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, Infallible>>();
-        let mut body = ReadyFrames::new(channel_frames(rx));
+        let mut body = ReadyFrames::new(StreamFrames::new(channel_frames(rx)));
         tx.send(frame("one")).unwrap();
         tx.send(frame("two")).unwrap();
         let first = next(&mut body).await.unwrap();
@@ -141,7 +160,11 @@ mod tests {
             counter.fetch_add(1, Ordering::Relaxed);
             Ok::<_, Infallible>(Bytes::from(big.clone()))
         });
-        let sizes: Vec<usize> = chunks(ReadyFrames::new(frames)).await.iter().map(String::len).collect();
+        let sizes: Vec<usize> = chunks(ReadyFrames::new(StreamFrames::new(frames)))
+            .await
+            .iter()
+            .map(String::len)
+            .collect();
         // Two frames pass the limit, so each chunk holds two, and the fifth leaves alone.
         assert_eq!(sizes, [CHUNK_MAX + 2, CHUNK_MAX + 2, CHUNK_MAX / 2 + 1]);
         assert_eq!(polled.load(Ordering::Relaxed), 5);

@@ -244,7 +244,7 @@ impl Frames for ChatFrames {
                 }
                 Some(Err(err)) => {
                     log_broken(events, &err);
-                    chunk.extend_from_slice(&error_frame(&err));
+                    put_error_frame(chunk, &err);
                 }
                 None => chunk.extend_from_slice(b"data: [DONE]\n\n"),
             }
@@ -286,12 +286,6 @@ pub(crate) fn stream_failure(err: &ProviderError) -> (FailureKind, String) {
     (kind, failure_message(err).1)
 }
 
-fn data_frame(data: &[u8]) -> Bytes {
-    let mut frame = BytesMut::with_capacity(data.len() + 8);
-    put_data_frame(&mut frame, data);
-    frame.freeze()
-}
-
 /// Appends `data` as one SSE event, `data: ...\n\n`.
 fn put_data_frame(chunk: &mut BytesMut, data: &[u8]) {
     chunk.reserve(data.len() + 8);
@@ -300,11 +294,11 @@ fn put_data_frame(chunk: &mut BytesMut, data: &[u8]) {
     chunk.put_slice(b"\n\n");
 }
 
-/// The error event that ends a broken stream, in the shape OpenAI's SDKs raise as an API error.
-fn error_frame(err: &ProviderError) -> Bytes {
+/// Appends the error event that ends a broken stream, in the shape OpenAI's SDKs raise as an API error.
+fn put_error_frame(chunk: &mut BytesMut, err: &ProviderError) {
     let (code, message) = failure_message(err);
     let body = ErrorBody::new("server_error", message, None, Some(code.to_owned()));
-    data_frame(&body.to_bytes())
+    put_data_frame(chunk, &body.to_bytes());
 }
 
 /// The code and message telling a client why its stream broke.

@@ -429,7 +429,7 @@ async fn connections_idle_past_the_timeout_are_not_used() {
 /// A listener that never accepts, its queue of accepted connections full: the kernel drops the SYN of
 /// any further connection, so connecting to it waits until the connect timeout. Returns the address and
 /// the connections that fill the queue (they must stay open).
-async fn listener_that_does_not_answer() -> (SocketAddr, tokio::net::TcpListener, Vec<TcpStream>) {
+async fn listener_that_does_not_answer() -> (SocketAddr, TcpListener, Vec<TcpStream>) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let listener = socket.listen(1).unwrap();

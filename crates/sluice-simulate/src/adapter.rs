@@ -10,7 +10,7 @@ use sluice_providers::{
     StreamEvent, TimeoutPhase, Timeouts,
 };
 
-use crate::{Fault, SimFrame, SimRejection, Simulator};
+use crate::{SimFrame, SimRejection, Simulator};
 
 /// Serves `kind = "simulated"` providers without a network hop.
 #[derive(Debug, Clone)]
@@ -35,13 +35,7 @@ impl ChatProvider for SimulatedAdapter {
     fn chat<'a>(&'a self, call: ChatCall<'a>) -> BoxFuture<'a, Result<ChatReply, ProviderError>> {
         Box::pin(async move {
             let first_byte = self.timeouts.first_byte;
-            let head = async {
-                if self.sim.config().fault == Some(Fault::Hang) {
-                    std::future::pending::<()>().await;
-                }
-                tokio::time::sleep(self.sim.config().latency).await;
-            };
-            tokio::time::timeout(first_byte, head)
+            tokio::time::timeout(first_byte, crate::before_answer(&self.sim))
                 .await
                 .map_err(|_| ProviderError::Timeout {
                     phase: TimeoutPhase::FirstByte,

@@ -87,13 +87,18 @@ async fn stats(State(sim): State<Arc<Simulator>>) -> Response {
 
 // === Shared by the faces ===
 
-/// What every face does before answering an admitted request: never answer under the `hang` fault,
-/// else wait the configured latency.
+/// What every face and the in-process adapter do before answering an admitted request: never answer
+/// under the `hang` fault, else wait the configured latency. No latency means no timer at all: tokio's
+/// timer fires on its next millisecond tick, so even a zero sleep held every answer for up to a
+/// millisecond or two, and that jitter was the bulk of the benchmark's direct-call latency.
 pub(crate) async fn before_answer(sim: &Simulator) {
-    if sim.config().fault == Some(Fault::Hang) {
+    let config = sim.config();
+    if config.fault == Some(Fault::Hang) {
         std::future::pending::<()>().await;
     }
-    tokio::time::sleep(sim.config().latency).await;
+    if !config.latency.is_zero() {
+        tokio::time::sleep(config.latency).await;
+    }
 }
 
 /// A request header as text.
@@ -194,5 +199,23 @@ mod tests {
         );
         assert_eq!(whole_seconds(std::time::Duration::from_millis(1500)), 2);
         assert_eq!(whole_seconds(std::time::Duration::ZERO), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_latency_answers_without_a_timer() {
+        use futures_util::FutureExt;
+
+        // A zero sleep would be pending until the timer's next tick.
+        let prompt = Simulator::new(SimConfig::default());
+        assert!(before_answer(&prompt).now_or_never().is_some());
+
+        let slow = Simulator::new(SimConfig {
+            latency: std::time::Duration::from_millis(5),
+            ..SimConfig::default()
+        });
+        let start = tokio::time::Instant::now();
+        assert!(before_answer(&slow).now_or_never().is_none());
+        before_answer(&slow).await;
+        assert_eq!(start.elapsed(), std::time::Duration::from_millis(5));
     }
 }

@@ -126,10 +126,11 @@ def memory_mb(pid: int, key: str) -> float:
 
 
 def core_busy() -> list[float]:
-    """Busy seconds (user, nice, system, irq, softirq, steal) of core 0 and core 1 since boot."""
-    busy = {f[0]: sum(int(f[i]) for i in (1, 2, 3, 6, 7, 8)) / CLK_TCK
-            for f in map(str.split, read("/proc/stat").splitlines()) if f[0] in ("cpu0", "cpu1")}
-    return [busy["cpu0"], busy["cpu1"]]
+    """Busy seconds (user, nice, system, irq, softirq, steal) of core 0 and core 1 since boot, then the steal
+    alone of each: the time the hypervisor ran something else while the core had work."""
+    cores = {f[0]: f for f in map(str.split, read("/proc/stat").splitlines()) if f[0] in ("cpu0", "cpu1")}
+    busy = [sum(int(cores[c][i]) for i in (1, 2, 3, 6, 7, 8)) / CLK_TCK for c in ("cpu0", "cpu1")]
+    return busy + [int(cores[c][8]) / CLK_TCK for c in ("cpu0", "cpu1")]
 
 
 def postgres_cpu(database: str) -> float:
@@ -187,6 +188,7 @@ class Result:
     core_used: float           # the target's CPU time over the run's wall time
     pg_us: float | None        # PostgreSQL's CPU time per request, for the full path's ledger
     other_pct: list[float]     # CPU of processes not the benchmark's, on core 0 and core 1, in % of the run
+    steal_pct: list[float]     # of which the hypervisor's steal, on each core
     drain_s: float             # how long the target stayed busy after wrk stopped (requests in flight)
     ttfb_ms: list[float]       # the probe's times to first byte (paced streaming runs)
     # a proxy's paced run: its rounds, each (the direct call's run, the target's run right after it)
@@ -347,7 +349,7 @@ def measured_run(run: Run, t: Target, stream: bool, load: str, seconds: int) -> 
     if paced:
         probe.halt.set()
         probe.join()
-    wall, cpu, sim_cpu, pg_cpu, ours, core0, core1 = (a - b for a, b in zip(readings(), before))
+    wall, cpu, sim_cpu, pg_cpu, ours, core0, core1, steal0, steal1 = (a - b for a, b in zip(readings(), before))
     # Other work: each core's busy time less the benchmark's there (the target on core 0; the simulator, wrk,
     # this program and PostgreSQL on core 1). Clamped: /proc/stat brackets the run to a tick.
     other = [core0 - (cpu if t.proc is not run.sim else 0), core1 - sim_cpu - ours - pg_cpu]
@@ -357,10 +359,12 @@ def measured_run(run: Run, t: Target, stream: bool, load: str, seconds: int) -> 
                errors=stats["errors"] + probe.errors, p50_ms=p50, p90_ms=p90, p99_ms=p99,
                cpu_us=cpu / requests * 1e6 if requests else None, core_used=cpu / wall,
                pg_us=pg_cpu / requests * 1e6 if database and requests else None,
-               other_pct=[max(0.0, min(100.0, v / wall * 100)) for v in other], drain_s=wait_idle(t.proc.pid),
+               other_pct=[max(0.0, min(100.0, v / wall * 100)) for v in other],
+               steal_pct=[min(100.0, v / wall * 100) for v in (steal0, steal1)], drain_s=wait_idle(t.proc.pid),
                ttfb_ms=probe.ttfb_ms if stream else [])
     log(f"  {t.name} {r.kind} ({seconds} s): {r.rps:.0f} req/s, p99 {cell(r.p99_ms)} ms, CPU/req {cell(r.cpu_us, '.0f')} µs, "
-        f"other work on cores 0/1 {r.other_pct[0]:.0f}%/{r.other_pct[1]:.0f}%, errors {r.errors}"
+        f"other work on cores 0/1 {r.other_pct[0]:.0f}%/{r.other_pct[1]:.0f}% (steal {r.steal_pct[0]:.0f}%/"
+        f"{r.steal_pct[1]:.0f}%), errors {r.errors}"
         + ("  ⚠ ERRORS" if r.errors else ""))
     return r
 
@@ -391,6 +395,7 @@ def paced_rounds(run: Run, t: Target, stream: bool) -> Result:
                   p90_ms=middle(r.p90_ms for r in runs), p99_ms=middle(r.p99_ms for r in runs),
                   cpu_us=per_request(lambda r: r.cpu_us), core_used=median(r.core_used for r in runs),
                   pg_us=per_request(lambda r: r.pg_us), other_pct=[max(r.other_pct[i] for r in runs) for i in (0, 1)],
+                  steal_pct=[max(r.steal_pct[i] for r in runs) for i in (0, 1)],
                   drain_s=max(r.drain_s for r in runs), ttfb_ms=[v for r in runs for v in r.ttfb_ms], rounds=rounds)
 
 
@@ -633,8 +638,8 @@ def results_table(run: Run) -> str:
         ("ΔTTFB p50/p99 ms", "--:", lambda r: cells([overhead(r, ttfb50), overhead(r, ttfb99)], sign=True)),
         ("RSS warm/peak MB", "--:", lambda r: cells(run.rss[r.target], ".1f")),
         ("errors", "--:", lambda r: f"**{r.errors}**" if r.errors else "0"),
-        ("other work core 0/1", "--:", lambda r: f"{r.other_pct[0]:.0f}% / {r.other_pct[1]:.0f}%"
-         + (" ⚠" if max(r.other_pct) > 10 else "")),
+        ("other work core 0/1 (steal)", "--:", lambda r: f"{r.other_pct[0]:.0f}% / {r.other_pct[1]:.0f}% "
+         f"({r.steal_pct[0]:.0f}% / {r.steal_pct[1]:.0f}%)" + (" ⚠" if max(r.other_pct) > 10 else "")),
     ], run.results)
 
 

@@ -27,9 +27,9 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from statistics import median
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 from string import Template
 from urllib.parse import urlsplit
 
@@ -362,9 +362,9 @@ def measured_run(run: Run, t: Target, stream: bool, load: str, seconds: int) -> 
                other_pct=[max(0.0, min(100.0, v / wall * 100)) for v in other],
                steal_pct=[min(100.0, v / wall * 100) for v in (steal0, steal1)], drain_s=wait_idle(t.proc.pid),
                ttfb_ms=probe.ttfb_ms if stream else [])
-    log(f"  {t.name} {r.kind} ({seconds} s): {r.rps:.0f} req/s, p99 {cell(r.p99_ms)} ms, CPU/req {cell(r.cpu_us, '.0f')} µs, "
-        f"other work on cores 0/1 {r.other_pct[0]:.0f}%/{r.other_pct[1]:.0f}% (steal {r.steal_pct[0]:.0f}%/"
-        f"{r.steal_pct[1]:.0f}%), errors {r.errors}"
+    log(f"  {t.name} {r.kind} ({seconds} s): {r.rps:.0f} req/s, p99 {cell(r.p99_ms)} ms, "
+        f"CPU/req {cell(r.cpu_us, '.0f')} µs, other work on cores 0/1 {r.other_pct[0]:.0f}%/{r.other_pct[1]:.0f}% "
+        f"(steal {r.steal_pct[0]:.0f}%/{r.steal_pct[1]:.0f}%), errors {r.errors}"
         + ("  ⚠ ERRORS" if r.errors else ""))
     return r
 

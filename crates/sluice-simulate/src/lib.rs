@@ -88,9 +88,8 @@ async fn stats(State(sim): State<Arc<Simulator>>) -> Response {
 // === Shared by the faces ===
 
 /// What every face and the in-process adapter do before answering an admitted request: never answer
-/// under the `hang` fault, else wait the configured latency. No latency means no timer at all: tokio's
-/// timer fires on its next millisecond tick, so even a zero sleep held every answer for up to a
-/// millisecond or two, and that jitter was the bulk of the benchmark's direct-call latency.
+/// under the `hang` fault, else wait the configured latency. No latency means no timer at all: tokio fires
+/// even a zero sleep on its timer's next millisecond tick, which held every answer for up to two.
 pub(crate) async fn before_answer(sim: &Simulator) {
     let config = sim.config();
     if config.fault == Some(Fault::Hang) {
@@ -201,13 +200,18 @@ mod tests {
         assert_eq!(whole_seconds(std::time::Duration::ZERO), 1);
     }
 
-    #[tokio::test(start_paused = true)]
+    /// Real time: paused time completes a zero sleep at once, where the real timer waits for its tick.
+    #[tokio::test]
     async fn no_latency_answers_without_a_timer() {
         use futures_util::FutureExt;
 
-        // A zero sleep would be pending until the timer's next tick.
         let prompt = Simulator::new(SimConfig::default());
         assert!(before_answer(&prompt).now_or_never().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_set_latency_is_waited() {
+        use futures_util::FutureExt;
 
         let slow = Simulator::new(SimConfig {
             latency: std::time::Duration::from_millis(5),

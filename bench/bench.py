@@ -652,7 +652,7 @@ def summary_table(run: Run) -> str:
         return {"cpu": ns and ns.cpu_us, "cpu_stream": st and st.cpu_us, "cpu_max": ns_max and ns_max.cpu_us,
                 "cpu_stream_max": st_max and st_max.cpu_us, "rps": ns_max and ns_max.rps,
                 "streams": st_max and st_max.rps, "p99": ns and ns.p99_ms,
-                "ttfb99": st and percentile(st.ttfb_ms, 0.99), "stream99": st and st.p99_ms,
+                "ttfb99": st and ttfb99(st), "stream99": st and st.p99_ms,
                 "rss": run.rss.get(target, [None])[0], "p99+": overhead(ns, lambda r: r.p99_ms),
                 "ttfb99+": overhead(st, ttfb99), "stream99+": overhead(st, lambda r: r.p99_ms)}
 
@@ -674,7 +674,7 @@ def summary_table(run: Run) -> str:
              ("resident memory after warm-up, MB", ["rss"], ".1f", "≤ 40 MB", lambda: s["rss"] <= 40)]
 
     def shown(f: dict, keys: list[str], spec: str) -> str:
-        overheads = [f[k + "+"] if k + "+" in f else None for k in keys]
+        overheads = [f.get(k + "+") for k in keys]
         latency = keys[0] in ("p99", "ttfb99") and None not in overheads
         return cells([f[k] for k in keys], spec) + (f" ({cells(overheads, spec, sign=True)})" if latency else "")
 

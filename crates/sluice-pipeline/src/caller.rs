@@ -1,7 +1,7 @@
 //! Who is calling: anything that maps a bearer token to a [`Principal`], and the caller of one request.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -27,6 +27,14 @@ impl Principal {
     /// The tenant name the ledger records: the tenant's, or `default` for configured keys.
     pub fn tenant_name(&self) -> &str {
         self.tenant.as_ref().map_or(DEFAULT_TENANT, |t| t.name())
+    }
+
+    /// [`Principal::tenant_name`], shared: for records that outlive the request (its ledger row, an error).
+    pub fn shared_tenant_name(&self) -> Arc<str> {
+        static DEFAULT: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(DEFAULT_TENANT));
+        self.tenant
+            .as_ref()
+            .map_or_else(|| Arc::clone(&DEFAULT), |t| t.shared_name())
     }
 }
 

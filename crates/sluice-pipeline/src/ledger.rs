@@ -267,9 +267,9 @@ impl Entry {
                     .and_then(|p| p.price(&self.model, attempt.deployment))
                     .map(|price| price.charge(&usage));
                 let log = AttemptUsage {
-                    provider: attempt.provider.to_string(),
-                    vendor_model: attempt.vendor_model.to_string(),
-                    upstream_key: Some(attempt.key_id.to_string()),
+                    provider: Arc::clone(&attempt.provider),
+                    vendor_model: Arc::clone(&attempt.vendor_model),
+                    upstream_key: Some(Arc::clone(&attempt.key_id)),
                     outcome,
                     usage,
                     source,
@@ -351,12 +351,12 @@ impl Entry {
         let row = UsageRow {
             id,
             client_request_id: self.caller.client_request_id.clone(),
-            tenant: self.caller.principal.tenant_name().to_owned(),
-            key_id: self.caller.principal.key_id.as_deref().map(str::to_owned),
+            tenant: self.caller.principal.shared_tenant_name(),
+            key_id: self.caller.principal.key_id.clone(),
             model: std::mem::take(&mut self.model),
-            provider: last.map(|a| a.provider.to_string()).unwrap_or_default(),
-            vendor_model: last.map(|a| a.vendor_model.to_string()).unwrap_or_default(),
-            upstream_key: last.map(|a| a.key_id.to_string()),
+            provider: last.map_or_else(|| Arc::from(""), |a| Arc::clone(&a.provider)),
+            vendor_model: last.map_or_else(|| Arc::from(""), |a| Arc::clone(&a.vendor_model)),
+            upstream_key: last.map(|a| Arc::clone(&a.key_id)),
             usage,
             usage_source: source,
             cost_micros: charge.cost_micros,

@@ -304,7 +304,7 @@ impl Pipeline {
         let refusal = |refusal: TenantRefusal| {
             let error = PipelineError::Tenant {
                 refusal,
-                tenant: tenant.map_or_else(|| Arc::from(DEFAULT_TENANT), |t| Arc::from(t.name())),
+                tenant: caller.principal.shared_tenant_name(),
                 model: model.to_owned(),
             };
             self.refuse(caller, model, error)

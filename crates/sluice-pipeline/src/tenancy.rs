@@ -93,6 +93,11 @@ impl TenantState {
         &self.name
     }
 
+    /// The tenant's name, shared: for records that outlive the request (its ledger row, an error).
+    pub fn shared_name(&self) -> Arc<str> {
+        Arc::clone(&self.name)
+    }
+
     /// The tenant's current settings.
     pub fn settings(&self) -> Arc<Tenant> {
         Arc::clone(&self.settings.read().unwrap_or_else(PoisonError::into_inner))

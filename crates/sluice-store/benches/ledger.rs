@@ -79,15 +79,15 @@ fn usage_row() -> UsageRow {
     } else {
         UsageSource::Vendor
     };
-    let upstream_key = Some(format!("openai#{}", n % 3));
+    let upstream_key: Option<Arc<str>> = Some(format!("openai#{}", n % 3).into());
     UsageRow {
         id: UsageRow::new_id(),
         client_request_id: Some(uuid::Uuid::new_v4().to_string()),
-        tenant: format!("tenant-{}", n % 10),
-        key_id: (!n.is_multiple_of(7)).then(|| format!("key-{:02}", n % 20)),
+        tenant: format!("tenant-{}", n % 10).into(),
+        key_id: (!n.is_multiple_of(7)).then(|| format!("key-{:02}", n % 20).into()),
         model: model.to_owned(),
-        provider: "openai".to_owned(),
-        vendor_model: vendor_model.to_owned(),
+        provider: "openai".into(),
+        vendor_model: vendor_model.into(),
         upstream_key: upstream_key.clone(),
         usage,
         usage_source: source,
@@ -98,8 +98,8 @@ fn usage_row() -> UsageRow {
         status: 200,
         attempts: 1,
         attempt_log: vec![AttemptUsage {
-            provider: "openai".to_owned(),
-            vendor_model: vendor_model.to_owned(),
+            provider: "openai".into(),
+            vendor_model: vendor_model.into(),
             upstream_key,
             outcome: AttemptOutcome::Answered,
             usage,

@@ -13,6 +13,8 @@
 //!   refused, nor an index broken, for a long string. The caps apply when a row is written; a row keeps
 //!   its full strings until then (in the queue and the spool).
 
+use std::sync::Arc;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sluice_api::{TokenUsage, UsageSource};
@@ -83,11 +85,11 @@ pub enum AttemptOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptUsage {
     /// The provider asked.
-    pub provider: String,
+    pub provider: Arc<str>,
     /// The vendor's model id.
-    pub vendor_model: String,
+    pub vendor_model: Arc<str>,
     /// The upstream key's id (`openai#0`), when known.
-    pub upstream_key: Option<String>,
+    pub upstream_key: Option<Arc<str>>,
     /// How it ended.
     pub outcome: AttemptOutcome,
     /// What it consumed, by billing category.
@@ -105,17 +107,17 @@ pub struct UsageRow {
     /// The client's `x-request-id`, capped at [`MAX_ID_BYTES`] when written; not unique.
     pub client_request_id: Option<String>,
     /// The tenant's name.
-    pub tenant: String,
+    pub tenant: Arc<str>,
     /// The virtual key's id, `None` when the request came with no virtual key.
-    pub key_id: Option<String>,
+    pub key_id: Option<Arc<str>>,
     /// The model name the client sent (capped at [`MAX_MODEL_BYTES`] when written).
     pub model: String,
     /// The provider that answered (or was last tried).
-    pub provider: String,
+    pub provider: Arc<str>,
     /// The vendor's model id.
-    pub vendor_model: String,
+    pub vendor_model: Arc<str>,
     /// The upstream key that answered or was last tried (`openai#0`).
-    pub upstream_key: Option<String>,
+    pub upstream_key: Option<Arc<str>>,
     /// Tokens by billing category: the sum over the billable attempts in `attempt_log`.
     pub usage: TokenUsage,
     /// Where the counts came from: the vendor, the gateway's estimate, or nowhere (nothing was consumed).
@@ -184,12 +186,12 @@ pub fn cap(value: &str, max: usize) -> &str {
 #[derive(Debug, Deserialize)]
 pub(crate) struct LegacyUsageRow {
     request_id: String,
-    tenant: String,
+    tenant: Arc<str>,
     #[serde(default)]
-    key_id: Option<String>,
+    key_id: Option<Arc<str>>,
     model: String,
-    provider: String,
-    vendor_model: String,
+    provider: Arc<str>,
+    vendor_model: Arc<str>,
     prompt_tokens: u64,
     completion_tokens: u64,
     #[serde(default)]

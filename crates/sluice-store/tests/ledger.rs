@@ -151,12 +151,12 @@ mod cases {
         let long = UsageRow {
             id: format!("{}-tail", huge("i", 200)),
             client_request_id: Some(huge("é", 60_000)),
-            tenant: huge("t€", 3_000),
-            key_id: Some(huge("k", 3_000)),
+            tenant: huge("t€", 3_000).into(),
+            key_id: Some(huge("k", 3_000).into()),
             model: huge("模", 1_000_000),
-            provider: huge("p", 3_000),
-            vendor_model: huge("v€", 3_000),
-            upstream_key: Some(huge("u", 3_000)),
+            provider: huge("p", 3_000).into(),
+            vendor_model: huge("v€", 3_000).into(),
+            upstream_key: Some(huge("u", 3_000).into()),
             prompt_name: Some(huge("ñ", 3_000)),
             ..row("x", "x", None, "x", "2026-03-01T10:00:00Z", 40, 4, Some(9))
         };
@@ -260,9 +260,9 @@ mod cases {
             reasoning: 200,
         };
         let failed_attempt = AttemptUsage {
-            provider: "anthropic".to_owned(),
-            vendor_model: "claude-sonnet-4-5".to_owned(),
-            upstream_key: Some("anthropic#1".to_owned()),
+            provider: "anthropic".into(),
+            vendor_model: "claude-sonnet-4-5".into(),
+            upstream_key: Some("anthropic#1".into()),
             outcome: AttemptOutcome::Failed,
             usage: TokenUsage::new(5_212, 30),
             source: UsageSource::Estimated,
@@ -270,7 +270,7 @@ mod cases {
         let rows = vec![
             // Two attempts: one the vendor failed after accepting it, then the answer.
             UsageRow {
-                upstream_key: Some("anthropic#0".to_owned()),
+                upstream_key: Some("anthropic#0".into()),
                 usage: anthropic.plus(&failed_attempt.usage),
                 usage_source: UsageSource::Estimated,
                 cost_micros: Some(123_456),
@@ -280,7 +280,7 @@ mod cases {
                 attempt_log: vec![
                     failed_attempt.clone(),
                     AttemptUsage {
-                        upstream_key: Some("anthropic#0".to_owned()),
+                        upstream_key: Some("anthropic#0".into()),
                         outcome: AttemptOutcome::Answered,
                         usage: anthropic,
                         source: UsageSource::Vendor,
@@ -429,7 +429,7 @@ mod cases {
             export_all(&store, march("2026-03-01", "2026-03-02", None), 4).await,
             first_two
         );
-        let acme: Vec<UsageRow> = first_two.iter().filter(|r| r.tenant == "acme").cloned().collect();
+        let acme: Vec<UsageRow> = first_two.iter().filter(|r| &*r.tenant == "acme").cloned().collect();
         assert_eq!(
             export_all(&store, march("2026-03-01", "2026-03-02", Some("acme")), 2).await,
             acme

@@ -178,17 +178,19 @@ async fn run_export(store: &Store, args: ExportArgs) -> anyhow::Result<()> {
 
 /// One ledger row as the CSV export's cells, in [`CSV_HEADER`] order; absent values are empty.
 fn csv_record(row: &UsageRow) -> [String; 21] {
-    let text = |value: &Option<String>| value.clone().unwrap_or_default();
+    fn text<S: AsRef<str>>(value: &Option<S>) -> String {
+        value.as_ref().map(|v| v.as_ref().to_owned()).unwrap_or_default()
+    }
     let u = &row.usage;
     [
         row.id.clone(),
         text(&row.client_request_id),
         row.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-        row.tenant.clone(),
+        row.tenant.to_string(),
         text(&row.key_id),
         row.model.clone(),
-        row.provider.clone(),
-        row.vendor_model.clone(),
+        row.provider.to_string(),
+        row.vendor_model.to_string(),
         text(&row.upstream_key),
         row.status.to_string(),
         row.attempts.to_string(),

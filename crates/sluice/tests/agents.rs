@@ -670,14 +670,14 @@ async fn the_ledger_equals_the_bills(setup: &Setup) -> std::collections::HashMap
     let mut export = setup.gateway.store().export(ExportFilter::default());
     while let Some(rows) = export.next_page().await.unwrap() {
         for row in rows {
-            *tenants.entry(row.tenant.clone()).or_default() += 1;
+            *tenants.entry(row.tenant.to_string()).or_default() += 1;
             // A cut stream is recorded as the 502 its client got, its usage as far as it went.
             if row.provider.starts_with("cut-") {
                 *tenants.entry("(cut streams)".to_owned()).or_default() += 1;
                 assert_eq!(row.status, 502, "{row:?}");
                 assert!(row.usage.input > 0, "{row:?}");
             }
-            let sum = billed.entry(row.provider.clone()).or_default();
+            let sum = billed.entry(row.provider.to_string()).or_default();
             *sum = sum.plus(&row.usage);
         }
     }

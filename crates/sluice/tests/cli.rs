@@ -470,12 +470,12 @@ fn usage_row(id: &str, tenant: &str, model: &str, when: &str, usage: TokenUsage)
     UsageRow {
         id: id.to_owned(),
         client_request_id: Some(format!("client-{id}")),
-        tenant: tenant.to_owned(),
+        tenant: tenant.into(),
         key_id: None,
         model: model.to_owned(),
-        provider: "demo".to_owned(),
-        vendor_model: "m".to_owned(),
-        upstream_key: Some("demo#0".to_owned()),
+        provider: "demo".into(),
+        vendor_model: "m".into(),
+        upstream_key: Some("demo#0".into()),
         usage,
         usage_source: UsageSource::Vendor,
         cost_micros: None,
@@ -512,7 +512,7 @@ async fn spend_export_prints_every_ledger_row_of_a_range_for_finance() {
             cost_micros: Some(1_234_567),
             price_source: PriceSource::List,
             price_date: Some(chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap()),
-            key_id: Some("key-1".to_owned()),
+            key_id: Some("key-1".into()),
             ..usage_row("x1", "acme", "gpt-4o", "2026-03-01T00:00:00.000001Z", cached)
         },
         // A client's model name with everything CSV must quote, a cost nobody knew.

@@ -280,7 +280,7 @@ async fn send(client: &reqwest::Client, base: &str, key: &str, i: usize) -> Opti
 fn calls(rows: &[UsageRow], provider: &str, source: UsageSource) -> (TokenUsage, usize) {
     rows.iter()
         .flat_map(|r| &r.attempt_log)
-        .filter(|a| a.provider == provider && a.source == source)
+        .filter(|a| &*a.provider == provider && a.source == source)
         .fold((TokenUsage::default(), 0), |(sum, n), a| (sum.plus(&a.usage), n + 1))
 }
 
@@ -505,7 +505,7 @@ async fn reconcile(mut database: Database, label: &str) {
     for tenant in ["acme", "globex", "initech"] {
         let ledger: i64 = rows
             .iter()
-            .filter(|r| r.tenant == tenant)
+            .filter(|r| &*r.tenant == tenant)
             .map(|r| r.cost_micros.unwrap())
             .sum();
         let (status, body) = admin(&base, reqwest::Method::GET, &format!("/admin/tenants/{tenant}"), None).await;

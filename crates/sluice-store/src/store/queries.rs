@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sluice_api::{TokenUsage, UsageSource};
@@ -538,12 +539,12 @@ where
         Ok(UsageRow {
             id: row.try_get(0)?,
             client_request_id: row.try_get(1)?,
-            tenant: row.try_get(2)?,
-            key_id: row.try_get(3)?,
+            tenant: row.try_get::<String, _>(2)?.into(),
+            key_id: row.try_get::<Option<String>, _>(3)?.map(Arc::from),
             model: row.try_get(4)?,
-            provider: row.try_get(5)?,
-            vendor_model: row.try_get(6)?,
-            upstream_key: row.try_get(7)?,
+            provider: row.try_get::<String, _>(5)?.into(),
+            vendor_model: row.try_get::<String, _>(6)?.into(),
+            upstream_key: row.try_get::<Option<String>, _>(7)?.map(Arc::from),
             usage: TokenUsage {
                 input: count(8, "input_tokens")?,
                 cache_read: count(9, "cache_read_tokens")?,
@@ -654,8 +655,8 @@ fn rollups<'a>(
 }
 
 /// An optional string capped as the ledger stores it.
-pub(super) fn capped(value: &Option<String>, max: usize) -> Option<&str> {
-    value.as_deref().map(|v| cap(v, max))
+pub(super) fn capped<S: AsRef<str>>(value: &Option<S>, max: usize) -> Option<&str> {
+    value.as_ref().map(|v| cap(v.as_ref(), max))
 }
 
 /// A row's attempts as the `attempt_log` column's JSON.

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use chrono::{NaiveDate, Utc};
@@ -86,6 +87,24 @@ impl PriceBook {
 pub struct Ledger {
     writer: UsageWriter,
     prices: PriceBook,
+    started: Instant,
+    /// The "queue full" warning's throttle: a database that cannot keep up would otherwise add a log line
+    /// to every request while it lags. `/metrics` counts every spooled row.
+    spool_warned: OncePerSecond,
+}
+
+/// A throttle: [`OncePerSecond::due`] is true for the first call in each second, false for the others.
+#[derive(Default)]
+struct OncePerSecond {
+    /// The last second a call came in, plus one (zero: none yet).
+    last: AtomicU64,
+}
+
+impl OncePerSecond {
+    /// Whether this call, in second `second` of a monotonic clock, is the first of its second.
+    fn due(&self, second: u64) -> bool {
+        self.last.swap(second + 1, Ordering::Relaxed) != second + 1
+    }
 }
 
 impl std::fmt::Debug for Ledger {
@@ -97,7 +116,26 @@ impl std::fmt::Debug for Ledger {
 impl Ledger {
     /// A ledger writing through `writer`, pricing with `prices`.
     pub fn new(writer: UsageWriter, prices: PriceBook) -> Self {
-        Self { writer, prices }
+        Self {
+            writer,
+            prices,
+            started: Instant::now(),
+            spool_warned: OncePerSecond::default(),
+        }
+    }
+
+    /// Queues `row`; rows the full queue sends to the spool are told in a warning, one a second at most.
+    fn record(&self, row: UsageRow) {
+        let Err(full) = self.writer.try_record(row) else { return };
+        // A row the spool could not take is logged as an error by the writer itself.
+        if full.spooled && self.spool_warned.due(self.started.elapsed().as_secs()) {
+            let stats = self.writer.stats();
+            tracing::warn!(
+                spooled = stats.spooled,
+                spool_pending = stats.spool_pending,
+                "the usage queue is full: rows go to the spool until the database catches up"
+            );
+        }
     }
 
     /// The writer, for its statistics and shutdown.
@@ -370,9 +408,7 @@ impl Entry {
             prompt_version: self.caller.prompt.as_ref().map(|(_, version)| *version),
             created_at: self.created_at,
         };
-        if let Err(err) = ledger.writer.try_record(row) {
-            tracing::warn!(?err, "the usage queue is full; the row went to the spool");
-        }
+        ledger.record(row);
     }
 }
 
@@ -380,5 +416,22 @@ impl Drop for Entry {
     fn drop(&mut self) {
         // A request dropped before it finished: the client went away. 499 is nginx's "client closed".
         self.finish(499);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OncePerSecond;
+
+    #[test]
+    fn the_throttle_lets_the_first_call_of_each_second_through() {
+        let throttle = OncePerSecond::default();
+        assert!(throttle.due(0), "the very first call, in second 0");
+        assert!(!throttle.due(0));
+        assert!(!throttle.due(0));
+        assert!(throttle.due(1));
+        assert!(!throttle.due(1));
+        assert!(throttle.due(5), "seconds with no calls in between");
+        assert!(!throttle.due(5));
     }
 }

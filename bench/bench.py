@@ -164,6 +164,7 @@ class Target:
     proc: subprocess.Popen     # its process (with its descendants)
     log: Path                  # shown when it misbehaves
     headers: dict[str, str] = field(default_factory=dict)
+    metrics: str = ""          # a Sluice target's /metrics, whose ledger backlog is awaited between runs
 
     def body(self, stream: bool) -> Path:
         return CONFIG / "bodies" / f"{self.bodies}{'.stream' if stream else ''}.json"
@@ -190,6 +191,7 @@ class Result:
     other_pct: list[float]     # CPU of processes not the benchmark's, on core 0 and core 1, in % of the run
     steal_pct: list[float]     # of which the hypervisor's steal, on each core
     drain_s: float             # how long the target stayed busy after wrk stopped (requests in flight)
+    ledger_s: float            # then how long its usage ledger took to write what it had queued and spooled
     ttfb_ms: list[float]       # the probe's times to first byte (paced streaming runs)
     # a proxy's paced run: its rounds, each (the direct call's run, the target's run right after it)
     rounds: list[tuple["Result", "Result"]] = field(default_factory=list)
@@ -332,6 +334,26 @@ def wait_idle(pid: int) -> float:
             return time.monotonic() - begin - 0.5
 
 
+def ledger_backlog(t: Target) -> int | None:
+    """Rows a Sluice target's usage ledger has yet to write (its queue and its spool), from /metrics."""
+    try:
+        status, body = request(t.metrics, timeout=5)
+    except (OSError, http.client.HTTPException):
+        return None
+    found = re.findall(r"^sluice_ledger_(?:queue_depth|spool_pending) (\d+)$", body.decode(errors="replace"), re.M)
+    return sum(int(n) for n in found) if status == 200 and len(found) == 2 else None
+
+
+def wait_ledger(t: Target) -> float:
+    """Seconds until a Sluice target's ledger has written its backlog (at most 120). At 64 connections the
+    gateway answers more rows a second than PostgreSQL, on the load core, takes: the rest wait in the queue and
+    the spool, and writing them must not fall into the next run."""
+    begin = time.monotonic()
+    while t.metrics and (ledger_backlog(t) or 0) > 0 and time.monotonic() - begin < 120:
+        time.sleep(0.2)
+    return time.monotonic() - begin
+
+
 def measured_run(run: Run, t: Target, stream: bool, load: str, seconds: int) -> Result:
     """One run: wrk (and the probe when paced), the target's CPU and PostgreSQL's, and the other work on each core."""
     paced, database = load == "paced", run.database if t.name in ("full", "prompt") else ""
@@ -353,15 +375,15 @@ def measured_run(run: Run, t: Target, stream: bool, load: str, seconds: int) -> 
     # Other work: each core's busy time less the benchmark's there (the target on core 0; the simulator, wrk,
     # this program and PostgreSQL on core 1). Clamped: /proc/stat brackets the run to a tick.
     other = [core0 - (cpu if t.proc is not run.sim else 0), core1 - sim_cpu - ours - pg_cpu]
-    requests = stats["requests"] + probe.answers
+    requests, drain_s = stats["requests"] + probe.answers, wait_idle(t.proc.pid)
     p50, p90, p99 = (stats[p] / 1000 if stats["requests"] else None for p in ("p50", "p90", "p99"))
     r = Result(t.name, stream, load, requests, rps=requests / stats["duration_us"] * 1e6,
                errors=stats["errors"] + probe.errors, p50_ms=p50, p90_ms=p90, p99_ms=p99,
                cpu_us=cpu / requests * 1e6 if requests else None, core_used=cpu / wall,
                pg_us=pg_cpu / requests * 1e6 if database and requests else None,
                other_pct=[max(0.0, min(100.0, v / wall * 100)) for v in other],
-               steal_pct=[min(100.0, v / wall * 100) for v in (steal0, steal1)], drain_s=wait_idle(t.proc.pid),
-               ttfb_ms=probe.ttfb_ms if stream else [])
+               steal_pct=[min(100.0, v / wall * 100) for v in (steal0, steal1)], drain_s=drain_s,
+               ledger_s=wait_ledger(t), ttfb_ms=probe.ttfb_ms if stream else [])
     log(f"  {t.name} {r.kind} ({seconds} s): {r.rps:.0f} req/s, p99 {cell(r.p99_ms)} ms, "
         f"CPU/req {cell(r.cpu_us, '.0f')} µs, other work on cores 0/1 {r.other_pct[0]:.0f}%/{r.other_pct[1]:.0f}% "
         f"(steal {r.steal_pct[0]:.0f}%/{r.steal_pct[1]:.0f}%), errors {r.errors}"
@@ -396,7 +418,8 @@ def paced_rounds(run: Run, t: Target, stream: bool) -> Result:
                   cpu_us=per_request(lambda r: r.cpu_us), core_used=median(r.core_used for r in runs),
                   pg_us=per_request(lambda r: r.pg_us), other_pct=[max(r.other_pct[i] for r in runs) for i in (0, 1)],
                   steal_pct=[max(r.steal_pct[i] for r in runs) for i in (0, 1)],
-                  drain_s=max(r.drain_s for r in runs), ttfb_ms=[v for r in runs for v in r.ttfb_ms], rounds=rounds)
+                  drain_s=max(r.drain_s for r in runs), ledger_s=max(r.ledger_s for r in runs),
+                  ttfb_ms=[v for r in runs for v in r.ttfb_ms], rounds=rounds)
 
 
 def measure(run: Run, t: Target) -> None:
@@ -414,6 +437,9 @@ def measure(run: Run, t: Target) -> None:
     wrk(t, False, MAX_CONNS, 0, WARMUP_S)
     wait_idle(t.proc.pid)
     rss = memory_mb(t.proc.pid, "VmRSS")
+    if (waited := wait_ledger(t)) >= 1:
+        run.notes.append(f"{TARGETS[t.name]}: after the warm-up, the usage ledger took {waited:.0f} s to write its "
+                         "backlog (queue and spool); the runs started after it.")
     results = [paced_rounds(run, t, stream) if load == "paced" and t is not run.direct
                else measured_run(run, t, stream, load, run.args.duration)
                for stream in (False, True) for load in ("paced", "max")]
@@ -484,7 +510,8 @@ def gateway(run: Run, variant: str) -> tuple[subprocess.Popen, str, str]:
 
 def sluice_bare(run: Run) -> None:
     proc, base, key = gateway(run, "bare")
-    measure(run, Target("bare", f"{base}/v1/chat/completions", key, "chat-bench", proc, run.tmp / "sluice-bare.log"))
+    measure(run, Target("bare", f"{base}/v1/chat/completions", key, "chat-bench", proc, run.tmp / "sluice-bare.log",
+                        metrics=f"{base}/metrics"))
     stop(run, proc)
 
 
@@ -503,7 +530,8 @@ def sluice_full(run: Run) -> None:
     proc, base, key = gateway(run, "full")
     for name, path, bodies in (("full", "chat/completions", "chat-bench"), ("prompt", "prompts/bench", "prompt")):
         if name in run.args.only:
-            measure(run, Target(name, f"{base}/v1/{path}", key, bodies, proc, run.tmp / "sluice-full.log"))
+            measure(run, Target(name, f"{base}/v1/{path}", key, bodies, proc, run.tmp / "sluice-full.log",
+                                metrics=f"{base}/metrics"))
     ledger_check(run, base)
     stop(run, proc)
     pin_postgres(f"0-{os.cpu_count() - 1}")
@@ -702,6 +730,9 @@ def report(run: Run) -> str:
     if pg := [f"{r.target} {r.kind} {r.pg_us:.0f}" for r in run.results if r.pg_us is not None]:
         notes.append("PostgreSQL's CPU for the ledger (its own processes and the benchmark database's backends, on "
                      "core 1; in neither CPU/req nor other work), µs per request: " + ", ".join(pg) + ".")
+    if waits := [f"{r.target} {r.kind} {r.ledger_s:.0f} s" for r in run.results if r.ledger_s >= 1]:
+        notes.append("The usage ledger's backlog after a run (rows queued and spooled while the database fell behind) "
+                     "was written before the next run started, in: " + ", ".join(waits) + ".")
     if run.load_at_start >= 1.0:
         notes.append(f"The 1-minute load average was {run.load_at_start:.2f} when measuring started (other work on "
                      "the machine): the figures are noisier than on a quiet machine.")

@@ -3,8 +3,8 @@
 //! store's writer queue.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use chrono::{NaiveDate, Utc};
@@ -87,22 +87,37 @@ impl PriceBook {
 pub struct Ledger {
     writer: UsageWriter,
     prices: PriceBook,
-    started: Instant,
     /// The "queue full" warning's throttle: a database that cannot keep up would otherwise add a log line
     /// to every request while it lags. `/metrics` counts every spooled row.
     spool_warned: OncePerSecond,
 }
 
+/// The provider and vendor model a row names when no upstream was called: one shared empty string, not an
+/// allocation per refused request.
+static NONE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
+
 /// A throttle: [`OncePerSecond::due`] is true for the first call in each second, false for the others.
-#[derive(Default)]
 struct OncePerSecond {
-    /// The last second a call came in, plus one (zero: none yet).
+    started: Instant,
+    /// The last second (since `started`) a call came in, plus one (zero: none yet).
     last: AtomicU64,
 }
 
 impl OncePerSecond {
-    /// Whether this call, in second `second` of a monotonic clock, is the first of its second.
-    fn due(&self, second: u64) -> bool {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether this call is the first of its second.
+    fn due(&self) -> bool {
+        self.due_at(self.started.elapsed().as_secs())
+    }
+
+    /// Whether a call in second `second` since `started` is the first of its second.
+    fn due_at(&self, second: u64) -> bool {
         self.last.swap(second + 1, Ordering::Relaxed) != second + 1
     }
 }
@@ -119,8 +134,7 @@ impl Ledger {
         Self {
             writer,
             prices,
-            started: Instant::now(),
-            spool_warned: OncePerSecond::default(),
+            spool_warned: OncePerSecond::new(),
         }
     }
 
@@ -128,7 +142,7 @@ impl Ledger {
     fn record(&self, row: UsageRow) {
         let Err(full) = self.writer.try_record(row) else { return };
         // A row the spool could not take is logged as an error by the writer itself.
-        if full.spooled && self.spool_warned.due(self.started.elapsed().as_secs()) {
+        if full.spooled && self.spool_warned.due() {
             let stats = self.writer.stats();
             tracing::warn!(
                 spooled = stats.spooled,
@@ -392,8 +406,9 @@ impl Entry {
             tenant: self.caller.principal.shared_tenant_name(),
             key_id: self.caller.principal.key_id.clone(),
             model: std::mem::take(&mut self.model),
-            provider: last.map_or_else(|| Arc::from(""), |a| Arc::clone(&a.provider)),
-            vendor_model: last.map_or_else(|| Arc::from(""), |a| Arc::clone(&a.vendor_model)),
+            // A request refused before any upstream call (a 429 under load, say) names none.
+            provider: last.map_or_else(|| Arc::clone(&NONE), |a| Arc::clone(&a.provider)),
+            vendor_model: last.map_or_else(|| Arc::clone(&NONE), |a| Arc::clone(&a.vendor_model)),
             upstream_key: last.map(|a| Arc::clone(&a.key_id)),
             usage,
             usage_source: source,
@@ -425,13 +440,13 @@ mod tests {
 
     #[test]
     fn the_throttle_lets_the_first_call_of_each_second_through() {
-        let throttle = OncePerSecond::default();
-        assert!(throttle.due(0), "the very first call, in second 0");
-        assert!(!throttle.due(0));
-        assert!(!throttle.due(0));
-        assert!(throttle.due(1));
-        assert!(!throttle.due(1));
-        assert!(throttle.due(5), "seconds with no calls in between");
-        assert!(!throttle.due(5));
+        let throttle = OncePerSecond::new();
+        assert!(throttle.due_at(0), "the very first call, in second 0");
+        assert!(!throttle.due_at(0));
+        assert!(!throttle.due_at(0));
+        assert!(throttle.due_at(1));
+        assert!(!throttle.due_at(1));
+        assert!(throttle.due_at(5), "seconds with no calls in between");
+        assert!(!throttle.due_at(5));
     }
 }

@@ -402,7 +402,7 @@ pub fn row(
         id: id.to_owned(),
         client_request_id: Some(format!("client-{id}")),
         tenant: tenant.into(),
-        key_id: key.map(str::to_owned).map(Arc::from),
+        key_id: key.map(Arc::from),
         model: model.to_owned(),
         provider: "openai".into(),
         vendor_model: format!("{model}-2024-08-06").into(),

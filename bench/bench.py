@@ -2,7 +2,7 @@
 """End-to-end proxy benchmark of Sluice: the latency, CPU and memory the gateway adds, next to calling the
 upstream (`sluice simulate`) directly and next to nginx as a plain reverse proxy, in one run on one machine.
 
-    python3 bench/bench.py                  # the full series (~4 min), written into docs/benchmarks.md
+    python3 bench/bench.py                  # the full series (~10 min), written into docs/benchmarks.md
     python3 bench/bench.py --quick          # 3-second runs: a smoke test of the harness, docs untouched
     python3 bench/bench.py --only nginx,full --sluice /tmp/sluice
 
@@ -16,6 +16,7 @@ import contextlib
 import http.client
 import json
 import os
+import random
 import re
 import resource
 import shutil
@@ -37,8 +38,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG, PEERS = ROOT / "bench/config", ROOT / "target/bench-peers"
 DOCS, SECTION = ROOT / "docs/benchmarks.md", "## End-to-end proxy benchmark"
 PROXY_CORE, LOAD_CORE = 0, 1
-# paced: 10 wrk connections and the probe's, each pausing 10 ms after every answer (~1,000 req/s)
+# paced: 10 wrk connections and the probe's, each pausing 5-15 ms (10 on average) after every answer: ~1,000 req/s
+# arriving independently. lockstep: the same connections each pausing exactly 10 ms, which keeps them in step
+# (they start together, and nothing moves one against another): 11 requests at once every ~10 ms.
 PACED_CONNS, PACED_PAUSE_MS, MAX_CONNS, WARMUP_S = 11, 10, 64, 2
+PACED_LOADS = ("paced", "lockstep")
 # A proxy's paced run is cut into rounds, each right after a paced run of the direct call as long (its baseline)
 PACED_ROUNDS = 3
 TARGETS = {"direct": "direct (simulator alone)", "nginx": "nginx (floor)", "bare": "Sluice bare proxy",
@@ -178,7 +182,7 @@ class Result:
     """One measured run of one target."""
     target: str
     stream: bool
-    load: str                  # "paced" (~1,000 req/s) or "max" (64 connections, no pause)
+    load: str                  # "paced" (~1,000 req/s), "lockstep" (the same in bursts of 11) or "max" (64 connections)
     requests: int              # answers received, whatever their status
     rps: float                 # requests per second of wrk's duration of the run
     errors: int                # non-2xx answers, socket errors, timeouts
@@ -192,8 +196,8 @@ class Result:
     steal_pct: list[float]     # of which the hypervisor's steal, on each core
     drain_s: float             # how long the target stayed busy after wrk stopped (requests in flight)
     ledger_s: float            # then how long its usage ledger took to write what it had queued and spooled
-    ttfb_ms: list[float]       # the probe's times to first byte (paced streaming runs)
-    # a proxy's paced run: its rounds, each (the direct call's run, the target's run right after it)
+    ttfb_ms: list[float]       # the probe's times to first byte (paced and lockstep streaming runs)
+    # a proxy's paced or lockstep run: its rounds, each (the direct call's run, the target's run right after it)
     rounds: list[tuple["Result", "Result"]] = field(default_factory=list)
 
     @property
@@ -278,17 +282,20 @@ def close(run: Run) -> None:
 # === load and measurement ===
 
 class Probe(threading.Thread):
-    """The paced runs' last connection: requests one after the other on one keep-alive connection, pausing
-    like wrk's connections, each timed to its first byte (the status line and headers received)."""
+    """The paced and lockstep runs' last connection: requests one after the other on one keep-alive connection,
+    pausing like wrk's connections, each timed to its first byte (the status line and headers received)."""
 
-    def __init__(self, t: Target, stream: bool):
+    def __init__(self, t: Target, stream: bool, jitter: bool):
         super().__init__(daemon=True)
         self.t, self.body, self.halt = t, t.body(stream).read_bytes(), threading.Event()
-        self.ttfb_ms, self.answers, self.errors = [], 0, 0
+        self.ttfb_ms, self.answers, self.errors, self.jitter = [], 0, 0, jitter
+
+    def pause_s(self) -> float:
+        return (random.uniform(0.5, 1.5) if self.jitter else 1.0) * PACED_PAUSE_MS / 1000
 
     def run(self) -> None:
         url, conn = urlsplit(self.t.url), None
-        while not self.halt.wait(PACED_PAUSE_MS / 1000):
+        while not self.halt.wait(self.pause_s()):
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
@@ -311,9 +318,11 @@ class Probe(threading.Thread):
             conn.close()
 
 
-def wrk(t: Target, stream: bool, conns: int, pause_ms: int, seconds: int) -> dict[str, int]:
-    """One wrk run against T from the load core (bench/config/post.lua): its counts, and latencies in µs."""
+def wrk(t: Target, stream: bool, conns: int, pause_ms: int, seconds: int, jitter: bool = False) -> dict[str, int]:
+    """One wrk run against T from the load core (bench/config/post.lua): its counts, and latencies in µs. JITTER:
+    each pause drawn from half to one and a half times PAUSE_MS."""
     env = os.environ | {"BENCH_BODY": str(t.body(stream)), "BENCH_AUTH": t.auth, "BENCH_DELAY_MS": str(pause_ms),
+                        "BENCH_JITTER": "1" if jitter else "0",
                         "BENCH_HEADERS": "|".join(f"{k}: {v}" for k, v in t.headers.items())}
     done = subprocess.run(["taskset", "-c", str(LOAD_CORE), "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout",
                            "10s", "-s", str(CONFIG / "post.lua"), t.url], env=env, capture_output=True, text=True)
@@ -355,8 +364,9 @@ def wait_ledger(t: Target) -> float:
 
 
 def measured_run(run: Run, t: Target, stream: bool, load: str, seconds: int) -> Result:
-    """One run: wrk (and the probe when paced), the target's CPU and PostgreSQL's, and the other work on each core."""
-    paced, database = load == "paced", run.database if t.name in ("full", "prompt") else ""
+    """One run: wrk (and the probe when paced or in lockstep), the target's CPU and PostgreSQL's, and the other work
+    on each core."""
+    paced, database = load in PACED_LOADS, run.database if t.name in ("full", "prompt") else ""
 
     def readings():
         ours = resource.getrusage(resource.RUSAGE_CHILDREN)   # this program's children: wrk
@@ -364,10 +374,11 @@ def measured_run(run: Run, t: Target, stream: bool, load: str, seconds: int) -> 
                 postgres_cpu(database) if database else 0.0,
                 sum(os.times()[:2]) + ours.ru_utime + ours.ru_stime, *core_busy()]
 
-    before, probe = readings(), Probe(t, stream)
+    before, probe = readings(), Probe(t, stream, load == "paced")
     if paced:
         probe.start()
-    stats = wrk(t, stream, PACED_CONNS - 1 if paced else MAX_CONNS, PACED_PAUSE_MS if paced else 0, seconds)
+    stats = wrk(t, stream, PACED_CONNS - 1 if paced else MAX_CONNS, PACED_PAUSE_MS if paced else 0, seconds,
+                load == "paced")
     if paced:
         probe.halt.set()
         probe.join()
@@ -397,13 +408,14 @@ def middle(values) -> float | None:
     return median(known) if known else None
 
 
-def paced_rounds(run: Run, t: Target, stream: bool) -> Result:
-    """A proxy's paced run as PACED_ROUNDS rounds, each a paced run of the direct call then one of the target, as
+def paced_rounds(run: Run, t: Target, stream: bool, load: str) -> Result:
+    """A proxy's paced (or lockstep) run as PACED_ROUNDS rounds, each such a run of the direct call then one of the
+    target, as
     long, so that each overhead compares runs seconds apart; the result's latencies are the rounds' medians. One
     run's p99 moves by tenths of a millisecond with whatever else the host does, and a median of paired rounds
     stands still where the difference of two single runs, minutes apart, does not."""
     seconds = max(1, round(run.args.duration / PACED_ROUNDS))
-    rounds = [(measured_run(run, run.direct, stream, "paced", seconds), measured_run(run, t, stream, "paced", seconds))
+    rounds = [(measured_run(run, run.direct, stream, load, seconds), measured_run(run, t, stream, load, seconds))
               for _ in range(PACED_ROUNDS)]
     runs = [r for _, r in rounds]
     requests = sum(r.requests for r in runs)
@@ -412,7 +424,7 @@ def paced_rounds(run: Run, t: Target, stream: bool) -> Result:
         known = [(figure(r), r.requests) for r in runs if figure(r) is not None]
         return sum(v * n for v, n in known) / sum(n for _, n in known) if known else None
 
-    return Result(t.name, stream, "paced", requests, rps=median(r.rps for r in runs),
+    return Result(t.name, stream, load, requests, rps=median(r.rps for r in runs),
                   errors=sum(r.errors for r in runs), p50_ms=middle(r.p50_ms for r in runs),
                   p90_ms=middle(r.p90_ms for r in runs), p99_ms=middle(r.p99_ms for r in runs),
                   cpu_us=per_request(lambda r: r.cpu_us), core_used=median(r.core_used for r in runs),
@@ -440,9 +452,9 @@ def measure(run: Run, t: Target) -> None:
     if (waited := wait_ledger(t)) >= 1:
         run.notes.append(f"{TARGETS[t.name]}: after the warm-up, the usage ledger took {waited:.0f} s to write its "
                          "backlog (queue and spool); the runs started after it.")
-    results = [paced_rounds(run, t, stream) if load == "paced" and t is not run.direct
+    results = [paced_rounds(run, t, stream, load) if load in PACED_LOADS and t is not run.direct
                else measured_run(run, t, stream, load, run.args.duration)
-               for stream in (False, True) for load in ("paced", "max")]
+               for stream in (False, True) for load in (*PACED_LOADS, "max")]
     run.rss[t.name] = (rss, memory_mb(t.proc.pid, "VmHWM"))
     run.results += results
 
@@ -651,8 +663,10 @@ def results_table(run: Run) -> str:
     return table([
         ("target", "---", lambda r: TARGETS[r.target]),
         ("stream", "---", lambda r: "yes" if r.stream else "no"),
-        ("load", "---", lambda r: f"{PACED_CONNS} conns, {PACED_PAUSE_MS} ms pause" if r.load == "paced"
-         else f"{MAX_CONNS} conns"),
+        ("load", "---", lambda r: {"paced": f"{PACED_CONNS} conns, {PACED_PAUSE_MS // 2}-{PACED_PAUSE_MS * 3 // 2} ms "
+                                            "pause",
+                                   "lockstep": f"{PACED_CONNS} conns in step, {PACED_PAUSE_MS} ms pause"}.get(
+                                       r.load, f"{MAX_CONNS} conns")),
         ("req/s", "--:", lambda r: f"{r.rps:.0f}" + (" †" if short_of_pace(r) else "")),
         ("p50 ms", "--:", lambda r: cell(r.p50_ms)),
         ("p90 ms", "--:", lambda r: cell(r.p90_ms)),
@@ -676,13 +690,17 @@ def summary_table(run: Run) -> str:
     overhead against the direct call, which is what their targets are about."""
     def figures(target: str) -> dict[str, float | None]:   # None: not measured
         ns, st = find(run, target, False, "paced"), find(run, target, True, "paced")
+        ns_ls, st_ls = find(run, target, False, "lockstep"), find(run, target, True, "lockstep")
         ns_max, st_max = find(run, target, False, "max"), find(run, target, True, "max")
         return {"cpu": ns and ns.cpu_us, "cpu_stream": st and st.cpu_us, "cpu_max": ns_max and ns_max.cpu_us,
                 "cpu_stream_max": st_max and st_max.cpu_us, "rps": ns_max and ns_max.rps,
                 "streams": st_max and st_max.rps, "p99": ns and ns.p99_ms,
                 "ttfb99": st and ttfb99(st), "stream99": st and st.p99_ms,
                 "rss": run.rss.get(target, [None])[0], "p99+": overhead(ns, lambda r: r.p99_ms),
-                "ttfb99+": overhead(st, ttfb99), "stream99+": overhead(st, lambda r: r.p99_ms)}
+                "ttfb99+": overhead(st, ttfb99), "stream99+": overhead(st, lambda r: r.p99_ms),
+                "p99_ls": ns_ls and ns_ls.p99_ms, "p99_ls+": overhead(ns_ls, lambda r: r.p99_ms),
+                "ttfb99_ls": st_ls and ttfb99(st_ls), "ttfb99_ls+": overhead(st_ls, ttfb99),
+                "stream99_ls": st_ls and st_ls.p99_ms, "stream99_ls+": overhead(st_ls, lambda r: r.p99_ms)}
 
     n, s = figures("nginx"), figures("full")
     # label, figures, their format, the target, whether the full path meets it (a figure not measured is None:
@@ -699,11 +717,16 @@ def summary_table(run: Run) -> str:
               lambda: s["p99+"] < 0.5),
              ("stream TTFB p99 / full p99 at ~1,000 req/s, ms (overheads)", ["ttfb99", "stream99"], ".2f",
               "overheads < 0.5 ms", lambda: max(s["ttfb99+"], s["stream99+"]) < 0.5),
+             # The same rate in bursts: what the paced runs measured before the pauses were drawn at random.
+             ("p99 with 11 requests at once every ~10 ms, non-streaming, ms (overhead)", ["p99_ls"], ".2f",
+              "overhead < 0.5 ms", lambda: s["p99_ls+"] < 0.5),
+             ("the same, stream TTFB p99 / full p99, ms (overheads)", ["ttfb99_ls", "stream99_ls"], ".2f",
+              "overheads < 0.5 ms", lambda: max(s["ttfb99_ls+"], s["stream99_ls+"]) < 0.5),
              ("resident memory after warm-up, MB", ["rss"], ".1f", "≤ 40 MB", lambda: s["rss"] <= 40)]
 
     def shown(f: dict, keys: list[str], spec: str) -> str:
         overheads = [f.get(k + "+") for k in keys]
-        latency = keys[0] in ("p99", "ttfb99") and None not in overheads
+        latency = keys[0] in ("p99", "ttfb99", "p99_ls", "ttfb99_ls") and None not in overheads
         return cells([f[k] for k in keys], spec) + (f" ({cells(overheads, spec, sign=True)})" if latency else "")
 
     def met(test) -> str:

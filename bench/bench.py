@@ -43,7 +43,7 @@ PROXY_CORE, LOAD_CORE = 0, 1
 # (they start together, and nothing moves one against another): 11 requests at once every ~10 ms.
 PACED_CONNS, PACED_PAUSE_MS, MAX_CONNS, WARMUP_S = 11, 10, 64, 2
 PACED_LOADS = ("paced", "lockstep")
-# A proxy's paced run is cut into rounds, each right after a paced run of the direct call as long (its baseline)
+# A proxy's paced and lockstep runs are cut into rounds, each right after such a run of the direct call (its baseline)
 PACED_ROUNDS = 3
 TARGETS = {"direct": "direct (simulator alone)", "nginx": "nginx (floor)", "bare": "Sluice bare proxy",
            "full": "Sluice full path", "prompt": "Sluice full, prompt template", "litellm": "LiteLLM proxy",

@@ -463,13 +463,18 @@ def measure(run: Run, t: Target) -> None:
 
 def direct(run: Run) -> None:
     """The simulator alone: the upstream of every other target, so started first and stopped at exit."""
+    simulator(run)
+    measure(run, run.direct)
+
+
+def simulator(run: Run) -> None:
+    """Starts the upstream on the load core; run.direct calls it."""
     port = free_port()
     run.sim_url = f"http://127.0.0.1:{port}"
     run.sim = start(run, "simulator", LOAD_CORE, [run.sluice, "simulate", "--listen", f"127.0.0.1:{port}",
                                                   "--reply-tokens", "20"], f"{run.sim_url}/healthz")
     run.direct = Target("direct", f"{run.sim_url}/v1/chat/completions", "sk-upstream", "chat-bench-model", run.sim,
                         run.tmp / "simulator.log")
-    measure(run, run.direct)
 
 
 def nginx(run: Run) -> None:
@@ -486,10 +491,10 @@ def nginx(run: Run) -> None:
     stop(run, proc)
 
 
-def gateway(run: Run, variant: str) -> tuple[subprocess.Popen, str, str]:
+def gateway(run: Run, variant: str, wrapper: tuple = ()) -> tuple[subprocess.Popen, str, str]:
     """Sluice from bench/config/sluice.toml, bare or full, in a folder of its own (relative defaults such as the
-    SQLite ledger land there); for the full path, first its tenant and virtual key, made with the CLI. Returns
-    the process, the base URL and the key to call it with."""
+    SQLite ledger land there); for the full path, first its tenant and virtual key, made with the CLI. WRAPPER:
+    a command the gateway runs under (valgrind). Returns the process, the base URL and the key to call it with."""
     folder, port, full = run.tmp / f"sluice-{variant}", free_port(), variant == "full"
     (folder / "config").mkdir(parents=True)
     (folder / "config/prices.toml").symlink_to(ROOT / "config/prices.toml")
@@ -515,8 +520,8 @@ def gateway(run: Run, variant: str) -> tuple[subprocess.Popen, str, str]:
         if not (found := re.search(r"^key:\s*(\S+)", done.stdout, re.M)):
             raise BenchError(f"no key in the output of sluice keys create:\n{done.stdout}")
         key = found.group(1)
-    proc = start(run, f"sluice-{variant}", PROXY_CORE, [run.sluice, "--config", config, "serve"],
-                 f"http://127.0.0.1:{port}/healthz", cwd=folder, env=env)
+    proc = start(run, f"sluice-{variant}", PROXY_CORE, [*wrapper, run.sluice, "--config", config, "serve"],
+                 f"http://127.0.0.1:{port}/healthz", timeout=300 if wrapper else 30, cwd=folder, env=env)
     return proc, f"http://127.0.0.1:{port}", key
 
 
@@ -528,17 +533,8 @@ def sluice_bare(run: Run) -> None:
 
 
 def sluice_full(run: Run) -> None:
-    """The full path and its prompt template on one gateway; its ledger in a throwaway PostgreSQL database, with
-    PostgreSQL pinned to the load core before anything connects to it (off the gateway's core)."""
-    try:
-        run.versions.append("PostgreSQL " + psql("SHOW server_version").split()[0])
-    except (OSError, BenchError) as err:
-        raise BenchError(f"the full path keeps its ledger in PostgreSQL at {PG_URL}, which psql cannot reach ({err}): "
-                         "start it (psql: apt-get install postgresql-client) or leave it out: --only direct,nginx,bare")
-    database = f"sluice_bench_{os.getpid()}"
-    psql(f'CREATE DATABASE "{database}"')
-    run.database, run.pinned = database, True
-    pin_postgres(str(LOAD_CORE))
+    """The full path and its prompt template on one gateway; its ledger in a throwaway PostgreSQL database."""
+    full_database(run)
     proc, base, key = gateway(run, "full")
     for name, path, bodies in (("full", "chat/completions", "chat-bench"), ("prompt", "prompts/bench", "prompt")):
         if name in run.args.only:
@@ -550,6 +546,20 @@ def sluice_full(run: Run) -> None:
     run.pinned = False
     if run.args.redis:
         run.notes.append(f"The full path shared its budgets through the Redis at {run.args.redis} (`--redis`).")
+
+
+def full_database(run: Run) -> None:
+    """The full path's throwaway PostgreSQL database (dropped at exit), with PostgreSQL pinned to the load core
+    before anything connects to it (off the gateway's core)."""
+    try:
+        run.versions.append("PostgreSQL " + psql("SHOW server_version").split()[0])
+    except (OSError, BenchError) as err:
+        raise BenchError(f"the full path keeps its ledger in PostgreSQL at {PG_URL}, which psql cannot reach ({err}): "
+                         "start it (psql: apt-get install postgresql-client) or leave it out: --only direct,nginx,bare")
+    database = f"sluice_bench_{os.getpid()}"
+    psql(f'CREATE DATABASE "{database}"')
+    run.database, run.pinned = database, True
+    pin_postgres(str(LOAD_CORE))
 
 
 def litellm(run: Run) -> None:
@@ -851,11 +861,16 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> int:
-    run = Run(parse_args())
+    return guarded(Run(parse_args()), bench)
+
+
+def guarded(run: Run, body) -> int:
+    """BODY(run), then everything stopped and cleaned up however it ended; the exit status (1: a BenchError,
+    130: interrupted)."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)   # like Ctrl-C: stop everything and clean up
     signal.signal(signal.SIGHUP, signal.default_int_handler)
     try:
-        bench(run)
+        body(run)
         return 0
     except BenchError as err:
         log(f"error: {err}")

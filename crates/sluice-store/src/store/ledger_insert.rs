@@ -8,9 +8,9 @@ use chrono::SubsecRound;
 use sqlx::{Postgres, Sqlite};
 
 use super::dialect::Dialect;
-use super::queries::{capped, encode_attempts, to_i64};
+use super::queries::{capped, to_i64};
 use super::statement::Statement;
-use crate::ledger::{MAX_ID_BYTES, MAX_MODEL_BYTES, MAX_NAME_BYTES, MAX_TENANT_BYTES, UsageRow, cap};
+use crate::ledger::{MAX_ID_BYTES, MAX_MODEL_BYTES, MAX_NAME_BYTES, MAX_TENANT_BYTES, UsageRow, attempt_log_json, cap};
 
 /// A database's way of inserting a batch of ledger rows.
 pub(crate) trait LedgerInsert: Dialect {
@@ -76,7 +76,7 @@ impl<'a, DB: Dialect> LedgerValues<'a, DB> {
             latency_ms: to_i64(r.latency_ms),
             status: i32::from(r.status),
             attempts: i32::try_from(r.attempts).unwrap_or(i32::MAX),
-            attempt_log: encode_attempts(&r.attempt_log),
+            attempt_log: attempt_log_json(&r.attempt_log),
             prompt_name: capped(&r.prompt_name, MAX_NAME_BYTES),
             prompt_version: r.prompt_version.map(|v| i32::try_from(v).unwrap_or(i32::MAX)),
             created_at: DB::time(r.created_at.trunc_subsecs(6)),

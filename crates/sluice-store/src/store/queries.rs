@@ -18,9 +18,7 @@ use super::statement::Statement;
 use crate::alerts::FiredAlert;
 use crate::error::StoreError;
 use crate::keys::KeyHash;
-use crate::ledger::{
-    AttemptUsage, MAX_ID_BYTES, MAX_MODEL_BYTES, MAX_NAME_BYTES, MAX_TENANT_BYTES, PriceSource, UsageRow, cap,
-};
+use crate::ledger::{MAX_ID_BYTES, MAX_MODEL_BYTES, MAX_NAME_BYTES, MAX_TENANT_BYTES, PriceSource, UsageRow, cap};
 use crate::model::{
     BudgetPeriod, ExportFilter, GroupBy, KeyInfo, NewTenant, SpendFilter, SpendRow, Tenant, TenantChange, midnight,
 };
@@ -657,12 +655,6 @@ fn rollups<'a>(
 /// An optional string capped as the ledger stores it.
 pub(super) fn capped<S: AsRef<str>>(value: &Option<S>, max: usize) -> Option<&str> {
     value.as_ref().map(|v| cap(v.as_ref(), max))
-}
-
-/// A row's attempts as the `attempt_log` column's JSON.
-pub(super) fn encode_attempts(attempts: &[AttemptUsage]) -> String {
-    // Serializing these plain structs cannot fail.
-    serde_json::to_string(attempts).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// Token counts are `u64` on the wire and `BIGINT` in the database; 2^63 tokens do not happen, and

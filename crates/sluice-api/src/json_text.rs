@@ -29,13 +29,18 @@ impl Serialize for JsonText<'_> {
             return serializer.serialize_str(text);
         }
         let mut json = String::with_capacity(text.len() + 2);
-        json.push('"');
-        write_escaped(&mut json, text).map_err(S::Error::custom)?;
-        json.push('"');
+        write_quoted(&mut json, text).map_err(S::Error::custom)?;
         RawValue::from_string(json)
             .map_err(S::Error::custom)?
             .serialize(serializer)
     }
+}
+
+/// Writes `text` as a JSON string, quotes included, escaped as [`write_escaped`] escapes it.
+pub fn write_quoted<W: fmt::Write + ?Sized>(out: &mut W, text: &str) -> fmt::Result {
+    out.write_char('"')?;
+    write_escaped(out, text)?;
+    out.write_char('"')
 }
 
 /// Writes `text` as the inside of a JSON string, escaped exactly as serde_json escapes it: `\"`, `\\`,

@@ -272,10 +272,8 @@ impl From<LegacyUsageRow> for UsageRow {
 /// the row's share of a PostgreSQL insert.
 pub(crate) fn attempt_log_json(attempts: &[AttemptUsage]) -> String {
     fn string(out: &mut String, text: &str) {
-        out.push('"');
         // Writing into a `String` cannot fail.
-        let _ = sluice_api::json_text::write_escaped(out, text);
-        out.push('"');
+        let _ = sluice_api::json_text::write_quoted(out, text);
     }
     fn number(out: &mut String, name: &str, value: u64) {
         out.push_str(name);

@@ -10,6 +10,7 @@
 use std::fmt::{self, Write as _};
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
+use sluice_api::json_text::write_quoted;
 use tracing::field::{Field, Visit};
 use tracing::span::Record;
 use tracing::{Event, Subscriber};
@@ -74,7 +75,7 @@ where
         writer.write_char('"')?;
         FieldWriter::write(&mut writer, false, |v| event.record(v))?;
         writer.write_str(",\"target\":")?;
-        write_json_str(&mut writer, meta.target())?;
+        write_quoted(&mut writer, meta.target())?;
         let span = event
             .parent()
             .and_then(|id| ctx.span(id))
@@ -96,7 +97,7 @@ where
                 writer.write_char(',')?;
             }
             writer.write_str("\"name\":")?;
-            write_json_str(&mut writer, span.name())?;
+            write_quoted(&mut writer, span.name())?;
             writer.write_char('}')?;
         }
         writer.write_str("}\n")
@@ -226,7 +227,7 @@ impl FieldWriter<'_, '_> {
         if self.result.is_ok() {
             let first = std::mem::replace(&mut self.first, false);
             self.result = (if first { Ok(()) } else { self.out.write_char(',') })
-                .and_then(|()| write_json_str(self.out, field.name()))
+                .and_then(|()| write_quoted(self.out, field.name()))
                 .and_then(|()| self.out.write_char(':'))
                 .and_then(|()| value(self.out));
         }
@@ -256,7 +257,7 @@ impl Visit for FieldWriter<'_, '_> {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.field(field, |w| write_json_str(w, value));
+        self.field(field, |w| write_quoted(w, value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
@@ -266,13 +267,6 @@ impl Visit for FieldWriter<'_, '_> {
             w.write_char('"')
         });
     }
-}
-
-/// `s` as a JSON string, quotes included.
-fn write_json_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
-    w.write_char('"')?;
-    Escaped(w).write_str(s)?;
-    w.write_char('"')
 }
 
 /// Text written into a JSON string: quotes, backslashes and control characters escaped, as serde_json

@@ -366,7 +366,8 @@ def wait_ledger(t: Target) -> float:
 def measured_run(run: Run, t: Target, stream: bool, load: str, seconds: int) -> Result:
     """One run: wrk (and the probe when paced or in lockstep), the target's CPU and PostgreSQL's, and the other work
     on each core."""
-    paced, database = load in PACED_LOADS, run.database if t.name in ("full", "prompt") else ""
+    paced, jitter = load in PACED_LOADS, load == "paced"   # paced: pauses, and the probe; jitter: random pauses
+    database = run.database if t.name in ("full", "prompt") else ""
 
     def readings():
         ours = resource.getrusage(resource.RUSAGE_CHILDREN)   # this program's children: wrk
@@ -374,11 +375,10 @@ def measured_run(run: Run, t: Target, stream: bool, load: str, seconds: int) -> 
                 postgres_cpu(database) if database else 0.0,
                 sum(os.times()[:2]) + ours.ru_utime + ours.ru_stime, *core_busy()]
 
-    before, probe = readings(), Probe(t, stream, load == "paced")
+    before, probe = readings(), Probe(t, stream, jitter)
     if paced:
         probe.start()
-    stats = wrk(t, stream, PACED_CONNS - 1 if paced else MAX_CONNS, PACED_PAUSE_MS if paced else 0, seconds,
-                load == "paced")
+    stats = wrk(t, stream, PACED_CONNS - 1 if paced else MAX_CONNS, PACED_PAUSE_MS if paced else 0, seconds, jitter)
     if paced:
         probe.halt.set()
         probe.join()
@@ -410,10 +410,9 @@ def middle(values) -> float | None:
 
 def paced_rounds(run: Run, t: Target, stream: bool, load: str) -> Result:
     """A proxy's paced (or lockstep) run as PACED_ROUNDS rounds, each such a run of the direct call then one of the
-    target, as
-    long, so that each overhead compares runs seconds apart; the result's latencies are the rounds' medians. One
-    run's p99 moves by tenths of a millisecond with whatever else the host does, and a median of paired rounds
-    stands still where the difference of two single runs, minutes apart, does not."""
+    target, as long, so that each overhead compares runs seconds apart; the result's latencies are the rounds'
+    medians. One run's p99 moves by tenths of a millisecond with whatever else the host does, and a median of
+    paired rounds stands still where the difference of two single runs, minutes apart, does not."""
     seconds = max(1, round(run.args.duration / PACED_ROUNDS))
     rounds = [(measured_run(run, run.direct, stream, load, seconds), measured_run(run, t, stream, load, seconds))
               for _ in range(PACED_ROUNDS)]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Instructions per request of Sluice's full path, counted by callgrind.
 
-    python3 bench/callgrind.py --sluice /tmp/sluice       # a chat completion and a stream, about 3 minutes
+    python3 bench/callgrind.py --sluice /tmp/sluice       # a chat completion and a stream, about a minute
 
 Time on a shared 2-core guest moves by 20% between runs of one binary; instructions do not move with what
 else the host does, so a hot-path change is judged by them first. The setup is bench.py's full path (a
@@ -26,13 +26,15 @@ from bench import BenchError, Run, Target, full_database, gateway, guarded, log,
 def counted(t: Target, stream: bool, dump: Path, warmup_s: int, seconds: int) -> tuple[int, int]:
     """Instructions and answers of one counted run of T's gateway: warm-up first, the counting on only
     around the counted run, then a dump of what was counted (which zeroes the counters)."""
-    control = ["callgrind_control"]
+    def control(action: str) -> None:
+        subprocess.run(["callgrind_control", action, str(t.proc.pid)], check=True, capture_output=True)
+
     wrk(t, stream, 1, 0, warmup_s)
-    subprocess.run([*control, "--instr=on", str(t.proc.pid)], check=True, capture_output=True)
+    control("--instr=on")
     stats = wrk(t, stream, 1, 0, seconds)
-    subprocess.run([*control, "--instr=off", str(t.proc.pid)], check=True, capture_output=True)
+    control("--instr=off")
     before = set(dump.parent.glob(dump.name + "*"))
-    subprocess.run([*control, "--dump", str(t.proc.pid)], check=True, capture_output=True)
+    control("--dump")
     written = sorted(set(dump.parent.glob(dump.name + "*")) - before, key=lambda p: p.stat().st_mtime)
     if not written:
         raise BenchError(f"callgrind wrote no dump next to {dump}")

@@ -23,10 +23,12 @@ use crate::event_body::{Frames, ReadyFrames, StreamFrames};
 static X_SLUICE_PROVIDER: HeaderName = HeaderName::from_static("x-sluice-provider");
 static X_SLUICE_ATTEMPTS: HeaderName = HeaderName::from_static("x-sluice-attempts");
 static X_SLUICE_DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-sluice-dropped-params");
+/// Looked up by a built name: a `&str` lookup checks and parses the name on every request.
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The client's `x-request-id`, as the request id layer left it.
 pub(crate) fn client_request_id(headers: &HeaderMap) -> Option<&str> {
-    headers.get("x-request-id").and_then(|v| v.to_str().ok())
+    headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok())
 }
 
 /// The error shape of the protocol a client speaks.

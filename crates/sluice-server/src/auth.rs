@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http::HeaderName;
 use http::header::AUTHORIZATION;
 
 use crate::AppState;
@@ -33,6 +34,11 @@ pub(crate) async fn require_admin(State(state): State<AppState>, mut request: Re
     }
 }
 
+// Header names built once: looking a header up by `&str` checks and parses the name on every request.
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+/// Sent by the Anthropic SDKs on every call.
+pub(crate) static ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+
 fn bearer(request: &Request) -> Option<&str> {
     request
         .headers()
@@ -48,7 +54,7 @@ fn bearer(request: &Request) -> Option<&str> {
 fn x_api_key(request: &Request) -> Option<&str> {
     request
         .headers()
-        .get("x-api-key")
+        .get(&X_API_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|t| !t.is_empty())
@@ -57,7 +63,7 @@ fn x_api_key(request: &Request) -> Option<&str> {
 /// Whether the caller speaks Anthropic's Messages API (its routes, or `anthropic-version` sent, as the
 /// Anthropic SDKs do on every call), so its errors take Anthropic's shape.
 pub(crate) fn speaks_anthropic(request: &Request) -> bool {
-    request.uri().path().starts_with("/v1/messages") || request.headers().contains_key("anthropic-version")
+    request.uri().path().starts_with("/v1/messages") || request.headers().contains_key(&ANTHROPIC_VERSION)
 }
 
 /// The authenticated caller's name, left on its response for the access log line. (Recorded on the

@@ -336,7 +336,7 @@ async fn list_models(
             tenant.permission(&service, pipeline.model_access(m)) == sluice_pipeline::Permission::Call
         })
     };
-    if headers.contains_key("anthropic-version") {
+    if headers.contains_key(&auth::ANTHROPIC_VERSION) {
         let names = state.router().model_names().filter(|m| callable(m));
         return json_response(
             StatusCode::OK,

@@ -236,15 +236,16 @@ impl FieldWriter<'_, '_> {
 
 impl Visit for FieldWriter<'_, '_> {
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.field(field, |w| write!(w, "{value}"));
+        self.field(field, |w| w.write_str(if value { "true" } else { "false" }));
     }
 
+    // Integers by itoa: `write!` goes through the formatting machinery for every status code.
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, |w| write!(w, "{value}"));
+        self.field(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.field(field, |w| write!(w, "{value}"));
+        self.field(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -358,7 +359,10 @@ mod tests {
                 ratio = 0.25,
                 big = u128::MAX,
                 negative = -3i64,
+                least = i64::MIN,
+                most = u64::MAX,
                 flag = true,
+                off = false,
                 "upstream failed: {}",
                 "tab\there"
             );

@@ -372,7 +372,7 @@ where
     /// the new ones to the rollups, in one transaction. Returns how many were new.
     pub(super) async fn insert_usage(&self, rows: &[&UsageRow]) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let mut new: HashSet<String> = HashSet::with_capacity(rows.len());
+        let mut new: Vec<&UsageRow> = Vec::with_capacity(rows.len());
         for chunk in statement_chunks(rows, DB::FIXED_TEXT) {
             let mut query = Statement::<DB>::new("INSERT INTO usage_ledger (");
             query.push(LEDGER_COLUMNS).push(") ");
@@ -380,13 +380,19 @@ where
             query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
             let (sql, args) = query.into_parts()?;
             let inserted = sqlx::query_with(&sql, args).fetch_all(&mut *tx).await?;
-            for row in &inserted {
-                new.insert(row.try_get::<String, _>(0)?);
+            if inserted.len() == chunk.len() {
+                // Every row was new (the ids are unique among them): the common case, with no id to
+                // decode and look up.
+                new.extend_from_slice(chunk);
+            } else {
+                let ids = inserted
+                    .iter()
+                    .map(|row| row.try_get::<String, _>(0))
+                    .collect::<Result<HashSet<_>, _>>()?;
+                new.extend(chunk.iter().filter(|r| ids.contains(cap(&r.id, MAX_ID_BYTES))));
             }
         }
-        let sums: Vec<_> = rollups(rows.iter().filter(|r| new.contains(cap(&r.id, MAX_ID_BYTES))))
-            .into_iter()
-            .collect();
+        let sums: Vec<_> = rollups(new.iter()).into_iter().collect();
         // Rollups bind a tuple per row in both databases.
         for chunk in statement_chunks(&sums, false) {
             let mut query = Statement::<DB>::new(

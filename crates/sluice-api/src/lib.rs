@@ -23,5 +23,5 @@ pub use embeddings::{
 };
 pub use error::{ErrorBody, ErrorObject};
 pub use models::{Model, ModelList};
-pub use parse::{ParseError, parse_json};
+pub use parse::{ParseError, from_json_bytes, parse_json};
 pub use usage::{MAX_REQUEST_TOKENS, TokenUsage, UsageSource};

@@ -41,10 +41,21 @@ impl ParseError {
 /// to find the field's path: tracking it allocates each key and index of the body (about a fifth of the
 /// parse's time on a chat request), which an accepted request never needs.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ParseError> {
-    match serde_json::from_slice(body) {
+    match from_json_bytes(body) {
         Ok(value) => Ok(value),
         // The same parse fails the same way; `syntax` only if it somehow did not.
         Err(err) => Err(parse_json_traced::<T>(body).err().unwrap_or_else(|| syntax(&err))),
+    }
+}
+
+/// `serde_json::from_slice`, faster on the bodies that matter: a body that is UTF-8 throughout (as JSON
+/// must be) is checked once by simdutf8 and parsed as text, so that serde_json does not check each string
+/// of it again (std's check, about 1.6 instructions a byte: 2.9k of the gateway's 137k for the
+/// benchmark's 2 KB chat request). Any other body is parsed as bytes, failing as `from_slice` fails.
+pub fn from_json_bytes<T: DeserializeOwned>(body: &[u8]) -> serde_json::Result<T> {
+    match simdutf8::basic::from_utf8(body) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(body),
     }
 }
 
@@ -125,6 +136,23 @@ mod tests {
         let body = br#"{"model": "m", "messages": [], "max_tokens": "ten"}"#;
         let err = parse_json::<ChatCompletionRequest>(body).unwrap_err();
         assert_eq!(err.param(), Some("max_tokens"), "{err}");
+    }
+
+    #[test]
+    fn bytes_parse_as_from_slice_parses_them() {
+        let bodies: [&[u8]; 6] = [
+            br#"{"a": "plain", "b": ["\u00e9t\u00e9", "\"q\""], "c": 1.5}"#,
+            b"{\"a\": \"\xc3\xa9t\xc3\xa9\"}",
+            b"{\"a\": \"\xff\"}",
+            b"{\"a\": \"\xc3\"}",
+            b"\xef\xbb\xbf{}",
+            b"{\"a\": 1} \xc3\xa9",
+        ];
+        for body in bodies {
+            let ours = from_json_bytes::<serde_json::Value>(body).map_err(|e| e.to_string());
+            let theirs = serde_json::from_slice::<serde_json::Value>(body).map_err(|e| e.to_string());
+            assert_eq!(ours, theirs, "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]

@@ -290,7 +290,7 @@ fn parse_usage(body: &[u8]) -> Result<Option<TokenUsage>, ProviderError> {
         #[serde(default)]
         usage: Option<Usage>,
     }
-    serde_json::from_slice::<UsageOnly>(body)
+    sluice_api::from_json_bytes::<UsageOnly>(body)
         .map(|u| u.usage.as_ref().map(TokenUsage::from_openai))
         .map_err(|e| ProviderError::Protocol {
             detail: format!("the response body is not a chat completion: {e}"),

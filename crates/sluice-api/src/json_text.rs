@@ -111,7 +111,9 @@ fn next_special(bytes: &[u8], from: usize) -> Option<usize> {
 /// Whether `block` holds a byte that JSON requires escaped.
 #[inline]
 fn has_special(block: &[u8; BLOCK]) -> bool {
-    block.iter().fold(false, |found, &b| found | (b < 0x20) | (b == b'"') | (b == b'\\'))
+    block
+        .iter()
+        .fold(false, |found, &b| found | (b < 0x20) | (b == b'"') | (b == b'\\'))
 }
 
 /// The first byte of `bytes` that JSON requires escaped, eight bytes at a time.

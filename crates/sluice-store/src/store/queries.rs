@@ -4,7 +4,7 @@
 //!
 //! The sqlx bounds a generic query needs are stated once, on the `impl` block of [`Db`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -374,22 +374,16 @@ where
         let mut tx = self.pool.begin().await?;
         let mut new: Vec<&UsageRow> = Vec::with_capacity(rows.len());
         for chunk in statement_chunks(rows, DB::FIXED_TEXT) {
-            let mut query = Statement::<DB>::new("INSERT INTO usage_ledger (");
+            let mut query = Statement::<DB>::new(DB::INSERT_HEAD);
             query.push(LEDGER_COLUMNS).push(") ");
             DB::push_rows(&mut query, chunk.iter().map(|r| LedgerValues::of(r)).collect());
-            query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+            query.push(DB::INSERT_TAIL);
             let (sql, args) = query.into_parts()?;
-            let inserted = sqlx::query_with(&sql, args).fetch_all(&mut *tx).await?;
-            if inserted.len() == chunk.len() {
-                // Every row was new (the ids are unique among them): the common case, with no id to
-                // decode and look up.
-                new.extend_from_slice(chunk);
-            } else {
-                let ids = inserted
-                    .iter()
-                    .map(|row| row.try_get::<String, _>(0))
-                    .collect::<Result<HashSet<_>, _>>()?;
-                new.extend(chunk.iter().filter(|r| ids.contains(cap(&r.id, MAX_ID_BYTES))));
+            let answer = sqlx::query_with(&sql, args).fetch_all(&mut *tx).await?;
+            match DB::inserted(&answer, chunk.len())? {
+                // Every row was new: the common case, with no id to decode and look up.
+                None => new.extend_from_slice(chunk),
+                Some(ids) => new.extend(chunk.iter().filter(|r| ids.contains(cap(&r.id, MAX_ID_BYTES)))),
             }
         }
         let sums: Vec<_> = rollups(new.iter()).into_iter().collect();

@@ -111,9 +111,14 @@ fn next_special(bytes: &[u8], from: usize) -> Option<usize> {
 /// Whether `block` holds a byte that JSON requires escaped.
 #[inline]
 fn has_special(block: &[u8; BLOCK]) -> bool {
-    block
-        .iter()
-        .fold(false, |found, &b| found | (b < 0x20) | (b == b'"') | (b == b'\\'))
+    block.iter().fold(false, |found, &b| found | is_special(b))
+}
+
+/// Whether JSON requires `b` escaped: a control character, `"` or `\`. Without short-circuits, so that a
+/// fold over a block stays vector compares.
+#[inline]
+fn is_special(b: u8) -> bool {
+    (b < 0x20) | (b == b'"') | (b == b'\\')
 }
 
 /// The first byte of `bytes` that JSON requires escaped, eight bytes at a time.
@@ -126,9 +131,7 @@ fn first_special(bytes: &[u8]) -> Option<usize> {
             return Some(index * 8 + bits.trailing_zeros() as usize / 8);
         }
     }
-    tail.iter()
-        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
-        .map(|at| words.len() * 8 + at)
+    tail.iter().position(|&b| is_special(b)).map(|at| words.len() * 8 + at)
 }
 
 /// The high bit of each byte of `x` that is below 0x20, `"` or `\`, the lowest set bit exact: a byte

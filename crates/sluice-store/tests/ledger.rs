@@ -1,6 +1,7 @@
 //! The ledger you can invoice from, on SQLite and on a throwaway Postgres: the gateway's id is the key and
 //! the client's is not, usage and prices by category round-trip, long strings are capped and never refused,
-//! names are bounded, exports page through time, the 0002 migration keeps every row, and a torn spool line
+//! text with tabs, newlines and backslashes and instants before 2000 come back as written (first
+//! written or replayed), names are bounded, exports page through time, the 0002 migration keeps every row, and a torn spool line
 //! stops neither the start nor the replay.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
@@ -12,6 +13,7 @@ suite!(
     batches_of_any_size_are_written_whole,
     long_strings_are_capped_never_refused,
     categories_prices_and_attempts_round_trip,
+    awkward_text_and_instants_round_trip_new_or_replayed,
     exports_page_in_time_order_with_filters,
     names_are_bounded_and_default_is_reserved,
     migrating_keeps_every_row,
@@ -370,6 +372,42 @@ mod cases {
                 .unwrap(),
             123_456 + 2_000
         );
+    }
+
+    /// Postgres takes a batch of new rows by `COPY` and a batch with an id it holds already by an insert
+    /// that skips it: both must store every byte and instant as given, whatever a client put in a name.
+    pub async fn awkward_text_and_instants_round_trip_new_or_replayed(h: &Harness) {
+        let store = h.store().await;
+        let awkward = |id: &str, when: &str| UsageRow {
+            client_request_id: Some(format!("{id}\t\\N\n\r\"q\"")),
+            tenant: "te\tn\\ant".into(),
+            key_id: Some("k\n1".into()),
+            model: "模型 \\. 🚀".to_owned(),
+            provider: "p\r\n".into(),
+            vendor_model: "v\\N".into(),
+            upstream_key: Some("\\.".into()),
+            prompt_name: Some("line\nbreak\t\\".to_owned()),
+            prompt_version: Some(i32::MAX as u32),
+            price_date: Some(day("1999-12-31")),
+            cost_micros: Some(-1),
+            latency_ms: u64::from(u32::MAX),
+            ..row(id, "x", None, "x", when, 7, 3, Some(1))
+        };
+        let first = vec![
+            awkward("a1", "1999-12-31T23:59:59.999999Z"),
+            awkward("a2", "2000-01-01T00:00:00Z"),
+            awkward("a3", "1970-01-01T00:00:00.000001Z"),
+        ];
+        assert_eq!(store.insert_usage(&first).await.unwrap().inserted, 3);
+        // a2 again beside a new row: the batch is replayed, a2 skipped, a4 written.
+        let replay = vec![first[1].clone(), awkward("a4", "2262-04-11T23:47:16.854775Z")];
+        let outcome = store.insert_usage(&replay).await.unwrap();
+        assert_eq!((outcome.inserted, outcome.duplicates), (1, 1));
+        let mut expected = first.clone();
+        expected.push(replay[1].clone());
+        expected.sort_by_key(|r| r.created_at);
+        assert_eq!(export_all(&store, ExportFilter::default(), 10).await, expected);
+        assert_rollups_match_ledger(&store).await;
     }
 
     // === Export ===

@@ -1,5 +1,6 @@
-//! How a batch of ledger rows becomes inserts. SQLite takes a `VALUES` tuple per row. Postgres takes
-//! one array per column (`UNNEST`): 25 parameters whatever the batch's size, so the statement's text is
+//! How a batch of ledger rows becomes inserts that skip ids already in the ledger. SQLite takes a
+//! `VALUES` tuple per row. Postgres takes new rows by `COPY` (`super::ledger_copy`), and here a batch
+//! that holds an id it has already, one array per column (`UNNEST`): 25 parameters whatever the batch's size, so the statement's text is
 //! the same for every batch and is prepared once per connection, where a tuple per row had Postgres parse
 //! and describe a statement of up to 25,000 parameters for each batch and the gateway format a
 //! placeholder for each value.
@@ -37,27 +38,27 @@ pub(crate) trait LedgerInsert: Dialect {
 /// One ledger row's values as stored, in the order of the ledger's columns: strings capped, counts as
 /// `BIGINT`, the instant truncated to microseconds.
 pub(crate) struct LedgerValues<'a, DB: Dialect> {
-    id: &'a str,
-    client_request_id: Option<&'a str>,
-    tenant: &'a str,
-    key_id: Option<&'a str>,
-    model: &'a str,
-    provider: &'a str,
-    vendor_model: &'a str,
-    upstream_key: Option<&'a str>,
+    pub(super) id: &'a str,
+    pub(super) client_request_id: Option<&'a str>,
+    pub(super) tenant: &'a str,
+    pub(super) key_id: Option<&'a str>,
+    pub(super) model: &'a str,
+    pub(super) provider: &'a str,
+    pub(super) vendor_model: &'a str,
+    pub(super) upstream_key: Option<&'a str>,
     /// Input, cache reads, 5-minute and 1-hour cache writes, output, reasoning.
-    tokens: [i64; 6],
-    usage_source: &'static str,
-    cost_micros: Option<i64>,
-    price_source: &'static str,
-    price_date: Option<DB::Day>,
-    latency_ms: i64,
-    status: i32,
-    attempts: i32,
-    attempt_log: String,
-    prompt_name: Option<&'a str>,
-    prompt_version: Option<i32>,
-    created_at: DB::Time,
+    pub(super) tokens: [i64; 6],
+    pub(super) usage_source: &'static str,
+    pub(super) cost_micros: Option<i64>,
+    pub(super) price_source: &'static str,
+    pub(super) price_date: Option<DB::Day>,
+    pub(super) latency_ms: i64,
+    pub(super) status: i32,
+    pub(super) attempts: i32,
+    pub(super) attempt_log: String,
+    pub(super) prompt_name: Option<&'a str>,
+    pub(super) prompt_version: Option<i32>,
+    pub(super) created_at: DB::Time,
 }
 
 impl<'a, DB: Dialect> LedgerValues<'a, DB> {

@@ -65,7 +65,7 @@ fn statement_chunks<T>(rows: &[T], fixed_text: bool) -> impl Iterator<Item = &[T
 }
 
 /// A ledger row's columns, in the order inserts bind them and exports read them.
-const LEDGER_COLUMNS: &str = "id, client_request_id, tenant, key_id, model, provider, vendor_model, upstream_key, \
+pub(super) const LEDGER_COLUMNS: &str = "id, client_request_id, tenant, key_id, model, provider, vendor_model, upstream_key, \
      input_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens, \
      usage_source, cost_micros, price_source, price_date, latency_ms, status, attempts, attempt_log, prompt_name, \
      prompt_version, created_at";
@@ -386,6 +386,14 @@ where
                 Some(ids) => new.extend(chunk.iter().filter(|r| ids.contains(cap(&r.id, MAX_ID_BYTES)))),
             }
         }
+        Self::add_rollups(&mut tx, &new).await?;
+        tx.commit().await?;
+        Ok(new.len() as u64)
+    }
+
+    /// Adds `new` ledger rows (each new to the ledger) to the per-day rollups, on `conn`: the insert's
+    /// transaction.
+    pub(super) async fn add_rollups(conn: &mut DB::Connection, new: &[&UsageRow]) -> Result<(), StoreError> {
         let sums: Vec<_> = rollups(new.iter()).into_iter().collect();
         // Rollups bind a tuple per row in both databases.
         for chunk in statement_chunks(&sums, false) {
@@ -419,10 +427,9 @@ where
                  cost_micros = usage_daily.cost_micros + EXCLUDED.cost_micros",
             );
             let (sql, args) = query.into_parts()?;
-            sqlx::query_with(&sql, args).execute(&mut *tx).await?;
+            sqlx::query_with(&sql, args).execute(&mut *conn).await?;
         }
-        tx.commit().await?;
-        Ok(new.len() as u64)
+        Ok(())
     }
 
     pub(super) async fn spend(&self, filter: &SpendFilter, source: Source) -> Result<Vec<SpendRow>, StoreError> {

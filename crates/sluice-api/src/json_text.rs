@@ -94,7 +94,8 @@ const BLOCK: usize = 64;
 ///
 /// A whole block is tested first, with no early exit inside it, which the compiler turns into vector
 /// compares (SSE2 on any x86-64): 44 instructions in the loop for 64 bytes, 34 of them run per block under
-/// callgrind, where testing them a word at a time took about 120. Only a block that holds such a byte is searched word by word.
+/// callgrind, where testing them a word at a time took about 120. Only a block that holds such a byte is
+/// searched word by word.
 fn next_special(bytes: &[u8], from: usize) -> Option<usize> {
     let rest = bytes.get(from..)?;
     let (blocks, tail) = rest.as_chunks::<BLOCK>();

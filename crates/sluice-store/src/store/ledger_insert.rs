@@ -1,9 +1,9 @@
 //! How a batch of ledger rows becomes inserts that skip ids already in the ledger. SQLite takes a
 //! `VALUES` tuple per row. Postgres takes new rows by `COPY` (`super::ledger_copy`), and here a batch
-//! that holds an id it has already, one array per column (`UNNEST`): 25 parameters whatever the batch's size, so the statement's text is
-//! the same for every batch and is prepared once per connection, where a tuple per row had Postgres parse
-//! and describe a statement of up to 25,000 parameters for each batch and the gateway format a
-//! placeholder for each value.
+//! that holds an id it has already, as one array per column (`UNNEST`): 25 parameters whatever the
+//! batch's size, so the statement's text is the same for every batch and is prepared once per
+//! connection, where a tuple per row had Postgres parse and describe a statement of up to 25,000
+//! parameters for each batch and the gateway format a placeholder for each value.
 
 use std::collections::HashSet;
 

@@ -90,35 +90,28 @@ fn encode_row(out: &mut Vec<u8>, v: &LedgerValues<'_, Postgres>) {
     timestamptz(out, v.created_at);
 }
 
-fn null(out: &mut Vec<u8>) {
-    out.extend_from_slice(&(-1i32).to_be_bytes());
-}
-
-fn text(out: &mut Vec<u8>, value: Option<&str>) {
+/// One field: its length and bytes, or a length of -1 for NULL.
+fn field(out: &mut Vec<u8>, value: Option<&[u8]>) {
     let Some(value) = value else {
-        return null(out);
+        return out.extend_from_slice(&(-1i32).to_be_bytes());
     };
     // Every string but the attempt log is capped to a few KB, and an attempt log holds a few attempts:
     // none comes near 2 GiB, which PostgreSQL would refuse anyway (a field is at most 1 GB).
     let len = i32::try_from(value.len()).unwrap_or(i32::MAX);
     out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(value);
+}
+
+fn text(out: &mut Vec<u8>, value: Option<&str>) {
+    field(out, value.map(str::as_bytes));
 }
 
 fn int8(out: &mut Vec<u8>, value: Option<i64>) {
-    let Some(value) = value else {
-        return null(out);
-    };
-    out.extend_from_slice(&8i32.to_be_bytes());
-    out.extend_from_slice(&value.to_be_bytes());
+    field(out, value.map(i64::to_be_bytes).as_ref().map(<[u8; 8]>::as_slice));
 }
 
 fn int4(out: &mut Vec<u8>, value: Option<i32>) {
-    let Some(value) = value else {
-        return null(out);
-    };
-    out.extend_from_slice(&4i32.to_be_bytes());
-    out.extend_from_slice(&value.to_be_bytes());
+    field(out, value.map(i32::to_be_bytes).as_ref().map(<[u8; 4]>::as_slice));
 }
 
 fn date(out: &mut Vec<u8>, value: Option<NaiveDate>) {

@@ -17,6 +17,7 @@ mod ledger_copy;
 mod ledger_insert;
 mod logs;
 mod queries;
+mod rollups;
 mod statement;
 
 use std::path::Path;

@@ -4,7 +4,6 @@
 //!
 //! The sqlx bounds a generic query needs are stated once, on the `impl` block of [`Db`].
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -14,11 +13,12 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type
 
 use super::dialect::Dialect;
 use super::ledger_insert::{LedgerInsert, LedgerValues};
+use super::rollups::rollups;
 use super::statement::Statement;
 use crate::alerts::FiredAlert;
 use crate::error::StoreError;
 use crate::keys::KeyHash;
-use crate::ledger::{MAX_ID_BYTES, MAX_MODEL_BYTES, MAX_NAME_BYTES, MAX_TENANT_BYTES, PriceSource, UsageRow, cap};
+use crate::ledger::{MAX_ID_BYTES, PriceSource, UsageRow, cap};
 use crate::model::{
     BudgetPeriod, ExportFilter, GroupBy, KeyInfo, NewTenant, SpendFilter, SpendRow, Tenant, TenantChange, midnight,
 };
@@ -613,50 +613,6 @@ where
         };
         Ok(total)
     }
-}
-
-/// A usage row's per-day rollup key, and the sums added to it.
-#[derive(Debug, Default, Clone, Copy)]
-struct RollupSums {
-    requests: i64,
-    input: i64,
-    cache_read: i64,
-    cache_write_5m: i64,
-    cache_write_1h: i64,
-    output: i64,
-    reasoning: i64,
-    cost_micros: i64,
-}
-
-/// Sums the rows that were new to the ledger by (day, tenant, key, model), strings capped as the ledger
-/// stores them, in that order: the order the upserts take their row locks in.
-fn rollups<'a>(
-    rows: impl Iterator<Item = &'a &'a UsageRow>,
-) -> BTreeMap<(NaiveDate, &'a str, &'a str, &'a str), RollupSums> {
-    let mut sums = BTreeMap::new();
-    for row in rows {
-        let key = (
-            row.created_at.date_naive(),
-            cap(&row.tenant, MAX_TENANT_BYTES),
-            row.key_id.as_deref().map_or("", |k| cap(k, MAX_NAME_BYTES)),
-            cap(&row.model, MAX_MODEL_BYTES),
-        );
-        let entry: &mut RollupSums = sums.entry(key).or_default();
-        let u = &row.usage;
-        entry.requests += 1;
-        for (sum, tokens) in [
-            (&mut entry.input, u.input),
-            (&mut entry.cache_read, u.cache_read),
-            (&mut entry.cache_write_5m, u.cache_write_5m),
-            (&mut entry.cache_write_1h, u.cache_write_1h),
-            (&mut entry.output, u.output),
-            (&mut entry.reasoning, u.reasoning),
-        ] {
-            *sum = sum.saturating_add(to_i64(tokens));
-        }
-        entry.cost_micros = entry.cost_micros.saturating_add(row.cost_micros.unwrap_or(0));
-    }
-    sums
 }
 
 /// An optional string capped as the ledger stores it.

@@ -1,8 +1,8 @@
 //! The ledger you can invoice from, on SQLite and on a throwaway Postgres: the gateway's id is the key and
 //! the client's is not, usage and prices by category round-trip, long strings are capped and never refused,
-//! text with tabs, newlines and backslashes and instants before 2000 come back as written (first
-//! written or replayed), names are bounded, exports page through time, the 0002 migration keeps every row, and a torn spool line
-//! stops neither the start nor the replay.
+//! text with tabs, newlines and backslashes and instants before 2000 come back as written (first written
+//! or replayed), names are bounded, exports page through time, the 0002 migration keeps every row, and a
+//! torn spool line stops neither the start nor the replay.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests")]
 
 #[macro_use]

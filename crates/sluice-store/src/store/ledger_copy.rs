@@ -13,13 +13,9 @@ use sqlx::Postgres;
 use sqlx::error::ErrorKind;
 
 use super::ledger_insert::LedgerValues;
-use super::queries::{Db, LEDGER_COLUMNS};
+use super::queries::{Db, LEDGER_COLUMNS, ROWS_PER_STATEMENT};
 use crate::error::StoreError;
 use crate::ledger::UsageRow;
-
-/// Rows encoded and sent at a time. The writer shares the gateway's executor: it yields between these
-/// pieces, so that a batch's encoding never holds the request core for long (see `ROWS_PER_STATEMENT`).
-const ROWS_PER_SEND: usize = 32;
 
 /// The binary format's signature, flags and (empty) header extension.
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -40,9 +36,10 @@ impl Db<Postgres> {
         let statement = format!("COPY usage_ledger ({LEDGER_COLUMNS}) FROM STDIN (FORMAT BINARY)");
         let mut tx = self.pool.begin().await?;
         let mut copy = tx.copy_in_raw(&statement).await?;
-        let mut data = Vec::with_capacity(ROWS_PER_SEND * 512);
+        let mut data = Vec::with_capacity(ROWS_PER_STATEMENT * 512);
         data.extend_from_slice(HEADER);
-        for piece in rows.chunks(ROWS_PER_SEND) {
+        // A piece at a time, yielding between pieces: the writer shares the gateway's executor.
+        for piece in rows.chunks(ROWS_PER_STATEMENT) {
             for row in piece {
                 encode_row(&mut data, &LedgerValues::of(row));
             }

@@ -23,11 +23,12 @@ use crate::model::{
     BudgetPeriod, ExportFilter, GroupBy, KeyInfo, NewTenant, SpendFilter, SpendRow, Tenant, TenantChange, midnight,
 };
 
-/// Rows per INSERT statement whose text is the same for any count (PostgreSQL's arrays). Few, because the
-/// writer shares the gateway's executor and builds a statement's values in one go, without yielding: a
-/// batch of 200 rows in one statement held the request core for about a millisecond every flush, which
-/// showed in the paced p99 (2.9-3.5 ms against 2.7-2.9 with statements of 32 rows, docs/benchmarks.md).
-const ROWS_PER_STATEMENT: usize = 32;
+/// Rows per INSERT statement whose text is the same for any count (PostgreSQL's arrays), and per piece of
+/// a `COPY` (`super::ledger_copy`). Few, because the writer shares the gateway's executor and encodes
+/// them in one go, without yielding: a batch of 200 rows in one statement held the request core for
+/// about a millisecond every flush, which showed in the paced p99 (2.9-3.5 ms against 2.7-2.9 with
+/// statements of 32 rows, docs/benchmarks.md).
+pub(super) const ROWS_PER_STATEMENT: usize = 32;
 
 /// The most rows of a statement that binds a tuple per row (SQLite's ledger insert, both backends'
 /// rollups), whose text depends on how many rows it takes.

@@ -28,6 +28,9 @@ pub use self::telemetry::{RawTelemetry, parse_endpoint};
 /// The longest duration a `*_ms` setting may name: one day.
 pub(crate) const MAX_DURATION_MS: u64 = 86_400_000;
 
+/// The most usage rows `[store] batch_rows` may name: the usage writer's queue holds 4,000.
+const MAX_BATCH_ROWS: usize = 1_000;
+
 /// The configuration as written in the file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,6 +136,10 @@ pub struct RawStore {
     pub prices: PathBuf,
     /// How often virtual keys and tenants are re-read from the database.
     pub refresh_ms: u64,
+    /// The longest a usage row waits in the gateway before it is written to the ledger.
+    pub flush_ms: u64,
+    /// The most usage rows written in one insert; a full batch is written without waiting for `flush_ms`.
+    pub batch_rows: usize,
 }
 
 impl Default for RawStore {
@@ -142,6 +149,8 @@ impl Default for RawStore {
             spool: PathBuf::from("data/usage.spool"),
             prices: PathBuf::from("config/prices.toml"),
             refresh_ms: 2_000,
+            flush_ms: 200,
+            batch_rows: 500,
         }
     }
 }
@@ -393,6 +402,10 @@ pub struct StoreConfig {
     pub prices: PathBuf,
     /// How often virtual keys and tenants are re-read from the database.
     pub refresh: Duration,
+    /// The longest a usage row waits before it is written.
+    pub flush: Duration,
+    /// The most usage rows per insert.
+    pub batch_rows: usize,
 }
 
 /// `[auth]`: the keys as written (`env:VAR` or a literal), resolved when the gateway is built.
@@ -519,6 +532,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         ("server.keep_alive_timeout_ms", raw.server.keep_alive_timeout_ms),
         ("server.send_timeout_ms", raw.server.send_timeout_ms),
         ("store.refresh_ms", raw.store.refresh_ms),
+        ("store.flush_ms", raw.store.flush_ms),
         ("auth.failure_window_ms", raw.auth.failure_window_ms),
         ("upstream.connect_timeout_ms", raw.upstream.connect_timeout_ms),
         ("upstream.first_byte_timeout_ms", raw.upstream.first_byte_timeout_ms),
@@ -537,6 +551,15 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     }
     if raw.store.refresh_ms == 0 {
         problem("store.refresh_ms".to_owned(), "must be greater than 0".to_owned());
+    }
+    if raw.store.flush_ms == 0 {
+        problem("store.flush_ms".to_owned(), "must be greater than 0".to_owned());
+    }
+    if !(1..=MAX_BATCH_ROWS).contains(&raw.store.batch_rows) {
+        problem(
+            "store.batch_rows".to_owned(),
+            format!("must be from 1 to {MAX_BATCH_ROWS}"),
+        );
     }
     if raw.upstream.breaker_failures == 0 {
         problem("upstream.breaker_failures".to_owned(), "must be at least 1".to_owned());
@@ -622,6 +645,8 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             spool: store.spool,
             prices: store.prices,
             refresh: Duration::from_millis(store.refresh_ms),
+            flush: Duration::from_millis(store.flush_ms),
+            batch_rows: store.batch_rows,
         },
         auth: AuthConfig {
             admin_key: auth.admin_key,
@@ -857,6 +882,36 @@ model = "m"
         ] {
             assert!(message.contains(key), "{message}");
         }
+    }
+
+    #[test]
+    fn the_ledger_write_pace_has_defaults_and_bounds() {
+        let config = Config::parse(Path::new("x.toml"), MINIMAL).unwrap();
+        assert_eq!(
+            (config.store.flush, config.store.batch_rows),
+            (Duration::from_millis(200), 500)
+        );
+        let config = Config::parse(
+            Path::new("x.toml"),
+            &format!("[store]\nflush_ms = 20\nbatch_rows = 1000\n{MINIMAL}"),
+        )
+        .unwrap();
+        assert_eq!(
+            (config.store.flush, config.store.batch_rows),
+            (Duration::from_millis(20), 1000)
+        );
+        let message = error_of(&format!("[store]\nflush_ms = 0\nbatch_rows = 1001\n{MINIMAL}"));
+        for key in [
+            "store.flush_ms: must be greater than 0",
+            "store.batch_rows: must be from 1 to 1000",
+        ] {
+            assert!(message.contains(key), "{message}");
+        }
+        let message = error_of(&format!("[store]\nbatch_rows = 0\n{MINIMAL}"));
+        assert!(
+            message.contains("store.batch_rows: must be from 1 to 1000"),
+            "{message}"
+        );
     }
 
     #[test]

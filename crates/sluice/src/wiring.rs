@@ -318,11 +318,14 @@ pub async fn attach_store(
         None
     };
     let book = price_book(config, prices.as_ref());
-    let writer = UsageWriter::start(store.clone(), WriterConfig::new(&config.store.spool)).map_err(|source| {
-        WiringError::Store {
-            what: "start the usage writer",
-            source,
-        }
+    let writer_config = WriterConfig {
+        batch_size: config.store.batch_rows,
+        flush_interval: config.store.flush,
+        ..WriterConfig::new(&config.store.spool)
+    };
+    let writer = UsageWriter::start(store.clone(), writer_config).map_err(|source| WiringError::Store {
+        what: "start the usage writer",
+        source,
     })?;
     // Rows an earlier run left in the spool were charged to their tenants then: they go into the ledger
     // before tenants' spend is seeded from it, or the restarted gateway would let each tenant spend them

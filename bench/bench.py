@@ -183,6 +183,7 @@ def quiet_kernel_threads() -> list[tuple[int, set[int], int]]:
 
 
 def restore_kernel_threads(moved: list[tuple[int, set[int], int]]) -> None:
+    """Puts back what quiet_kernel_threads() moved."""
     for pid, affinity, policy in moved:
         try:
             os.sched_setaffinity(pid, affinity)
@@ -590,6 +591,9 @@ def sluice_full(run: Run) -> None:
     run.pinned = False
     if run.args.redis:
         run.notes.append(f"The full path shared its budgets through the Redis at {run.args.redis} (`--redis`).")
+    if not run.args.leave_priorities:
+        run.notes.append("PostgreSQL ran at idle priority during the paced and lockstep runs, as bench/method.md says "
+                         "(`--leave-priorities` leaves it be).")
 
 
 def full_database(run: Run) -> None:
@@ -854,8 +858,7 @@ def hold_cores(run: Run) -> None:
     run.kernel_threads = quiet_kernel_threads()
     if run.kernel_threads:
         run.notes.append(f"The guest kernel's DAMON threads (kdamond, {len(run.kernel_threads)}) ran on core 1 at idle "
-                         "priority during the runs, and PostgreSQL at idle priority during the paced and lockstep "
-                         "runs, as bench/method.md says (`--leave-priorities` leaves both be).")
+                         "priority during the runs, as bench/method.md says (`--leave-priorities` leaves them be).")
     elif subprocess.run(["pgrep", "-x", "kdamond.*"], capture_output=True).returncode == 0:
         run.notes.append("⚠ The guest kernel's DAMON threads (kdamond) could not be moved (not root?): their bursts "
                          "of 2 to 5 ms fall on either core.")

@@ -69,6 +69,11 @@ pub struct WriterConfig {
 }
 
 impl WriterConfig {
+    /// The default `batch_size`.
+    pub const DEFAULT_BATCH_SIZE: usize = 500;
+    /// The default `flush_interval`, in milliseconds.
+    pub const DEFAULT_FLUSH_MS: u64 = 200;
+
     /// Defaults: 4,000 queued rows, batches of 500 or every 200 ms, retries from 500 ms to 30 s, 10 s per
     /// write.
     ///
@@ -81,8 +86,8 @@ impl WriterConfig {
         Self {
             spool_path: spool_path.into(),
             queue_capacity: 4_000,
-            batch_size: 500,
-            flush_interval: Duration::from_millis(200),
+            batch_size: Self::DEFAULT_BATCH_SIZE,
+            flush_interval: Duration::from_millis(Self::DEFAULT_FLUSH_MS),
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),

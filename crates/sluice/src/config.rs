@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::Deserialize;
+use sluice_store::WriterConfig;
 
 pub use providers::{
     DeploymentConfig, ModelConfig, ProviderConfig, ProviderKind, RawDeployment, RawModel, RawProvider, RawSimulate,
@@ -149,8 +150,8 @@ impl Default for RawStore {
             spool: PathBuf::from("data/usage.spool"),
             prices: PathBuf::from("config/prices.toml"),
             refresh_ms: 2_000,
-            flush_ms: 200,
-            batch_rows: 500,
+            flush_ms: WriterConfig::DEFAULT_FLUSH_MS,
+            batch_rows: WriterConfig::DEFAULT_BATCH_SIZE,
         }
     }
 }
@@ -514,6 +515,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             "server.max_concurrent_streams",
             u64::from(raw.server.max_concurrent_streams),
         ),
+        ("store.flush_ms", raw.store.flush_ms),
         ("auth.failure_window_ms", raw.auth.failure_window_ms),
         ("upstream.connect_timeout_ms", raw.upstream.connect_timeout_ms),
         ("upstream.first_byte_timeout_ms", raw.upstream.first_byte_timeout_ms),
@@ -551,9 +553,6 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     }
     if raw.store.refresh_ms == 0 {
         problem("store.refresh_ms".to_owned(), "must be greater than 0".to_owned());
-    }
-    if raw.store.flush_ms == 0 {
-        problem("store.flush_ms".to_owned(), "must be greater than 0".to_owned());
     }
     if !(1..=MAX_BATCH_ROWS).contains(&raw.store.batch_rows) {
         problem(

@@ -150,9 +150,14 @@ def postgres_cpu(database: str) -> float:
     return total / CLK_TCK
 
 
+def postgres_pids() -> list[str]:
+    """The pids of every PostgreSQL process on the machine."""
+    return subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True).stdout.split()
+
+
 def pin_postgres(cores: str) -> None:
     """Every thread of every PostgreSQL process onto CORES; backends forked later inherit the postmaster's."""
-    for pid in subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True).stdout.split():
+    for pid in postgres_pids():
         subprocess.run(["taskset", "-a", "-cp", cores, pid], capture_output=True)
 
 
@@ -161,7 +166,7 @@ def postgres_idle(idle: bool) -> None:
     runs on a host of its own; here it shares the load core, where a flush's few milliseconds of work would keep
     the simulator and the clients waiting. At idle priority it runs whenever they do not, which at the paced loads
     is most of the time; at 64 connections the load core is never idle, so the max runs leave it normal."""
-    for pid in subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True).stdout.split():
+    for pid in postgres_pids():
         subprocess.run(["chrt", "-a", "-i" if idle else "-o", "-p", "0", pid], capture_output=True)
 
 

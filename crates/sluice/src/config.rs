@@ -515,6 +515,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             "server.max_concurrent_streams",
             u64::from(raw.server.max_concurrent_streams),
         ),
+        ("store.refresh_ms", raw.store.refresh_ms),
         ("store.flush_ms", raw.store.flush_ms),
         ("auth.failure_window_ms", raw.auth.failure_window_ms),
         ("upstream.connect_timeout_ms", raw.upstream.connect_timeout_ms),
@@ -550,9 +551,6 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     }
     if raw.server.max_header_bytes < 1024 {
         problem("server.max_header_bytes".to_owned(), "must be at least 1024".to_owned());
-    }
-    if raw.store.refresh_ms == 0 {
-        problem("store.refresh_ms".to_owned(), "must be greater than 0".to_owned());
     }
     if !(1..=MAX_BATCH_ROWS).contains(&raw.store.batch_rows) {
         problem(
@@ -899,8 +897,11 @@ model = "m"
             (config.store.flush, config.store.batch_rows),
             (Duration::from_millis(20), 1000)
         );
-        let message = error_of(&format!("[store]\nflush_ms = 0\nbatch_rows = 1001\n{MINIMAL}"));
+        let message = error_of(&format!(
+            "[store]\nrefresh_ms = 0\nflush_ms = 0\nbatch_rows = 1001\n{MINIMAL}"
+        ));
         for key in [
+            "store.refresh_ms: must be greater than 0",
             "store.flush_ms: must be greater than 0",
             "store.batch_rows: must be from 1 to 1000",
         ] {

@@ -170,13 +170,19 @@ def postgres_idle(idle: bool) -> None:
         subprocess.run(["chrt", "-a", "-i" if idle else "-o", "-p", "0", pid], capture_output=True)
 
 
-def quiet_kernel_threads() -> list[tuple[int, set[int], int]]:
+def kdamond_pids() -> list[int]:
+    """The pids of the guest kernel's DAMON threads (none on most hosts)."""
+    found = subprocess.run(["pgrep", "-x", "kdamond.*"], capture_output=True, text=True).stdout
+    return [int(pid) for pid in found.split()]
+
+
+def quiet_kernel_threads(pids: list[int]) -> list[tuple[int, set[int], int]]:
     """The guest kernel's DAMON threads (kdamond: proactive page-out on hosts that reclaim their guests' memory, no
     part of a deployment) run in bursts of 2 to 5 ms: on the proxy core they stall the proxy, on the load core the
     simulator and the clients. Moved to the load core at idle priority, they run when it has nothing else to do.
     Returns what to restore: (pid, affinity, policy) of each thread moved."""
     moved = []
-    for pid in map(int, subprocess.run(["pgrep", "-x", "kdamond.*"], capture_output=True, text=True).stdout.split()):
+    for pid in pids:
         try:
             was = (pid, os.sched_getaffinity(pid), os.sched_getscheduler(pid))
             os.sched_setaffinity(pid, {LOAD_CORE})
@@ -860,11 +866,12 @@ def write_docs(run: Run, text: str) -> None:
 def hold_cores(run: Run) -> None:
     """The kernel's movable background threads off the proxy core and below the load (quiet_kernel_threads), said
     in the report's notes."""
-    run.kernel_threads = quiet_kernel_threads()
+    pids = kdamond_pids()
+    run.kernel_threads = quiet_kernel_threads(pids)
     if run.kernel_threads:
         run.notes.append(f"The guest kernel's DAMON threads (kdamond, {len(run.kernel_threads)}) ran on core 1 at idle "
                          "priority during the runs, as bench/method.md says (`--leave-priorities` leaves them be).")
-    elif subprocess.run(["pgrep", "-x", "kdamond.*"], capture_output=True).returncode == 0:
+    elif pids:
         run.notes.append("⚠ The guest kernel's DAMON threads (kdamond) could not be moved (not root?): their bursts "
                          "of 2 to 5 ms fall on either core.")
 

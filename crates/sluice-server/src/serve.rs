@@ -192,8 +192,13 @@ pub async fn serve_with(
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     if connections.len() >= settings.max_connections {
-                        refuse(tcp, &shared);
-                        continue;
+                        // Connections that ended still count until reaped, and `select!` may have
+                        // taken this accept before them.
+                        while connections.try_join_next().is_some() {}
+                        if connections.len() >= settings.max_connections {
+                            refuse(tcp, &shared);
+                            continue;
+                        }
                     }
                     shared.warned_connections.store(false, Ordering::Relaxed);
                     // Nagle's algorithm would hold small writes (stream chunks, keep-alive answers) ~40 ms.

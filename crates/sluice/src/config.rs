@@ -500,53 +500,48 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
             None
         }
     };
-    if raw.server.max_body_bytes == 0 {
-        problem("server.max_body_bytes".to_owned(), "must be greater than 0".to_owned());
+    // Durations, each with whether zero means something (off, no wait) or would spin or never wait. Past
+    // a day is a typo, and a huge one overflows the clock arithmetic it feeds.
+    for (key, value, zero_allowed) in [
+        ("server.request_timeout_ms", raw.server.request_timeout_ms, false),
+        ("server.shutdown_grace_ms", raw.server.shutdown_grace_ms, true),
+        ("server.shutdown_flush_ms", raw.server.shutdown_flush_ms, false),
+        ("server.header_timeout_ms", raw.server.header_timeout_ms, false),
+        ("server.keep_alive_timeout_ms", raw.server.keep_alive_timeout_ms, false),
+        ("server.send_timeout_ms", raw.server.send_timeout_ms, false),
+        ("store.refresh_ms", raw.store.refresh_ms, false),
+        ("store.flush_ms", raw.store.flush_ms, false),
+        ("auth.failure_window_ms", raw.auth.failure_window_ms, false),
+        ("upstream.connect_timeout_ms", raw.upstream.connect_timeout_ms, false),
+        (
+            "upstream.first_byte_timeout_ms",
+            raw.upstream.first_byte_timeout_ms,
+            false,
+        ),
+        ("upstream.idle_timeout_ms", raw.upstream.idle_timeout_ms, false),
+        // Checked against each other below.
+        ("upstream.backoff_base_ms", raw.upstream.backoff_base_ms, true),
+        ("upstream.backoff_max_ms", raw.upstream.backoff_max_ms, true),
+        ("upstream.breaker_cooloff_ms", raw.upstream.breaker_cooloff_ms, true),
+        ("prompts.reload_ms", raw.prompts.reload_ms, true),
+    ] {
+        if value == 0 && !zero_allowed {
+            problem(key.to_owned(), "must be greater than 0".to_owned());
+        } else if value > MAX_DURATION_MS {
+            problem(key.to_owned(), format!("must be at most {MAX_DURATION_MS} (one day)"));
+        }
     }
     for (key, value) in [
-        ("server.request_timeout_ms", raw.server.request_timeout_ms),
-        ("server.shutdown_flush_ms", raw.server.shutdown_flush_ms),
-        ("server.header_timeout_ms", raw.server.header_timeout_ms),
-        ("server.keep_alive_timeout_ms", raw.server.keep_alive_timeout_ms),
-        ("server.send_timeout_ms", raw.server.send_timeout_ms),
+        ("server.max_body_bytes", raw.server.max_body_bytes as u64),
         ("server.max_connections", raw.server.max_connections as u64),
         ("server.max_in_flight", raw.server.max_in_flight as u64),
         (
             "server.max_concurrent_streams",
             u64::from(raw.server.max_concurrent_streams),
         ),
-        ("store.refresh_ms", raw.store.refresh_ms),
-        ("store.flush_ms", raw.store.flush_ms),
-        ("auth.failure_window_ms", raw.auth.failure_window_ms),
-        ("upstream.connect_timeout_ms", raw.upstream.connect_timeout_ms),
-        ("upstream.first_byte_timeout_ms", raw.upstream.first_byte_timeout_ms),
-        ("upstream.idle_timeout_ms", raw.upstream.idle_timeout_ms),
     ] {
         if value == 0 {
             problem(key.to_owned(), "must be greater than 0".to_owned());
-        }
-    }
-    // A wait past a day is a typo, and a huge one overflows the clock arithmetic it feeds.
-    for (key, value) in [
-        ("server.request_timeout_ms", raw.server.request_timeout_ms),
-        ("server.shutdown_grace_ms", raw.server.shutdown_grace_ms),
-        ("server.shutdown_flush_ms", raw.server.shutdown_flush_ms),
-        ("server.header_timeout_ms", raw.server.header_timeout_ms),
-        ("server.keep_alive_timeout_ms", raw.server.keep_alive_timeout_ms),
-        ("server.send_timeout_ms", raw.server.send_timeout_ms),
-        ("store.refresh_ms", raw.store.refresh_ms),
-        ("store.flush_ms", raw.store.flush_ms),
-        ("auth.failure_window_ms", raw.auth.failure_window_ms),
-        ("upstream.connect_timeout_ms", raw.upstream.connect_timeout_ms),
-        ("upstream.first_byte_timeout_ms", raw.upstream.first_byte_timeout_ms),
-        ("upstream.idle_timeout_ms", raw.upstream.idle_timeout_ms),
-        ("upstream.backoff_base_ms", raw.upstream.backoff_base_ms),
-        ("upstream.backoff_max_ms", raw.upstream.backoff_max_ms),
-        ("upstream.breaker_cooloff_ms", raw.upstream.breaker_cooloff_ms),
-        ("prompts.reload_ms", raw.prompts.reload_ms),
-    ] {
-        if value > MAX_DURATION_MS {
-            problem(key.to_owned(), format!("must be at most {MAX_DURATION_MS} (one day)"));
         }
     }
     if raw.server.max_header_bytes < 1024 {
@@ -745,6 +740,9 @@ model = "gpt-4o-mini"
             message.contains("upstream.breaker_cooloff_ms: must be at most 86400000 (one day)"),
             "{message}"
         );
+        // Zero is a duration that means something for some keys (no grace, no cool-off, no reload).
+        let text = format!("[server]\nshutdown_grace_ms = 0\n[upstream]\nbreaker_cooloff_ms = 0\n{MINIMAL}");
+        assert!(Config::parse(Path::new("x.toml"), &text).is_ok());
         let text = MINIMAL.replace(
             "name = \"gpt-4o-mini\"\n[[",
             "name = \"gpt-4o-mini\"\nmax_queue_ms = 100000000\n[[",
@@ -868,12 +866,13 @@ model = "m"
             (20, Duration::from_secs(60))
         );
         let text = format!(
-            "[server]\nheader_timeout_ms = 0\nmax_connections = 0\nmax_header_bytes = 10\n[auth]\nfailure_window_ms = 0\n{MINIMAL}"
+            "[server]\nheader_timeout_ms = 0\nmax_connections = 0\nmax_body_bytes = 0\nmax_header_bytes = 10\n[auth]\nfailure_window_ms = 0\n{MINIMAL}"
         );
         let message = error_of(&text);
         for key in [
             "server.header_timeout_ms: must be greater than 0",
             "server.max_connections: must be greater than 0",
+            "server.max_body_bytes: must be greater than 0",
             "server.max_header_bytes: must be at least 1024",
             "auth.failure_window_ms: must be greater than 0",
         ] {

@@ -8,12 +8,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::response::Response;
 use common::*;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ADMIN: &str = "sk-admission-admin-0123456789abcdefghijkl";
 
@@ -125,21 +124,11 @@ async fn post(gateway: &Gateway, key: &str, path: &str, body: &Value) -> (u16, V
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// `GET /healthz` on an open connection; how long it took.
+/// `GET /healthz` on an open connection, answered 200; how long it took.
 async fn healthz(tcp: &mut tokio::net::TcpStream) -> Duration {
-    let started = Instant::now();
-    tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: drill\r\n\r\n")
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !seen.windows(2).any(|w| w == b"}\n") && !String::from_utf8_lossy(&seen).contains("\"ok\"}") {
-        let n = tcp.read(&mut buf).await.unwrap();
-        assert!(n > 0, "healthz connection closed");
-        seen.extend_from_slice(&buf[..n]);
-    }
-    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
-    started.elapsed()
+    let (status, took) = healthz_on(tcp).await;
+    assert_eq!(status, 200);
+    took
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,7 +26,8 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use common::{
-    BinProcess, CLIENT_KEY, GatewayServer, SimServer, client, free_port, metric_value, metrics_text, scratch_dir,
+    BinProcess, CLIENT_KEY, GatewayServer, SimServer, client, free_port, get_on, healthz_on, metric_value,
+    metrics_text, scratch_dir,
 };
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -111,44 +112,6 @@ async fn closed_within(mut tcp: TcpStream, limit: Duration) -> Option<Instant> {
             Err(_) => return None,
             Ok(Ok(0) | Err(_)) => return Some(Instant::now()),
             Ok(Ok(_)) => {}
-        }
-    }
-}
-
-/// One `GET /healthz` on an open HTTP/1.1 connection; its status and how long it took.
-async fn healthz_on(tcp: &mut TcpStream) -> (u16, Duration) {
-    let started = Instant::now();
-    let (status, _) = get_on(tcp, "/healthz").await;
-    (status, started.elapsed())
-}
-
-/// One `GET path` on an open HTTP/1.1 connection; its status and body.
-async fn get_on(tcp: &mut TcpStream, path: &str) -> (u16, String) {
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nhost: drill\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = tcp.read(&mut buf).await.unwrap();
-        assert!(n > 0, "the connection closed");
-        answer.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&answer);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length: ")
-                        .map(str::to_owned)
-                })
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            if body.len() >= length {
-                return (head[9..12].parse().unwrap(), body.to_owned());
-            }
         }
     }
 }

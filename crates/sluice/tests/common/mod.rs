@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -12,6 +12,8 @@ use axum::response::Response;
 use axum::routing::post;
 use bytes::Bytes;
 use sluice_simulate::{SimConfig, SimStats, Simulator};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 /// A server running in this process until dropped.
@@ -204,6 +206,44 @@ pub fn client() -> reqwest::Client {
 /// The text a gateway's `/metrics` at `url` answers.
 pub async fn metrics_text(url: &str) -> String {
     client().get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// One `GET /healthz` on an open HTTP/1.1 connection; its status and how long it took.
+pub async fn healthz_on(tcp: &mut TcpStream) -> (u16, Duration) {
+    let started = Instant::now();
+    let (status, _) = get_on(tcp, "/healthz").await;
+    (status, started.elapsed())
+}
+
+/// One `GET path` on an open HTTP/1.1 connection; its status and body.
+pub async fn get_on(tcp: &mut TcpStream, path: &str) -> (u16, String) {
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nhost: drill\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the connection closed");
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            if body.len() >= length {
+                return (head[9..12].parse().unwrap(), body.to_owned());
+            }
+        }
+    }
 }
 
 /// The value of `series` (a name with its labels, as `/metrics` writes it) in `/metrics` text, if there.

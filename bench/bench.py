@@ -265,6 +265,8 @@ class Result:
     ttfb_ms: list[float]       # the probe's times to first byte (paced and lockstep streaming runs)
     # a proxy's paced or lockstep run: its rounds, each (the direct call's run, the target's run right after it)
     rounds: list[tuple["Result", "Result"]] = field(default_factory=list)
+    # a Sluice target's: nginx in each of its rounds, (the direct call's run, nginx's run just before it)
+    controls: list[tuple["Result", "Result"]] = field(default_factory=list)
 
     @property
     def kind(self) -> str:
@@ -280,6 +282,7 @@ class Run:
     sim: subprocess.Popen | None = None   # the upstream
     sim_url: str = ""
     direct: "Target | None" = None        # the simulator called directly: every paced round's baseline
+    control: "Target | None" = None       # nginx, left running after its series: a run in each of Sluice's rounds
     procs: list[subprocess.Popen] = field(default_factory=list)   # running, stopped at exit
     results: list[Result] = field(default_factory=list)
     rss: dict[str, tuple[float, float]] = field(default_factory=dict)   # target: (after warm-up, peak), MB
@@ -494,8 +497,16 @@ def paced_rounds(run: Run, t: Target, stream: bool, load: str) -> Result:
     medians. One run's p99 moves by tenths of a millisecond with whatever else the host does, and a median of
     paired rounds stands still where the difference of two single runs, minutes apart, does not."""
     seconds = max(1, round(run.args.duration / PACED_ROUNDS))
-    rounds = [(measured_run(run, run.direct, stream, load, seconds), measured_run(run, t, stream, load, seconds))
-              for _ in range(PACED_ROUNDS)]
+    # Sluice's rounds also run nginx, first: the direct call runs on the load core alone, so a stretch in which the
+    # host holds up the proxies' core shows in nginx's run seconds before the gateway's, and nowhere else.
+    control = run.control if t.metrics else None
+    rounds, controls = [], []
+    for _ in range(PACED_ROUNDS):
+        nginx_run = measured_run(run, control, stream, load, seconds) if control else None
+        direct_run = measured_run(run, run.direct, stream, load, seconds)
+        rounds.append((direct_run, measured_run(run, t, stream, load, seconds)))
+        if nginx_run:
+            controls.append((direct_run, nginx_run))
     runs = [r for _, r in rounds]
     requests = sum(r.requests for r in runs)
 
@@ -510,7 +521,7 @@ def paced_rounds(run: Run, t: Target, stream: bool, load: str) -> Result:
                   pg_us=per_request(lambda r: r.pg_us), other_pct=[max(r.other_pct[i] for r in runs) for i in (0, 1)],
                   steal_pct=[max(r.steal_pct[i] for r in runs) for i in (0, 1)],
                   drain_s=max(r.drain_s for r in runs), ledger_s=max(r.ledger_s for r in runs),
-                  ttfb_ms=[v for r in runs for v in r.ttfb_ms], rounds=rounds)
+                  ttfb_ms=[v for r in runs for v in r.ttfb_ms], rounds=rounds, controls=controls)
 
 
 def measure(run: Run, t: Target) -> None:
@@ -565,9 +576,9 @@ def nginx(run: Run) -> None:
     # -e stderr: what goes wrong before the configuration's error_log applies lands in nginx.log.
     proc = start(run, "nginx", PROXY_CORE, [NGINX, "-p", folder, "-c", folder / "nginx.conf", "-e", "stderr"],
                  f"http://127.0.0.1:{port}/healthz")
-    measure(run, Target("nginx", f"http://127.0.0.1:{port}/v1/chat/completions", "sk-upstream", "chat-bench-model",
-                        proc, folder / "error.log"))
-    stop(run, proc)
+    run.control = Target("nginx", f"http://127.0.0.1:{port}/v1/chat/completions", "sk-upstream", "chat-bench-model",
+                         proc, folder / "error.log")
+    measure(run, run.control)   # then left running (stopped at exit), idle but in Sluice's rounds
 
 
 def gateway(run: Run, variant: str, wrapper: tuple = (), store: str = "") -> tuple[subprocess.Popen, str, str]:
@@ -735,9 +746,10 @@ def find(run: Run, target: str, stream: bool, load: str) -> Result | None:
     return next((r for r in run.results if (r.target, r.stream, r.load) == (target, stream, load)), None)
 
 
-def overhead(r: Result | None, figure) -> float | None:
-    """A proxy's paced overhead: the median over its rounds of its figure less the direct call's just before."""
-    return middle(diff(figure(t), figure(d)) for d, t in r.rounds) if r else None
+def overhead(r: Result | None, figure, control: bool = False) -> float | None:
+    """A proxy's paced overhead: the median over its rounds of its figure less the direct call's just before; with
+    CONTROL, nginx's in the same rounds (None when it did not run in them)."""
+    return middle(diff(figure(t), figure(d)) for d, t in (r.controls if control else r.rounds)) if r else None
 
 
 def ttfb50(r: Result) -> float | None:
@@ -781,6 +793,16 @@ def results_table(run: Run) -> str:
 def summary_table(run: Run) -> str:
     """Issue 16's targets: the full path against nginx, measured in the same run. Latencies come with their
     overhead against the direct call, which is what their targets are about."""
+    def controls(target: str) -> dict[str, float | None]:   # nginx's overheads in the target's rounds
+        ns, st = find(run, target, False, "paced"), find(run, target, True, "paced")
+        ns_ls, st_ls = find(run, target, False, "lockstep"), find(run, target, True, "lockstep")
+        def p99(r: Result) -> float | None:
+            return r.p99_ms
+
+        return {"p99+": overhead(ns, p99, True), "ttfb99+": overhead(st, ttfb99, True),
+                "stream99+": overhead(st, p99, True), "p99_ls+": overhead(ns_ls, p99, True),
+                "ttfb99_ls+": overhead(st_ls, ttfb99, True), "stream99_ls+": overhead(st_ls, p99, True)}
+
     def figures(target: str) -> dict[str, float | None]:   # None: not measured
         ns, st = find(run, target, False, "paced"), find(run, target, True, "paced")
         ns_ls, st_ls = find(run, target, False, "lockstep"), find(run, target, True, "lockstep")
@@ -795,7 +817,7 @@ def summary_table(run: Run) -> str:
                 "ttfb99_ls": st_ls and ttfb99(st_ls), "ttfb99_ls+": overhead(st_ls, ttfb99),
                 "stream99_ls": st_ls and st_ls.p99_ms, "stream99_ls+": overhead(st_ls, lambda r: r.p99_ms)}
 
-    n, s = figures("nginx"), figures("full")
+    n, s, c = figures("nginx"), figures("full"), controls("full")
     # label, figures, their format, the target, whether the full path meets it (a figure not measured is None:
     # the test raises TypeError and there is no verdict)
     # CPU per request as the issue measured it: under full load (64 connections), where a request's cost is its
@@ -817,10 +839,13 @@ def summary_table(run: Run) -> str:
               "overheads < 0.5 ms", lambda: max(s["ttfb99_ls+"], s["stream99_ls+"]) < 0.5),
              ("resident memory after warm-up, MB", ["rss"], ".1f", "≤ 40 MB", lambda: s["rss"] <= 40)]
 
+    def latency(keys: list[str]) -> bool:
+        return keys[0] in ("p99", "ttfb99", "p99_ls", "ttfb99_ls")
+
     def shown(f: dict, keys: list[str], spec: str) -> str:
         overheads = [f.get(k + "+") for k in keys]
-        latency = keys[0] in ("p99", "ttfb99", "p99_ls", "ttfb99_ls") and None not in overheads
-        return cells([f[k] for k in keys], spec) + (f" ({cells(overheads, spec, sign=True)})" if latency else "")
+        together = latency(keys) and None not in overheads
+        return cells([f[k] for k in keys], spec) + (f" ({cells(overheads, spec, sign=True)})" if together else "")
 
     def met(test) -> str:
         try:
@@ -832,6 +857,9 @@ def summary_table(run: Run) -> str:
         ("", "---", lambda g: g[0]),
         ("nginx", "--:", lambda g: shown(n, g[1], g[2])),
         ("Sluice full path", "--:", lambda g: shown(s, g[1], g[2])),
+        # The same overheads of nginx run in the full path's own rounds: what the core allowed at the time.
+        ("nginx in the same rounds", "--:",
+         lambda g: cells([c[k + "+"] for k in g[1]], g[2], sign=True) if latency(g[1]) else "–"),
         ("ratio", "--:", lambda g: " / ".join(f"{s[k] / n[k]:.2f}x" if s[k] and n[k] else "–" for k in g[1])),
         ("target", "---", lambda g: g[3]),
         ("met?", "---", lambda g: met(g[4]) if g[4] else "–"),
@@ -849,6 +877,10 @@ def report(run: Run) -> str:
     if waits := [f"{r.target} {r.kind} {r.ledger_s:.0f} s" for r in run.results if r.ledger_s >= 1]:
         notes.append("The usage ledger's backlog after a run (rows queued and spooled while the database fell behind) "
                      "was written before the next run started, in: " + ", ".join(waits) + ".")
+    if controlled := sorted({TARGETS[r.target] for r in run.results if r.controls}):
+        notes.append("nginx ran in every paced and lockstep round of " + ", ".join(controlled) + ", just before the "
+                     "direct call's run; *nginx in the same rounds* gives its overheads in the full path's rounds, "
+                     "against that direct call (bench/method.md).")
     if run.load_at_start >= 1.0:
         notes.append(f"The 1-minute load average was {run.load_at_start:.2f} when measuring started (other work on "
                      "the machine): the figures are noisier than on a quiet machine.")

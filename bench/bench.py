@@ -793,17 +793,8 @@ def results_table(run: Run) -> str:
 def summary_table(run: Run) -> str:
     """Issue 16's targets: the full path against nginx, measured in the same run. Latencies come with their
     overhead against the direct call, which is what their targets are about."""
-    def controls(target: str) -> dict[str, float | None]:   # nginx's overheads in the target's rounds
-        ns, st = find(run, target, False, "paced"), find(run, target, True, "paced")
-        ns_ls, st_ls = find(run, target, False, "lockstep"), find(run, target, True, "lockstep")
-        def p99(r: Result) -> float | None:
-            return r.p99_ms
-
-        return {"p99+": overhead(ns, p99, True), "ttfb99+": overhead(st, ttfb99, True),
-                "stream99+": overhead(st, p99, True), "p99_ls+": overhead(ns_ls, p99, True),
-                "ttfb99_ls+": overhead(st_ls, ttfb99, True), "stream99_ls+": overhead(st_ls, p99, True)}
-
-    def figures(target: str) -> dict[str, float | None]:   # None: not measured
+    def figures(target: str, control: bool = False) -> dict[str, float | None]:   # None: not measured
+        """TARGET's figures; with CONTROL, its overheads are nginx's in TARGET's rounds."""
         ns, st = find(run, target, False, "paced"), find(run, target, True, "paced")
         ns_ls, st_ls = find(run, target, False, "lockstep"), find(run, target, True, "lockstep")
         ns_max, st_max = find(run, target, False, "max"), find(run, target, True, "max")
@@ -811,13 +802,13 @@ def summary_table(run: Run) -> str:
                 "cpu_stream_max": st_max and st_max.cpu_us, "rps": ns_max and ns_max.rps,
                 "streams": st_max and st_max.rps, "p99": ns and ns.p99_ms,
                 "ttfb99": st and ttfb99(st), "stream99": st and st.p99_ms,
-                "rss": run.rss.get(target, [None])[0], "p99+": overhead(ns, lambda r: r.p99_ms),
-                "ttfb99+": overhead(st, ttfb99), "stream99+": overhead(st, lambda r: r.p99_ms),
-                "p99_ls": ns_ls and ns_ls.p99_ms, "p99_ls+": overhead(ns_ls, lambda r: r.p99_ms),
-                "ttfb99_ls": st_ls and ttfb99(st_ls), "ttfb99_ls+": overhead(st_ls, ttfb99),
-                "stream99_ls": st_ls and st_ls.p99_ms, "stream99_ls+": overhead(st_ls, lambda r: r.p99_ms)}
+                "rss": run.rss.get(target, [None])[0], "p99+": overhead(ns, lambda r: r.p99_ms, control),
+                "ttfb99+": overhead(st, ttfb99, control), "stream99+": overhead(st, lambda r: r.p99_ms, control),
+                "p99_ls": ns_ls and ns_ls.p99_ms, "p99_ls+": overhead(ns_ls, lambda r: r.p99_ms, control),
+                "ttfb99_ls": st_ls and ttfb99(st_ls), "ttfb99_ls+": overhead(st_ls, ttfb99, control),
+                "stream99_ls": st_ls and st_ls.p99_ms, "stream99_ls+": overhead(st_ls, lambda r: r.p99_ms, control)}
 
-    n, s, c = figures("nginx"), figures("full"), controls("full")
+    n, s, c = figures("nginx"), figures("full"), figures("full", control=True)
     # label, figures, their format, the target, whether the full path meets it (a figure not measured is None:
     # the test raises TypeError and there is no verdict)
     # CPU per request as the issue measured it: under full load (64 connections), where a request's cost is its

@@ -117,6 +117,14 @@ if ! curl -sf http://127.0.0.1:19300/healthz > /dev/null; then
     tail -5 "$work/train/gateway.log" >&2
     exit 1
 fi
+# A simulator that could not take its port would leave its vendor's adapter untrained.
+for vendor in "${!ports[@]}"; do
+    if ! curl -sf "http://127.0.0.1:${ports[$vendor]}/healthz" > /dev/null; then
+        echo "build-pgo: the $vendor simulator did not start (port ${ports[$vendor]}):" >&2
+        tail -5 "$work/train/sim-$vendor.log" >&2
+        exit 1
+    fi
+done
 
 # Requests of one kind, eight at a time: PATH BODY.
 send() {

@@ -108,22 +108,21 @@ key=$("$sluice" --config "$config" keys create train 2> /dev/null | grep -o 'sk-
 "$sluice" --config "$config" serve > "$work/train/gateway.log" 2>&1 &
 gateway=$!
 pids+=("$gateway")
-for _ in $(seq 100); do
-    curl -sf http://127.0.0.1:19300/healthz > /dev/null && break
-    sleep 0.2
-done
-if ! curl -sf http://127.0.0.1:19300/healthz > /dev/null; then
-    echo "build-pgo: the gateway did not start:" >&2
-    tail -5 "$work/train/gateway.log" >&2
+# Waits up to 20 s for NAME's /healthz on PORT; if it never answers, prints LOG's end and stops. Every
+# simulator too: one that could not take its port would leave its vendor's adapter untrained.
+healthy() {
+    local name=$1 port=$2 log=$3
+    for _ in $(seq 100); do
+        curl -sf "http://127.0.0.1:$port/healthz" > /dev/null && return 0
+        sleep 0.2
+    done
+    echo "build-pgo: the $name did not start (port $port):" >&2
+    tail -5 "$log" >&2
     exit 1
-fi
-# A simulator that could not take its port would leave its vendor's adapter untrained.
+}
+healthy gateway 19300 "$work/train/gateway.log"
 for vendor in "${!ports[@]}"; do
-    if ! curl -sf "http://127.0.0.1:${ports[$vendor]}/healthz" > /dev/null; then
-        echo "build-pgo: the $vendor simulator did not start (port ${ports[$vendor]}):" >&2
-        tail -5 "$work/train/sim-$vendor.log" >&2
-        exit 1
-    fi
+    healthy "$vendor simulator" "${ports[$vendor]}" "$work/train/sim-$vendor.log"
 done
 
 # Requests of one kind, eight at a time: PATH BODY.

@@ -795,6 +795,9 @@ def summary_table(run: Run) -> str:
     overhead against the direct call, which is what their targets are about."""
     def figures(target: str, control: bool = False) -> dict[str, float | None]:   # None: not measured
         """TARGET's figures; with CONTROL, its overheads are nginx's in TARGET's rounds."""
+        def p99(r: Result) -> float | None:
+            return r.p99_ms
+
         ns, st = find(run, target, False, "paced"), find(run, target, True, "paced")
         ns_ls, st_ls = find(run, target, False, "lockstep"), find(run, target, True, "lockstep")
         ns_max, st_max = find(run, target, False, "max"), find(run, target, True, "max")
@@ -802,11 +805,11 @@ def summary_table(run: Run) -> str:
                 "cpu_stream_max": st_max and st_max.cpu_us, "rps": ns_max and ns_max.rps,
                 "streams": st_max and st_max.rps, "p99": ns and ns.p99_ms,
                 "ttfb99": st and ttfb99(st), "stream99": st and st.p99_ms,
-                "rss": run.rss.get(target, [None])[0], "p99+": overhead(ns, lambda r: r.p99_ms, control),
-                "ttfb99+": overhead(st, ttfb99, control), "stream99+": overhead(st, lambda r: r.p99_ms, control),
-                "p99_ls": ns_ls and ns_ls.p99_ms, "p99_ls+": overhead(ns_ls, lambda r: r.p99_ms, control),
+                "rss": run.rss.get(target, [None])[0], "p99+": overhead(ns, p99, control),
+                "ttfb99+": overhead(st, ttfb99, control), "stream99+": overhead(st, p99, control),
+                "p99_ls": ns_ls and ns_ls.p99_ms, "p99_ls+": overhead(ns_ls, p99, control),
                 "ttfb99_ls": st_ls and ttfb99(st_ls), "ttfb99_ls+": overhead(st_ls, ttfb99, control),
-                "stream99_ls": st_ls and st_ls.p99_ms, "stream99_ls+": overhead(st_ls, lambda r: r.p99_ms, control)}
+                "stream99_ls": st_ls and st_ls.p99_ms, "stream99_ls+": overhead(st_ls, p99, control)}
 
     n, s, c = figures("nginx"), figures("full"), figures("full", control=True)
     # label, figures, their format, the target, whether the full path meets it (a figure not measured is None:

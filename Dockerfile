@@ -1,11 +1,20 @@
-# Build stage: the release binary only.
+# Build stage: the release binary, optimised with a profile of its own request path (deploy/build-pgo.sh:
+# a sixth fewer instructions a request, about twice a plain build's time). `--build-arg PGO=0` builds it plain.
 FROM rust:1-slim-bookworm AS build
+ARG PGO=1
 WORKDIR /src
-# make: jemalloc, the binary's allocator, is built from its C sources.
-RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
+# make: jemalloc, the binary's allocator, is built from its C sources. curl and llvm-tools: the profile's
+# training requests and its merge.
+RUN apt-get update && apt-get install -y --no-install-recommends make curl && rm -rf /var/lib/apt/lists/* \
+    && rustup component add llvm-tools
 COPY Cargo.toml Cargo.lock clippy.toml ./
 COPY crates crates
-RUN cargo build --release -p sluice --locked
+# The migrations are compiled into the binary; the training serves the shipped prompt templates.
+COPY migrations migrations
+COPY prompts prompts
+COPY deploy/build-pgo.sh deploy/
+RUN if [ "$PGO" = 1 ]; then deploy/build-pgo.sh && cp target/pgo/optimised/release/sluice /sluice; \
+    else cargo build --release -p sluice --locked && cp target/release/sluice /sluice; fi
 
 # Runtime stage: the binary, its configuration, CA certificates for the vendors' TLS.
 FROM debian:bookworm-slim
@@ -14,7 +23,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --home /srv/sluice sluice
 WORKDIR /srv/sluice
-COPY --from=build /src/target/release/sluice /usr/local/bin/sluice
+COPY --from=build /sluice /usr/local/bin/sluice
 COPY config config
 COPY prompts prompts
 COPY migrations migrations

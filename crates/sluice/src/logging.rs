@@ -21,11 +21,16 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// Installs the global subscriber: `level` unless `RUST_LOG` says otherwise, JSON lines or text, to
 /// standard error.
+///
+/// PostgreSQL's notices are left out unless `RUST_LOG` asks for them: sqlx logs each at info, and every
+/// start's migration check draws one ("relation \"_sqlx_migrations\" already exists, skipping"), printed
+/// before a CLI command's own output. Asking the server not to send them (`client_min_messages` in the
+/// startup packet) would make connections through PgBouncer fail, which refuses unknown startup options.
 pub fn init(level: &str, json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .or_else(|_| EnvFilter::try_new(format!("{level},sqlx::postgres::notice=warn")))
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use common::{BIN, free_port, scratch_dir};
+use common::{BIN, FreshDatabase, free_port, scratch_dir};
 use sluice_store::{PriceSource, TokenUsage, UsageRow, UsageSource};
 
 fn scratch(name: &str) -> PathBuf {
@@ -259,6 +259,41 @@ async fn tenants_keys_and_spend_from_the_command_line() {
     assert!(run(&["spend", "--group-by", "model"]).contains("cost_usd"));
     let json: serde_json::Value = serde_json::from_str(&run(&["spend", "--json"])).unwrap();
     assert!(json["data"].is_array(), "{json}");
+}
+
+#[test]
+fn commands_on_postgres_print_their_output_without_the_servers_notices() {
+    let Some(database) = FreshDatabase::create("sluice_cli_notices") else {
+        return;
+    };
+    let config = scratch("notices").join("sluice.toml");
+    std::fs::write(
+        &config,
+        "[[providers]]\nname = \"demo\"\nkind = \"simulated\"\n[[models]]\nname = \"m\"\n[[models.deployments]]\nprovider = \"demo\"\nmodel = \"m\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let output = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("SLUICE_DATABASE_URL", database.url("127.0.0.1:5432"))
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let (out, err) = (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        );
+        assert!(output.status.success(), "{args:?}: {out}{err}");
+        (out, err)
+    };
+    run(&["migrate"]);
+    // Every command checks the migrations first: PostgreSQL answers that their table exists, a notice that
+    // was printed before the command's own output.
+    let (out, err) = run(&["tenants", "create", "team"]);
+    assert!(out.contains("created tenant team"), "{out}");
+    assert!(!err.contains("notice") && !err.contains("already exists"), "{err}");
 }
 
 #[test]

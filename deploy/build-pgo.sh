@@ -9,8 +9,9 @@
 # Needs curl and an llvm-profdata of rustc's own LLVM version: `rustup component add llvm-tools`, or a
 # distribution's llvm-profdata-N on PATH, or LLVM_PROFDATA=/path/to/it. About twice a release build's time.
 # The training covers every inbound protocol (chat completions with and without tools, streams, Responses,
-# Messages, embeddings' route, models) through every vendor's adapter (OpenAI, Azure, Anthropic, Gemini,
-# OpenAI-compatible), with a tenant's virtual key and budgets: code the training never runs is compiled as cold.
+# Messages, prompt templates, embeddings' route, models) through every vendor's adapter (OpenAI, Azure,
+# Anthropic, Gemini, OpenAI-compatible), with a tenant's virtual key and budgets: code the training never runs
+# is compiled as cold.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -144,6 +145,10 @@ for model in openai compatible azure anthropic gemini; do
         send /v1/responses "{\"model\": \"$model\", \"stream\": $stream, \"instructions\": \"Be brief.\", \"input\": \"$prompt\"}"
         send /v1/messages "{\"model\": \"$model\", \"stream\": $stream, \"max_tokens\": 64, \"system\": \"Be brief.\", \"messages\": [{\"role\": \"user\", \"content\": \"$prompt\"}]}"
     done
+done
+# The shipped prompt templates' route: their model, sluice-demo, is the OpenAI simulator here.
+for stream in false true; do
+    send /v1/prompts/summarize "{\"stream\": $stream, \"variables\": {\"text\": \"$prompt\"}}"
 done
 # The simulator serves no embeddings: this trains the route and the upstream error's mapping.
 send /v1/embeddings "{\"model\": \"openai\", \"input\": \"$prompt\"}"

@@ -28,9 +28,10 @@ use tracing_subscriber::registry::LookupSpan;
 /// startup packet) would make connections through PgBouncer fail, which refuses unknown startup options.
 pub fn init(level: &str, json: bool) {
     use tracing_subscriber::EnvFilter;
+    const NOTICES: &str = "sqlx::postgres::notice=warn";
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(format!("{level},sqlx::postgres::notice=warn")))
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
+        .or_else(|_| EnvFilter::try_new(format!("{level},{NOTICES}")))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{NOTICES}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -17,34 +17,37 @@ fn scratch(name: &str) -> PathBuf {
     scratch_dir(&format!("cli-{name}"))
 }
 
+/// A simulated model `m`: what the commands below need configured besides the store.
+const DEMO_MODEL: &str = "[[providers]]\nname = \"demo\"\nkind = \"simulated\"\n[[models]]\nname = \"m\"\n[[models.deployments]]\nprovider = \"demo\"\nmodel = \"m\"\n";
+
+/// Runs the binary's commands with `config` written to `path` and `SLUICE_DATABASE_URL` set to `database`
+/// when given, without `RUST_LOG` (the commands log as a user's would): each call asserts success and
+/// returns standard output and standard error.
+fn cli(path: PathBuf, config: &str, database: Option<String>) -> impl Fn(&[&str]) -> (String, String) + use<> {
+    std::fs::write(&path, config).unwrap();
+    move |args: &[&str]| {
+        let mut command = Command::new(BIN);
+        command.args(args).arg("--config").arg(&path).env_remove("RUST_LOG");
+        if let Some(url) = &database {
+            command.env("SLUICE_DATABASE_URL", url);
+        }
+        let output = command.output().unwrap();
+        let (out, err) = (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        );
+        assert!(output.status.success(), "{args:?}: {out}{err}");
+        (out, err)
+    }
+}
+
 /// Runs the binary's commands against a fresh SQLite store at `database` (its configuration written
 /// beside it) and a simulated model: each call asserts success and returns standard output.
 fn sqlite_cli(database: &std::path::Path) -> impl Fn(&[&str]) -> String + use<> {
     let _ = std::fs::remove_file(database);
-    let config = database.with_file_name("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\nurl = \"sqlite://{}\"\n[[providers]]\nname = \"demo\"\nkind = \"simulated\"\n[[models]]\nname = \"m\"\n[[models.deployments]]\nprovider = \"demo\"\nmodel = \"m\"\n",
-            database.display()
-        ),
-    )
-    .unwrap();
-    move |args: &[&str]| {
-        let output = Command::new(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "{args:?}: {text}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        text
-    }
+    let config = format!("[store]\nurl = \"sqlite://{}\"\n{DEMO_MODEL}", database.display());
+    let run = cli(database.with_file_name("sluice.toml"), &config, None);
+    move |args: &[&str]| run(args).0
 }
 
 /// A child process killed when dropped, so a failing test leaves nothing running.
@@ -266,28 +269,11 @@ fn commands_on_postgres_print_their_output_without_the_servers_notices() {
     let Some(database) = FreshDatabase::create("sluice_cli_notices") else {
         return;
     };
-    let config = scratch("notices").join("sluice.toml");
-    std::fs::write(
-        &config,
-        "[[providers]]\nname = \"demo\"\nkind = \"simulated\"\n[[models]]\nname = \"m\"\n[[models.deployments]]\nprovider = \"demo\"\nmodel = \"m\"\n",
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let output = Command::new(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .env("SLUICE_DATABASE_URL", database.url("127.0.0.1:5432"))
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap();
-        let (out, err) = (
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        );
-        assert!(output.status.success(), "{args:?}: {out}{err}");
-        (out, err)
-    };
+    let run = cli(
+        scratch("notices").join("sluice.toml"),
+        DEMO_MODEL,
+        Some(database.url("127.0.0.1:5432")),
+    );
     run(&["migrate"]);
     // Every command checks the migrations first: PostgreSQL answers that their table exists, a notice that
     // was printed before the command's own output.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use sluice_alerts::{Alert, Event, Retry, Settings, Sink, share_to_bp};
 
-use crate::config::{Config, Secret, resolve_secret};
+use crate::config::{Config, MissingVar, Secret, resolve_secret};
 use crate::wiring::{Gateway, WiringError, http_client};
 
 /// The webhooks of `[[alerts]]` with their `env:` values read through `env`. A webhook whose URL or secret
@@ -12,14 +12,14 @@ use crate::wiring::{Gateway, WiringError, http_client};
 pub fn sinks(config: &Config, env: &dyn Fn(&str) -> Option<String>, warnings: &mut Vec<String>) -> Vec<Sink> {
     let mut sinks = Vec::new();
     for (i, alert) in config.alerts.iter().enumerate() {
-        let mut missing = |var: String| {
-            let message = format!("alerts[{i}] is disabled: environment variable {var} is not set");
+        let mut missing = |var: MissingVar| {
+            let message = format!("alerts[{i}] is disabled: {var}");
             tracing::warn!("{message}");
             warnings.push(message);
         };
         let url = match resolve_secret(&alert.url, env) {
             Secret::Value(value) => value,
-            Secret::Missing { var } => {
+            Secret::Missing(var) => {
                 missing(var);
                 continue;
             }
@@ -27,7 +27,7 @@ pub fn sinks(config: &Config, env: &dyn Fn(&str) -> Option<String>, warnings: &m
         let secret = match alert.secret.as_deref().map(|raw| resolve_secret(raw, env)) {
             None => None,
             Some(Secret::Value(value)) => Some(value),
-            Some(Secret::Missing { var }) => {
+            Some(Secret::Missing(var)) => {
                 missing(var);
                 continue;
             }

@@ -314,20 +314,34 @@ pub enum Secret {
     /// The value.
     Value(SecretString),
     /// `env:VAR` with VAR unset or empty.
-    Missing {
-        /// The variable's name.
-        var: String,
-    },
+    Missing(MissingVar),
+}
+
+/// The variable an `env:VAR` secret named, unset or empty. Displays as the reason, for warnings.
+#[derive(Debug)]
+pub struct MissingVar {
+    /// The variable's name.
+    pub var: String,
+    /// Set, but to nothing (as docker compose passes `KEY=` for a variable it was not given).
+    pub empty: bool,
+}
+
+impl std::fmt::Display for MissingVar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.empty { "is set but empty" } else { "is not set" };
+        write!(f, "environment variable {} {state}", self.var)
+    }
 }
 
 /// Resolves `env:VAR` through `env`, or takes a literal value as it is.
 pub fn resolve_secret(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Secret {
     match raw.strip_prefix("env:") {
-        Some(var) => match env(var.trim()).filter(|v| !v.is_empty()) {
-            Some(value) => Secret::Value(SecretString::from(value)),
-            None => Secret::Missing {
+        Some(var) => match env(var.trim()) {
+            Some(value) if !value.is_empty() => Secret::Value(SecretString::from(value)),
+            value => Secret::Missing(MissingVar {
                 var: var.trim().to_owned(),
-            },
+                empty: value.is_some(),
+            }),
         },
         None => Secret::Value(SecretString::from(raw.to_owned())),
     }
@@ -837,13 +851,21 @@ model = "m"
     #[test]
     fn secrets_resolve_from_the_environment_or_literally() {
         use secrecy::ExposeSecret;
-        let env = |name: &str| (name == "SET").then(|| "value".to_owned());
+        let env = |name: &str| match name {
+            "SET" => Some("value".to_owned()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
         match resolve_secret("env:SET", &env) {
             Secret::Value(v) => assert_eq!(v.expose_secret(), "value"),
             other => panic!("{other:?}"),
         }
         match resolve_secret("env:UNSET", &env) {
-            Secret::Missing { var } => assert_eq!(var, "UNSET"),
+            Secret::Missing(m) => assert_eq!(m.to_string(), "environment variable UNSET is not set"),
+            other => panic!("{other:?}"),
+        }
+        match resolve_secret("env:EMPTY", &env) {
+            Secret::Missing(m) => assert_eq!(m.to_string(), "environment variable EMPTY is set but empty"),
             other => panic!("{other:?}"),
         }
         match resolve_secret("sk-literal", &env) {

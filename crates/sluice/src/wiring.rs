@@ -197,8 +197,8 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
     for (i, raw) in config.auth.keys.iter().enumerate() {
         match resolve_secret(raw, env) {
             Secret::Value(value) => client_keys.push((format!("auth.keys[{i}]"), value)),
-            Secret::Missing { var } => {
-                let message = format!("auth.keys[{i}] is disabled: environment variable {var} is not set");
+            Secret::Missing(missing) => {
+                let message = format!("auth.keys[{i}] is disabled: {missing}");
                 tracing::warn!("{message}");
                 warnings.push(message);
             }
@@ -206,8 +206,8 @@ pub fn build(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Ga
     }
     let admin_key = match config.auth.admin_key.as_deref().map(|raw| resolve_secret(raw, env)) {
         Some(Secret::Value(value)) => Some(value),
-        Some(Secret::Missing { var }) => {
-            let message = format!("auth.admin_key is disabled: environment variable {var} is not set");
+        Some(Secret::Missing(missing)) => {
+            let message = format!("auth.admin_key is disabled: {missing}");
             tracing::warn!("{message}");
             warnings.push(message);
             None
@@ -481,14 +481,14 @@ fn resolve_keys(
     for (k, raw) in provider.keys.iter().enumerate() {
         match resolve_secret(raw, env) {
             Secret::Value(value) => keys.push(UpstreamKey::new(format!("{}#{k}", provider.name), value)),
-            Secret::Missing { var } => {
+            Secret::Missing(var) => {
                 let message = format!(
-                    "providers[{index}].keys[{k}] of provider `{}` is disabled: environment variable {var} is not set",
+                    "providers[{index}].keys[{k}] of provider `{}` is disabled: {var}",
                     provider.name
                 );
                 tracing::warn!("{message}");
                 warnings.push(message);
-                missing.push(var);
+                missing.push(var.var);
             }
         }
     }

@@ -105,7 +105,8 @@ fn check_config_accepts_the_shipped_configuration() {
         .current_dir(&root)
         .args(["check-config"])
         .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_API_KEY_2")
+        // Set but empty, as docker compose passes a variable it was not given.
+        .env("OPENAI_API_KEY_2", "")
         .output()
         .unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
@@ -116,6 +117,7 @@ fn check_config_accepts_the_shipped_configuration() {
     );
     assert!(stdout.contains("model sluice-demo -> demo"), "{stdout}");
     assert!(stdout.contains("OPENAI_API_KEY is not set"), "{stdout}");
+    assert!(stdout.contains("OPENAI_API_KEY_2 is set but empty"), "{stdout}");
 }
 
 #[tokio::test]
